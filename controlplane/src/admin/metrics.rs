@@ -1,0 +1,106 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text). Names follow
+//! `bridgehead_<subsystem>_<name>_<unit>`; labels are low-cardinality only.
+//! The dataplane's counters live in its workers and are summed here at
+//! scrape time by a collector, never pushed per packet.
+
+use dataplane::DataplaneHandle;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_created: Counter,
+    pub sessions_deleted: Counter,
+    pub session_refusals: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new(dataplane: DataplaneHandle, appliance_id: &str, region: &str) -> Metrics {
+        let mut registry = Registry::with_prefix("bridgehead");
+        registry.register(
+            "build",
+            "Version of the running firmware",
+            Info::new(vec![
+                ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                ("appliance".to_string(), appliance_id.to_string()),
+                ("region".to_string(), region.to_string()),
+            ]),
+        );
+        let sessions_created = Counter::default();
+        let sessions_deleted = Counter::default();
+        let session_refusals = Family::<Labels, Counter>::default();
+        registry.register("dataplane_sessions_created", "Media sessions created through the control API", sessions_created.clone());
+        registry.register("dataplane_sessions_deleted", "Media sessions deleted through the control API", sessions_deleted.clone());
+        registry.register("dataplane_session_refusals", "Media sessions refused, by reason", session_refusals.clone());
+        registry.register_collector(Box::new(DataplaneCollector { dataplane }));
+        Metrics { registry, sessions_created, sessions_deleted, session_refusals }
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct DataplaneCollector {
+    dataplane: DataplaneHandle,
+}
+
+fn per_worker<F: Fn(&dataplane::engine::counters::WorkerSnapshot) -> u64>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    workers: &[dataplane::engine::counters::WorkerSnapshot],
+    value: F,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (w, snapshot) in workers.iter().enumerate() {
+        let labels = [("worker", w.to_string())];
+        ConstCounter::new(value(snapshot)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for DataplaneCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let workers = self.dataplane.worker_stats();
+        per_worker(&mut encoder, "dataplane_rx_packets", "Datagrams received on media ports", &workers, |w| w.rx_packets)?;
+        per_worker(&mut encoder, "dataplane_rx_bytes", "Payload bytes received on media ports", &workers, |w| w.rx_bytes)?;
+        per_worker(&mut encoder, "dataplane_tx_packets", "Datagrams relayed out", &workers, |w| w.tx_packets)?;
+        per_worker(&mut encoder, "dataplane_tx_bytes", "Payload bytes relayed out", &workers, |w| w.tx_bytes)?;
+        per_worker(&mut encoder, "dataplane_events_lost", "Events dropped because the control plane did not read them", &workers, |w| {
+            w.events_lost
+        })?;
+        per_worker(&mut encoder, "dataplane_loops", "Worker loop iterations", &workers, |w| w.loops)?;
+        per_worker(&mut encoder, "dataplane_idle_loops", "Worker loop iterations that received nothing", &workers, |w| w.idle_loops)?;
+        {
+            let mut family = encoder.encode_descriptor("dataplane_drops", "Datagrams not relayed, by reason", None, MetricType::Counter)?;
+            for (w, snapshot) in workers.iter().enumerate() {
+                for &(reason, count) in &snapshot.drops {
+                    let labels = [("worker", w.to_string()), ("reason", reason.as_str().to_string())];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let in_use = self.dataplane.session_count() as i64;
+        let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| -> Result<(), std::fmt::Error> {
+            ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+        };
+        gauge(&mut encoder, "dataplane_sessions", "Media sessions in the table", in_use)?;
+        gauge(&mut encoder, "dataplane_sessions_capacity", "Capacity of the session table", self.dataplane.capacity() as i64)?;
+        gauge(&mut encoder, "dataplane_workers_running", "Dataplane workers running their loop", self.dataplane.running_workers() as i64)?;
+        Ok(())
+    }
+}

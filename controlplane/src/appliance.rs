@@ -1,0 +1,83 @@
+//! The appliance process: starts the dataplane, the admin server and the
+//! event pump from a [`Config`], and stops them in order on SIGTERM/SIGINT.
+
+use crate::admin::{self, events::EventLog, metrics::Metrics, AdminState};
+use crate::config::Config;
+use dataplane::Dataplane;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create state directory {0}: {1}")]
+    StateDir(std::path::PathBuf, std::io::Error),
+    #[error("dataplane: {0}")]
+    Dataplane(#[from] dataplane::control::StartError),
+    #[error("cannot bind the admin listener on {0}: {1}")]
+    BindAdmin(std::net::SocketAddr, std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the appliance until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.appliance.state_dir).map_err(|e| StartError::StateDir(config.appliance.state_dir.clone(), e))?;
+    let dp_config = config.dataplane.clone();
+    let dataplane = tokio::task::spawn_blocking(move || Dataplane::start(dp_config))
+        .await
+        .unwrap_or_else(|e| Err(dataplane::control::StartError::Backend(format!("start-up task failed: {e}"))))?;
+    let handle = dataplane.handle();
+    tracing::info!(
+        backend = ?config.dataplane.backend,
+        workers = config.dataplane.workers,
+        sessions = config.dataplane.sessions,
+        media_ip = %handle.media_ip(),
+        ports = %format!("{}-{}", config.dataplane.ports.start(), config.dataplane.ports.end()),
+        "dataplane started"
+    );
+
+    let listener = match tokio::net::TcpListener::bind(config.listen.admin).await {
+        Ok(l) => l,
+        Err(e) => {
+            dataplane.stop();
+            return Err(StartError::BindAdmin(config.listen.admin, e));
+        }
+    };
+    let events = Arc::new(EventLog::default());
+    let state = Arc::new(AdminState {
+        dataplane: handle.clone(),
+        metrics: Metrics::new(handle.clone(), &config.appliance.id, &config.appliance.region),
+        events: events.clone(),
+        admin_token: config.listen.admin_token.clone(),
+    });
+    let pump = tokio::spawn(admin::events::pump(handle.clone(), events));
+    tracing::info!(
+        appliance = %config.appliance.id,
+        region = %config.appliance.region,
+        admin = %config.listen.admin,
+        "appliance running"
+    );
+
+    let shutdown = shutdown_signal().map_err(StartError::Signals)?;
+    let served = axum::serve(listener, admin::router(state)).with_graceful_shutdown(shutdown).await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "admin server failed");
+    }
+    tracing::info!("stopping");
+    pump.abort();
+    tokio::task::spawn_blocking(move || dataplane.stop()).await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}

@@ -1,0 +1,165 @@
+//! Counters written by one worker and read by anyone. Each counter has a single
+//! writer, so an increment is a relaxed load and store (a plain `mov` on
+//! x86), never a locked read-modify-write; readers sum workers at scrape time.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
+/// Why a datagram was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Sent to a local port no session owns.
+    NoSession,
+    /// Shorter than the smallest RTP or RTCP packet.
+    Truncated,
+    /// Larger than an RTP packet may be on a 1500-byte path.
+    Oversized,
+    /// Neither RTP nor RTCP (first byte outside 128..=191).
+    NotRtp,
+    /// An RTP/RTCP version other than 2.
+    BadVersion,
+    /// RTP header fields that do not fit the packet (CSRCs, extension, padding).
+    Malformed,
+    /// STUN or DTLS: media-plane control the relay does not terminate.
+    Control,
+    /// From a source other than the leg's peer, on a strict leg.
+    WrongSource,
+    /// The other leg has no remote address yet.
+    NoDestination,
+    /// The backend could not send it (socket error, next hop unresolved, ring full).
+    TxFailed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 10] = [
+        DropReason::NoSession,
+        DropReason::Truncated,
+        DropReason::Oversized,
+        DropReason::NotRtp,
+        DropReason::BadVersion,
+        DropReason::Malformed,
+        DropReason::Control,
+        DropReason::WrongSource,
+        DropReason::NoDestination,
+        DropReason::TxFailed,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NoSession => "no_session",
+            DropReason::Truncated => "truncated",
+            DropReason::Oversized => "oversized",
+            DropReason::NotRtp => "not_rtp",
+            DropReason::BadVersion => "bad_version",
+            DropReason::Malformed => "malformed",
+            DropReason::Control => "control",
+            DropReason::WrongSource => "wrong_source",
+            DropReason::NoDestination => "no_destination",
+            DropReason::TxFailed => "tx_failed",
+        }
+    }
+}
+
+/// One worker's totals.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Events that did not fit the event queue (the control plane is not reading).
+    pub events_lost: AtomicU64,
+    pub sessions_active: AtomicU64,
+    /// Loop iterations, and those that received nothing: load = 1 - idle/loops.
+    pub loops: AtomicU64,
+    pub idle_loops: AtomicU64,
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn drop(&self, reason: DropReason) {
+        bump(&self.drops[reason as usize], 1);
+    }
+
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        WorkerSnapshot {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            drops: DropReason::ALL.map(|r| (r, self.drops[r as usize].load(Relaxed))).to_vec(),
+            events_lost: self.events_lost.load(Relaxed),
+            sessions_active: self.sessions_active.load(Relaxed),
+            loops: self.loops.load(Relaxed),
+            idle_loops: self.idle_loops.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: Vec<(DropReason, u64)>,
+    pub events_lost: u64,
+    pub sessions_active: u64,
+    pub loops: u64,
+    pub idle_loops: u64,
+}
+
+/// One leg's counters. `rx` counts what its peer sent to the appliance on this
+/// leg, `tx` what the appliance sent out of it.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct LegCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub dropped: AtomicU64,
+    /// RFC 3550 cumulative loss of the RTP received on this leg (two's complement).
+    pub lost: AtomicU64,
+    /// RFC 3550 interarrival jitter of the RTP received, in timestamp units.
+    pub jitter: AtomicU64,
+}
+
+impl LegCounters {
+    pub(crate) fn reset(&self) {
+        for c in [&self.rx_packets, &self.rx_bytes, &self.tx_packets, &self.tx_bytes, &self.dropped, &self.lost, &self.jitter] {
+            c.store(0, Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> LegSnapshot {
+        LegSnapshot {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            lost: self.lost.load(Relaxed) as i64,
+            jitter: self.jitter.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LegSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub dropped: u64,
+    pub lost: i64,
+    pub jitter: u64,
+}

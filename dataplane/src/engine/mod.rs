@@ -1,0 +1,269 @@
+//! The relay: what happens to one datagram that reached a media port, and the
+//! worker loop that feeds it bursts from a [`PacketIo`](crate::io::PacketIo).
+//!
+//! [`Engine::relay`] is the whole per-packet decision: find the leg by local
+//! endpoint, validate, check or latch the source, account RFC 3550 statistics,
+//! rewrite RTP (payload type, SSRC, sequence, timestamp) and readdress the
+//! datagram to the other leg's peer. It never allocates and never blocks.
+
+pub mod checksum_delta;
+pub mod counters;
+pub mod worker;
+
+use crate::control::{Command, Event, Shared};
+use crate::session::table::SessionTable;
+use crate::session::LocalEndpoint;
+use crate::wire::{classify, rtp};
+use checksum_delta::ChecksumDelta;
+use counters::{bump, DropReason};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest payload relayed: a full 1500-byte IPv4 packet minus IP and UDP headers.
+pub const MAX_PAYLOAD: usize = 1472;
+const RTCP_MIN: usize = 8;
+
+/// A received datagram as the engine sees it, whatever the backend.
+pub trait Datagram {
+    /// The local media endpoint it was sent to.
+    fn local(&self) -> LocalEndpoint;
+    fn source(&self) -> SocketAddr;
+    fn payload_mut(&mut self) -> &mut [u8];
+    /// Turns it into a datagram from `from` (the local leg `from_leg` of this
+    /// worker) to `to`. `payload_delta` is what the engine's payload rewrite
+    /// did to the UDP checksum.
+    fn readdress(&mut self, from_leg: u32, from: LocalEndpoint, to: SocketAddr, payload_delta: ChecksumDelta);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop(DropReason),
+}
+
+/// Wall time as the worker loop samples it once per burst.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Now {
+    pub us: u64,
+}
+
+impl Now {
+    pub fn ms(self) -> u64 {
+        self.us / 1000
+    }
+}
+
+/// One worker's relay state.
+pub struct Engine {
+    pub(crate) worker: u32,
+    pub(crate) table: SessionTable,
+    pub(crate) shared: Arc<Shared>,
+    /// Next local slot the timeout scan looks at.
+    scan_cursor: usize,
+}
+
+impl Engine {
+    pub fn new(worker: u32, table: SessionTable, shared: Arc<Shared>) -> Self {
+        Engine { worker, table, shared, scan_cursor: 0 }
+    }
+
+    fn counters(&self) -> &counters::WorkerCounters {
+        &self.shared.workers[self.worker as usize]
+    }
+
+    #[inline]
+    fn reject(&self, leg: Option<u32>, reason: DropReason) -> Verdict {
+        self.counters().drop(reason);
+        if let Some(leg) = leg {
+            bump(&self.shared.legs[self.global_leg(leg)].dropped, 1);
+        }
+        Verdict::Drop(reason)
+    }
+
+    #[inline]
+    fn global_leg(&self, leg: u32) -> usize {
+        self.table.global_slot(leg) as usize * 2 + (leg & 1) as usize
+    }
+
+    /// Decides the fate of one datagram and, when it is relayed, readdresses it.
+    #[inline]
+    pub fn relay<D: Datagram>(&mut self, now: Now, dg: &mut D) -> Verdict {
+        let wc = &self.shared.workers[self.worker as usize];
+        let Some((leg, rtcp_port)) = self.table.lookup(dg.local()) else {
+            bump(&wc.rx_packets, 1);
+            return self.reject(None, DropReason::NoSession);
+        };
+        let src = dg.source();
+        let payload = dg.payload_mut();
+        let len = payload.len();
+        bump(&wc.rx_packets, 1);
+        bump(&wc.rx_bytes, len as u64);
+        let gleg = self.global_leg(leg);
+        let lc = &self.shared.legs[gleg];
+        bump(&lc.rx_packets, 1);
+        bump(&lc.rx_bytes, len as u64);
+
+        if len > MAX_PAYLOAD {
+            return self.reject(Some(leg), DropReason::Oversized);
+        }
+        let is_rtcp = match classify::classify(payload) {
+            classify::Kind::Rtp => false,
+            classify::Kind::Rtcp => true,
+            classify::Kind::Stun | classify::Kind::Dtls | classify::Kind::Turn | classify::Kind::ZrtpOrOther => {
+                return self.reject(Some(leg), DropReason::Control)
+            }
+            classify::Kind::Unknown if len < 2 => return self.reject(Some(leg), DropReason::Truncated),
+            // RFC 7983 leaves 64..=127 and 192..=255 unassigned: a version
+            // field of 1 or 3 lands there.
+            classify::Kind::Unknown if matches!(payload[0] >> 6, 1 | 3) => {
+                return self.reject(Some(leg), DropReason::BadVersion)
+            }
+            classify::Kind::Unknown => return self.reject(Some(leg), DropReason::NotRtp),
+        };
+        if len < if is_rtcp { RTCP_MIN } else { rtp::HEADER_LEN } {
+            return self.reject(Some(leg), DropReason::Truncated);
+        }
+        if rtcp_port && !is_rtcp {
+            return self.reject(Some(leg), DropReason::NotRtp);
+        }
+
+        let (rx, _) = self.table.leg_pair_mut(leg);
+        let (remote, latched) = if rtcp_port { (&mut rx.rtcp_remote, &mut rx.rtcp_latched) } else { (&mut rx.remote, &mut rx.latched) };
+        // Source: strict legs accept only their peer; others latch the first source.
+        match *remote {
+            Some(r) if r == src => {}
+            Some(_) if rx.settings.strict => return self.reject(Some(leg), DropReason::WrongSource),
+            _ if !*latched => {
+                *remote = Some(src);
+                *latched = true;
+                if let Some(session) = self.table.slot_mut(leg).id {
+                    self.emit(Event::Latched { session, side: (leg & 1) as u8, rtcp: rtcp_port, remote: src });
+                }
+            }
+            _ => {}
+        }
+        let (rx, tx) = self.table.leg_pair_mut(leg);
+        let (dest, from) = if rtcp_port {
+            (tx.rtcp_remote, LocalEndpoint { port: tx.local.port + 1, ..tx.local })
+        } else {
+            (tx.remote, tx.local)
+        };
+        let Some(dest) = dest else {
+            return self.reject(Some(leg), DropReason::NoDestination);
+        };
+
+        let mut delta = ChecksumDelta::default();
+        if is_rtcp {
+            if let Some(rewrite) = &tx.rewrite {
+                rewrite_rtcp_ssrcs(payload, rewrite, &mut delta);
+            }
+        } else {
+            let mut packet = rtp::Packet::new_unchecked(&mut *payload);
+            if packet.check_rtp().is_err() {
+                return self.reject(Some(leg), DropReason::Malformed);
+            }
+            let (ssrc, seq, ts) = (packet.ssrc(), packet.sequence_number(), packet.timestamp());
+            let clock_rate = rx.settings.clock_rate.max(1);
+            let arrival = (u128::from(now.us) * u128::from(clock_rate) / 1_000_000) as u32;
+            rx.stats.update(seq, ts, arrival);
+            lc.lost.store(rx.stats.lost() as u64, std::sync::atomic::Ordering::Relaxed);
+            lc.jitter.store(u64::from(rx.stats.jitter()), std::sync::atomic::Ordering::Relaxed);
+
+            let pt = packet.payload_type();
+            let out_pt = tx.settings.pt_map.map(pt);
+            if out_pt != pt {
+                // The low byte of its 16-bit word changes (marker kept); the
+                // high byte is unchanged and cancels out of the checksum.
+                let marker = if packet.marker() { 0x80 } else { 0 };
+                packet.set_payload_type(out_pt);
+                delta.replace16(u16::from(marker | pt), u16::from(marker | out_pt));
+            }
+            if let Some(rewrite) = &mut tx.rewrite {
+                let (o_ssrc, o_seq, o_ts) = rewrite.apply(ssrc, seq, ts, tx.settings.clock_rate.max(1));
+                packet.set_ssrc(o_ssrc);
+                packet.set_sequence_number(o_seq);
+                packet.set_timestamp(o_ts);
+                delta.replace32(ssrc, o_ssrc);
+                delta.replace16(seq, o_seq);
+                delta.replace32(ts, o_ts);
+            }
+        }
+        let out_leg = leg ^ 1;
+        self.table.slot_mut(leg).last_activity_ms = now.ms();
+        let tc = &self.shared.legs[gleg ^ 1];
+        bump(&tc.tx_packets, 1);
+        bump(&tc.tx_bytes, len as u64);
+        dg.readdress(out_leg, from, dest, delta);
+        Verdict::Forward
+    }
+
+    fn emit(&self, event: Event) {
+        if self.shared.events.push(event).is_err() {
+            bump(&self.counters().events_lost, 1);
+        }
+    }
+
+    /// Applies one command from the control plane.
+    pub fn apply(&mut self, now: Now, command: Command) -> Result<(), crate::session::table::TableError> {
+        match command {
+            Command::Install { id, locals, settings } => {
+                self.table.install(id, locals, settings, now.ms())?;
+                let slot = id.slot() as usize;
+                for side in 0..2 {
+                    self.shared.legs[slot * 2 + side].reset();
+                }
+                bump(&self.counters().sessions_active, 1);
+            }
+            Command::Update { id, side, settings } => self.table.update(id, side, settings)?,
+            Command::Remove { id } => {
+                self.table.remove(id)?;
+                let c = &self.counters().sessions_active;
+                c.store(c.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks at up to `budget` sessions for media timeouts, continuing where
+    /// the previous call stopped, so that a big table costs little per loop.
+    pub fn scan_timeouts(&mut self, now: Now, budget: usize) {
+        let timeout_ms = self.shared.media_timeout_ms;
+        let count = self.table.slot_count();
+        if count == 0 {
+            return;
+        }
+        for _ in 0..budget.min(count) {
+            let local = self.scan_cursor;
+            self.scan_cursor = (self.scan_cursor + 1) % count;
+            let slot = self.table.slot_by_index(local);
+            let Some(id) = slot.id else { continue };
+            if !slot.timeout_reported && now.ms().saturating_sub(slot.last_activity_ms) >= timeout_ms {
+                slot.timeout_reported = true;
+                self.emit(Event::MediaTimeout { session: id });
+            } else if slot.timeout_reported && now.ms().saturating_sub(slot.last_activity_ms) < timeout_ms {
+                // Media came back: a later silence is reported again.
+                slot.timeout_reported = false;
+            }
+        }
+    }
+}
+
+/// Rewrites the sender SSRC of each packet of an RTCP compound that the
+/// rewrite maps (SR, RR, SDES first chunk, BYE first source).
+fn rewrite_rtcp_ssrcs(payload: &mut [u8], rewrite: &crate::session::rewrite::StreamRewrite, delta: &mut ChecksumDelta) {
+    let mut offset = 0;
+    while offset + 8 <= payload.len() {
+        let words = usize::from(u16::from_be_bytes([payload[offset + 2], payload[offset + 3]]));
+        let end = offset + (words + 1) * 4;
+        if end > payload.len() {
+            return;
+        }
+        let ssrc_at = offset + 4..offset + 8;
+        let ssrc = u32::from_be_bytes([payload[ssrc_at.start], payload[ssrc_at.start + 1], payload[ssrc_at.start + 2], payload[ssrc_at.start + 3]]);
+        if let Some(new) = rewrite.map_rtcp_ssrc(ssrc) {
+            payload[ssrc_at].copy_from_slice(&new.to_be_bytes());
+            delta.replace32(ssrc, new);
+        }
+        offset = end;
+    }
+}

@@ -1,0 +1,101 @@
+//! The run-to-completion loop of one worker: receive a burst, relay each
+//! datagram, send, and between bursts apply the control plane's commands and
+//! look for media timeouts. Written once, monomorphised per backend.
+
+use super::{Engine, Now};
+use crate::control::{Command, WorkerCommand, IDLE_WAIT};
+use crate::engine::counters::bump;
+use crate::io::{AnyIo, PacketIo};
+use crossbeam_queue::ArrayQueue;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Bursts between two looks at the command queue while busy.
+const CONTROL_EVERY: u64 = 16;
+/// Commands applied per look, so a flood of them cannot starve the packets.
+const COMMANDS_PER_TICK: usize = 256;
+/// Sessions checked for media timeout per look.
+const TIMEOUT_SCAN_PER_TICK: usize = 4096;
+
+pub fn run(engine: Engine, io: AnyIo, commands: &ArrayQueue<WorkerCommand>, epoch: Instant) {
+    match io {
+        AnyIo::Sockets(io) => run_loop(engine, io, commands, epoch),
+        #[cfg(feature = "dpdk")]
+        AnyIo::Dpdk(io) => run_loop(engine, io, commands, epoch),
+    }
+}
+
+fn now(epoch: Instant) -> Now {
+    Now { us: epoch.elapsed().as_micros() as u64 }
+}
+
+pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQueue<WorkerCommand>, epoch: Instant) {
+    let shared = engine.shared.clone();
+    let w = engine.worker as usize;
+    let counters = &shared.workers[w];
+    shared.running[w].store(true, Ordering::Release);
+    tracing::info!(worker = w, "dataplane worker running");
+    let mut idle = false;
+    let mut tick = 0u64;
+    loop {
+        let batch = io.rx_burst(idle.then_some(IDLE_WAIT));
+        let received = batch.len();
+        let t = now(epoch);
+        for dg in batch.iter_mut() {
+            engine.relay(t, dg);
+        }
+        if received > 0 {
+            io.tx_burst(counters);
+        }
+        idle = received == 0;
+        bump(&counters.loops, 1);
+        if idle {
+            bump(&counters.idle_loops, 1);
+        }
+        tick += 1;
+        if idle || tick.is_multiple_of(CONTROL_EVERY) {
+            for _ in 0..COMMANDS_PER_TICK {
+                let Some(cmd) = commands.pop() else { break };
+                apply(&mut engine, &mut io, t, cmd);
+            }
+            engine.scan_timeouts(t, TIMEOUT_SCAN_PER_TICK);
+            io.housekeeping();
+            if shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+        }
+    }
+    shared.running[w].store(false, Ordering::Release);
+    tracing::info!(worker = w, "dataplane worker stopped");
+}
+
+fn apply<Io: PacketIo>(engine: &mut Engine, io: &mut Io, now: Now, cmd: WorkerCommand) {
+    let WorkerCommand { command, mut sockets } = cmd;
+    let (id, install) = match &command {
+        Command::Install { id, locals, .. } => (*id, Some(*locals)),
+        Command::Update { id, .. } | Command::Remove { id } => (*id, None),
+    };
+    let remove = matches!(command, Command::Remove { .. });
+    let local_leg = (id.slot() / shared_workers(engine)) * 2;
+    if let Err(e) = engine.apply(now, command) {
+        // The control plane allocates slots and ports, so this is a bug, not input.
+        tracing::error!(session = %id, error = %e, "dataplane command refused");
+        return;
+    }
+    if let Some(locals) = install {
+        for (side, local) in locals.iter().enumerate() {
+            let mine = sockets.iter().position(|(l, _)| l == local).map(|i| sockets.swap_remove(i));
+            let rtcp_ep = crate::session::LocalEndpoint { port: local.port + 1, ..*local };
+            let rtcp = sockets.iter().position(|(l, _)| *l == rtcp_ep).map(|i| sockets.swap_remove(i));
+            io.attach(local_leg + side as u32, mine.into_iter().chain(rtcp).collect());
+        }
+    }
+    if remove {
+        io.detach(local_leg);
+        io.detach(local_leg + 1);
+    }
+}
+
+fn shared_workers(engine: &Engine) -> u32 {
+    engine.shared.workers.len() as u32
+}

@@ -1,0 +1,117 @@
+//! Packet I/O backends. The engine is written once against [`PacketIo`]; each
+//! backend turns its own buffers into [`Datagram`](crate::engine::Datagram)s.
+//!
+//! - [`sockets`]: kernel UDP sockets, one per local port, `epoll` for
+//!   readiness, `recvmmsg`/`sendmmsg` in batches. No system library needed.
+//! - `dpdk` (feature `dpdk`): poll-mode drivers; owns the media IP on the
+//!   port, answers ARP/ND, hands everything else to the kernel through TAP.
+
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+pub mod sockets;
+
+use crate::config::{Backend, DataplaneConfig};
+use crate::engine::counters::WorkerCounters;
+use crate::engine::Datagram;
+use crate::session::LocalEndpoint;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most datagrams handled per burst.
+pub const BURST: usize = 32;
+
+pub trait PacketIo {
+    type Datagram: Datagram;
+
+    /// Receives one burst. With `wait`, the previous loop found nothing and
+    /// the backend may block up to that long (or until woken).
+    fn rx_burst(&mut self, wait: Option<Duration>) -> &mut [Self::Datagram];
+
+    /// Sends the datagrams of the last burst that the engine readdressed and
+    /// releases the others, counting what could not be sent.
+    fn tx_burst(&mut self, counters: &WorkerCounters);
+
+    /// A session's leg `leg` (local index) was installed with these sockets.
+    fn attach(&mut self, leg: u32, sockets: Vec<(LocalEndpoint, UdpSocket)>);
+
+    /// A session's leg was removed: its sockets, if any, are closed.
+    fn detach(&mut self, leg: u32);
+
+    /// Background work between bursts (ARP, the exception path); cheap.
+    fn housekeeping(&mut self) {}
+}
+
+/// Wakes a worker blocked in `rx_burst` when a command is queued for it.
+#[derive(Clone)]
+pub struct Waker(Option<Arc<nix::sys::eventfd::EventFd>>);
+
+impl Waker {
+    pub fn none() -> Self {
+        Waker(None)
+    }
+
+    pub fn wake(&self) {
+        if let Some(fd) = &self.0 {
+            // A full counter (EAGAIN) already means "wake up".
+            let _ = fd.write(1);
+        }
+    }
+}
+
+/// One backend instance per worker, as built inside its worker thread (its
+/// buffers and driver handles stay on that thread).
+pub enum AnyIo {
+    Sockets(sockets::SocketIo),
+    #[cfg(feature = "dpdk")]
+    Dpdk(dpdk::DpdkIo),
+}
+
+/// What a worker thread needs to open its backend instance; made on the
+/// starting thread, where process-wide set-up (DPDK's EAL) happens once.
+pub enum IoSpec {
+    Sockets { waker: Arc<nix::sys::eventfd::EventFd>, legs: usize },
+    #[cfg(feature = "dpdk")]
+    Dpdk(dpdk::DpdkSpec),
+}
+
+impl IoSpec {
+    pub fn waker(&self) -> Waker {
+        match self {
+            IoSpec::Sockets { waker, .. } => Waker(Some(waker.clone())),
+            #[cfg(feature = "dpdk")]
+            IoSpec::Dpdk(_) => Waker::none(),
+        }
+    }
+
+    /// Opens the instance; called on the worker's own thread.
+    pub fn open(self) -> Result<AnyIo, String> {
+        match self {
+            IoSpec::Sockets { waker, legs } => {
+                sockets::SocketIo::new(waker, legs).map(AnyIo::Sockets).map_err(|e| format!("socket backend: {e}"))
+            }
+            #[cfg(feature = "dpdk")]
+            IoSpec::Dpdk(spec) => spec.open().map(AnyIo::Dpdk),
+        }
+    }
+}
+
+/// Prepares the configured backend, one spec per worker.
+pub fn prepare(config: &DataplaneConfig) -> Result<Vec<IoSpec>, String> {
+    match config.backend {
+        Backend::Sockets => {
+            let legs = config.sessions.div_ceil(config.workers) * 2;
+            (0..config.workers)
+                .map(|_| {
+                    let flags = nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC;
+                    let waker = nix::sys::eventfd::EventFd::from_flags(flags).map_err(|e| format!("eventfd: {e}"))?;
+                    Ok(IoSpec::Sockets { waker: Arc::new(waker), legs })
+                })
+                .collect()
+        }
+        #[cfg(feature = "dpdk")]
+        Backend::Dpdk => dpdk::prepare(config).map(|specs| specs.into_iter().map(IoSpec::Dpdk).collect()),
+        #[cfg(not(feature = "dpdk"))]
+        Backend::Dpdk => Err("this build has no DPDK support (cargo feature `dpdk`)".into()),
+    }
+}

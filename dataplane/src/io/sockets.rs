@@ -1,0 +1,248 @@
+//! The socket backend: a nonblocking UDP socket per local port, registered in
+//! the worker's `epoll`; each readable socket is drained with `recvmmsg`, and
+//! what the engine relays goes out of the other leg's socket with `sendmmsg`
+//! (consecutive datagrams leaving by the same socket share one call).
+
+use super::{PacketIo, BURST};
+use crate::engine::checksum_delta::ChecksumDelta;
+use crate::engine::counters::{bump, DropReason, WorkerCounters};
+use crate::engine::Datagram;
+use crate::session::LocalEndpoint;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::EventFd;
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Receive buffer per datagram: larger than any payload relayed, so that an
+/// oversized one is seen whole (and dropped as oversized), not truncated.
+const BUF_LEN: usize = 2048;
+/// Socket receive buffer: a few hundred ms of a G.711 stream.
+const SO_RCVBUF: usize = 256 * 1024;
+const WAKER_TOKEN: u64 = u64::MAX;
+/// Epoll token of a socket: local leg index << 1 | is-RTCP-port.
+fn token(leg: u32, rtcp: bool) -> u64 {
+    u64::from(leg) << 1 | u64::from(rtcp)
+}
+
+pub struct SocketDatagram {
+    buf: Box<[u8; BUF_LEN]>,
+    len: usize,
+    local: LocalEndpoint,
+    source: SocketAddr,
+    /// Where it goes, once readdressed: the socket's slot and the destination.
+    out: Option<(u32, bool, SocketAddr)>,
+}
+
+impl Datagram for SocketDatagram {
+    #[inline]
+    fn local(&self) -> LocalEndpoint {
+        self.local
+    }
+    #[inline]
+    fn source(&self) -> SocketAddr {
+        self.source
+    }
+    #[inline]
+    fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+    #[inline]
+    fn readdress(&mut self, from_leg: u32, from: LocalEndpoint, to: SocketAddr, _payload_delta: ChecksumDelta) {
+        // The kernel computes the checksum; an odd port is the leg's RTCP socket.
+        self.out = Some((from_leg, from.port % 2 == 1, to));
+    }
+}
+
+struct LegSockets {
+    rtp: Option<(LocalEndpoint, UdpSocket)>,
+    rtcp: Option<(LocalEndpoint, UdpSocket)>,
+}
+
+pub struct SocketIo {
+    epoll: Epoll,
+    waker: Arc<EventFd>,
+    events: Vec<EpollEvent>,
+    /// Indexed by local leg.
+    legs: Vec<LegSockets>,
+    batch: Vec<SocketDatagram>,
+    filled: usize,
+    rx_headers: MultiHeaders<SockaddrStorage>,
+    tx_headers: MultiHeaders<SockaddrStorage>,
+}
+
+/// Binds one media port: nonblocking, with a receive buffer sized for bursts.
+pub fn bind_media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &SO_RCVBUF);
+    Ok(socket)
+}
+
+impl SocketIo {
+    /// `legs`: the most legs this worker's share of the table holds.
+    pub fn new(waker: Arc<EventFd>, legs: usize) -> std::io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
+        let batch = (0..BURST)
+            .map(|_| SocketDatagram {
+                buf: Box::new([0; BUF_LEN]),
+                len: 0,
+                local: LocalEndpoint { addr: 0, port: 0 },
+                source: SocketAddr::from(([0, 0, 0, 0], 0)),
+                out: None,
+            })
+            .collect();
+        Ok(SocketIo {
+            epoll,
+            waker,
+            events: vec![EpollEvent::empty(); BURST],
+            legs: (0..legs).map(|_| LegSockets { rtp: None, rtcp: None }).collect(),
+            batch,
+            filled: 0,
+            rx_headers: MultiHeaders::preallocate(BURST, None),
+            tx_headers: MultiHeaders::preallocate(BURST, None),
+        })
+    }
+
+    fn socket(&self, leg: u32, rtcp: bool) -> Option<&(LocalEndpoint, UdpSocket)> {
+        let l = self.legs.get(leg as usize)?;
+        if rtcp { l.rtcp.as_ref() } else { l.rtp.as_ref() }
+    }
+
+    /// Drains up to the batch's free room from one socket.
+    fn receive_from(&mut self, leg: u32, rtcp: bool) {
+        let Some((local, socket)) = self.socket(leg, rtcp) else { return };
+        let (local, fd) = (*local, socket.as_raw_fd());
+        let room = BURST - self.filled;
+        let mut results = [(0usize, None::<SocketAddr>); BURST];
+        let received = {
+            let mut slots = self.batch[self.filled..].iter_mut();
+            let mut iovs: [[IoSliceMut<'_>; 1]; BURST] = std::array::from_fn(|_| match slots.next() {
+                Some(d) => [IoSliceMut::new(&mut d.buf[..])],
+                None => [IoSliceMut::new(&mut [])],
+            });
+            match recvmmsg(fd, &mut self.rx_headers, iovs[..room].iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
+                Ok(msgs) => {
+                    let mut n = 0;
+                    for (r, msg) in results.iter_mut().zip(msgs) {
+                        *r = (msg.bytes, msg.address.as_ref().and_then(to_std));
+                        n += 1;
+                    }
+                    n
+                }
+                Err(_) => 0,
+            }
+        };
+        for (d, (bytes, source)) in self.batch[self.filled..].iter_mut().zip(&results[..received]) {
+            let Some(source) = *source else { continue };
+            d.len = (*bytes).min(BUF_LEN);
+            d.local = local;
+            d.source = source;
+            d.out = None;
+            self.filled += 1;
+        }
+    }
+}
+
+fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    addr.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+impl PacketIo for SocketIo {
+    type Datagram = SocketDatagram;
+
+    fn rx_burst(&mut self, wait: Option<Duration>) -> &mut [SocketDatagram] {
+        self.filled = 0;
+        let timeout = match wait {
+            Some(d) => EpollTimeout::try_from(d).unwrap_or(EpollTimeout::NONE),
+            None => EpollTimeout::ZERO,
+        };
+        let ready = self.epoll.wait(&mut self.events, timeout).unwrap_or(0);
+        for i in 0..ready {
+            let data = self.events[i].data();
+            if data == WAKER_TOKEN {
+                let _ = self.waker.read();
+                continue;
+            }
+            if self.filled == BURST {
+                break; // level-triggered: the rest are reported again next time
+            }
+            self.receive_from((data >> 1) as u32, data & 1 == 1);
+        }
+        &mut self.batch[..self.filled]
+    }
+
+    fn tx_burst(&mut self, counters: &WorkerCounters) {
+        let mut start = 0;
+        while start < self.filled {
+            let Some((leg, rtcp, _)) = self.batch[start].out else {
+                start += 1;
+                continue;
+            };
+            // The run of datagrams leaving by the same socket.
+            let mut end = start + 1;
+            while end < self.filled && matches!(self.batch[end].out, Some((l, r, _)) if l == leg && r == rtcp) {
+                end += 1;
+            }
+            let run = &self.batch[start..end];
+            let sent = match self.legs.get(leg as usize).and_then(|l| if rtcp { l.rtcp.as_ref() } else { l.rtp.as_ref() }) {
+                Some((_, socket)) => {
+                    let mut parts = run.iter();
+                    let iovs: [[IoSlice<'_>; 1]; BURST] = std::array::from_fn(|_| match parts.next() {
+                        Some(d) => [IoSlice::new(&d.buf[..d.len])],
+                        None => [IoSlice::new(&[])],
+                    });
+                    let mut addrs: [Option<SockaddrStorage>; BURST] = [None; BURST];
+                    for (a, d) in addrs.iter_mut().zip(run) {
+                        *a = d.out.map(|(_, _, to)| SockaddrStorage::from(to));
+                    }
+                    match sendmmsg(socket.as_raw_fd(), &mut self.tx_headers, &iovs[..run.len()], &addrs[..run.len()], [], MsgFlags::MSG_DONTWAIT) {
+                        Ok(results) => results.count(),
+                        Err(_) => 0,
+                    }
+                }
+                None => 0,
+            };
+            for (i, d) in run.iter().enumerate() {
+                if i < sent {
+                    bump(&counters.tx_packets, 1);
+                    bump(&counters.tx_bytes, d.len as u64);
+                } else {
+                    counters.drop(DropReason::TxFailed);
+                }
+            }
+            start = end;
+        }
+    }
+
+    fn attach(&mut self, leg: u32, sockets: Vec<(LocalEndpoint, UdpSocket)>) {
+        let Some(slot) = self.legs.get_mut(leg as usize) else { return };
+        for (local, socket) in sockets {
+            let rtcp = local.port % 2 == 1;
+            if let Err(e) = self.epoll.add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token(leg, rtcp))) {
+                tracing::error!(port = local.port, error = %e, "cannot watch media socket");
+                continue;
+            }
+            if rtcp {
+                slot.rtcp = Some((local, socket));
+            } else {
+                slot.rtp = Some((local, socket));
+            }
+        }
+    }
+
+    fn detach(&mut self, leg: u32) {
+        let Some(slot) = self.legs.get_mut(leg as usize) else { return };
+        for (_, socket) in [slot.rtp.take(), slot.rtcp.take()].into_iter().flatten() {
+            let _ = self.epoll.delete(socket.as_fd());
+        }
+    }
+}
+

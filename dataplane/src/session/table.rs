@@ -1,0 +1,294 @@
+//! One worker's share of the session table: fixed capacity, allocated once at
+//! start-up, and a flow index that maps a local endpoint to its leg with one
+//! array access (no hashing, no probing on the packet path).
+//!
+//! Global session slots are dealt round-robin to the workers: worker `w` of
+//! `n` owns the slots `s` with `s % n == w`, stored at local index `s / n`.
+//! A session's two legs sit side by side (`2 * local`, `2 * local + 1`), so
+//! the other leg of leg `i` is `i ^ 1`.
+//!
+//! A leg owns a pair of ports: the even one for RTP (and RTCP when muxed,
+//! RFC 5761), the odd one above it for RTCP. The flow index maps both; its
+//! entry is `leg << 1 | is_rtcp_port`.
+
+use super::receive_stats::ReceiveStats;
+use super::rewrite::StreamRewrite;
+use super::{LegSettings, LocalEndpoint, SessionId};
+use std::net::SocketAddr;
+
+pub const NO_LEG: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Leg {
+    pub local: LocalEndpoint,
+    pub settings: LegSettings,
+    /// Where packets for this leg's peer go: signalled, then latched.
+    pub remote: Option<SocketAddr>,
+    /// The remote was learned from traffic since the last update.
+    pub latched: bool,
+    /// Where RTCP sent on the odd port goes: signalled port + 1, then latched.
+    pub rtcp_remote: Option<SocketAddr>,
+    pub rtcp_latched: bool,
+    /// Rewrite state of the stream sent out of this leg, when enabled.
+    pub rewrite: Option<StreamRewrite>,
+    pub stats: ReceiveStats,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slot {
+    pub id: Option<SessionId>,
+    pub last_activity_ms: u64,
+    pub timeout_reported: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TableError {
+    #[error("slot {0} does not belong to this worker or is out of range")]
+    ForeignSlot(u32),
+    #[error("slot {0} is in use")]
+    SlotInUse(u32),
+    #[error("session {0} not found")]
+    NotFound(SessionId),
+    #[error("local endpoint {0:?} is outside the media port range or in use")]
+    BadEndpoint(LocalEndpoint),
+}
+
+pub struct SessionTable {
+    worker: u32,
+    workers: u32,
+    slots: Vec<Slot>,
+    legs: Vec<Leg>,
+    /// (address index, port - first port) -> local leg index, or NO_LEG.
+    flow: Vec<u32>,
+    first_port: u16,
+    port_count: usize,
+}
+
+impl SessionTable {
+    /// A table for worker `worker` of `workers`, holding its share of `capacity` sessions.
+    pub fn new(worker: u32, workers: u32, capacity: usize, addrs: usize, ports: std::ops::RangeInclusive<u16>) -> Self {
+        let per_worker = capacity.div_ceil(workers as usize);
+        let port_count = usize::from(*ports.end() - *ports.start()) + 1;
+        SessionTable {
+            worker,
+            workers,
+            slots: vec![Slot::default(); per_worker],
+            legs: vec![Leg::default(); per_worker * 2],
+            flow: vec![NO_LEG; addrs * port_count],
+            first_port: *ports.start(),
+            port_count,
+        }
+    }
+
+    /// Bytes a table of this shape takes (for the start-up memory check).
+    pub fn bytes_for(capacity: usize, addrs: usize, ports: usize) -> usize {
+        capacity * (std::mem::size_of::<Slot>() + 2 * std::mem::size_of::<Leg>()) + addrs * ports * 4
+    }
+
+    fn local_index(&self, slot: u32) -> Result<usize, TableError> {
+        if slot % self.workers != self.worker {
+            return Err(TableError::ForeignSlot(slot));
+        }
+        let local = (slot / self.workers) as usize;
+        if local >= self.slots.len() {
+            return Err(TableError::ForeignSlot(slot));
+        }
+        Ok(local)
+    }
+
+    fn flow_index(&self, local: LocalEndpoint) -> Option<usize> {
+        let port = usize::from(local.port.checked_sub(self.first_port)?);
+        (port < self.port_count).then(|| usize::from(local.addr) * self.port_count + port).filter(|&i| i < self.flow.len())
+    }
+
+    /// The global slot of a local leg index.
+    #[inline]
+    pub fn global_slot(&self, leg: u32) -> u32 {
+        (leg / 2) * self.workers + self.worker
+    }
+
+    /// The leg owning a local endpoint, and whether it is that leg's RTCP port.
+    #[inline]
+    pub fn lookup(&self, local: LocalEndpoint) -> Option<(u32, bool)> {
+        let entry = *self.flow.get(self.flow_index(local)?)?;
+        (entry != NO_LEG).then_some((entry >> 1, entry & 1 == 1))
+    }
+
+    pub fn install(&mut self, id: SessionId, locals: [LocalEndpoint; 2], settings: [LegSettings; 2], now_ms: u64) -> Result<(), TableError> {
+        let local = self.local_index(id.slot())?;
+        if self.slots[local].id.is_some() {
+            return Err(TableError::SlotInUse(id.slot()));
+        }
+        let mut flows = [[0usize; 2]; 2];
+        for (f, l) in flows.iter_mut().zip(locals) {
+            let rtcp = LocalEndpoint { port: l.port.wrapping_add(1), ..l };
+            for (slot, ep) in f.iter_mut().zip([l, rtcp]) {
+                *slot = self.flow_index(ep).filter(|_| l.port % 2 == 0).ok_or(TableError::BadEndpoint(l))?;
+                if self.flow[*slot] != NO_LEG {
+                    return Err(TableError::BadEndpoint(l));
+                }
+            }
+        }
+        for side in 0..2 {
+            let leg = local * 2 + side;
+            self.flow[flows[side][0]] = (leg as u32) << 1;
+            self.flow[flows[side][1]] = (leg as u32) << 1 | 1;
+            self.legs[leg] = Leg { local: locals[side], ..Leg::default() };
+            self.apply_settings(leg, settings[side], id);
+        }
+        self.slots[local] = Slot { id: Some(id), last_activity_ms: now_ms, timeout_reported: false };
+        Ok(())
+    }
+
+    fn apply_settings(&mut self, leg: usize, settings: LegSettings, id: SessionId) {
+        let l = &mut self.legs[leg];
+        let rewrite = match (settings.ssrc_rewrite, l.rewrite) {
+            (true, Some(existing)) => Some(existing),
+            // Deterministic per leg, distinct per session and side.
+            (true, None) => Some(StreamRewrite::new(ssrc_for(id, leg as u32 & 1))),
+            (false, _) => None,
+        };
+        l.settings = settings;
+        l.remote = settings.remote;
+        l.latched = false;
+        l.rtcp_remote = settings.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)));
+        l.rtcp_latched = false;
+        l.rewrite = rewrite;
+    }
+
+    pub fn update(&mut self, id: SessionId, side: usize, settings: LegSettings) -> Result<(), TableError> {
+        let local = self.find(id)?;
+        self.apply_settings(local * 2 + (side & 1), settings, id);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, id: SessionId) -> Result<(), TableError> {
+        let local = self.find(id)?;
+        for side in 0..2 {
+            let leg = self.legs[local * 2 + side];
+            for port in [leg.local.port, leg.local.port.wrapping_add(1)] {
+                if let Some(f) = self.flow_index(LocalEndpoint { port, ..leg.local }) {
+                    self.flow[f] = NO_LEG;
+                }
+            }
+        }
+        self.slots[local] = Slot::default();
+        Ok(())
+    }
+
+    fn find(&self, id: SessionId) -> Result<usize, TableError> {
+        let local = self.local_index(id.slot()).map_err(|_| TableError::NotFound(id))?;
+        if self.slots[local].id != Some(id) {
+            return Err(TableError::NotFound(id));
+        }
+        Ok(local)
+    }
+
+    #[inline]
+    pub fn leg(&self, leg: u32) -> &Leg {
+        &self.legs[leg as usize]
+    }
+
+    /// Both legs of a session, the receiving one first.
+    #[inline]
+    pub fn leg_pair_mut(&mut self, leg: u32) -> (&mut Leg, &mut Leg) {
+        let base = (leg & !1) as usize;
+        let (a, b) = self.legs[base..base + 2].split_at_mut(1);
+        if leg & 1 == 0 {
+            (&mut a[0], &mut b[0])
+        } else {
+            (&mut b[0], &mut a[0])
+        }
+    }
+
+    #[inline]
+    pub fn slot_mut(&mut self, leg: u32) -> &mut Slot {
+        &mut self.slots[(leg / 2) as usize]
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn slot_by_index(&mut self, local: usize) -> &mut Slot {
+        &mut self.slots[local]
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.slots.iter().filter(|s| s.id.is_some()).count()
+    }
+}
+
+/// The SSRC a leg sends when it rewrites: unique per session and side while
+/// the session lives, and different from a plain counter so that two
+/// appliances are unlikely to collide.
+fn ssrc_for(id: SessionId, side: u32) -> u32 {
+    let mut x = id.0 ^ (u64::from(side) << 63) ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: u16) -> LocalEndpoint {
+        LocalEndpoint { addr: 0, port }
+    }
+
+    #[test]
+    fn install_lookup_remove() {
+        let mut t = SessionTable::new(1, 2, 8, 1, 20000..=20009);
+        let id = SessionId::new(3, 1);
+        t.install(id, [ep(20000), ep(20002)], [LegSettings::default(); 2], 0).unwrap();
+        let (leg, rtcp) = t.lookup(ep(20002)).unwrap();
+        assert_eq!((leg, rtcp), (3, false), "slot 3 of worker 1 is local 1, its second leg is 3");
+        assert_eq!(t.lookup(ep(20003)), Some((3, true)));
+        assert_eq!(t.lookup(ep(20001)), Some((2, true)));
+        assert_eq!(t.global_slot(leg), 3);
+        assert_eq!(t.lookup(ep(20004)), None);
+        t.remove(id).unwrap();
+        assert_eq!(t.lookup(ep(20002)), None);
+        assert_eq!(t.lookup(ep(20003)), None);
+        assert_eq!(t.remove(id), Err(TableError::NotFound(id)));
+    }
+
+    #[test]
+    fn refuses_foreign_slots_and_used_endpoints() {
+        let mut t = SessionTable::new(0, 2, 8, 1, 20000..=20009);
+        let s = [LegSettings::default(); 2];
+        assert_eq!(t.install(SessionId::new(1, 0), [ep(20000), ep(20002)], s, 0), Err(TableError::ForeignSlot(1)));
+        assert_eq!(t.install(SessionId::new(8, 0), [ep(20000), ep(20002)], s, 0), Err(TableError::ForeignSlot(8)));
+        t.install(SessionId::new(0, 0), [ep(20000), ep(20002)], s, 0).unwrap();
+        assert_eq!(t.install(SessionId::new(2, 0), [ep(20002), ep(20004)], s, 0), Err(TableError::BadEndpoint(ep(20002))));
+        assert_eq!(t.install(SessionId::new(2, 0), [ep(20004), ep(20005)], s, 0), Err(TableError::BadEndpoint(ep(20005))), "odd port");
+        assert_eq!(t.install(SessionId::new(2, 0), [ep(19998), ep(20004)], s, 0), Err(TableError::BadEndpoint(ep(19998))));
+        assert_eq!(t.install(SessionId::new(2, 0), [ep(20008), ep(20010)], s, 0), Err(TableError::BadEndpoint(ep(20010))), "past the range");
+        assert_eq!(t.install(SessionId::new(0, 1), [ep(20004), ep(20006)], s, 0), Err(TableError::SlotInUse(0)));
+        // The failed installs left nothing behind.
+        assert_eq!(t.lookup(ep(20004)), None);
+        assert_eq!(t.in_use(), 1);
+    }
+
+    #[test]
+    fn stale_id_does_not_reach_reused_slot() {
+        let mut t = SessionTable::new(0, 1, 4, 1, 20000..=20009);
+        let old = SessionId::new(0, 1);
+        t.install(old, [ep(20000), ep(20002)], [LegSettings::default(); 2], 0).unwrap();
+        t.remove(old).unwrap();
+        let new = SessionId::new(0, 2);
+        t.install(new, [ep(20004), ep(20006)], [LegSettings::default(); 2], 0).unwrap();
+        assert_eq!(t.remove(old), Err(TableError::NotFound(old)));
+        assert!(t.lookup(ep(20004)).is_some());
+    }
+
+    #[test]
+    fn leg_pair_orders_receiver_first() {
+        let mut t = SessionTable::new(0, 1, 4, 1, 20000..=20009);
+        t.install(SessionId::new(0, 0), [ep(20000), ep(20002)], [LegSettings::default(); 2], 0).unwrap();
+        let (rx, tx) = t.leg_pair_mut(1);
+        assert_eq!((rx.local.port, tx.local.port), (20002, 20000));
+    }
+}
