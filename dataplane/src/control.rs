@@ -56,6 +56,19 @@ pub struct Shared {
     pub stop: AtomicBool,
 }
 
+impl Shared {
+    pub fn new(workers: usize, sessions: usize, media_timeout: Duration) -> Shared {
+        Shared {
+            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+            legs: (0..sessions * 2).map(|_| LegCounters::default()).collect(),
+            events: ArrayQueue::new(65_536),
+            media_timeout_ms: media_timeout.as_millis() as u64,
+            running: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            stop: AtomicBool::new(false),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("session table full ({0} sessions)")]
@@ -179,14 +192,7 @@ impl Dataplane {
                 return Err(StartError::NotEnoughMemory { needed_mib: needed >> 20, available_mib: available >> 20 });
             }
         }
-        let shared = Arc::new(Shared {
-            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
-            legs: (0..config.sessions * 2).map(|_| LegCounters::default()).collect(),
-            events: ArrayQueue::new(65_536),
-            media_timeout_ms: config.media_timeout.as_millis() as u64,
-            running: (0..workers).map(|_| AtomicBool::new(false)).collect(),
-            stop: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(workers, config.sessions, config.media_timeout));
 
         let mut free_slots = vec![Vec::new(); workers];
         for slot in (0..config.sessions as u32).rev() {

@@ -267,3 +267,6 @@ fn rewrite_rtcp_ssrcs(payload: &mut [u8], rewrite: &crate::session::rewrite::Str
         offset = end;
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
