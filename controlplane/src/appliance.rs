@@ -20,11 +20,16 @@ pub enum StartError {
 
 /// Runs the appliance until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    std::fs::create_dir_all(&config.appliance.state_dir).map_err(|e| StartError::StateDir(config.appliance.state_dir.clone(), e))?;
+    std::fs::create_dir_all(&config.appliance.state_dir)
+        .map_err(|e| StartError::StateDir(config.appliance.state_dir.clone(), e))?;
     let dp_config = config.dataplane.clone();
     let dataplane = tokio::task::spawn_blocking(move || Dataplane::start(dp_config))
         .await
-        .unwrap_or_else(|e| Err(dataplane::control::StartError::Backend(format!("start-up task failed: {e}"))))?;
+        .unwrap_or_else(|e| {
+            Err(dataplane::control::StartError::Backend(format!(
+                "start-up task failed: {e}"
+            )))
+        })?;
     let handle = dataplane.handle();
     tracing::info!(
         backend = ?config.dataplane.backend,
@@ -45,7 +50,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let events = Arc::new(EventLog::default());
     let state = Arc::new(AdminState {
         dataplane: handle.clone(),
-        metrics: Metrics::new(handle.clone(), &config.appliance.id, &config.appliance.region),
+        metrics: Metrics::new(
+            handle.clone(),
+            &config.appliance.id,
+            &config.appliance.region,
+        ),
         events: events.clone(),
         admin_token: config.listen.admin_token.clone(),
     });
@@ -58,13 +67,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     let shutdown = shutdown_signal().map_err(StartError::Signals)?;
-    let served = axum::serve(listener, admin::router(state)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, admin::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "admin server failed");
     }
     tracing::info!("stopping");
     pump.abort();
-    tokio::task::spawn_blocking(move || dataplane.stop()).await.ok();
+    tokio::task::spawn_blocking(move || dataplane.stop())
+        .await
+        .ok();
     tracing::info!("stopped");
     Ok(())
 }

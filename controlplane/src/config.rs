@@ -71,60 +71,115 @@ impl Config {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             file: file.clone(),
-            errors: vec![ConfigError { key: "-".into(), reason: format!("cannot read: {e}") }],
+            errors: vec![ConfigError {
+                key: "-".into(),
+                reason: format!("cannot read: {e}"),
+            }],
         })?;
         let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigErrors {
             file: file.clone(),
-            errors: vec![ConfigError { key: "-".into(), reason: format!("not valid TOML: {}", e.message().trim()) }],
+            errors: vec![ConfigError {
+                key: "-".into(),
+                reason: format!("not valid TOML: {}", e.message().trim()),
+            }],
         })?;
         Config::from_table(&table, Some(path)).map_err(|errors| ConfigErrors { file, errors })
     }
 
     pub fn parse_str(text: &str) -> Result<Config, Vec<ConfigError>> {
-        let table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| vec![ConfigError { key: "-".into(), reason: e.message().trim().to_string() }])?;
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![ConfigError {
+                key: "-".into(),
+                reason: e.message().trim().to_string(),
+            }]
+        })?;
         Config::from_table(&table, None)
     }
 
     fn from_table(root: &Table, source: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         let mut r = Reader::default();
         for key in root.keys() {
-            if !["appliance", "listen", "dataplane"].contains(&key.as_str()) && !RESERVED_SECTIONS.contains(&key.as_str()) {
+            if !["appliance", "listen", "dataplane"].contains(&key.as_str())
+                && !RESERVED_SECTIONS.contains(&key.as_str())
+            {
                 r.error(key, "unknown section");
             }
         }
         let appliance = r.section(root, "appliance", &["id", "region", "state_dir"]);
         let appliance = ApplianceConfig {
             // Unique in the fleet; the host name is a fine default for one box.
-            id: r.string(&appliance, "appliance.id").unwrap_or_else(|| "bh-local".into()),
-            region: r.string(&appliance, "appliance.region").unwrap_or_else(|| "local".into()),
-            state_dir: r.string(&appliance, "appliance.state_dir").map_or_else(|| PathBuf::from("./state"), PathBuf::from),
+            id: r
+                .string(&appliance, "appliance.id")
+                .unwrap_or_else(|| "bh-local".into()),
+            region: r
+                .string(&appliance, "appliance.region")
+                .unwrap_or_else(|| "local".into()),
+            state_dir: r
+                .string(&appliance, "appliance.state_dir")
+                .map_or_else(|| PathBuf::from("./state"), PathBuf::from),
         };
-        for (key, value) in [("appliance.id", &appliance.id), ("appliance.region", &appliance.region)] {
-            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        for (key, value) in [
+            ("appliance.id", &appliance.id),
+            ("appliance.region", &appliance.region),
+        ] {
+            if value.is_empty()
+                || !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
                 r.error(key, "must be non-empty letters, digits, '-', '_' or '.'");
             }
         }
 
-        let listen = r.section(root, "listen", &["admin", "admin_token", "https", "sip_udp", "sip_tcp", "sip_tls"]);
+        let listen = r.section(
+            root,
+            "listen",
+            &[
+                "admin",
+                "admin_token",
+                "https",
+                "sip_udp",
+                "sip_tcp",
+                "sip_tls",
+            ],
+        );
         let listen = ListenConfig {
             // Loopback: the admin API can create sessions, so it is not exposed by default.
-            admin: r.socket_addr(&listen, "listen.admin").unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            admin: r
+                .socket_addr(&listen, "listen.admin")
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
             admin_token: r.string(&listen, "listen.admin_token"),
-            https: r.socket_addr(&listen, "listen.https").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443))),
-            sip_udp: r.socket_addr(&listen, "listen.sip_udp").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
-            sip_tcp: r.socket_addr(&listen, "listen.sip_tcp").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
-            sip_tls: r.socket_addr(&listen, "listen.sip_tls").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5061))),
+            https: r
+                .socket_addr(&listen, "listen.https")
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            sip_udp: r
+                .socket_addr(&listen, "listen.sip_udp")
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
+            sip_tcp: r
+                .socket_addr(&listen, "listen.sip_tcp")
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
+            sip_tls: r
+                .socket_addr(&listen, "listen.sip_tls")
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5061))),
         };
-        if !listen.admin.ip().is_loopback() && listen.admin_token.as_deref().is_none_or(str::is_empty) {
-            r.error("listen.admin_token", "required when listen.admin is not a loopback address");
+        if !listen.admin.ip().is_loopback()
+            && listen.admin_token.as_deref().is_none_or(str::is_empty)
+        {
+            r.error(
+                "listen.admin_token",
+                "required when listen.admin is not a loopback address",
+            );
         }
 
         let dataplane = r.dataplane(root);
         let errors = std::mem::take(&mut r.errors);
         if errors.is_empty() {
-            Ok(Config { appliance, listen, dataplane, source: source.map(Path::to_path_buf) })
+            Ok(Config {
+                appliance,
+                listen,
+                dataplane,
+                source: source.map(Path::to_path_buf),
+            })
         } else {
             Err(errors)
         }
@@ -138,7 +193,10 @@ struct Reader {
 
 impl Reader {
     fn error(&mut self, key: &str, reason: impl Into<String>) {
-        self.errors.push(ConfigError { key: key.to_string(), reason: reason.into() });
+        self.errors.push(ConfigError {
+            key: key.to_string(),
+            reason: reason.into(),
+        });
     }
 
     /// A sub-table, with unknown keys reported.
@@ -175,11 +233,19 @@ impl Reader {
         }
     }
 
-    fn integer(&mut self, table: &Table, key: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+    fn integer(
+        &mut self,
+        table: &Table,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
         match self.leaf(table, key)? {
             Value::Integer(i) if range.contains(i) => Some(*i),
             Value::Integer(i) => {
-                self.error(key, format!("{i} is out of range {}..={}", range.start(), range.end()));
+                self.error(
+                    key,
+                    format!("{i} is out of range {}..={}", range.start(), range.end()),
+                );
                 None
             }
             other => {
@@ -217,13 +283,19 @@ impl Reader {
                 for item in items {
                     match item {
                         Value::String(s) => out.push(s.clone()),
-                        other => self.error(key, format!("items must be strings, not {}", other.type_str())),
+                        other => self.error(
+                            key,
+                            format!("items must be strings, not {}", other.type_str()),
+                        ),
                     }
                 }
                 Some(out)
             }
             other => {
-                self.error(key, format!("must be an array of strings, not {}", other.type_str()));
+                self.error(
+                    key,
+                    format!("must be an array of strings, not {}", other.type_str()),
+                );
                 None
             }
         }
@@ -234,18 +306,33 @@ impl Reader {
         let t = self.section(
             root,
             "dataplane",
-            &["backend", "media_ip", "extra_media_ips", "ports", "workers", "sessions", "media_timeout_s", "dpdk"],
+            &[
+                "backend",
+                "media_ip",
+                "extra_media_ips",
+                "ports",
+                "workers",
+                "sessions",
+                "media_timeout_s",
+                "dpdk",
+            ],
         );
         let backend = match self.string(&t, "dataplane.backend").as_deref() {
             None | Some("sockets") => Backend::Sockets,
             Some("dpdk") => {
                 if !cfg!(feature = "dpdk") {
-                    self.error("dataplane.backend", "\"dpdk\" needs a build with the `dpdk` feature (cargo build --features dpdk)");
+                    self.error(
+                        "dataplane.backend",
+                        "\"dpdk\" needs a build with the `dpdk` feature (cargo build --features dpdk)",
+                    );
                 }
                 Backend::Dpdk
             }
             Some(other) => {
-                self.error("dataplane.backend", format!("{other:?}: expected \"sockets\" or \"dpdk\""));
+                self.error(
+                    "dataplane.backend",
+                    format!("{other:?}: expected \"sockets\" or \"dpdk\""),
+                );
                 Backend::Sockets
             }
         };
@@ -254,53 +341,101 @@ impl Reader {
             Some(s) => media_ips.extend(self.ip(&s, "dataplane.media_ip")),
             None => media_ips.extend(d.media_ips.iter().copied()),
         }
-        for s in self.strings(&t, "dataplane.extra_media_ips").unwrap_or_default() {
+        for s in self
+            .strings(&t, "dataplane.extra_media_ips")
+            .unwrap_or_default()
+        {
             media_ips.extend(self.ip(&s, "dataplane.extra_media_ips"));
         }
         if media_ips.iter().any(|ip| ip.is_unspecified()) {
-            self.error("dataplane.media_ip", "must be a concrete address (it is put in SDP), not 0.0.0.0 or ::");
+            self.error(
+                "dataplane.media_ip",
+                "must be a concrete address (it is put in SDP), not 0.0.0.0 or ::",
+            );
         }
         let ports = match self.string(&t, "dataplane.ports") {
             None => d.ports.clone(),
-            Some(s) => match parse_range(&s) {
-                Some((a, b)) if a <= b && b - a >= 3 => a..=b,
-                Some(_) => {
-                    self.error("dataplane.ports", format!("{s:?}: the range must hold at least 4 ports (two legs of one session)"));
-                    d.ports.clone()
+            Some(s) => {
+                match parse_range(&s) {
+                    Some((a, b)) if a <= b && b - a >= 3 => a..=b,
+                    Some(_) => {
+                        self.error(
+                        "dataplane.ports",
+                        format!("{s:?}: the range must hold at least 4 ports (two legs of one session)"),
+                    );
+                        d.ports.clone()
+                    }
+                    None => {
+                        self.error(
+                            "dataplane.ports",
+                            format!("{s:?} is not a range like \"20000-29999\""),
+                        );
+                        d.ports.clone()
+                    }
                 }
-                None => {
-                    self.error("dataplane.ports", format!("{s:?} is not a range like \"20000-29999\""));
-                    d.ports.clone()
-                }
-            },
+            }
         };
-        let workers = self.integer(&t, "dataplane.workers", 1..=64).map_or(d.workers, |v| v as usize);
-        let sessions = self.integer(&t, "dataplane.sessions", 1..=(1 << 30)).map_or(d.sessions, |v| v as usize);
+        let workers = self
+            .integer(&t, "dataplane.workers", 1..=64)
+            .map_or(d.workers, |v| v as usize);
+        let sessions = self
+            .integer(&t, "dataplane.sessions", 1..=(1 << 30))
+            .map_or(d.sessions, |v| v as usize);
         let media_timeout = self
             .integer(&t, "dataplane.media_timeout_s", 1..=86_400)
             .map_or(d.media_timeout, |v| Duration::from_secs(v as u64));
-        let port_pairs = media_ips.len().max(1) * (usize::from(*ports.end() - *ports.start()) + 1) / 2;
+        let port_pairs =
+            media_ips.len().max(1) * (usize::from(*ports.end() - *ports.start()) + 1) / 2;
         if port_pairs / 2 < workers {
-            self.error("dataplane.ports", format!("too few ports for {workers} workers (each needs two port pairs at least)"));
+            self.error(
+                "dataplane.ports",
+                format!("too few ports for {workers} workers (each needs two port pairs at least)"),
+            );
         }
 
-        let dpdk_t = self.section(&t, "dataplane.dpdk", &["eal_args", "port", "tap", "prefix_len", "gateway"]);
+        let dpdk_t = self.section(
+            &t,
+            "dataplane.dpdk",
+            &["eal_args", "port", "tap", "prefix_len", "gateway"],
+        );
         let dpdk = DpdkConfig {
-            eal_args: self.strings(&dpdk_t, "dataplane.dpdk.eal_args").unwrap_or_default(),
-            port: self.string(&dpdk_t, "dataplane.dpdk.port").unwrap_or_default(),
+            eal_args: self
+                .strings(&dpdk_t, "dataplane.dpdk.eal_args")
+                .unwrap_or_default(),
+            port: self
+                .string(&dpdk_t, "dataplane.dpdk.port")
+                .unwrap_or_default(),
             tap: self.string(&dpdk_t, "dataplane.dpdk.tap"),
-            prefix_len: self.integer(&dpdk_t, "dataplane.dpdk.prefix_len", 0..=128).map_or(24, |v| v as u8),
-            gateway: self.string(&dpdk_t, "dataplane.dpdk.gateway").and_then(|s| self.ip(&s, "dataplane.dpdk.gateway")),
+            prefix_len: self
+                .integer(&dpdk_t, "dataplane.dpdk.prefix_len", 0..=128)
+                .map_or(24, |v| v as u8),
+            gateway: self
+                .string(&dpdk_t, "dataplane.dpdk.gateway")
+                .and_then(|s| self.ip(&s, "dataplane.dpdk.gateway")),
         };
         if backend == Backend::Dpdk {
             if dpdk.port.is_empty() {
-                self.error("dataplane.dpdk.port", "required with backend = \"dpdk\" (a device name like net_af_packet0 or a PCI address)");
+                self.error(
+                    "dataplane.dpdk.port",
+                    "required with backend = \"dpdk\" (a device name like net_af_packet0 or a PCI address)",
+                );
             }
             if workers != 1 {
-                self.error("dataplane.workers", "the DPDK backend runs one worker in this release");
+                self.error(
+                    "dataplane.workers",
+                    "the DPDK backend runs one worker in this release",
+                );
             }
         }
-        DataplaneConfig { backend, media_ips, ports, workers, sessions, media_timeout, dpdk }
+        DataplaneConfig {
+            backend,
+            media_ips,
+            ports,
+            workers,
+            sessions,
+            media_timeout,
+            dpdk,
+        }
     }
 }
 
@@ -397,8 +532,14 @@ mod tests {
         std::fs::write(&path, "[dataplane]\nworkers = 99\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
-        assert!(err.contains("dataplane.workers: 99 is out of range"), "{err}");
+        assert!(
+            err.contains("dataplane.workers: 99 is out of range"),
+            "{err}"
+        );
         std::fs::write(&path, "[dataplane\n").unwrap();
-        assert!(Config::load(&path).unwrap_err().to_string().contains("not valid TOML"));
+        assert!(Config::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not valid TOML"));
     }
 }

@@ -95,7 +95,9 @@ impl WorkerCounters {
             rx_bytes: self.rx_bytes.load(Relaxed),
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
-            drops: DropReason::ALL.map(|r| (r, self.drops[r as usize].load(Relaxed))).to_vec(),
+            drops: DropReason::ALL
+                .map(|r| (r, self.drops[r as usize].load(Relaxed)))
+                .to_vec(),
             events_lost: self.events_lost.load(Relaxed),
             sessions_active: self.sessions_active.load(Relaxed),
             loops: self.loops.load(Relaxed),
@@ -135,7 +137,15 @@ pub struct LegCounters {
 
 impl LegCounters {
     pub(crate) fn reset(&self) {
-        for c in [&self.rx_packets, &self.rx_bytes, &self.tx_packets, &self.tx_bytes, &self.dropped, &self.lost, &self.jitter] {
+        for c in [
+            &self.rx_packets,
+            &self.rx_bytes,
+            &self.tx_packets,
+            &self.tx_bytes,
+            &self.dropped,
+            &self.lost,
+            &self.jitter,
+        ] {
             c.store(0, Relaxed);
         }
     }

@@ -12,7 +12,9 @@ pub mod table;
 use std::net::SocketAddr;
 
 /// A local media endpoint: index into the configured media addresses, and UDP port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct LocalEndpoint {
     pub addr: u8,
     pub port: u16,
@@ -20,7 +22,9 @@ pub struct LocalEndpoint {
 
 /// Identifies a session: its slot in the table and the generation of that slot,
 /// so an id of a deleted session never reaches the session that reuses the slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct SessionId(pub u64);
 
@@ -95,6 +99,12 @@ pub struct LegSettings {
 
 impl Default for LegSettings {
     fn default() -> Self {
-        LegSettings { remote: None, strict: false, ssrc_rewrite: false, pt_map: PayloadTypeMap::default(), clock_rate: 8000 }
+        LegSettings {
+            remote: None,
+            strict: false,
+            ssrc_rewrite: false,
+            pt_map: PayloadTypeMap::default(),
+            clock_rate: 8000,
+        }
     }
 }

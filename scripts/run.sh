@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds and runs the appliance on embedded defaults (socket dataplane on
+# loopback, admin API on 127.0.0.1:9090). Needs only Rust and a C compiler.
+# Extra arguments go to bridgehead, e.g.  scripts/run.sh --config my.toml
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p controlplane --bin bridgehead
+if [ $# -eq 0 ]; then
+  set -- --config controlplane/config/bridgehead.example.toml
+fi
+exec ./target/release/bridgehead "$@"
