@@ -10,7 +10,7 @@ packages=(
   pkg-config clang libclang-dev      # bindgen for dpdk-sys
   dpdk dpdk-dev libdpdk-dev          # the DPDK backend and dpdk-testpmd
   iproute2 nftables ethtool          # test networks: namespaces, veth, NAT
-  procps                             # pgrep/ps used by the harness
+  procps iputils-ping                # sysctl; ping for the DPDK exception path
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -93,6 +93,31 @@ impl Eal {
         })
     }
 
+    /// As [`Eal::init`], but gives the calling thread back the CPU
+    /// affinity it had before. `rte_eal_init` pins the calling thread to the
+    /// main lcore's CPU, and every thread it starts later inherits that
+    /// pin; a program that initialises EAL from a general-purpose thread
+    /// (an async runtime's) and runs its packet loops on threads of its own
+    /// does not want that. EAL's own lcore bookkeeping (`rte_lcore_id`,
+    /// the socket id) is per thread and unaffected.
+    pub fn init_unpinned<S: AsRef<str>>(args: &[S]) -> Result<Eal, Error> {
+        // SAFETY: cpu_set_t is plain data; all zeroes is an empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: pid 0 is the calling thread; set is a valid out-pointer of
+        // `size` bytes.
+        let saved = unsafe { libc::sched_getaffinity(0, size, &mut set) } == 0;
+        let eal = Eal::init(args)?;
+        if saved {
+            // SAFETY: as above; set holds the mask read before init. A
+            // failure leaves the EAL pin in place, which is only slower.
+            unsafe {
+                libc::sched_setaffinity(0, size, &set);
+            }
+        }
+        Ok(eal)
+    }
+
     /// Ticks per second of the time-stamp counter `rdtsc` reads.
     pub fn tsc_hz(&self) -> u64 {
         // SAFETY: EAL is initialised (self exists), which calibrated the TSC.

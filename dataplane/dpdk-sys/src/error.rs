@@ -99,6 +99,15 @@ pub enum Error {
     /// `rte_eth_macaddr_get` failed.
     #[error("port {0}: reading the MAC address failed: {1}")]
     MacAddr(PortId, Errno),
+    /// `rte_eth_dev_default_mac_addr_set` failed.
+    #[error("port {0}: setting the MAC address failed: {1}")]
+    SetMacAddr(PortId, Errno),
+    /// Switching all-multicast mode failed.
+    #[error("port {0}: setting all-multicast mode failed: {1}")]
+    AllMulticast(PortId, Errno),
+    /// `rte_eth_dev_close` failed.
+    #[error("port {0}: close failed: {1}")]
+    PortClose(PortId, Errno),
     /// `rte_eth_stats_get` or `rte_eth_stats_reset` failed.
     #[error("port {0}: reading or resetting statistics failed: {1}")]
     Stats(PortId, Errno),

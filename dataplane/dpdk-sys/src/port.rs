@@ -300,6 +300,75 @@ impl Port {
         Ok(mac.addr_bytes)
     }
 
+    /// Sets the port's MAC address. On `net_tap` this is also the MAC of
+    /// the kernel's side of the TAP interface.
+    pub fn set_mac_addr(&mut self, mac: [u8; 6]) -> Result<(), Error> {
+        let mut addr = ffi::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: id is a valid port; addr is a valid pointer that DPDK
+        // only reads during the call.
+        let ret = unsafe { ffi::rte_eth_dev_default_mac_addr_set(self.id.0, &mut addr) };
+        rte_result(ret)
+            .map(drop)
+            .map_err(|e| Error::SetMacAddr(self.id, e))
+    }
+
+    /// Receives every multicast frame (`true`), e.g. IPv6 solicited-node
+    /// addresses, or only the multicast groups configured.
+    pub fn allmulticast(&mut self, on: bool) -> Result<(), Error> {
+        // SAFETY: id is a valid port.
+        let ret = unsafe {
+            if on {
+                ffi::rte_eth_allmulticast_enable(self.id.0)
+            } else {
+                ffi::rte_eth_allmulticast_disable(self.id.0)
+            }
+        };
+        rte_result(ret)
+            .map(drop)
+            .map_err(|e| Error::AllMulticast(self.id, e))
+    }
+
+    /// Stops and closes the port: its queues are released, and with them
+    /// the mbufs a driver keeps in its rx rings, so that the pool can be
+    /// freed afterwards. A closed port cannot be found or used again in
+    /// this process (PCI and virtual devices are released on close).
+    pub fn close(mut self) -> Result<(), Error> {
+        if self.started {
+            self.stop()?;
+        }
+        self.n_rx = 0;
+        self.n_tx = 0;
+        // SAFETY: id is a valid, stopped port; we are its only user and no
+        // burst call can reach it after this (self is consumed, and the
+        // queue counts are 0 for the Drop that follows).
+        let ret = unsafe { ffi::rte_eth_dev_close(self.id.0) };
+        rte_result(ret)
+            .map(drop)
+            .map_err(|e| Error::PortClose(self.id, e))
+    }
+
+    /// The device names of every port EAL probed (`net_tap0`,
+    /// `0000:01:00.0`, ...), for error messages and logs.
+    pub fn names(_eal: &Eal) -> Vec<String> {
+        let mut names = Vec::new();
+        for id in 0..MAX_PORTS as u16 {
+            // SAFETY: any id may be asked about; EAL is initialised (_eal).
+            if unsafe { ffi::rte_eth_dev_is_valid_port(id) } == 0 {
+                continue;
+            }
+            let mut buf = [0 as std::os::raw::c_char; ffi::RTE_ETH_NAME_MAX_LEN as usize];
+            // SAFETY: id is a valid port and buf has the RTE_ETH_NAME_MAX_LEN
+            // bytes DPDK writes at most (NUL included).
+            let ret = unsafe { ffi::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) };
+            if ret == 0 {
+                // SAFETY: on success buf holds a NUL-terminated name.
+                let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
+                names.push(name.to_string_lossy().into_owned());
+            }
+        }
+        names
+    }
+
     /// Receives frames for every destination MAC (`true`) or only ours.
     pub fn promiscuous(&mut self, on: bool) -> Result<(), Error> {
         // SAFETY: id is a valid port.
