@@ -185,3 +185,23 @@ fn bad_packets_and_unallocated_ports_are_counted_not_relayed() {
     let sent = ea.send_stream(leg0, &mut RtpStream::pcmu(0xC1, 1, 160), 50, Pace::Bursts(10)).unwrap();
     assert_relayed_verbatim("after the bad packets", &sent, &rx.join().unwrap().unwrap(), s.legs[1].local);
 }
+
+#[test]
+fn start_up_names_a_missing_dpdk_device() {
+    use test_harness::appliance::{run_bridgehead, ScratchDir};
+    let dir = ScratchDir::new("nodev").unwrap();
+    let path = dir.path().join("nodev.toml");
+    let config = format!(
+        "[appliance]\nstate_dir = {:?}\n[listen]\nadmin = \"127.0.0.1:0\"\n[dataplane]\nbackend = \"dpdk\"\nworkers = 1\n\
+         [dataplane.dpdk]\neal_args = [\"--no-huge\", \"--no-pci\", \"-m\", \"256\", \"--vdev=net_null0\"]\nport = \"net_bogus0\"\n",
+        dir.path().join("state")
+    );
+    std::fs::write(&path, config).unwrap();
+    let run = run_bridgehead(&["--config".as_ref(), path.as_os_str()], Duration::from_secs(20)).unwrap();
+    assert_eq!(run.status.code(), Some(1), "exit status; stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("net_bogus0") && run.stderr.contains("not found"),
+        "a clear message naming the device:\n{}",
+        run.stderr
+    );
+}

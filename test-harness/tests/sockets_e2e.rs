@@ -905,3 +905,21 @@ fn rtcp_without_mux_uses_the_odd_ports_both_ways() {
     assert_nothing_more(&ea, "A's RTP port");
     assert_nothing_more(&eb, "B's RTP port");
 }
+
+#[test]
+fn start_up_refuses_a_table_too_large_for_memory() {
+    let dir = ScratchDir::new("hugetable").unwrap();
+    let path = dir.path().join("huge.toml");
+    let config = format!(
+        "[appliance]\nstate_dir = {:?}\n[listen]\nadmin = \"127.0.0.1:0\"\n[dataplane]\nsessions = 1073741824\n",
+        dir.path().join("state")
+    );
+    std::fs::write(&path, config).unwrap();
+    let run = run_bridgehead(&["--config".as_ref(), path.as_os_str()], Duration::from_secs(20)).unwrap();
+    assert_eq!(run.status.code(), Some(1), "exit status; stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("the session table needs") && run.stderr.contains("MiB"),
+        "a clear message naming the memory needed:\n{}",
+        run.stderr
+    );
+}
