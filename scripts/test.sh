@@ -11,6 +11,7 @@ packages=(
   dpdk dpdk-dev libdpdk-dev          # the DPDK backend and dpdk-testpmd
   iproute2 nftables ethtool          # test networks: namespaces, veth, NAT
   procps iputils-ping                # sysctl; ping for the DPDK exception path
+  python3 python3-venv               # Twilio's helper library checks our webhook signatures
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -23,6 +24,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+# Twilio's own helper library (PyPI `twilio`), in a virtualenv under target/.
+venv="$PWD/target/venv"
+if ! "$venv/bin/python3" -c "import twilio" 2>/dev/null; then
+  echo "==> installing the twilio helper library into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check twilio
+fi
+export PATH="$venv/bin:$PATH"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -2,7 +2,9 @@
 //! event pump from a [`Config`], and stops them in order on SIGTERM/SIGINT.
 
 use crate::admin::{self, events::EventLog, metrics::Metrics, AdminState};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
+use crate::store::{SqliteStore, Store};
+use crate::tls::TlsIdentity;
 use dataplane::Dataplane;
 use std::sync::Arc;
 
@@ -16,12 +18,47 @@ pub enum StartError {
     BindAdmin(std::net::SocketAddr, std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("start-up task failed: {0}")]
+    Task(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Opens the durable store and writes the configuration's accounts into it
+/// on first start (an account already in the database wins).
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let StoreConfig::Sqlite(path) = &config.store;
+    let store = SqliteStore::open(path)?;
+    let report = crate::store::seed(&store, &config.accounts)?;
+    tracing::info!(
+        path = %path.display(),
+        seeded = report.created.len(),
+        kept = report.kept.len(),
+        "store open"
+    );
+    Ok(Arc::new(store))
+}
+
+/// The TLS identity the signaling and HTTPS listeners will present.
+fn tls_identity(config: &Config) -> Result<TlsIdentity, StartError> {
+    let files = config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
+    let names = vec![config.appliance.id.clone(), "localhost".to_string(), config.dataplane.media_ips[0].to_string()];
+    let identity = crate::tls::load_or_generate(files, &config.appliance.state_dir, &names)?;
+    tracing::info!(origin = ?identity.origin, sha256 = %identity.fingerprint(), "TLS certificate");
+    Ok(identity)
 }
 
 /// Runs the appliance until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.appliance.state_dir)
         .map_err(|e| StartError::StateDir(config.appliance.state_dir.clone(), e))?;
+    let store_config = config.clone();
+    let _store = tokio::task::spawn_blocking(move || open_store(&store_config))
+        .await
+        .unwrap_or_else(|e| Err(StartError::Task(e.to_string())))?;
+    let _tls = tls_identity(&config)?;
     let dp_config = config.dataplane.clone();
     let dataplane = tokio::task::spawn_blocking(move || Dataplane::start(dp_config))
         .await

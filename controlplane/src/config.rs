@@ -4,6 +4,11 @@
 //! goes on past the first problem, so that an operator sees every wrong key
 //! of the file at once (file, key, reason), and `main` exits with code 2.
 
+use crate::store::seed::{AccountSeed, ApiKeySeed, ApplicationSeed, NumberSeed, TrunkSeed};
+use crate::store::{
+    check_http_url, check_sip_uri, check_trunk_name, AccountSid, ApiKeySid, ApplicationSid, Cidr,
+    HttpMethod, E164,
+};
 use dataplane::config::{Backend, DataplaneConfig, DpdkConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,8 +20,25 @@ pub struct Config {
     pub appliance: ApplianceConfig,
     pub listen: ListenConfig,
     pub dataplane: DataplaneConfig,
+    pub store: StoreConfig,
+    /// Certificate and key files; `None`: a self-signed pair in `state_dir`.
+    pub tls: Option<TlsFiles>,
+    /// The `[[accounts]]` tables, written to the store on first start.
+    pub accounts: Vec<AccountSeed>,
     /// Where the configuration came from, for log lines and error messages.
     pub source: Option<PathBuf>,
+}
+
+/// Where durable state lives (`[store] url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +86,7 @@ impl std::fmt::Display for ConfigErrors {
 }
 
 /// Sections later releases read; accepted now so one file serves every version.
-const RESERVED_SECTIONS: &[&str] = &["tls", "store", "peers", "accounts"];
+const RESERVED_SECTIONS: &[&str] = &["peers"];
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -99,7 +121,7 @@ impl Config {
     fn from_table(root: &Table, source: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         let mut r = Reader::default();
         for key in root.keys() {
-            if !["appliance", "listen", "dataplane"].contains(&key.as_str())
+            if !["appliance", "listen", "dataplane", "accounts", "store", "tls"].contains(&key.as_str())
                 && !RESERVED_SECTIONS.contains(&key.as_str())
             {
                 r.error(key, "unknown section");
@@ -172,12 +194,18 @@ impl Config {
         }
 
         let dataplane = r.dataplane(root);
+        let store = r.store(root, &appliance.state_dir);
+        let tls = r.tls(root);
+        let accounts = r.accounts(root);
         let errors = std::mem::take(&mut r.errors);
         if errors.is_empty() {
             Ok(Config {
                 appliance,
                 listen,
                 dataplane,
+                store,
+                tls,
+                accounts,
                 source: source.map(Path::to_path_buf),
             })
         } else {
@@ -189,6 +217,46 @@ impl Config {
 #[derive(Default)]
 struct Reader {
     errors: Vec<ConfigError>,
+}
+
+impl Reader {
+    fn store(&mut self, root: &Table, state_dir: &Path) -> StoreConfig {
+        let t = self.section(root, "store", &["url"]);
+        // One box keeps its database beside its other state.
+        let default = StoreConfig::Sqlite(state_dir.join("bridgehead.db"));
+        let Some(url) = self.string(&t, "store.url") else { return default };
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                self.error("store.url", "sqlite:// needs a file path, e.g. sqlite://./state/bridgehead.db");
+                return default;
+            }
+            return StoreConfig::Sqlite(PathBuf::from(path));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            self.error("store.url", "PostgreSQL comes with the fleet release (docs/store.md); use sqlite:// for one box");
+        } else {
+            self.error("store.url", format!("{url:?}: expected sqlite://PATH"));
+        }
+        default
+    }
+
+    fn tls(&mut self, root: &Table) -> Option<TlsFiles> {
+        let t = self.section(root, "tls", &["cert", "key"]);
+        let cert = self.string(&t, "tls.cert");
+        let key = self.string(&t, "tls.key");
+        match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error("tls.key", "required with tls.cert");
+                None
+            }
+            (None, Some(_)) => {
+                self.error("tls.cert", "required with tls.key");
+                None
+            }
+        }
+    }
 }
 
 impl Reader {
@@ -444,6 +512,514 @@ fn parse_range(s: &str) -> Option<(u16, u16)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
+/// The `[[accounts]]` tables (DESIGN.md "Configuration"), seeded into the
+/// store on first start (see `store::seed`). Every problem is reported with
+/// its full key, like `accounts[0].applications[1].voice_url`.
+impl Reader {
+    fn accounts(&mut self, root: &Table) -> Vec<AccountSeed> {
+        // SIDs and numbers must be unique across the whole file: value -> first key.
+        let mut seen = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (at, t) in self.tables(root, "accounts") {
+            self.known_keys(
+                &t,
+                &at,
+                &[
+                    "sid",
+                    "auth_token",
+                    "friendly_name",
+                    "api_keys",
+                    "applications",
+                    "numbers",
+                    "trunks",
+                ],
+            );
+            let key = format!("{at}.sid");
+            let sid = self.required(&t, &key);
+            let sid = self.parse_with(&key, sid, AccountSid::parse);
+            if let Some(sid) = &sid {
+                self.unique(&mut seen, "account", sid.as_str(), &key);
+            }
+            let key = format!("{at}.auth_token");
+            let auth_token = self.required(&t, &key);
+            if auth_token.as_deref() == Some("") {
+                self.error(&key, "must not be empty");
+            }
+            let friendly_name = self.string(&t, &format!("{at}.friendly_name"));
+
+            let mut api_keys = Some(Vec::new());
+            for (at, k) in self.tables(&t, &format!("{at}.api_keys")) {
+                self.known_keys(&k, &at, &["sid", "secret", "friendly_name"]);
+                let key = format!("{at}.sid");
+                let sid = self.required(&k, &key);
+                let sid = self.parse_with(&key, sid, ApiKeySid::parse);
+                if let Some(sid) = &sid {
+                    self.unique(&mut seen, "API key", sid.as_str(), &key);
+                }
+                let key = format!("{at}.secret");
+                let secret = self.required(&k, &key);
+                if secret.as_deref() == Some("") {
+                    self.error(&key, "must not be empty");
+                }
+                let friendly_name = self.string(&k, &format!("{at}.friendly_name"));
+                match (sid, secret) {
+                    (Some(sid), Some(secret)) => api_keys.iter_mut().for_each(|v| {
+                        v.push(ApiKeySeed {
+                            sid: sid.clone(),
+                            secret: secret.clone(),
+                            friendly_name: friendly_name.clone(),
+                        })
+                    }),
+                    _ => api_keys = None,
+                }
+            }
+
+            let mut applications = Some(Vec::new());
+            // As written, so that a number naming a malformed SID is not
+            // reported twice.
+            let mut app_sids = Vec::new();
+            for (at, a) in self.tables(&t, &format!("{at}.applications")) {
+                self.known_keys(
+                    &a,
+                    &at,
+                    &[
+                        "sid",
+                        "friendly_name",
+                        "voice_url",
+                        "voice_method",
+                        "voice_fallback_url",
+                        "voice_fallback_method",
+                        "status_callback",
+                        "status_callback_method",
+                    ],
+                );
+                let key = format!("{at}.sid");
+                let sid = self.required(&a, &key);
+                app_sids.extend(sid.clone());
+                let sid = self.parse_with(&key, sid, ApplicationSid::parse);
+                if let Some(sid) = &sid {
+                    self.unique(&mut seen, "application", sid.as_str(), &key);
+                }
+                let seed = ApplicationSeed {
+                    friendly_name: self.string(&a, &format!("{at}.friendly_name")),
+                    voice_url: self.http_url(&a, &format!("{at}.voice_url")),
+                    voice_method: self.http_method(&a, &format!("{at}.voice_method")),
+                    voice_fallback_url: self.http_url(&a, &format!("{at}.voice_fallback_url")),
+                    voice_fallback_method: self
+                        .http_method(&a, &format!("{at}.voice_fallback_method")),
+                    status_callback: self.http_url(&a, &format!("{at}.status_callback")),
+                    status_callback_method: self
+                        .http_method(&a, &format!("{at}.status_callback_method")),
+                    sid: match sid {
+                        Some(sid) => sid,
+                        None => {
+                            applications = None;
+                            continue;
+                        }
+                    },
+                };
+                applications.iter_mut().for_each(|v| v.push(seed.clone()));
+            }
+
+            let mut numbers = Some(Vec::new());
+            for (at, n) in self.tables(&t, &format!("{at}.numbers")) {
+                self.known_keys(&n, &at, &["number", "application", "friendly_name"]);
+                let key = format!("{at}.number");
+                let number = self.required(&n, &key);
+                let number = self.parse_with(&key, number, E164::parse);
+                if let Some(number) = &number {
+                    self.unique(&mut seen, "phone number", number.as_str(), &key);
+                }
+                let key = format!("{at}.application");
+                let application = self.string(&n, &key);
+                if let Some(app) = &application {
+                    if !app_sids.contains(app) {
+                        self.error(
+                            &key,
+                            format!("{app:?} is not one of this account's applications"),
+                        );
+                    }
+                }
+                let application = self.parse_with(&key, application, ApplicationSid::parse);
+                let friendly_name = self.string(&n, &format!("{at}.friendly_name"));
+                match number {
+                    Some(number) => numbers.iter_mut().for_each(|v| {
+                        v.push(NumberSeed {
+                            number: number.clone(),
+                            application: application.clone(),
+                            friendly_name: friendly_name.clone(),
+                        })
+                    }),
+                    None => numbers = None,
+                }
+            }
+
+            let mut trunks = Some(Vec::new());
+            let mut trunk_names = std::collections::HashMap::new();
+            for (at, tr) in self.tables(&t, &format!("{at}.trunks")) {
+                self.known_keys(
+                    &tr,
+                    &at,
+                    &["name", "allow", "outbound", "username", "password"],
+                );
+                let key = format!("{at}.name");
+                let name = self.required(&tr, &key);
+                let name =
+                    self.parse_with(&key, name, |s| check_trunk_name(s).map(|()| s.to_string()));
+                if let Some(name) = &name {
+                    self.unique(&mut trunk_names, "trunk", name, &key);
+                }
+                let key = format!("{at}.allow");
+                let mut allow = Vec::new();
+                for (j, s) in self
+                    .strings(&tr, &key)
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                {
+                    let key = format!("{key}[{j}]");
+                    match Cidr::parse(s) {
+                        Ok(c) if allow.contains(&c) => {
+                            self.error(&key, format!("{c} is listed twice"))
+                        }
+                        Ok(c) => allow.push(c),
+                        Err(e) => self.error(&key, e.to_string()),
+                    }
+                }
+                let key = format!("{at}.outbound");
+                let outbound = self.required(&tr, &key);
+                let outbound =
+                    self.parse_with(&key, outbound, |s| check_sip_uri(s).map(|()| s.to_string()));
+                let username = self.string(&tr, &format!("{at}.username"));
+                let password = self.string(&tr, &format!("{at}.password"));
+                if username.is_some() != password.is_some() {
+                    self.error(
+                        &format!("{at}.password"),
+                        "username and password (digest credentials toward the carrier) go together",
+                    );
+                }
+                match (name, outbound) {
+                    (Some(name), Some(outbound)) => trunks.iter_mut().for_each(|v| {
+                        v.push(TrunkSeed {
+                            name: name.clone(),
+                            allow: allow.clone(),
+                            outbound: outbound.clone(),
+                            username: username.clone(),
+                            password: password.clone(),
+                        })
+                    }),
+                    _ => trunks = None,
+                }
+            }
+
+            if let (
+                Some(sid),
+                Some(auth_token),
+                Some(api_keys),
+                Some(applications),
+                Some(numbers),
+                Some(trunks),
+            ) = (sid, auth_token, api_keys, applications, numbers, trunks)
+            {
+                out.push(AccountSeed {
+                    sid,
+                    auth_token,
+                    friendly_name,
+                    api_keys,
+                    applications,
+                    numbers,
+                    trunks,
+                });
+            }
+        }
+        out
+    }
+
+    /// An array of tables (`[[key]]`), each with its key (`key[0]`).
+    fn tables(&mut self, parent: &Table, key: &str) -> Vec<(String, Table)> {
+        match self.leaf(parent, key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::Table(t) => out.push((format!("{key}[{i}]"), t.clone())),
+                        other => self.error(
+                            &format!("{key}[{i}]"),
+                            format!("must be a table, not {}", other.type_str()),
+                        ),
+                    }
+                }
+                out
+            }
+            Some(other) => {
+                self.error(
+                    key,
+                    format!("must be an array of tables, not {}", other.type_str()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn known_keys(&mut self, table: &Table, at: &str, known: &[&str]) {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                self.error(&format!("{at}.{key}"), "unknown key");
+            }
+        }
+    }
+
+    fn required(&mut self, table: &Table, key: &str) -> Option<String> {
+        if self.leaf(table, key).is_none() {
+            self.error(key, "required");
+            return None;
+        }
+        self.string(table, key)
+    }
+
+    fn parse_with<T, E: std::fmt::Display>(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        match parse(&value?) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Reports `value` if an earlier key of the file already holds it.
+    fn unique(
+        &mut self,
+        seen: &mut std::collections::HashMap<String, String>,
+        what: &str,
+        value: &str,
+        key: &str,
+    ) {
+        match seen.entry(format!("{what} {value}")) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                self.error(key, format!("{what} {value} is also at {}", first.get()));
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(key.to_string());
+            }
+        }
+    }
+
+    fn http_url(&mut self, table: &Table, key: &str) -> Option<String> {
+        let url = self.string(table, key);
+        self.parse_with(key, url, |s| check_http_url(s).map(|()| s.to_string()))
+    }
+
+    /// `GET` or `POST`; POST when absent, as Twilio does.
+    fn http_method(&mut self, table: &Table, key: &str) -> HttpMethod {
+        let method = self.string(table, key);
+        self.parse_with(key, method, |s| {
+            HttpMethod::parse(s).ok_or_else(|| format!("{s:?}: expected \"GET\" or \"POST\""))
+        })
+        .unwrap_or(HttpMethod::Post)
+    }
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::*;
+
+    /// The `[[accounts]]` example of DESIGN.md, as written there.
+    const DESIGN_EXAMPLE: &str = r#"
+        [[accounts]]
+        sid = "AC00000000000000000000000000000001"
+        auth_token = "..."
+        [[accounts.api_keys]]
+        sid = "SK00000000000000000000000000000001"
+        secret = "..."
+        [[accounts.applications]]
+        sid = "AP00000000000000000000000000000001"
+        voice_url = "http://127.0.0.1:8080/voice"
+        voice_method = "POST"
+        voice_fallback_url = "http://127.0.0.1:8080/fallback"
+        status_callback = "http://127.0.0.1:8080/status"
+        [[accounts.numbers]]
+        number = "+15550100001"
+        application = "AP00000000000000000000000000000001"
+        [[accounts.trunks]]
+        name = "carrier-a"
+        allow = ["127.0.0.1/32"]        # carrier addresses allowed to send INVITEs
+        outbound = "sip:127.0.0.1:5080" # where <Dial><Number> goes
+    "#;
+
+    #[test]
+    fn no_accounts_by_default() {
+        assert!(Config::parse_str("").unwrap().accounts.is_empty());
+    }
+
+    #[test]
+    fn reads_the_design_example() {
+        let c = Config::parse_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.accounts.len(), 1);
+        let a = &c.accounts[0];
+        assert_eq!(a.sid.as_str(), "AC00000000000000000000000000000001");
+        assert_eq!(a.auth_token, "...");
+        assert_eq!(a.api_keys.len(), 1);
+        assert_eq!(
+            a.api_keys[0].sid.as_str(),
+            "SK00000000000000000000000000000001"
+        );
+        assert_eq!(a.api_keys[0].secret, "...");
+        let app = &a.applications[0];
+        assert_eq!(
+            app.voice_url.as_deref(),
+            Some("http://127.0.0.1:8080/voice")
+        );
+        assert_eq!(app.voice_method, HttpMethod::Post);
+        assert_eq!(
+            app.voice_fallback_url.as_deref(),
+            Some("http://127.0.0.1:8080/fallback")
+        );
+        assert_eq!(
+            app.status_callback.as_deref(),
+            Some("http://127.0.0.1:8080/status")
+        );
+        assert_eq!(a.numbers[0].number.as_str(), "+15550100001");
+        assert_eq!(a.numbers[0].application.as_ref(), Some(&app.sid));
+        let trunk = &a.trunks[0];
+        assert_eq!(trunk.name, "carrier-a");
+        assert_eq!(trunk.allow, vec![Cidr::parse("127.0.0.1/32").unwrap()]);
+        assert_eq!(trunk.outbound, "sip:127.0.0.1:5080");
+        assert_eq!(
+            (trunk.username.as_ref(), trunk.password.as_ref()),
+            (None, None)
+        );
+        // Secrets stay out of debug output.
+        let debug = format!("{c:?}");
+        assert!(
+            debug.contains("<redacted>") && !debug.contains("\"...\""),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn reads_several_accounts_and_the_optional_keys() {
+        let c = Config::parse_str(
+            r#"
+            [[accounts]]
+            sid = "AC00000000000000000000000000000001"
+            auth_token = "t1"
+            friendly_name = "first"
+            [[accounts.applications]]
+            sid = "AP00000000000000000000000000000001"
+            voice_method = "GET"
+            [[accounts.trunks]]
+            name = "carrier-a"
+            allow = ["192.0.2.0/24", "2001:db8::/32"]
+            outbound = "sips:carrier.example.com"
+            username = "bh"
+            password = "pw"
+            [[accounts]]
+            sid = "AC00000000000000000000000000000002"
+            auth_token = "t2"
+            [[accounts.numbers]]
+            number = "+15550100002"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.accounts.len(), 2);
+        assert_eq!(c.accounts[0].friendly_name.as_deref(), Some("first"));
+        assert_eq!(c.accounts[0].applications[0].voice_method, HttpMethod::Get);
+        assert_eq!(c.accounts[0].applications[0].voice_url, None);
+        assert_eq!(c.accounts[0].trunks[0].allow.len(), 2);
+        assert_eq!(c.accounts[0].trunks[0].username.as_deref(), Some("bh"));
+        assert_eq!(c.accounts[1].numbers[0].application, None);
+    }
+
+    #[test]
+    fn reports_every_account_error_with_its_key() {
+        let errors = Config::parse_str(
+            r#"
+            [[accounts]]
+            sid = "AC00000000000000000000000000000001"
+            colour = "red"
+            [[accounts.api_keys]]
+            sid = "SK1"
+            secret = ""
+            [[accounts.applications]]
+            sid = "AP00000000000000000000000000000001"
+            voice_url = "http://127.0.0.1:8080/voice"
+            [[accounts.applications]]
+            sid = "AP00000000000000000000000000000002"
+            voice_url = "127.0.0.1:8080/voice"
+            voice_method = "PUT"
+            [[accounts.numbers]]
+            number = "5550100001"
+            [[accounts.numbers]]
+            number = "+15550100002"
+            application = "AP00000000000000000000000000000009"
+            [[accounts.trunks]]
+            name = "carrier a"
+            allow = ["127.0.0.1/32", "10.0.0.1/8"]
+            outbound = "http://carrier"
+            password = "pw"
+
+            [[accounts]]
+            sid = "AC00000000000000000000000000000001"
+            auth_token = "t"
+            [[accounts.numbers]]
+            number = "+15550100002"
+            "#,
+        )
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "accounts[0].auth_token",
+            "accounts[0].colour",
+            "accounts[0].api_keys[0].sid",
+            "accounts[0].api_keys[0].secret",
+            "accounts[0].applications[1].voice_url",
+            "accounts[0].applications[1].voice_method",
+            "accounts[0].numbers[0].number",
+            "accounts[0].numbers[1].application",
+            "accounts[0].trunks[0].name",
+            "accounts[0].trunks[0].allow[1]",
+            "accounts[0].trunks[0].outbound",
+            "accounts[0].trunks[0].password",
+            "accounts[1].sid",
+            "accounts[1].numbers[0].number",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {errors:#?}");
+        }
+        assert!(
+            !keys.contains(&"accounts[0].applications[0].voice_url"),
+            "{errors:#?}"
+        );
+        let dup = errors
+            .iter()
+            .find(|e| e.key == "accounts[1].numbers[0].number")
+            .unwrap();
+        assert!(
+            dup.reason.contains("also at accounts[0].numbers[1].number"),
+            "{dup:?}"
+        );
+        let host_bits = errors
+            .iter()
+            .find(|e| e.key == "accounts[0].trunks[0].allow[1]")
+            .unwrap();
+        assert!(host_bits.reason.contains("10.0.0.0/8"), "{host_bits:?}");
+    }
+
+    #[test]
+    fn accounts_must_be_an_array_of_tables() {
+        let errors = Config::parse_str("accounts = 3\n").unwrap_err();
+        assert_eq!(errors[0].key, "accounts");
+        let errors = Config::parse_str("[accounts]\nsid = \"x\"\n").unwrap_err();
+        assert_eq!(errors[0].key, "accounts");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,6 +1098,19 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {errors:?}");
         }
+    }
+
+    #[test]
+    fn store_and_tls_sections() {
+        let c = Config::parse_str("[appliance]\nstate_dir = \"/var/lib/bh\"\n").unwrap();
+        assert_eq!(c.store, StoreConfig::Sqlite(PathBuf::from("/var/lib/bh/bridgehead.db")));
+        assert_eq!(c.tls, None);
+        let c = Config::parse_str("[store]\nurl = \"sqlite://./x.db\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        assert_eq!(c.store, StoreConfig::Sqlite(PathBuf::from("./x.db")));
+        assert_eq!(c.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
+        let errors = Config::parse_str("[store]\nurl = \"postgres://db/bh\"\n[tls]\ncert = \"c.pem\"\n").unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["store.url", "tls.key"]);
     }
 
     #[test]

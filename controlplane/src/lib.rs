@@ -7,8 +7,10 @@
 //!     ├── config      one TOML file, every error at once
 //!     ├── appliance   starts the dataplane, the admin server, the event pump;
 //!     │               stops them on SIGTERM/SIGINT
-//!     └── admin       /live /ready /metrics, /v1/dataplane/...
-//!           └── metrics  prometheus-client collectors read at scrape time
+//!     ├── admin       /live /ready /metrics, /v1/dataplane/...
+//!     │     └── metrics  prometheus-client collectors read at scrape time
+//!     └── store       accounts, keys, applications, numbers, trunks, call
+//!                     records: the `Store` trait, on SQLite (docs/store.md)
 //! ```
 //!
 //! Calls, clients, instructions and routes land here in later releases,
@@ -17,3 +19,8 @@
 pub mod admin;
 pub mod appliance;
 pub mod config;
+pub mod instructions;
+pub mod store;
+pub mod sdp;
+pub mod sip;
+pub mod tls;

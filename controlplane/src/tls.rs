@@ -1,0 +1,164 @@
+//! The appliance's TLS identity, for WSS, HTTPS and SIP over TLS.
+//!
+//! With `[tls] cert` and `key` set, those PEM files are used. Without them a
+//! self-signed certificate is made on first start, kept in
+//! `<state_dir>/tls/` (key readable by the owner only) and reused on every
+//! later start, so that clients that pinned its fingerprint keep working;
+//! the SHA-256 fingerprint is logged at start-up.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(PathBuf),
+    #[error("{0} holds no PEM private key")]
+    NoKey(PathBuf),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("cannot make a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("certificate and key do not form a usable TLS identity: {0}")]
+    Config(rustls::Error),
+}
+
+/// Certificate chain and key, as the TLS listeners need them.
+pub struct TlsIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Where it came from, for the log line.
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Configured,
+    Generated,
+    Reused,
+}
+
+impl TlsIdentity {
+    /// SHA-256 of the leaf certificate, as colon-separated hex (what
+    /// browsers and `openssl x509 -fingerprint -sha256` show).
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(self.chain.first().map_or(&[][..], |c| c.as_ref()));
+        digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    }
+
+    /// A rustls server configuration; `alpn` lists the protocols offered
+    /// (e.g. `h2`, `http/1.1`).
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(TlsError::Config)?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}
+
+/// Loads the configured certificate and key, or the generated ones from
+/// `state_dir`, making them on first use. `names` go in the generated
+/// certificate's subject alternative names.
+pub fn load_or_generate(configured: Option<(&Path, &Path)>, state_dir: &Path, names: &[String]) -> Result<TlsIdentity, TlsError> {
+    if let Some((cert, key)) = configured {
+        let mut identity = load(cert, key)?;
+        identity.origin = Origin::Configured;
+        return Ok(identity);
+    }
+    let dir = state_dir.join("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        let mut identity = load(&cert, &key)?;
+        identity.origin = Origin::Reused;
+        return Ok(identity);
+    }
+    let generated = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| TlsError::Write(dir.clone(), e))?;
+    write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert, generated.cert.pem()).map_err(|e| TlsError::Write(cert.clone(), e))?;
+    let mut identity = load(&cert, &key)?;
+    identity.origin = Origin::Generated;
+    Ok(identity)
+}
+
+fn load(cert: &Path, key: &Path) -> Result<TlsIdentity, TlsError> {
+    let cert_pem = std::fs::read(cert).map_err(|e| TlsError::Read(cert.to_path_buf(), e))?;
+    let key_pem = std::fs::read(key).map_err(|e| TlsError::Read(key.to_path_buf(), e))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.to_path_buf()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.to_path_buf()))?;
+    Ok(TlsIdentity { chain, key, origin: Origin::Configured })
+}
+
+/// Writes a key file that only its owner can read, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| TlsError::Write(path.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bh-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn generates_once_then_reuses() {
+        let dir = temp_dir("gen");
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let first = load_or_generate(None, &dir, &names).unwrap();
+        assert_eq!(first.origin, Origin::Generated);
+        let second = load_or_generate(None, &dir, &names).unwrap();
+        assert_eq!(second.origin, Origin::Reused);
+        assert_eq!(first.fingerprint(), second.fingerprint());
+        assert_eq!(first.fingerprint().len(), 32 * 3 - 1);
+        let mode = std::fs::metadata(dir.join("tls/key.pem")).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0, "key readable by owner only");
+        first.server_config(&[b"http/1.1"]).unwrap();
+    }
+
+    #[test]
+    fn configured_files_win_and_bad_ones_are_named() {
+        let dir = temp_dir("conf");
+        let made = load_or_generate(None, &dir, &["bh.example".to_string()]).unwrap();
+        let (cert, key) = (dir.join("tls/cert.pem"), dir.join("tls/key.pem"));
+        let other = temp_dir("conf-other");
+        let loaded = load_or_generate(Some((&cert, &key)), &other, &[]).unwrap();
+        assert_eq!(loaded.origin, Origin::Configured);
+        assert_eq!(loaded.fingerprint(), made.fingerprint());
+        assert!(!other.join("tls").exists(), "nothing generated when files are configured");
+
+        let missing = dir.join("nope.pem");
+        assert!(matches!(load_or_generate(Some((&missing, &key)), &other, &[]), Err(TlsError::Read(p, _)) if p == missing));
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not pem").unwrap();
+        assert!(matches!(load_or_generate(Some((&garbage, &key)), &other, &[]), Err(TlsError::NoCertificate(_))));
+        assert!(matches!(load_or_generate(Some((&cert, &garbage)), &other, &[]), Err(TlsError::NoKey(_))));
+    }
+}
