@@ -62,11 +62,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let dp_config = config.dataplane.clone();
     let dataplane = tokio::task::spawn_blocking(move || Dataplane::start(dp_config))
         .await
-        .unwrap_or_else(|e| {
-            Err(dataplane::control::StartError::Backend(format!(
-                "start-up task failed: {e}"
-            )))
-        })?;
+        .unwrap_or_else(|e| Err(dataplane::control::StartError::Backend(format!("start-up task failed: {e}"))))?;
     let handle = dataplane.handle();
     tracing::info!(
         backend = ?config.dataplane.backend,
@@ -87,11 +83,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let events = Arc::new(EventLog::default());
     let state = Arc::new(AdminState {
         dataplane: handle.clone(),
-        metrics: Metrics::new(
-            handle.clone(),
-            &config.appliance.id,
-            &config.appliance.region,
-        ),
+        metrics: Metrics::new(handle.clone(), &config.appliance.id, &config.appliance.region),
         events: events.clone(),
         admin_token: config.listen.admin_token.clone(),
     });
@@ -104,17 +96,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     let shutdown = shutdown_signal().map_err(StartError::Signals)?;
-    let served = axum::serve(listener, admin::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(listener, admin::router(state)).with_graceful_shutdown(shutdown).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "admin server failed");
     }
     tracing::info!("stopping");
     pump.abort();
-    tokio::task::spawn_blocking(move || dataplane.stop())
-        .await
-        .ok();
+    tokio::task::spawn_blocking(move || dataplane.stop()).await.ok();
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,8 +6,7 @@
 
 use crate::store::seed::{AccountSeed, ApiKeySeed, ApplicationSeed, NumberSeed, TrunkSeed};
 use crate::store::{
-    check_http_url, check_sip_uri, check_trunk_name, AccountSid, ApiKeySid, ApplicationSid, Cidr,
-    HttpMethod, E164,
+    check_http_url, check_sip_uri, check_trunk_name, AccountSid, ApiKeySid, ApplicationSid, Cidr, HttpMethod, E164,
 };
 use dataplane::config::{Backend, DataplaneConfig, DpdkConfig};
 use std::net::{IpAddr, SocketAddr};
@@ -93,27 +92,18 @@ impl Config {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             file: file.clone(),
-            errors: vec![ConfigError {
-                key: "-".into(),
-                reason: format!("cannot read: {e}"),
-            }],
+            errors: vec![ConfigError { key: "-".into(), reason: format!("cannot read: {e}") }],
         })?;
         let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigErrors {
             file: file.clone(),
-            errors: vec![ConfigError {
-                key: "-".into(),
-                reason: format!("not valid TOML: {}", e.message().trim()),
-            }],
+            errors: vec![ConfigError { key: "-".into(), reason: format!("not valid TOML: {}", e.message().trim()) }],
         })?;
         Config::from_table(&table, Some(path)).map_err(|errors| ConfigErrors { file, errors })
     }
 
     pub fn parse_str(text: &str) -> Result<Config, Vec<ConfigError>> {
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
-            vec![ConfigError {
-                key: "-".into(),
-                reason: e.message().trim().to_string(),
-            }]
+            vec![ConfigError { key: "-".into(), reason: e.message().trim().to_string() }]
         })?;
         Config::from_table(&table, None)
     }
@@ -130,67 +120,31 @@ impl Config {
         let appliance = r.section(root, "appliance", &["id", "region", "state_dir"]);
         let appliance = ApplianceConfig {
             // Unique in the fleet; the host name is a fine default for one box.
-            id: r
-                .string(&appliance, "appliance.id")
-                .unwrap_or_else(|| "bh-local".into()),
-            region: r
-                .string(&appliance, "appliance.region")
-                .unwrap_or_else(|| "local".into()),
+            id: r.string(&appliance, "appliance.id").unwrap_or_else(|| "bh-local".into()),
+            region: r.string(&appliance, "appliance.region").unwrap_or_else(|| "local".into()),
             state_dir: r
                 .string(&appliance, "appliance.state_dir")
                 .map_or_else(|| PathBuf::from("./state"), PathBuf::from),
         };
-        for (key, value) in [
-            ("appliance.id", &appliance.id),
-            ("appliance.region", &appliance.region),
-        ] {
-            if value.is_empty()
-                || !value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        for (key, value) in [("appliance.id", &appliance.id), ("appliance.region", &appliance.region)] {
+            if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             {
                 r.error(key, "must be non-empty letters, digits, '-', '_' or '.'");
             }
         }
 
-        let listen = r.section(
-            root,
-            "listen",
-            &[
-                "admin",
-                "admin_token",
-                "https",
-                "sip_udp",
-                "sip_tcp",
-                "sip_tls",
-            ],
-        );
+        let listen = r.section(root, "listen", &["admin", "admin_token", "https", "sip_udp", "sip_tcp", "sip_tls"]);
         let listen = ListenConfig {
             // Loopback: the admin API can create sessions, so it is not exposed by default.
-            admin: r
-                .socket_addr(&listen, "listen.admin")
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            admin: r.socket_addr(&listen, "listen.admin").unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
             admin_token: r.string(&listen, "listen.admin_token"),
-            https: r
-                .socket_addr(&listen, "listen.https")
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443))),
-            sip_udp: r
-                .socket_addr(&listen, "listen.sip_udp")
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
-            sip_tcp: r
-                .socket_addr(&listen, "listen.sip_tcp")
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
-            sip_tls: r
-                .socket_addr(&listen, "listen.sip_tls")
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5061))),
+            https: r.socket_addr(&listen, "listen.https").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            sip_udp: r.socket_addr(&listen, "listen.sip_udp").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
+            sip_tcp: r.socket_addr(&listen, "listen.sip_tcp").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5060))),
+            sip_tls: r.socket_addr(&listen, "listen.sip_tls").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 5061))),
         };
-        if !listen.admin.ip().is_loopback()
-            && listen.admin_token.as_deref().is_none_or(str::is_empty)
-        {
-            r.error(
-                "listen.admin_token",
-                "required when listen.admin is not a loopback address",
-            );
+        if !listen.admin.ip().is_loopback() && listen.admin_token.as_deref().is_none_or(str::is_empty) {
+            r.error("listen.admin_token", "required when listen.admin is not a loopback address");
         }
 
         let dataplane = r.dataplane(root);
@@ -199,15 +153,7 @@ impl Config {
         let accounts = r.accounts(root);
         let errors = std::mem::take(&mut r.errors);
         if errors.is_empty() {
-            Ok(Config {
-                appliance,
-                listen,
-                dataplane,
-                store,
-                tls,
-                accounts,
-                source: source.map(Path::to_path_buf),
-            })
+            Ok(Config { appliance, listen, dataplane, store, tls, accounts, source: source.map(Path::to_path_buf) })
         } else {
             Err(errors)
         }
@@ -233,7 +179,10 @@ impl Reader {
             return StoreConfig::Sqlite(PathBuf::from(path));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            self.error("store.url", "PostgreSQL comes with the fleet release (docs/store.md); use sqlite:// for one box");
+            self.error(
+                "store.url",
+                "PostgreSQL comes with the fleet release (docs/store.md); use sqlite:// for one box",
+            );
         } else {
             self.error("store.url", format!("{url:?}: expected sqlite://PATH"));
         }
@@ -261,10 +210,7 @@ impl Reader {
 
 impl Reader {
     fn error(&mut self, key: &str, reason: impl Into<String>) {
-        self.errors.push(ConfigError {
-            key: key.to_string(),
-            reason: reason.into(),
-        });
+        self.errors.push(ConfigError { key: key.to_string(), reason: reason.into() });
     }
 
     /// A sub-table, with unknown keys reported.
@@ -301,19 +247,11 @@ impl Reader {
         }
     }
 
-    fn integer(
-        &mut self,
-        table: &Table,
-        key: &str,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Option<i64> {
+    fn integer(&mut self, table: &Table, key: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
         match self.leaf(table, key)? {
             Value::Integer(i) if range.contains(i) => Some(*i),
             Value::Integer(i) => {
-                self.error(
-                    key,
-                    format!("{i} is out of range {}..={}", range.start(), range.end()),
-                );
+                self.error(key, format!("{i} is out of range {}..={}", range.start(), range.end()));
                 None
             }
             other => {
@@ -351,19 +289,13 @@ impl Reader {
                 for item in items {
                     match item {
                         Value::String(s) => out.push(s.clone()),
-                        other => self.error(
-                            key,
-                            format!("items must be strings, not {}", other.type_str()),
-                        ),
+                        other => self.error(key, format!("items must be strings, not {}", other.type_str())),
                     }
                 }
                 Some(out)
             }
             other => {
-                self.error(
-                    key,
-                    format!("must be an array of strings, not {}", other.type_str()),
-                );
+                self.error(key, format!("must be an array of strings, not {}", other.type_str()));
                 None
             }
         }
@@ -374,16 +306,7 @@ impl Reader {
         let t = self.section(
             root,
             "dataplane",
-            &[
-                "backend",
-                "media_ip",
-                "extra_media_ips",
-                "ports",
-                "workers",
-                "sessions",
-                "media_timeout_s",
-                "dpdk",
-            ],
+            &["backend", "media_ip", "extra_media_ips", "ports", "workers", "sessions", "media_timeout_s", "dpdk"],
         );
         let backend = match self.string(&t, "dataplane.backend").as_deref() {
             None | Some("sockets") => Backend::Sockets,
@@ -397,10 +320,7 @@ impl Reader {
                 Backend::Dpdk
             }
             Some(other) => {
-                self.error(
-                    "dataplane.backend",
-                    format!("{other:?}: expected \"sockets\" or \"dpdk\""),
-                );
+                self.error("dataplane.backend", format!("{other:?}: expected \"sockets\" or \"dpdk\""));
                 Backend::Sockets
             }
         };
@@ -409,51 +329,35 @@ impl Reader {
             Some(s) => media_ips.extend(self.ip(&s, "dataplane.media_ip")),
             None => media_ips.extend(d.media_ips.iter().copied()),
         }
-        for s in self
-            .strings(&t, "dataplane.extra_media_ips")
-            .unwrap_or_default()
-        {
+        for s in self.strings(&t, "dataplane.extra_media_ips").unwrap_or_default() {
             media_ips.extend(self.ip(&s, "dataplane.extra_media_ips"));
         }
         if media_ips.iter().any(|ip| ip.is_unspecified()) {
-            self.error(
-                "dataplane.media_ip",
-                "must be a concrete address (it is put in SDP), not 0.0.0.0 or ::",
-            );
+            self.error("dataplane.media_ip", "must be a concrete address (it is put in SDP), not 0.0.0.0 or ::");
         }
         let ports = match self.string(&t, "dataplane.ports") {
             None => d.ports.clone(),
-            Some(s) => {
-                match parse_range(&s) {
-                    Some((a, b)) if a <= b && b - a >= 3 => a..=b,
-                    Some(_) => {
-                        self.error(
+            Some(s) => match parse_range(&s) {
+                Some((a, b)) if a <= b && b - a >= 3 => a..=b,
+                Some(_) => {
+                    self.error(
                         "dataplane.ports",
                         format!("{s:?}: the range must hold at least 4 ports (two legs of one session)"),
                     );
-                        d.ports.clone()
-                    }
-                    None => {
-                        self.error(
-                            "dataplane.ports",
-                            format!("{s:?} is not a range like \"20000-29999\""),
-                        );
-                        d.ports.clone()
-                    }
+                    d.ports.clone()
                 }
-            }
+                None => {
+                    self.error("dataplane.ports", format!("{s:?} is not a range like \"20000-29999\""));
+                    d.ports.clone()
+                }
+            },
         };
-        let workers = self
-            .integer(&t, "dataplane.workers", 1..=64)
-            .map_or(d.workers, |v| v as usize);
-        let sessions = self
-            .integer(&t, "dataplane.sessions", 1..=(1 << 30))
-            .map_or(d.sessions, |v| v as usize);
+        let workers = self.integer(&t, "dataplane.workers", 1..=64).map_or(d.workers, |v| v as usize);
+        let sessions = self.integer(&t, "dataplane.sessions", 1..=(1 << 30)).map_or(d.sessions, |v| v as usize);
         let media_timeout = self
             .integer(&t, "dataplane.media_timeout_s", 1..=86_400)
             .map_or(d.media_timeout, |v| Duration::from_secs(v as u64));
-        let port_pairs =
-            media_ips.len().max(1) * (usize::from(*ports.end() - *ports.start()) + 1) / 2;
+        let port_pairs = media_ips.len().max(1) * (usize::from(*ports.end() - *ports.start()) + 1) / 2;
         if port_pairs / 2 < workers {
             self.error(
                 "dataplane.ports",
@@ -461,25 +365,13 @@ impl Reader {
             );
         }
 
-        let dpdk_t = self.section(
-            &t,
-            "dataplane.dpdk",
-            &["eal_args", "port", "tap", "prefix_len", "gateway"],
-        );
+        let dpdk_t = self.section(&t, "dataplane.dpdk", &["eal_args", "port", "tap", "prefix_len", "gateway"]);
         let dpdk = DpdkConfig {
-            eal_args: self
-                .strings(&dpdk_t, "dataplane.dpdk.eal_args")
-                .unwrap_or_default(),
-            port: self
-                .string(&dpdk_t, "dataplane.dpdk.port")
-                .unwrap_or_default(),
+            eal_args: self.strings(&dpdk_t, "dataplane.dpdk.eal_args").unwrap_or_default(),
+            port: self.string(&dpdk_t, "dataplane.dpdk.port").unwrap_or_default(),
             tap: self.string(&dpdk_t, "dataplane.dpdk.tap"),
-            prefix_len: self
-                .integer(&dpdk_t, "dataplane.dpdk.prefix_len", 0..=128)
-                .map_or(24, |v| v as u8),
-            gateway: self
-                .string(&dpdk_t, "dataplane.dpdk.gateway")
-                .and_then(|s| self.ip(&s, "dataplane.dpdk.gateway")),
+            prefix_len: self.integer(&dpdk_t, "dataplane.dpdk.prefix_len", 0..=128).map_or(24, |v| v as u8),
+            gateway: self.string(&dpdk_t, "dataplane.dpdk.gateway").and_then(|s| self.ip(&s, "dataplane.dpdk.gateway")),
         };
         if backend == Backend::Dpdk {
             if dpdk.port.is_empty() {
@@ -489,21 +381,10 @@ impl Reader {
                 );
             }
             if workers != 1 {
-                self.error(
-                    "dataplane.workers",
-                    "the DPDK backend runs one worker in this release",
-                );
+                self.error("dataplane.workers", "the DPDK backend runs one worker in this release");
             }
         }
-        DataplaneConfig {
-            backend,
-            media_ips,
-            ports,
-            workers,
-            sessions,
-            media_timeout,
-            dpdk,
-        }
+        DataplaneConfig { backend, media_ips, ports, workers, sessions, media_timeout, dpdk }
     }
 }
 
@@ -524,15 +405,7 @@ impl Reader {
             self.known_keys(
                 &t,
                 &at,
-                &[
-                    "sid",
-                    "auth_token",
-                    "friendly_name",
-                    "api_keys",
-                    "applications",
-                    "numbers",
-                    "trunks",
-                ],
+                &["sid", "auth_token", "friendly_name", "api_keys", "applications", "numbers", "trunks"],
             );
             let key = format!("{at}.sid");
             let sid = self.required(&t, &key);
@@ -605,11 +478,9 @@ impl Reader {
                     voice_url: self.http_url(&a, &format!("{at}.voice_url")),
                     voice_method: self.http_method(&a, &format!("{at}.voice_method")),
                     voice_fallback_url: self.http_url(&a, &format!("{at}.voice_fallback_url")),
-                    voice_fallback_method: self
-                        .http_method(&a, &format!("{at}.voice_fallback_method")),
+                    voice_fallback_method: self.http_method(&a, &format!("{at}.voice_fallback_method")),
                     status_callback: self.http_url(&a, &format!("{at}.status_callback")),
-                    status_callback_method: self
-                        .http_method(&a, &format!("{at}.status_callback_method")),
+                    status_callback_method: self.http_method(&a, &format!("{at}.status_callback_method")),
                     sid: match sid {
                         Some(sid) => sid,
                         None => {
@@ -634,10 +505,7 @@ impl Reader {
                 let application = self.string(&n, &key);
                 if let Some(app) = &application {
                     if !app_sids.contains(app) {
-                        self.error(
-                            &key,
-                            format!("{app:?} is not one of this account's applications"),
-                        );
+                        self.error(&key, format!("{app:?} is not one of this account's applications"));
                     }
                 }
                 let application = self.parse_with(&key, application, ApplicationSid::parse);
@@ -657,39 +525,26 @@ impl Reader {
             let mut trunks = Some(Vec::new());
             let mut trunk_names = std::collections::HashMap::new();
             for (at, tr) in self.tables(&t, &format!("{at}.trunks")) {
-                self.known_keys(
-                    &tr,
-                    &at,
-                    &["name", "allow", "outbound", "username", "password"],
-                );
+                self.known_keys(&tr, &at, &["name", "allow", "outbound", "username", "password"]);
                 let key = format!("{at}.name");
                 let name = self.required(&tr, &key);
-                let name =
-                    self.parse_with(&key, name, |s| check_trunk_name(s).map(|()| s.to_string()));
+                let name = self.parse_with(&key, name, |s| check_trunk_name(s).map(|()| s.to_string()));
                 if let Some(name) = &name {
                     self.unique(&mut trunk_names, "trunk", name, &key);
                 }
                 let key = format!("{at}.allow");
                 let mut allow = Vec::new();
-                for (j, s) in self
-                    .strings(&tr, &key)
-                    .unwrap_or_default()
-                    .iter()
-                    .enumerate()
-                {
+                for (j, s) in self.strings(&tr, &key).unwrap_or_default().iter().enumerate() {
                     let key = format!("{key}[{j}]");
                     match Cidr::parse(s) {
-                        Ok(c) if allow.contains(&c) => {
-                            self.error(&key, format!("{c} is listed twice"))
-                        }
+                        Ok(c) if allow.contains(&c) => self.error(&key, format!("{c} is listed twice")),
                         Ok(c) => allow.push(c),
                         Err(e) => self.error(&key, e.to_string()),
                     }
                 }
                 let key = format!("{at}.outbound");
                 let outbound = self.required(&tr, &key);
-                let outbound =
-                    self.parse_with(&key, outbound, |s| check_sip_uri(s).map(|()| s.to_string()));
+                let outbound = self.parse_with(&key, outbound, |s| check_sip_uri(s).map(|()| s.to_string()));
                 let username = self.string(&tr, &format!("{at}.username"));
                 let password = self.string(&tr, &format!("{at}.password"));
                 if username.is_some() != password.is_some() {
@@ -712,24 +567,10 @@ impl Reader {
                 }
             }
 
-            if let (
-                Some(sid),
-                Some(auth_token),
-                Some(api_keys),
-                Some(applications),
-                Some(numbers),
-                Some(trunks),
-            ) = (sid, auth_token, api_keys, applications, numbers, trunks)
+            if let (Some(sid), Some(auth_token), Some(api_keys), Some(applications), Some(numbers), Some(trunks)) =
+                (sid, auth_token, api_keys, applications, numbers, trunks)
             {
-                out.push(AccountSeed {
-                    sid,
-                    auth_token,
-                    friendly_name,
-                    api_keys,
-                    applications,
-                    numbers,
-                    trunks,
-                });
+                out.push(AccountSeed { sid, auth_token, friendly_name, api_keys, applications, numbers, trunks });
             }
         }
         out
@@ -744,19 +585,15 @@ impl Reader {
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Value::Table(t) => out.push((format!("{key}[{i}]"), t.clone())),
-                        other => self.error(
-                            &format!("{key}[{i}]"),
-                            format!("must be a table, not {}", other.type_str()),
-                        ),
+                        other => {
+                            self.error(&format!("{key}[{i}]"), format!("must be a table, not {}", other.type_str()))
+                        }
                     }
                 }
                 out
             }
             Some(other) => {
-                self.error(
-                    key,
-                    format!("must be an array of tables, not {}", other.type_str()),
-                );
+                self.error(key, format!("must be an array of tables, not {}", other.type_str()));
                 Vec::new()
             }
         }
@@ -794,13 +631,7 @@ impl Reader {
     }
 
     /// Reports `value` if an earlier key of the file already holds it.
-    fn unique(
-        &mut self,
-        seen: &mut std::collections::HashMap<String, String>,
-        what: &str,
-        value: &str,
-        key: &str,
-    ) {
+    fn unique(&mut self, seen: &mut std::collections::HashMap<String, String>, what: &str, value: &str, key: &str) {
         match seen.entry(format!("{what} {value}")) {
             std::collections::hash_map::Entry::Occupied(first) => {
                 self.error(key, format!("{what} {value} is also at {}", first.get()));
@@ -866,41 +697,23 @@ mod account_tests {
         assert_eq!(a.sid.as_str(), "AC00000000000000000000000000000001");
         assert_eq!(a.auth_token, "...");
         assert_eq!(a.api_keys.len(), 1);
-        assert_eq!(
-            a.api_keys[0].sid.as_str(),
-            "SK00000000000000000000000000000001"
-        );
+        assert_eq!(a.api_keys[0].sid.as_str(), "SK00000000000000000000000000000001");
         assert_eq!(a.api_keys[0].secret, "...");
         let app = &a.applications[0];
-        assert_eq!(
-            app.voice_url.as_deref(),
-            Some("http://127.0.0.1:8080/voice")
-        );
+        assert_eq!(app.voice_url.as_deref(), Some("http://127.0.0.1:8080/voice"));
         assert_eq!(app.voice_method, HttpMethod::Post);
-        assert_eq!(
-            app.voice_fallback_url.as_deref(),
-            Some("http://127.0.0.1:8080/fallback")
-        );
-        assert_eq!(
-            app.status_callback.as_deref(),
-            Some("http://127.0.0.1:8080/status")
-        );
+        assert_eq!(app.voice_fallback_url.as_deref(), Some("http://127.0.0.1:8080/fallback"));
+        assert_eq!(app.status_callback.as_deref(), Some("http://127.0.0.1:8080/status"));
         assert_eq!(a.numbers[0].number.as_str(), "+15550100001");
         assert_eq!(a.numbers[0].application.as_ref(), Some(&app.sid));
         let trunk = &a.trunks[0];
         assert_eq!(trunk.name, "carrier-a");
         assert_eq!(trunk.allow, vec![Cidr::parse("127.0.0.1/32").unwrap()]);
         assert_eq!(trunk.outbound, "sip:127.0.0.1:5080");
-        assert_eq!(
-            (trunk.username.as_ref(), trunk.password.as_ref()),
-            (None, None)
-        );
+        assert_eq!((trunk.username.as_ref(), trunk.password.as_ref()), (None, None));
         // Secrets stay out of debug output.
         let debug = format!("{c:?}");
-        assert!(
-            debug.contains("<redacted>") && !debug.contains("\"...\""),
-            "{debug}"
-        );
+        assert!(debug.contains("<redacted>") && !debug.contains("\"...\""), "{debug}");
     }
 
     #[test]
@@ -992,22 +805,10 @@ mod account_tests {
         ] {
             assert!(keys.contains(&key), "{key} missing from {errors:#?}");
         }
-        assert!(
-            !keys.contains(&"accounts[0].applications[0].voice_url"),
-            "{errors:#?}"
-        );
-        let dup = errors
-            .iter()
-            .find(|e| e.key == "accounts[1].numbers[0].number")
-            .unwrap();
-        assert!(
-            dup.reason.contains("also at accounts[0].numbers[1].number"),
-            "{dup:?}"
-        );
-        let host_bits = errors
-            .iter()
-            .find(|e| e.key == "accounts[0].trunks[0].allow[1]")
-            .unwrap();
+        assert!(!keys.contains(&"accounts[0].applications[0].voice_url"), "{errors:#?}");
+        let dup = errors.iter().find(|e| e.key == "accounts[1].numbers[0].number").unwrap();
+        assert!(dup.reason.contains("also at accounts[0].numbers[1].number"), "{dup:?}");
+        let host_bits = errors.iter().find(|e| e.key == "accounts[0].trunks[0].allow[1]").unwrap();
         assert!(host_bits.reason.contains("10.0.0.0/8"), "{host_bits:?}");
     }
 
@@ -1105,7 +906,8 @@ mod tests {
         let c = Config::parse_str("[appliance]\nstate_dir = \"/var/lib/bh\"\n").unwrap();
         assert_eq!(c.store, StoreConfig::Sqlite(PathBuf::from("/var/lib/bh/bridgehead.db")));
         assert_eq!(c.tls, None);
-        let c = Config::parse_str("[store]\nurl = \"sqlite://./x.db\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let c = Config::parse_str("[store]\nurl = \"sqlite://./x.db\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
+            .unwrap();
         assert_eq!(c.store, StoreConfig::Sqlite(PathBuf::from("./x.db")));
         assert_eq!(c.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
         let errors = Config::parse_str("[store]\nurl = \"postgres://db/bh\"\n[tls]\ncert = \"c.pem\"\n").unwrap_err();
@@ -1121,14 +923,8 @@ mod tests {
         std::fs::write(&path, "[dataplane]\nworkers = 99\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
-        assert!(
-            err.contains("dataplane.workers: 99 is out of range"),
-            "{err}"
-        );
+        assert!(err.contains("dataplane.workers: 99 is out of range"), "{err}");
         std::fs::write(&path, "[dataplane\n").unwrap();
-        assert!(Config::load(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("not valid TOML"));
+        assert!(Config::load(&path).unwrap_err().to_string().contains("not valid TOML"));
     }
 }

@@ -20,7 +20,7 @@ pub mod admin;
 pub mod appliance;
 pub mod config;
 pub mod instructions;
-pub mod store;
 pub mod sdp;
 pub mod sip;
+pub mod store;
 pub mod tls;

@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "bridgehead",
-    version,
-    about = "Bridgehead media gateway appliance"
-)]
+#[command(name = "bridgehead", version, about = "Bridgehead media gateway appliance")]
 struct Cli {
     /// The configuration file (TOML). Without it every key takes its default.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -33,10 +29,8 @@ fn main() -> ExitCode {
     init_logging(&cli.log_format);
     let config = match &cli.config {
         Some(path) => Config::load(path),
-        None => Config::parse_str("").map_err(|errors| controlplane::config::ConfigErrors {
-            file: "(defaults)".into(),
-            errors,
-        }),
+        None => Config::parse_str("")
+            .map_err(|errors| controlplane::config::ConfigErrors { file: "(defaults)".into(), errors }),
     };
     let config = match config {
         Ok(c) => c,
@@ -49,11 +43,7 @@ fn main() -> ExitCode {
         println!("ok");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("bh-control")
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bh-control").build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the control-plane runtime: {e}");
@@ -72,11 +62,8 @@ fn main() -> ExitCode {
 
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("BRIDGEHEAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("BRIDGEHEAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

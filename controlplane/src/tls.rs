@@ -69,7 +69,11 @@ impl TlsIdentity {
 /// Loads the configured certificate and key, or the generated ones from
 /// `state_dir`, making them on first use. `names` go in the generated
 /// certificate's subject alternative names.
-pub fn load_or_generate(configured: Option<(&Path, &Path)>, state_dir: &Path, names: &[String]) -> Result<TlsIdentity, TlsError> {
+pub fn load_or_generate(
+    configured: Option<(&Path, &Path)>,
+    state_dir: &Path,
+    names: &[String],
+) -> Result<TlsIdentity, TlsError> {
     if let Some((cert, key)) = configured {
         let mut identity = load(cert, key)?;
         identity.origin = Origin::Configured;
@@ -82,7 +86,8 @@ pub fn load_or_generate(configured: Option<(&Path, &Path)>, state_dir: &Path, na
         identity.origin = Origin::Reused;
         return Ok(identity);
     }
-    let generated = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let generated =
+        rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
     std::fs::create_dir_all(&dir).map_err(|e| TlsError::Write(dir.clone(), e))?;
     write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(&cert, generated.cert.pem()).map_err(|e| TlsError::Write(cert.clone(), e))?;
@@ -155,7 +160,9 @@ mod tests {
         assert!(!other.join("tls").exists(), "nothing generated when files are configured");
 
         let missing = dir.join("nope.pem");
-        assert!(matches!(load_or_generate(Some((&missing, &key)), &other, &[]), Err(TlsError::Read(p, _)) if p == missing));
+        assert!(
+            matches!(load_or_generate(Some((&missing, &key)), &other, &[]), Err(TlsError::Read(p, _)) if p == missing)
+        );
         let garbage = dir.join("garbage.pem");
         std::fs::write(&garbage, "not pem").unwrap();
         assert!(matches!(load_or_generate(Some((&garbage, &key)), &other, &[]), Err(TlsError::NoCertificate(_))));

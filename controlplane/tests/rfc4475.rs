@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 
 use controlplane::sip::{
-    verdict, verdict_with, BodyFraming, Contact, Frame, HeaderName, Host, Limits, Message, Method,
-    Policy, Scheme, StreamFramer, Uri, Verdict,
+    verdict, verdict_with, BodyFraming, Contact, Frame, HeaderName, Host, Limits, Message, Method, Policy, Scheme,
+    StreamFramer, Uri, Verdict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,10 +100,7 @@ const TABLE: &[(&str, &str, bool, Want)] = &[
 ];
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-        .join("shared/testdata/rfc4475")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("shared/testdata/rfc4475")
 }
 
 fn read(name: &str) -> Vec<u8> {
@@ -157,29 +154,17 @@ fn every_message_gets_the_expected_verdict() {
         }
         // Every rejection we can answer carries a response that parses
         // back, with the status, the request's Call-ID and CSeq.
-        if let Verdict::Reject {
-            status, response, ..
-        } = &v
-        {
-            let resp = response
-                .as_ref()
-                .unwrap_or_else(|| panic!("{name}: rejected without response"));
+        if let Verdict::Reject { status, response, .. } = &v {
+            let resp = response.as_ref().unwrap_or_else(|| panic!("{name}: rejected without response"));
             let Ok(Message::Response(r)) = Message::parse_datagram(resp) else {
-                panic!(
-                    "{name}: response does not parse: {}",
-                    String::from_utf8_lossy(resp)
-                )
+                panic!("{name}: response does not parse: {}", String::from_utf8_lossy(resp))
             };
             assert_eq!(r.code, *status, "{name}");
             let req_h = controlplane::sip::message::Message::parse_datagram(&bytes).ok();
             if let Some(m) = req_h {
                 assert_eq!(
-                    r.headers
-                        .get(HeaderName::CallId)
-                        .map(|h| h.value().to_vec()),
-                    m.headers()
-                        .get(HeaderName::CallId)
-                        .map(|h| h.value().to_vec()),
+                    r.headers.get(HeaderName::CallId).map(|h| h.value().to_vec()),
+                    m.headers().get(HeaderName::CallId).map(|h| h.value().to_vec()),
                     "{name}"
                 );
             }
@@ -187,11 +172,7 @@ fn every_message_gets_the_expected_verdict() {
         }
     }
     println!("{report}");
-    assert!(
-        failures.is_empty(),
-        "unexpected verdicts:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "unexpected verdicts:\n{}", failures.join("\n"));
     println!("rfc4475: {} files, all verdicts as expected", TABLE.len());
 }
 
@@ -199,10 +180,7 @@ fn every_message_gets_the_expected_verdict() {
 fn nothing_panics_over_streams_either() {
     // Every file through the TCP framer and the stream verdict, whole and
     // byte by byte: no panic, and every frame is a message or a ping.
-    let policy = Policy {
-        framing: BodyFraming::Stream,
-        ..Policy::default()
-    };
+    let policy = Policy { framing: BodyFraming::Stream, ..Policy::default() };
     for &(name, ..) in TABLE {
         let bytes = read(name);
         for chunk in [bytes.len(), 1] {
@@ -254,86 +232,51 @@ fn wsinv_fields() {
     let r = request("wsinv");
     let h = &r.headers;
     assert_eq!(r.method, Method::Invite);
-    assert_eq!(
-        r.uri_str(),
-        "sip:vivekg@chair-dnrc.example.com;unknownparam"
-    );
+    assert_eq!(r.uri_str(), "sip:vivekg@chair-dnrc.example.com;unknownparam");
     assert_eq!(h.call_id().unwrap(), "wsinv.ndaksdj@192.0.2.1");
     assert_eq!(h.max_forwards().unwrap(), Some(68));
     let cseq = h.cseq().unwrap();
     assert_eq!((cseq.seq, cseq.method), (9, Method::Invite));
     let vias: Vec<_> = h.vias().map(Result::unwrap).collect();
     assert_eq!(vias.len(), 3);
-    assert_eq!(
-        (vias[0].transport, vias[0].host, vias[0].branch()),
-        ("UDP", "192.0.2.2", Some("390skdjuw"))
-    );
+    assert_eq!((vias[0].transport, vias[0].host, vias[0].branch()), ("UDP", "192.0.2.2", Some("390skdjuw")));
     assert_eq!(
         (vias[1].transport, vias[1].host, vias[1].branch()),
         ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8"))
     );
-    assert_eq!(
-        (vias[2].host, vias[2].branch()),
-        ("192.168.255.111", Some("z9hG4bK30239"))
-    );
+    assert_eq!((vias[2].host, vias[2].branch()), ("192.168.255.111", Some("z9hG4bK30239")));
     assert_eq!(h.to_addr().unwrap().tag(), Some("1918181833n"));
     let from = h.from_addr().unwrap();
     assert_eq!(from.display_name().unwrap(), "J Rosenberg \\\"");
     assert_eq!(from.tag(), Some("98asjd8"));
-    let Some(Contact::Addrs(c)) = h.contact().unwrap() else {
-        panic!()
-    };
+    let Some(Contact::Addrs(c)) = h.contact().unwrap() else { panic!() };
     assert_eq!(c[0].display_name().unwrap(), "Quoted string \"\"");
     assert_eq!(c[0].params.get("q"), Some(Some("0.33")));
     assert_eq!(c[0].params.get("newparam"), Some(Some("newvalue")));
     assert!(c[0].params.has("secondparam"));
     assert!(sip(h.routes().unwrap()[0].uri().unwrap()).lr());
     assert_eq!(h.get_named("Subject").unwrap().value(), b"");
-    assert!(h
-        .get_named("newfangledheader")
-        .unwrap()
-        .value()
-        .ends_with(b"continued newfangled value"));
+    assert!(h.get_named("newfangledheader").unwrap().value().ends_with(b"continued newfangled value"));
     assert_eq!(r.body.len(), 150);
 }
 
 #[test]
 fn intmeth_fields() {
     let r = request("intmeth");
-    assert_eq!(
-        r.method.as_str(),
-        "!interesting-Method0123456789_*+`.%indeed'~"
-    );
+    assert_eq!(r.method.as_str(), "!interesting-Method0123456789_*+`.%indeed'~");
     let u = sip(r.uri().unwrap());
-    assert_eq!(
-        u.user.as_deref(),
-        Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
-    );
-    assert_eq!(
-        u.password.as_deref(),
-        Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
-    );
+    assert_eq!(u.user.as_deref(), Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
+    assert_eq!(u.password.as_deref(), Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
     assert_eq!(u.host, Host::Name("example.com".into()));
     let h = &r.headers;
     assert_eq!(h.cseq().unwrap().method, r.method);
     assert_eq!(h.max_forwards().unwrap(), Some(255));
-    assert_eq!(
-        h.call_id().unwrap(),
-        "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"
-    );
-    assert_eq!(
-        h.to_addr().unwrap().display_name().unwrap(),
-        "BEL:\x07 NUL:\0 DEL:\x7f"
-    );
+    assert_eq!(h.call_id().unwrap(), "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{");
+    assert_eq!(h.to_addr().unwrap().display_name().unwrap(), "BEL:\x07 NUL:\0 DEL:\x7f");
     let from = h.from_addr().unwrap();
     assert_eq!(from.display, Some("token1~` token2'+_ token3*%!.-"));
     assert_eq!(from.tag(), Some("_token~1'+`*%!-."));
-    assert!(from
-        .params
-        .get("fromParam''~+*_!.-%")
-        .unwrap()
-        .unwrap()
-        .contains("работающий"));
+    assert!(from.params.get("fromParam''~+*_!.-%").unwrap().unwrap().contains("работающий"));
     assert_eq!(h.top_via().unwrap().branch(), Some("z9hG4bK-.!%66*_+`'~"));
     assert!(h.get_named("extensionHeader-!.%*+_`'~").is_some());
 }
@@ -345,22 +288,10 @@ fn escapes() {
     assert_eq!(u.user_decoded().unwrap(), b"sips:user@example.com");
     assert_eq!(u.host, Host::Name("example.net".into()));
     let h = &r.headers;
-    assert_eq!(
-        sip(h.to_addr().unwrap().uri().unwrap())
-            .user_decoded()
-            .unwrap(),
-        b"user"
-    );
-    assert_eq!(
-        sip(h.from_addr().unwrap().uri().unwrap())
-            .user_decoded()
-            .unwrap(),
-        b"I have spaces"
-    );
+    assert_eq!(sip(h.to_addr().unwrap().uri().unwrap()).user_decoded().unwrap(), b"user");
+    assert_eq!(sip(h.from_addr().unwrap().uri().unwrap()).user_decoded().unwrap(), b"I have spaces");
     assert!(h.content_type().unwrap().unwrap().is("application/sdp"));
-    let Some(Contact::Addrs(c)) = h.contact().unwrap() else {
-        panic!()
-    };
+    let Some(Contact::Addrs(c)) = h.contact().unwrap() else { panic!() };
     let cu = sip(c[0].uri().unwrap());
     assert_eq!(cu.user_decoded().unwrap(), b"caller");
     assert_eq!(cu.param("lr"), Some(None));
@@ -368,27 +299,15 @@ fn escapes() {
 
     let r = request("escnull");
     let h = &r.headers;
-    assert_eq!(
-        sip(h.to_addr().unwrap().uri().unwrap())
-            .user_decoded()
-            .unwrap(),
-        b"null-\0-null"
-    );
-    let Some(Contact::Addrs(c)) = h.contact().unwrap() else {
-        panic!()
-    };
-    let users: Vec<_> = c
-        .iter()
-        .map(|c| sip(c.uri().unwrap()).user_decoded().unwrap())
-        .collect();
+    assert_eq!(sip(h.to_addr().unwrap().uri().unwrap()).user_decoded().unwrap(), b"null-\0-null");
+    let Some(Contact::Addrs(c)) = h.contact().unwrap() else { panic!() };
+    let users: Vec<_> = c.iter().map(|c| sip(c.uri().unwrap()).user_decoded().unwrap()).collect();
     assert_eq!(users, vec![b"\0".to_vec(), b"\0\0".to_vec()]);
 
     let r = request("esc02");
     assert_eq!(r.method, Method::Extension("RE%47IST%45R".into()));
     assert_eq!(r.headers.cseq().unwrap().method, r.method);
-    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else {
-        panic!()
-    };
+    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else { panic!() };
     assert_eq!(c.len(), 2, "C%6Fntact is not Contact");
     assert!(r.headers.get_named("C%6Fntact").is_some());
     assert_eq!(r.headers.to_addr().unwrap().display, Some("%Z%45"));
@@ -403,10 +322,7 @@ fn small_valid_requests() {
     let r = request("dblreq");
     assert_eq!(r.method, Method::Register);
     assert!(r.body.is_empty(), "the trailing INVITE is not the body");
-    assert_eq!(
-        r.headers.call_id().unwrap(),
-        "dblreq.0ha0isndaksdj99sdfafnl3lk233412"
-    );
+    assert_eq!(r.headers.call_id().unwrap(), "dblreq.0ha0isndaksdj99sdfafnl3lk233412");
 
     let r = request("semiuri");
     let u = sip(r.uri().unwrap());
@@ -418,10 +334,7 @@ fn small_valid_requests() {
     let r = request("transports");
     let t: Vec<_> = r.headers.vias().map(|v| v.unwrap().transport).collect();
     assert_eq!(t, ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]);
-    assert_eq!(
-        r.headers.call_id().unwrap(),
-        "transports.kijh4akdnaqjkwendsasfdj"
-    );
+    assert_eq!(r.headers.call_id().unwrap(), "transports.kijh4akdnaqjkwendsasfdj");
 
     let r = request("mpart01");
     assert_eq!(r.method, Method::Message);
@@ -442,20 +355,11 @@ fn longreq_fields() {
     }
     let last = vias[33];
     assert_eq!(last.received(), Some("192.0.2.5"));
-    assert_eq!(
-        last.branch().unwrap(),
-        format!("very{}branchvalue", "long".repeat(50))
-    );
+    assert_eq!(last.branch().unwrap(), format!("very{}branchvalue", "long".repeat(50)));
     let to = sip(r.headers.to_addr().unwrap().uri().unwrap());
     assert_eq!(to.port, Some(6000));
-    assert_eq!(
-        r.headers.from_addr().unwrap().tag().unwrap(),
-        format!("12{}424", "982".repeat(50))
-    );
-    assert_eq!(
-        r.headers.call_id().unwrap(),
-        format!("longreq.one{}longcallid", "really".repeat(20))
-    );
+    assert_eq!(r.headers.from_addr().unwrap().tag().unwrap(), format!("12{}424", "982".repeat(50)));
+    assert_eq!(r.headers.call_id().unwrap(), format!("longreq.one{}longcallid", "really".repeat(20)));
     assert_eq!(r.body.len(), 150);
 }
 
@@ -483,13 +387,8 @@ fn semantic_cases_parse_right() {
 
     let r = request("unksm2");
     assert_eq!(r.headers.to_addr().unwrap().uri().unwrap().scheme(), "isbn");
-    assert_eq!(
-        r.headers.from_addr().unwrap().uri().unwrap().scheme(),
-        "http"
-    );
-    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else {
-        panic!()
-    };
+    assert_eq!(r.headers.from_addr().unwrap().uri().unwrap().scheme(), "http");
+    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else { panic!() };
     assert_eq!(c[0].uri().unwrap().scheme(), "name");
 
     let r = request("regaut01");
@@ -499,28 +398,19 @@ fn semantic_cases_parse_right() {
 
     // cparam01: the parameter belongs to the Contact header field...
     let r = request("cparam01");
-    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else {
-        panic!()
-    };
+    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else { panic!() };
     assert!(c[0].params.has("unknownparam"));
     assert!(sip(c[0].uri().unwrap()).params.is_empty());
     // ...cparam02: to the URI.
     let r = request("cparam02");
-    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else {
-        panic!()
-    };
+    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else { panic!() };
     assert!(c[0].params.is_empty());
     assert_eq!(sip(c[0].uri().unwrap()).param("unknownparam"), Some(None));
 
     let r = request("regescrt");
-    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else {
-        panic!()
-    };
+    let Some(Contact::Addrs(c)) = r.headers.contact().unwrap() else { panic!() };
     let u = sip(c[0].uri().unwrap());
-    assert_eq!(
-        u.headers,
-        vec![("Route".to_owned(), "%3Csip:sip.example.com%3E".to_owned())]
-    );
+    assert_eq!(u.headers, vec![("Route".to_owned(), "%3Csip:sip.example.com%3E".to_owned())]);
 
     let r = request("zeromf");
     assert_eq!(r.headers.max_forwards().unwrap(), Some(0));
@@ -540,45 +430,18 @@ fn semantic_cases_parse_right() {
 
 #[test]
 fn specific_rejections() {
-    let Verdict::Reject {
-        response: Some(resp),
-        ..
-    } = verdict(&read("bext01"))
-    else {
-        panic!()
-    };
-    let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else {
-        panic!()
-    };
+    let Verdict::Reject { response: Some(resp), .. } = verdict(&read("bext01")) else { panic!() };
+    let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else { panic!() };
     assert_eq!(
         r.headers.get(HeaderName::Unsupported).unwrap().value(),
         b"nothingSupportsThis, nothingSupportsThisEither"
     );
-    let Verdict::Reject {
-        response: Some(resp),
-        ..
-    } = verdict(&read("invut"))
-    else {
-        panic!()
-    };
-    let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        r.headers.get(HeaderName::Accept).unwrap().value(),
-        b"application/sdp"
-    );
+    let Verdict::Reject { response: Some(resp), .. } = verdict(&read("invut")) else { panic!() };
+    let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else { panic!() };
+    assert_eq!(r.headers.get(HeaderName::Accept).unwrap().value(), b"application/sdp");
     // The 400 for a request whose To has no tag carries one.
-    let Verdict::Reject {
-        response: Some(resp),
-        ..
-    } = verdict(&read("mismatch01"))
-    else {
-        panic!()
-    };
-    let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else {
-        panic!()
-    };
+    let Verdict::Reject { response: Some(resp), .. } = verdict(&read("mismatch01")) else { panic!() };
+    let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else { panic!() };
     assert!(r.headers.to_addr().unwrap().tag().is_some());
     assert_eq!(r.headers.vias().count(), 1);
 }

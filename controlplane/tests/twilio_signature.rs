@@ -36,9 +36,7 @@ for case in json.load(sys.stdin):
 "#;
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 struct Case {
@@ -71,9 +69,7 @@ fn cases() -> Vec<Case> {
         },
     );
     let token = "0123456789abcdef0123456789abcdef";
-    let sign = |method, url: &str, params: &[(String, String)]| {
-        signature::sign_request(token, method, url, params)
-    };
+    let sign = |method, url: &str, params: &[(String, String)]| signature::sign_request(token, method, url, params);
     vec![
         Case {
             name: "voice POST",
@@ -90,11 +86,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "voice POST to a port and a query",
             token,
-            request: sign(
-                Method::Post,
-                "http://127.0.0.1:8080/voice?tenant=a&x=%20y",
-                &voice,
-            ),
+            request: sign(Method::Post, "http://127.0.0.1:8080/voice?tenant=a&x=%20y", &voice),
             seen_url: None,
         },
         Case {
@@ -141,9 +133,7 @@ fn json_string(s: &str) -> String {
 
 #[test]
 fn twilio_request_validator_accepts_our_signatures() {
-    let probe = Command::new("python3")
-        .args(["-c", "import twilio.request_validator"])
-        .output();
+    let probe = Command::new("python3").args(["-c", "import twilio.request_validator"]).output();
     match probe {
         Ok(out) if out.status.success() => {}
         Ok(out) => panic!(
@@ -163,10 +153,7 @@ fn twilio_request_validator_accepts_our_signatures() {
                 json_string(c.name),
                 json_string(c.token),
                 json_string(c.seen_url.as_deref().unwrap_or(&c.request.url)),
-                c.request
-                    .body
-                    .as_deref()
-                    .map_or("null".to_owned(), json_string),
+                c.request.body.as_deref().map_or("null".to_owned(), json_string),
                 json_string(&c.request.signature),
             ))
             .collect::<Vec<_>>()
@@ -180,33 +167,17 @@ fn twilio_request_validator_accepts_our_signatures() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write cases");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write cases");
     let out = child.wait_with_output().expect("python3 output");
-    assert!(
-        out.status.success(),
-        "validator script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "validator script failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).expect("json line"))
         .collect();
-    assert_eq!(
-        results.len(),
-        cases.len(),
-        "one result per case: {results:?}"
-    );
+    assert_eq!(results.len(), cases.len(), "one result per case: {results:?}");
     for r in &results {
         assert_eq!(r["valid"], true, "RequestValidator refused: {r}");
-        assert_eq!(
-            r["valid_with_wrong_token"], false,
-            "accepted with a wrong token: {r}"
-        );
+        assert_eq!(r["valid_with_wrong_token"], false, "accepted with a wrong token: {r}");
     }
 }

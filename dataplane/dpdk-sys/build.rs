@@ -28,8 +28,7 @@ use std::path::PathBuf;
 const DPDK_VERSION: &str = "22.11";
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let csrc = manifest_dir.join("csrc");
     let wrapper = csrc.join("wrapper.h");
@@ -39,12 +38,9 @@ fn main() {
 
     // Emits the -L / -l lines for the shared libraries (see "Driver
     // loading" above for why no driver is among them).
-    pkg_config::Config::new()
-        .atleast_version(DPDK_VERSION)
-        .probe("libdpdk")
-        .unwrap_or_else(|e| {
-            panic!("libdpdk >= {DPDK_VERSION} not found by pkg-config (Debian: apt-get install libdpdk-dev): {e}")
-        });
+    pkg_config::Config::new().atleast_version(DPDK_VERSION).probe("libdpdk").unwrap_or_else(|e| {
+        panic!("libdpdk >= {DPDK_VERSION} not found by pkg-config (Debian: apt-get install libdpdk-dev): {e}")
+    });
 
     // Passed whole to both clang (bindgen) and cc: the -I paths, `-include
     // rte_config.h` and the `-march=` the inline functions in DPDK's headers
@@ -79,19 +75,11 @@ fn main() {
         .wrap_static_fns_path(out_dir.join("static_fns"))
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
 
-    let bindings = builder
-        .generate()
-        .expect("bindgen could not generate the DPDK bindings");
-    bindings
-        .write_to_file(out_dir.join("bindings.rs"))
-        .expect("could not write bindings.rs to OUT_DIR");
+    let bindings = builder.generate().expect("bindgen could not generate the DPDK bindings");
+    bindings.write_to_file(out_dir.join("bindings.rs")).expect("could not write bindings.rs to OUT_DIR");
 
     let mut c = cc::Build::new();
-    c.file(out_dir.join("static_fns.c"))
-        .file(csrc.join("shim.c"))
-        .include(&csrc)
-        .warnings(false)
-        .opt_level(3);
+    c.file(out_dir.join("static_fns.c")).file(csrc.join("shim.c")).include(&csrc).warnings(false).opt_level(3);
     for flag in &cflags {
         c.flag(flag);
     }
@@ -101,19 +89,10 @@ fn main() {
 /// `pkg-config --cflags libdpdk`, split into words (`-include FILE` stays
 /// two words, which clang and cc both take).
 fn pkg_config_cflags() -> Vec<String> {
-    let out =
-        std::process::Command::new(env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into()))
-            .args(["--cflags", "libdpdk"])
-            .output()
-            .expect("could not run pkg-config");
-    assert!(
-        out.status.success(),
-        "pkg-config --cflags libdpdk failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("pkg-config printed non-UTF-8")
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+    let out = std::process::Command::new(env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into()))
+        .args(["--cflags", "libdpdk"])
+        .output()
+        .expect("could not run pkg-config");
+    assert!(out.status.success(), "pkg-config --cflags libdpdk failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("pkg-config printed non-UTF-8").split_whitespace().map(str::to_owned).collect()
 }

@@ -62,7 +62,6 @@ impl Default for DataplaneConfig {
 impl DataplaneConfig {
     /// Number of distinct local endpoints (address, port) the legs can be given.
     pub fn endpoint_count(&self) -> usize {
-        self.media_ips.len()
-            * (usize::from(*self.ports.end()) - usize::from(*self.ports.start()) + 1)
+        self.media_ips.len() * (usize::from(*self.ports.end()) - usize::from(*self.ports.start()) + 1)
     }
 }

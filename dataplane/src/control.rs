@@ -23,19 +23,9 @@ use std::time::{Duration, SystemTime};
 /// Commands a worker applies between bursts.
 #[derive(Debug)]
 pub enum Command {
-    Install {
-        id: SessionId,
-        locals: [LocalEndpoint; 2],
-        settings: [LegSettings; 2],
-    },
-    Update {
-        id: SessionId,
-        side: usize,
-        settings: LegSettings,
-    },
-    Remove {
-        id: SessionId,
-    },
+    Install { id: SessionId, locals: [LocalEndpoint; 2], settings: [LegSettings; 2] },
+    Update { id: SessionId, side: usize, settings: LegSettings },
+    Remove { id: SessionId },
 }
 
 /// A command with the sockets the socket backend needs for it.
@@ -52,12 +42,7 @@ pub enum Event {
     /// No packet in either direction for the configured media timeout.
     MediaTimeout { session: SessionId },
     /// A leg learned its peer's address from traffic.
-    Latched {
-        session: SessionId,
-        side: u8,
-        rtcp: bool,
-        remote: SocketAddr,
-    },
+    Latched { session: SessionId, side: u8, rtcp: bool, remote: SocketAddr },
 }
 
 /// State the workers and the control plane both see.
@@ -169,9 +154,7 @@ pub struct DataplaneHandle {
 
 impl std::fmt::Debug for DataplaneHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataplaneHandle")
-            .field("backend", &self.inner.config.backend)
-            .finish_non_exhaustive()
+        f.debug_struct("DataplaneHandle").field("backend", &self.inner.config.backend).finish_non_exhaustive()
     }
 }
 
@@ -180,10 +163,7 @@ pub enum StartError {
     #[error("invalid dataplane configuration: {0}")]
     Config(String),
     #[error("the session table needs {needed_mib} MiB but only {available_mib} MiB of memory is available")]
-    NotEnoughMemory {
-        needed_mib: usize,
-        available_mib: usize,
-    },
+    NotEnoughMemory { needed_mib: usize, available_mib: usize },
     #[error("backend: {0}")]
     Backend(String),
     #[error("cannot start worker thread: {0}")]
@@ -209,10 +189,7 @@ impl Dataplane {
             + config.sessions * 8;
         if let Some(available) = available_memory() {
             if needed > available / 2 {
-                return Err(StartError::NotEnoughMemory {
-                    needed_mib: needed >> 20,
-                    available_mib: available >> 20,
-                });
+                return Err(StartError::NotEnoughMemory { needed_mib: needed >> 20, available_mib: available >> 20 });
             }
         }
         let shared = Arc::new(Shared::new(workers, config.sessions, config.media_timeout));
@@ -231,23 +208,13 @@ impl Dataplane {
                 pair += 1;
             }
         }
-        let registry = Registry {
-            sessions: HashMap::new(),
-            generations: vec![0; config.sessions],
-            free_slots,
-            free_endpoints,
-        };
+        let registry =
+            Registry { sessions: HashMap::new(), generations: vec![0; config.sessions], free_slots, free_endpoints };
 
         let queues: Vec<_> = (0..workers).map(|_| ArrayQueue::new(16_384)).collect();
         let specs = crate::io::prepare(&config).map_err(StartError::Backend)?;
         let wakers = specs.iter().map(|s| s.waker()).collect();
-        let inner = Arc::new(Inner {
-            config,
-            shared,
-            queues,
-            wakers,
-            registry: Mutex::new(registry),
-        });
+        let inner = Arc::new(Inner { config, shared, queues, wakers, registry: Mutex::new(registry) });
         let handle = DataplaneHandle { inner };
         let epoch = std::time::Instant::now();
         let (opened_tx, opened_rx) = std::sync::mpsc::channel();
@@ -273,18 +240,14 @@ impl Dataplane {
                         addrs,
                         h.inner.config.ports.clone(),
                     );
-                    let engine =
-                        crate::engine::Engine::new(w as u32, table, h.inner.shared.clone());
+                    let engine = crate::engine::Engine::new(w as u32, table, h.inner.shared.clone());
                     crate::engine::worker::run(engine, io, &h.inner.queues[w], epoch)
                 })
                 .map_err(StartError::Thread)?;
             joins.push(join);
         }
         drop(opened_tx);
-        let dataplane = Dataplane {
-            handle,
-            threads: joins,
-        };
+        let dataplane = Dataplane { handle, threads: joins };
         for _ in 0..workers {
             match opened_rx.recv() {
                 Ok(Ok(())) => {}
@@ -337,9 +300,7 @@ fn validate(config: &DataplaneConfig) -> Result<(), StartError> {
         ));
     }
     if config.backend == Backend::Dpdk && !cfg!(feature = "dpdk") {
-        return bad(
-            "backend = \"dpdk\" but this build has no DPDK support (cargo feature `dpdk`)".into(),
-        );
+        return bad("backend = \"dpdk\" but this build has no DPDK support (cargo feature `dpdk`)".into());
     }
     Ok(())
 }
@@ -352,19 +313,14 @@ fn available_memory() -> Option<usize> {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl DataplaneHandle {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock leaves consistent data (every update
         // is completed before anything can fail), so poisoning is ignored.
-        self.inner
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.inner.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn config(&self) -> &DataplaneConfig {
@@ -372,28 +328,16 @@ impl DataplaneHandle {
     }
 
     pub fn running_workers(&self) -> usize {
-        self.inner
-            .shared
-            .running
-            .iter()
-            .filter(|r| r.load(Ordering::Acquire))
-            .count()
+        self.inner.shared.running.iter().filter(|r| r.load(Ordering::Acquire)).count()
     }
 
     /// Every worker has started its loop.
     pub fn ready(&self) -> bool {
-        self.inner
-            .shared
-            .running
-            .iter()
-            .all(|r| r.load(Ordering::Acquire))
+        self.inner.shared.running.iter().all(|r| r.load(Ordering::Acquire))
     }
 
     fn socket_addr(&self, local: LocalEndpoint) -> SocketAddr {
-        SocketAddr::new(
-            self.inner.config.media_ips[usize::from(local.addr)],
-            local.port,
-        )
+        SocketAddr::new(self.inner.config.media_ips[usize::from(local.addr)], local.port)
     }
 
     pub fn media_ip(&self) -> IpAddr {
@@ -401,9 +345,7 @@ impl DataplaneHandle {
     }
 
     fn send(&self, worker: usize, command: WorkerCommand) -> Result<(), ControlError> {
-        self.inner.queues[worker]
-            .push(command)
-            .map_err(|_| ControlError::Busy(worker))?;
+        self.inner.queues[worker].push(command).map_err(|_| ControlError::Busy(worker))?;
         self.inner.wakers[worker].wake();
         Ok(())
     }
@@ -435,9 +377,7 @@ impl DataplaneHandle {
             if self.inner.config.backend == Backend::Sockets {
                 match self.bind_leg(local, request.rtcp_mux) {
                     Ok(mut s) => sockets.append(&mut s),
-                    Err(ControlError::BindSocket(addr, e))
-                        if e.kind() == std::io::ErrorKind::AddrInUse =>
-                    {
+                    Err(ControlError::BindSocket(addr, e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
                         tracing::debug!(%addr, "media port in use elsewhere; skipped");
                         skipped.push(local);
                         continue;
@@ -459,11 +399,7 @@ impl DataplaneHandle {
         };
         reg.generations[slot as usize] = reg.generations[slot as usize].wrapping_add(1);
         let id = SessionId::new(slot, reg.generations[slot as usize]);
-        let command = Command::Install {
-            id,
-            locals,
-            settings: request.legs,
-        };
+        let command = Command::Install { id, locals, settings: request.legs };
         if let Err(e) = self.send(worker, WorkerCommand { command, sockets }) {
             reg.free_slots[worker].push(slot);
             reg.free_endpoints[worker].extend(locals);
@@ -486,21 +422,13 @@ impl DataplaneHandle {
         Ok(self.info(id, record))
     }
 
-    fn bind_leg(
-        &self,
-        local: LocalEndpoint,
-        rtcp_mux: bool,
-    ) -> Result<Vec<(LocalEndpoint, UdpSocket)>, ControlError> {
+    fn bind_leg(&self, local: LocalEndpoint, rtcp_mux: bool) -> Result<Vec<(LocalEndpoint, UdpSocket)>, ControlError> {
         let mut out = Vec::with_capacity(2);
         let ports = if rtcp_mux { 1 } else { 2 };
         for p in 0..ports {
-            let ep = LocalEndpoint {
-                port: local.port + p,
-                ..local
-            };
+            let ep = LocalEndpoint { port: local.port + p, ..local };
             let addr = self.socket_addr(ep);
-            let socket = crate::io::sockets::bind_media_socket(addr)
-                .map_err(|e| ControlError::BindSocket(addr, e))?;
+            let socket = crate::io::sockets::bind_media_socket(addr).map_err(|e| ControlError::BindSocket(addr, e))?;
             out.push((ep, socket));
         }
         Ok(out)
@@ -515,20 +443,12 @@ impl DataplaneHandle {
         settings: LegSettings,
     ) -> Result<SessionInfo, ControlError> {
         if side > 1 {
-            return Err(ControlError::Invalid(format!(
-                "leg {side}: a session has legs 0 and 1"
-            )));
+            return Err(ControlError::Invalid(format!("leg {side}: a session has legs 0 and 1")));
         }
         let mut reg = self.registry();
         let record = lookup(&mut reg, id)?;
         let worker = record.worker;
-        self.send(
-            worker,
-            WorkerCommand {
-                command: Command::Update { id, side, settings },
-                sockets: Vec::new(),
-            },
-        )?;
+        self.send(worker, WorkerCommand { command: Command::Update { id, side, settings }, sockets: Vec::new() })?;
         let record = lookup(&mut reg, id)?;
         record.settings[side] = settings;
         record.latched[side] = None;
@@ -540,18 +460,9 @@ impl DataplaneHandle {
     pub fn delete_session(&self, id: SessionId) -> Result<SessionInfo, ControlError> {
         let mut reg = self.registry();
         let record = lookup(&mut reg, id)?;
-        self.send(
-            record.worker,
-            WorkerCommand {
-                command: Command::Remove { id },
-                sockets: Vec::new(),
-            },
-        )?;
+        self.send(record.worker, WorkerCommand { command: Command::Remove { id }, sockets: Vec::new() })?;
         let info = self.info(id, record);
-        let record = reg
-            .sessions
-            .remove(&id.slot())
-            .ok_or(ControlError::NotFound(id))?;
+        let record = reg.sessions.remove(&id.slot()).ok_or(ControlError::NotFound(id))?;
         reg.free_slots[record.worker].push(id.slot());
         reg.free_endpoints[record.worker].extend(record.locals);
         Ok(info)
@@ -589,12 +500,7 @@ impl DataplaneHandle {
     }
 
     pub fn worker_stats(&self) -> Vec<WorkerSnapshot> {
-        self.inner
-            .shared
-            .workers
-            .iter()
-            .map(|w| w.snapshot())
-            .collect()
+        self.inner.shared.workers.iter().map(|w| w.snapshot()).collect()
     }
 
     /// Takes the events the workers reported since the last call, recording
@@ -621,9 +527,8 @@ impl DataplaneHandle {
                 local: self.socket_addr(r.locals[side]),
                 remote,
                 latched: r.latched[side].is_some(),
-                rtcp_remote: r.rtcp_latched[side].or(s
-                    .remote
-                    .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))),
+                rtcp_remote: r.rtcp_latched[side]
+                    .or(s.remote.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))),
                 strict: s.strict,
                 ssrc_rewrite: s.ssrc_rewrite,
                 pt_map: s.pt_map.pairs().to_vec(),
@@ -646,9 +551,7 @@ fn lookup(reg: &mut Registry, id: SessionId) -> Result<&mut SessionRecord, Contr
     if reg.generations.get(id.slot() as usize) != Some(&id.generation()) {
         return Err(ControlError::NotFound(id));
     }
-    reg.sessions
-        .get_mut(&id.slot())
-        .ok_or(ControlError::NotFound(id))
+    reg.sessions.get_mut(&id.slot()).ok_or(ControlError::NotFound(id))
 }
 
 fn record_event(reg: &mut Registry, event: &Event) {
@@ -658,12 +561,7 @@ fn record_event(reg: &mut Registry, event: &Event) {
                 r.timed_out = true;
             }
         }
-        Event::Latched {
-            session,
-            side,
-            rtcp,
-            remote,
-        } => {
+        Event::Latched { session, side, rtcp, remote } => {
             if let Ok(r) = lookup(reg, session) {
                 let side = usize::from(side & 1);
                 if rtcp {

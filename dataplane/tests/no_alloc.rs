@@ -88,11 +88,7 @@ fn rtp(seq: u16) -> [u8; 172] {
 }
 
 fn settings(remote: SocketAddr, rewrite: bool) -> LegSettings {
-    LegSettings {
-        remote: Some(remote),
-        ssrc_rewrite: rewrite,
-        ..Default::default()
-    }
+    LegSettings { remote: Some(remote), ssrc_rewrite: rewrite, ..Default::default() }
 }
 
 #[test]
@@ -103,56 +99,24 @@ fn engine_relay_allocates_nothing() {
     let b: SocketAddr = "192.0.2.2:4000".parse().unwrap();
     for slot in 0..512u32 {
         let locals = [
-            LocalEndpoint {
-                addr: 0,
-                port: 20000 + slot as u16 * 4,
-            },
-            LocalEndpoint {
-                addr: 0,
-                port: 20002 + slot as u16 * 4,
-            },
+            LocalEndpoint { addr: 0, port: 20000 + slot as u16 * 4 },
+            LocalEndpoint { addr: 0, port: 20002 + slot as u16 * 4 },
         ];
-        let command = Command::Install {
-            id: SessionId::new(slot, 1),
-            locals,
-            settings: [settings(a, true), settings(b, true)],
-        };
+        let command =
+            Command::Install { id: SessionId::new(slot, 1), locals, settings: [settings(a, true), settings(b, true)] };
         engine.apply(Now::default(), command).unwrap();
     }
     let mut burst: Vec<Plain> = (0..512u16)
-        .map(|i| Plain {
-            local: LocalEndpoint {
-                addr: 0,
-                port: 20000 + i * 4,
-            },
-            source: a,
-            payload: rtp(i),
-        })
+        .map(|i| Plain { local: LocalEndpoint { addr: 0, port: 20000 + i * 4 }, source: a, payload: rtp(i) })
         .collect();
     let n = allocations_during(|| {
         for round in 0..4 {
             for (i, dg) in burst.iter_mut().enumerate() {
-                dg.local = LocalEndpoint {
-                    addr: 0,
-                    port: 20000 + i as u16 * 4,
-                };
+                dg.local = LocalEndpoint { addr: 0, port: 20000 + i as u16 * 4 };
                 dg.payload = rtp(round);
-                assert_eq!(
-                    engine.relay(
-                        Now {
-                            us: u64::from(round) * 20_000
-                        },
-                        dg
-                    ),
-                    Verdict::Forward
-                );
+                assert_eq!(engine.relay(Now { us: u64::from(round) * 20_000 }, dg), Verdict::Forward);
             }
-            engine.scan_timeouts(
-                Now {
-                    us: u64::from(round) * 20_000,
-                },
-                4096,
-            );
+            engine.scan_timeouts(Now { us: u64::from(round) * 20_000 }, 4096);
         }
     });
     assert_eq!(n, 0, "allocations on the engine's packet path");
@@ -167,9 +131,7 @@ fn socket_backend_burst_allocates_nothing() {
 
     let peer_a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let peer_b = UdpSocket::bind("127.0.0.1:0").unwrap();
-    peer_b
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    peer_b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     // Two even ports the kernel gives us: bind, and retry on odd ones.
     let mut legs = Vec::new();
     while legs.len() < 2 {
@@ -178,29 +140,17 @@ fn socket_backend_burst_allocates_nothing() {
             legs.push(s);
         }
     }
-    let locals = legs
-        .iter()
-        .map(|s| LocalEndpoint {
-            addr: 0,
-            port: s.local_addr().unwrap().port(),
-        })
-        .collect::<Vec<_>>();
+    let locals =
+        legs.iter().map(|s| LocalEndpoint { addr: 0, port: s.local_addr().unwrap().port() }).collect::<Vec<_>>();
     let id = SessionId::new(0, 1);
     let command = Command::Install {
         id,
         locals: [locals[0], locals[1]],
-        settings: [
-            settings(peer_a.local_addr().unwrap(), false),
-            settings(peer_b.local_addr().unwrap(), true),
-        ],
+        settings: [settings(peer_a.local_addr().unwrap(), false), settings(peer_b.local_addr().unwrap(), true)],
     };
     engine.apply(Now::default(), command).unwrap();
     let target = legs[0].local_addr().unwrap();
-    for (leg, (local, socket)) in legs
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (i, (locals[i], s)))
-    {
+    for (leg, (local, socket)) in legs.into_iter().enumerate().map(|(i, s)| (i, (locals[i], s))) {
         io.attach(leg as u32, vec![(local, socket)]);
     }
 
@@ -226,9 +176,7 @@ fn socket_backend_burst_allocates_nothing() {
         // Read them as we go: the receiver's socket buffer holds a few dozen.
         let mut buf = [0u8; 2048];
         for _ in 0..got {
-            let (n, from) = peer_b
-                .recv_from(&mut buf)
-                .expect("relayed datagram arrives");
+            let (n, from) = peer_b.recv_from(&mut buf).expect("relayed datagram arrives");
             assert_eq!((n, from.port()), (172, locals[1].port));
         }
     }

@@ -30,11 +30,7 @@ impl HttpResponse {
 
     /// The `error` code of an error body, if any.
     pub fn error_code(&self) -> Option<String> {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()?
-            .get("error")?
-            .as_str()
-            .map(str::to_string)
+        serde_json::from_str::<serde_json::Value>(&self.body).ok()?.get("error")?.as_str().map(str::to_string)
     }
 }
 
@@ -56,10 +52,7 @@ pub struct LegRequest {
 impl LegRequest {
     /// A leg whose peer is signalled at `remote`.
     pub fn to(remote: SocketAddr) -> LegRequest {
-        LegRequest {
-            remote: Some(remote),
-            ..Default::default()
-        }
+        LegRequest { remote: Some(remote), ..Default::default() }
     }
     pub fn strict(mut self) -> Self {
         self.strict = Some(true);
@@ -80,10 +73,7 @@ pub struct SessionRequest {
 impl SessionRequest {
     /// Two legs, RTCP on its own port (the default of the API).
     pub fn new(leg0: LegRequest, leg1: LegRequest) -> SessionRequest {
-        SessionRequest {
-            rtcp_mux: false,
-            legs: [leg0, leg1],
-        }
+        SessionRequest { rtcp_mux: false, legs: [leg0, leg1] }
     }
 }
 
@@ -205,30 +195,19 @@ impl AdminClient {
     }
 
     /// One request; `timeout` bounds connecting, writing and reading each.
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        timeout: Duration,
-    ) -> Result<HttpResponse> {
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>, timeout: Duration) -> Result<HttpResponse> {
         let what = || format!("{method} {path}");
         let mut stream = self.connect(timeout).with_context(what)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: */*\r\n",
-            self.addr
-        );
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: */*\r\n", self.addr);
         if let Some(token) = self.token.as_deref().filter(|_| method != "GET") {
             head.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         let body = body.unwrap_or("");
         if !body.is_empty() || matches!(method, "POST" | "PATCH" | "PUT") {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
+            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
         head.push_str(body);
@@ -243,76 +222,41 @@ impl AdminClient {
     }
 
     /// Fails unless the status is `expected`.
-    fn expect(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        expected: u16,
-    ) -> Result<HttpResponse> {
+    fn expect(&self, method: &str, path: &str, body: Option<&str>, expected: u16) -> Result<HttpResponse> {
         let r = self.request(method, path, body, REQUEST_TIMEOUT)?;
         if r.status != expected {
-            bail!(
-                "{method} {path}: status {} (expected {expected}): {}",
-                r.status,
-                r.body
-            );
+            bail!("{method} {path}: status {} (expected {expected}): {}", r.status, r.body);
         }
         Ok(r)
     }
 
     /// POST /v1/dataplane/sessions, whatever the answer.
     pub fn create_session_raw(&self, request: &SessionRequest) -> Result<HttpResponse> {
-        self.request(
-            "POST",
-            "/v1/dataplane/sessions",
-            Some(&serde_json::to_string(request)?),
-            REQUEST_TIMEOUT,
-        )
+        self.request("POST", "/v1/dataplane/sessions", Some(&serde_json::to_string(request)?), REQUEST_TIMEOUT)
     }
 
     /// Creates a session; anything but 201 is an error.
     pub fn create_session(&self, request: &SessionRequest) -> Result<SessionInfo> {
-        self.expect(
-            "POST",
-            "/v1/dataplane/sessions",
-            Some(&serde_json::to_string(request)?),
-            201,
-        )?
-        .json()
+        self.expect("POST", "/v1/dataplane/sessions", Some(&serde_json::to_string(request)?), 201)?.json()
     }
 
     pub fn session(&self, id: u64) -> Result<SessionInfo> {
-        self.expect("GET", &format!("/v1/dataplane/sessions/{id}"), None, 200)?
-            .json()
+        self.expect("GET", &format!("/v1/dataplane/sessions/{id}"), None, 200)?.json()
     }
 
     pub fn sessions(&self) -> Result<SessionList> {
-        self.expect("GET", "/v1/dataplane/sessions", None, 200)?
-            .json()
+        self.expect("GET", "/v1/dataplane/sessions", None, 200)?.json()
     }
 
     /// PATCH one leg: `leg` is 0 or 1, `settings` the fields to change.
-    pub fn update_session(
-        &self,
-        id: u64,
-        leg: usize,
-        settings: &LegRequest,
-    ) -> Result<SessionInfo> {
+    pub fn update_session(&self, id: u64, leg: usize, settings: &LegRequest) -> Result<SessionInfo> {
         let mut body = serde_json::to_value(settings)?;
         body["leg"] = leg.into();
-        self.expect(
-            "PATCH",
-            &format!("/v1/dataplane/sessions/{id}"),
-            Some(&body.to_string()),
-            200,
-        )?
-        .json()
+        self.expect("PATCH", &format!("/v1/dataplane/sessions/{id}"), Some(&body.to_string()), 200)?.json()
     }
 
     pub fn delete_session(&self, id: u64) -> Result<SessionInfo> {
-        self.expect("DELETE", &format!("/v1/dataplane/sessions/{id}"), None, 200)?
-            .json()
+        self.expect("DELETE", &format!("/v1/dataplane/sessions/{id}"), None, 200)?.json()
     }
 
     pub fn workers(&self) -> Result<Vec<WorkerStats>> {
@@ -320,10 +264,7 @@ impl AdminClient {
         struct Workers {
             workers: Vec<WorkerStats>,
         }
-        Ok(self
-            .expect("GET", "/v1/dataplane/workers", None, 200)?
-            .json::<Workers>()?
-            .workers)
+        Ok(self.expect("GET", "/v1/dataplane/workers", None, 200)?.json::<Workers>()?.workers)
     }
 
     pub fn worker_totals(&self) -> Result<WorkerTotals> {
@@ -342,10 +283,7 @@ impl AdminClient {
 
     /// GET /v1/dataplane/events?after=..&wait_ms=..
     pub fn events(&self, after: u64, wait: Duration) -> Result<EventBatch> {
-        let path = format!(
-            "/v1/dataplane/events?after={after}&wait_ms={}",
-            wait.as_millis()
-        );
+        let path = format!("/v1/dataplane/events?after={after}&wait_ms={}", wait.as_millis());
         let r = self.request("GET", &path, None, wait + REQUEST_TIMEOUT)?;
         if r.status != 200 {
             bail!("GET {path}: status {}: {}", r.status, r.body);
@@ -440,10 +378,7 @@ fn metric_sum_where(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> Opti
 }
 
 fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers in the response")?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers in the response")?;
     let head = std::str::from_utf8(&raw[..split]).context("response head is not UTF-8")?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -475,26 +410,15 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
             None => rest.to_vec(),
         }
     };
-    Ok(HttpResponse {
-        status,
-        body: String::from_utf8(body).context("response body is not UTF-8")?,
-    })
+    Ok(HttpResponse { status, body: String::from_utf8(body).context("response body is not UTF-8")? })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("chunk size line not ended")?;
-        let size_text = std::str::from_utf8(&data[..eol])?
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        let eol = data.windows(2).position(|w| w == b"\r\n").context("chunk size line not ended")?;
+        let size_text = std::str::from_utf8(&data[..eol])?.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).with_context(|| format!("bad chunk size {size_text:?}"))?;
         data = &data[eol + 2..];
         if size == 0 {
             return Ok(out);
@@ -513,7 +437,9 @@ mod tests {
     fn parses_plain_and_chunked_responses() {
         let r = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
         assert_eq!((r.status, r.body.as_str()), (201, "{}"));
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        let r =
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+                .unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "abcde"));
     }
 
@@ -533,14 +459,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.events[1].event, Event::MediaTimeout { session: 5 });
-        assert!(matches!(
-            b.events[0].event,
-            Event::Latched {
-                side: 0,
-                rtcp: false,
-                ..
-            }
-        ));
+        assert!(matches!(b.events[0].event, Event::Latched { side: 0, rtcp: false, .. }));
         assert_eq!(b.events[2].event, Event::Other);
     }
 }

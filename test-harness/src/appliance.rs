@@ -30,10 +30,7 @@ pub fn bridgehead_bin() -> Result<PathBuf> {
     }
     // A test runs as <target>/<profile>/deps/<test>-<hash>.
     let exe = std::env::current_exe().context("current_exe")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary outside a target directory")?;
+    let profile_dir = exe.parent().and_then(Path::parent).context("test binary outside a target directory")?;
     let bin = profile_dir.join("bridgehead");
     if !bin.is_file() {
         bail!(
@@ -121,18 +118,11 @@ impl ApplianceConfig {
             q(&self.region),
             q(&state_dir.to_string_lossy())
         ));
-        t.push_str(&format!(
-            "[listen]\nadmin = {}\n",
-            q(&self.admin.to_string())
-        ));
+        t.push_str(&format!("[listen]\nadmin = {}\n", q(&self.admin.to_string())));
         if let Some(token) = &self.admin_token {
             t.push_str(&format!("admin_token = {}\n", q(token)));
         }
-        let extra_ips: Vec<String> = self
-            .extra_media_ips
-            .iter()
-            .map(|ip| q(&ip.to_string()))
-            .collect();
+        let extra_ips: Vec<String> = self.extra_media_ips.iter().map(|ip| q(&ip.to_string())).collect();
         t.push_str(&format!(
             "\n[dataplane]\nbackend = {}\nmedia_ip = {}\nextra_media_ips = [{}]\nports = \"{}-{}\"\nworkers = {}\nsessions = {}\nmedia_timeout_s = {}\n",
             q(&self.backend),
@@ -177,26 +167,10 @@ impl Appliance {
             Some(ns) => ns.command(&bin),
             None => Command::new(&bin),
         };
-        cmd.arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let admin = AdminClient::new(
-            config.admin,
-            config.admin_token.clone(),
-            netns.map(Netns::handle),
-        );
-        let mut appliance = Appliance {
-            child: Some(child),
-            admin,
-            config,
-            stderr_path,
-            dir,
-        };
+        cmd.arg("--config").arg(&config_path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let admin = AdminClient::new(config.admin, config.admin_token.clone(), netns.map(Netns::handle));
+        let mut appliance = Appliance { child: Some(child), admin, config, stderr_path, dir };
         appliance.wait_ready(READY_WITHIN)?;
         Ok(appliance)
     }
@@ -205,31 +179,16 @@ impl Appliance {
         let deadline = Instant::now() + within;
         let mut last: String;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .map(Child::try_wait)
-                .transpose()?
-                .flatten()
-            {
-                bail!(
-                    "bridgehead exited during start-up ({status}); its stderr:\n{}",
-                    self.stderr()
-                );
+            if let Some(status) = self.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                bail!("bridgehead exited during start-up ({status}); its stderr:\n{}", self.stderr());
             }
-            match self
-                .admin
-                .request("GET", "/ready", None, Duration::from_millis(500))
-            {
+            match self.admin.request("GET", "/ready", None, Duration::from_millis(500)) {
                 Ok(r) if r.status == 200 => return Ok(()),
                 Ok(r) => last = format!("/ready answered {}: {}", r.status, r.body.trim()),
                 Err(e) => last = format!("{e:#}"),
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "bridgehead not ready within {within:?} ({last}); its stderr:\n{}",
-                    self.stderr()
-                );
+                bail!("bridgehead not ready within {within:?} ({last}); its stderr:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -267,10 +226,7 @@ impl Appliance {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!(
-                    "bridgehead did not exit within {within:?} of SIGTERM; its stderr:\n{}",
-                    self.stderr()
-                )
+                bail!("bridgehead did not exit within {within:?} of SIGTERM; its stderr:\n{}", self.stderr())
             }
         }
     }
@@ -332,9 +288,5 @@ pub fn run_bridgehead(args: &[&std::ffi::OsStr], within: Duration) -> Result<Fin
             );
         }
     };
-    Ok(Finished {
-        status,
-        stdout: std::fs::read_to_string(&out_path)?,
-        stderr: std::fs::read_to_string(&err_path)?,
-    })
+    Ok(Finished { status, stdout: std::fs::read_to_string(&out_path)?, stderr: std::fs::read_to_string(&err_path)? })
 }

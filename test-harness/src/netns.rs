@@ -30,22 +30,13 @@ pub fn ip(args: &[&str]) -> Result<()> {
 pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
     let mut cmd = Command::new(program);
     cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {program} (is it installed?)"))?;
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {program} (is it installed?)"))?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         use std::io::Write;
-        pipe.write_all(text.as_bytes())
-            .with_context(|| format!("writing to {program}"))?;
+        pipe.write_all(text.as_bytes()).with_context(|| format!("writing to {program}"))?;
     }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("waiting for {program}"))?;
+    let out = child.wait_with_output().with_context(|| format!("waiting for {program}"))?;
     if !out.status.success() {
         bail!(
             "`{program} {}` failed ({}): {}",
@@ -77,8 +68,7 @@ impl Netns {
         SWEEP.call_once(sweep_stale);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{PREFIX}-{}-{n}-{role}", std::process::id());
-        ip(&["netns", "add", &name])
-            .context("creating a network namespace (the end-to-end tests need root)")?;
+        ip(&["netns", "add", &name]).context("creating a network namespace (the end-to-end tests need root)")?;
         let fd = match File::open(format!("/run/netns/{name}")) {
             Ok(f) => f,
             Err(e) => {
@@ -86,12 +76,7 @@ impl Netns {
                 return Err(e).with_context(|| format!("opening /run/netns/{name}"));
             }
         };
-        let ns = Netns {
-            handle: NetnsHandle {
-                name: name.into(),
-                fd: Arc::new(fd),
-            },
-        };
+        let ns = Netns { handle: NetnsHandle { name: name.into(), fd: Arc::new(fd) } };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -145,8 +130,7 @@ impl NetnsHandle {
         let fd: &File = &self.fd;
         let joined = std::thread::scope(|s| {
             s.spawn(move || -> Result<R> {
-                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .context("setns(CLONE_NEWNET)")?;
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")?;
                 Ok(f())
             })
             .join()

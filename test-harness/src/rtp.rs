@@ -59,11 +59,7 @@ impl RtpStream {
 
     /// The next packet, and its stamp.
     pub fn next_packet(&mut self) -> (Vec<u8>, Stamp) {
-        let stamp = Stamp {
-            ssrc: self.ssrc,
-            seq: self.next_seq,
-            ts: self.next_ts,
-        };
+        let stamp = Stamp { ssrc: self.ssrc, seq: self.next_seq, ts: self.next_ts };
         self.next_seq = self.next_seq.wrapping_add(1);
         self.next_ts = self.next_ts.wrapping_add(self.samples_per_packet);
         let mut p = Vec::with_capacity(self.packet_len());
@@ -83,9 +79,7 @@ impl RtpStream {
 }
 
 fn pattern(stamp: Stamp, i: usize) -> u8 {
-    (u32::from(stamp.seq).wrapping_mul(31)
-        ^ stamp.ssrc.rotate_left(i as u32 % 32)
-        ^ (i as u32).wrapping_mul(7)) as u8
+    (u32::from(stamp.seq).wrapping_mul(31) ^ stamp.ssrc.rotate_left(i as u32 % 32) ^ (i as u32).wrapping_mul(7)) as u8
 }
 
 /// The fixed RTP header of a received packet.
@@ -128,20 +122,9 @@ impl Received {
             seq: u16::from_be_bytes([payload[4], payload[5]]),
             ts: u32::from_be_bytes([payload[6], payload[7], payload[8], payload[9]]),
         });
-        let intact = origin.is_some_and(|o| {
-            payload
-                .iter()
-                .enumerate()
-                .skip(STAMP_LEN)
-                .all(|(i, &b)| b == pattern(o, i))
-        });
-        Received {
-            from,
-            len: data.len(),
-            header,
-            origin,
-            intact,
-        }
+        let intact =
+            origin.is_some_and(|o| payload.iter().enumerate().skip(STAMP_LEN).all(|(i, &b)| b == pattern(o, i)));
+        Received { from, len: data.len(), header, origin, intact }
     }
 }
 
@@ -164,9 +147,8 @@ pub struct RtpEndpoint {
 impl RtpEndpoint {
     /// Binds `addr` (port 0: any) inside `ns`.
     pub fn bind_in(ns: &Netns, addr: SocketAddr) -> Result<RtpEndpoint> {
-        let socket = ns
-            .run_in(|| UdpSocket::bind(addr))?
-            .with_context(|| format!("binding {addr} in {}", ns.name()))?;
+        let socket =
+            ns.run_in(|| UdpSocket::bind(addr))?.with_context(|| format!("binding {addr} in {}", ns.name()))?;
         let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &RCVBUF);
         let local = socket.local_addr()?;
         Ok(RtpEndpoint { socket, local })
@@ -186,22 +168,14 @@ impl RtpEndpoint {
     }
 
     /// Sends `count` packets of `stream` to `to`; returns their stamps in order.
-    pub fn send_stream(
-        &self,
-        to: SocketAddr,
-        stream: &mut RtpStream,
-        count: usize,
-        pace: Pace,
-    ) -> Result<Vec<Stamp>> {
+    pub fn send_stream(&self, to: SocketAddr, stream: &mut RtpStream, count: usize, pace: Pace) -> Result<Vec<Stamp>> {
         let mut sent = Vec::with_capacity(count);
         for i in 0..count {
             let (packet, stamp) = stream.next_packet();
             self.send_raw(to, &packet)?;
             sent.push(stamp);
             match pace {
-                Pace::Bursts(n) if (i + 1) % n.max(1) == 0 => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
+                Pace::Bursts(n) if (i + 1) % n.max(1) == 0 => std::thread::sleep(Duration::from_millis(1)),
                 Pace::Bursts(_) => {}
                 Pace::Every(d) => std::thread::sleep(d),
             }
@@ -223,9 +197,7 @@ impl RtpEndpoint {
         within: Duration,
     ) -> Result<std::thread::JoinHandle<Result<Vec<Received>>>> {
         let socket = self.socket.try_clone()?;
-        Ok(std::thread::spawn(move || {
-            receive_on(&socket, count, within)
-        }))
+        Ok(std::thread::spawn(move || receive_on(&socket, count, within)))
     }
 
     /// Like [`receive_in_background`](Self::receive_in_background), keeping
@@ -236,9 +208,7 @@ impl RtpEndpoint {
         within: Duration,
     ) -> Result<std::thread::JoinHandle<Result<Vec<Raw>>>> {
         let socket = self.socket.try_clone()?;
-        Ok(std::thread::spawn(move || {
-            receive_raw_on(&socket, count, within)
-        }))
+        Ok(std::thread::spawn(move || receive_raw_on(&socket, count, within)))
     }
 
     /// Discards whatever is queued.
@@ -251,10 +221,7 @@ impl RtpEndpoint {
 pub type Raw = (SocketAddr, Vec<u8>);
 
 fn receive_on(socket: &UdpSocket, count: usize, within: Duration) -> Result<Vec<Received>> {
-    Ok(receive_raw_on(socket, count, within)?
-        .iter()
-        .map(|(from, data)| Received::parse(*from, data))
-        .collect())
+    Ok(receive_raw_on(socket, count, within)?.iter().map(|(from, data)| Received::parse(*from, data)).collect())
 }
 
 /// Receives until `count` datagrams arrived or `within` passed.
@@ -270,14 +237,7 @@ fn receive_raw_on(socket: &UdpSocket, count: usize, within: Duration) -> Result<
         socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => out.push((from, buf[..n].to_vec())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
             // An ICMP error for an earlier send of this socket: not a datagram.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(e).context("receiving"),
@@ -289,34 +249,12 @@ fn receive_raw_on(socket: &UdpSocket, count: usize, within: Duration) -> Result<
 /// Checks that `got` is exactly `sent`, in order, unchanged (header and
 /// payload), every packet coming from `from`.
 pub fn assert_relayed_verbatim(what: &str, sent: &[Stamp], got: &[Received], from: SocketAddr) {
-    assert_eq!(
-        got.len(),
-        sent.len(),
-        "{what}: received {} of {} packets",
-        got.len(),
-        sent.len()
-    );
+    assert_eq!(got.len(), sent.len(), "{what}: received {} of {} packets", got.len(), sent.len());
     for (i, (s, r)) in sent.iter().zip(got).enumerate() {
-        assert_eq!(
-            r.from, from,
-            "{what}: packet {i} came from {} instead of {from}",
-            r.from
-        );
-        assert_eq!(
-            r.origin,
-            Some(*s),
-            "{what}: packet {i} is not the one sent {i}th (out of order or foreign)"
-        );
-        assert!(
-            r.intact,
-            "{what}: packet {i} (seq {}) payload changed",
-            s.seq
-        );
+        assert_eq!(r.from, from, "{what}: packet {i} came from {} instead of {from}", r.from);
+        assert_eq!(r.origin, Some(*s), "{what}: packet {i} is not the one sent {i}th (out of order or foreign)");
+        assert!(r.intact, "{what}: packet {i} (seq {}) payload changed", s.seq);
         let h = r.header.expect("origin implies a header");
-        assert_eq!(
-            (h.version, h.ssrc, h.seq, h.ts),
-            (2, s.ssrc, s.seq, s.ts),
-            "{what}: packet {i} header rewritten"
-        );
+        assert_eq!((h.version, h.ssrc, h.seq, h.ts), (2, s.ssrc, s.seq, s.ts), "{what}: packet {i} header rewritten");
     }
 }

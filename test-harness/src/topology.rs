@@ -57,22 +57,8 @@ impl MediaLan {
     /// The appliance namespace with `br0` = 192.0.2.1/24.
     pub fn new() -> Result<MediaLan> {
         let app = Netns::new("app")?;
-        app.ip(&[
-            "link",
-            "add",
-            BRIDGE,
-            "address",
-            &mac(0, 1),
-            "type",
-            "bridge",
-        ])?;
-        app.ip(&[
-            "addr",
-            "add",
-            &format!("{MEDIA_IP}/{LAN_PREFIX}"),
-            "dev",
-            BRIDGE,
-        ])?;
+        app.ip(&["link", "add", BRIDGE, "address", &mac(0, 1), "type", "bridge"])?;
+        app.ip(&["addr", "add", &format!("{MEDIA_IP}/{LAN_PREFIX}"), "dev", BRIDGE])?;
         app.ip(&["link", "set", BRIDGE, "up"])?;
         Ok(MediaLan { app, next_host: 10 })
     }
@@ -95,17 +81,7 @@ impl MediaLan {
         self.app.ip(&["link", "set", &port, "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/{LAN_PREFIX}"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&[
-            "neigh",
-            "replace",
-            &MEDIA_IP.to_string(),
-            "lladdr",
-            &mac(0, 1),
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ])?;
+        ns.ip(&["neigh", "replace", &MEDIA_IP.to_string(), "lladdr", &mac(0, 1), "dev", "eth0", "nud", "permanent"])?;
         self.app.ip(&[
             "neigh",
             "replace",
@@ -123,9 +99,7 @@ impl MediaLan {
     /// A peer on the LAN in its own namespace.
     pub fn add_peer(&mut self, role: &str) -> Result<Peer> {
         let ns = Netns::new(role)?;
-        let ip = self
-            .plug(&ns)
-            .with_context(|| format!("plugging peer {role} into the media LAN"))?;
+        let ip = self.plug(&ns).with_context(|| format!("plugging peer {role} into the media LAN"))?;
         Ok(Peer { ns, ip })
     }
 
@@ -134,22 +108,14 @@ impl MediaLan {
     /// net: only the NAT's public address works as a destination.
     pub fn add_natted_peer(&mut self, role: &str) -> Result<NattedPeer> {
         let nat = Netns::new(&format!("{role}nat"))?;
-        let public_ip = self
-            .plug(&nat)
-            .context("plugging the NAT into the media LAN")?;
+        let public_ip = self.plug(&nat).context("plugging the NAT into the media LAN")?;
         let inner = Netns::new(role)?;
         veth(&inner, "eth0", &mac(3, 10), &nat, "in0", &mac(3, 1))?;
         nat.ip(&["addr", "add", &format!("{PRIVATE_NET_GW}/24"), "dev", "in0"])?;
         nat.ip(&["link", "set", "in0", "up"])?;
         inner.ip(&["addr", "add", &format!("{PRIVATE_PEER}/24"), "dev", "eth0"])?;
         inner.ip(&["link", "set", "eth0", "up"])?;
-        inner.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &PRIVATE_NET_GW.to_string(),
-        ])?;
+        inner.ip(&["route", "add", "default", "via", &PRIVATE_NET_GW.to_string()])?;
         inner.ip(&[
             "neigh",
             "replace",
@@ -181,14 +147,7 @@ impl MediaLan {
                      }\n";
         nat.exec("nft", &["-f", "-"], Some(rules))
             .context("installing the masquerade rule (is nftables installed?)")?;
-        Ok(NattedPeer {
-            peer: Peer {
-                ns: inner,
-                ip: PRIVATE_PEER,
-            },
-            public_ip,
-            nat,
-        })
+        Ok(NattedPeer { peer: Peer { ns: inner, ip: PRIVATE_PEER }, public_ip, nat })
     }
 }
 

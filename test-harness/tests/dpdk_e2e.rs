@@ -138,11 +138,14 @@ fn relays_both_ways_and_the_kernel_answers_through_the_tap() {
         .expect("create session");
     for (from, to, leg_in, leg_out, ssrc) in [(&ea, &eb, 0, 1, 0xA1), (&eb, &ea, 1, 0, 0xB1)] {
         let rx = to.receive_in_background(200, ARRIVE).unwrap();
-        let sent = from.send_stream(s.legs[leg_in].local, &mut RtpStream::pcmu(ssrc, 1, 160), 200, Pace::Bursts(20)).unwrap();
+        let sent =
+            from.send_stream(s.legs[leg_in].local, &mut RtpStream::pcmu(ssrc, 1, 160), 200, Pace::Bursts(20)).unwrap();
         let got = rx.join().expect("receiver").expect("receive");
         assert_relayed_verbatim(&format!("leg {leg_in} -> leg {leg_out}"), &sent, &got, s.legs[leg_out].local);
     }
-    let after = settle(Duration::from_secs(2), || rig.app.admin.session(s.id), |s| s.legs[1].counters.tx_packets >= 200).unwrap();
+    let after =
+        settle(Duration::from_secs(2), || rig.app.admin.session(s.id), |s| s.legs[1].counters.tx_packets >= 200)
+            .unwrap();
     for leg in &after.legs {
         assert_eq!((leg.counters.rx_packets, leg.counters.tx_packets), (200, 200), "{leg:?}");
         assert_eq!(leg.counters.lost, 0);

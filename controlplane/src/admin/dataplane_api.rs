@@ -21,10 +21,7 @@ use std::time::Duration;
 pub fn routes() -> Router<Arc<AdminState>> {
     Router::new()
         .route("/v1/dataplane/sessions", get(list).post(create))
-        .route(
-            "/v1/dataplane/sessions/{id}",
-            get(fetch).patch(update).delete(remove),
-        )
+        .route("/v1/dataplane/sessions/{id}", get(fetch).patch(update).delete(remove))
         .route("/v1/dataplane/workers", get(workers))
         .route("/v1/dataplane/events", get(events))
 }
@@ -44,12 +41,8 @@ pub struct LegBody {
 impl LegBody {
     fn apply(&self, base: LegSettings) -> Result<LegSettings, String> {
         let pt_map = match &self.pt_map {
-            Some(pairs) => PayloadTypeMap::new(pairs).ok_or_else(|| {
-                format!(
-                    "pt_map: at most {} pairs of payload types 0-127",
-                    PayloadTypeMap::CAPACITY
-                )
-            })?,
+            Some(pairs) => PayloadTypeMap::new(pairs)
+                .ok_or_else(|| format!("pt_map: at most {} pairs of payload types 0-127", PayloadTypeMap::CAPACITY))?,
             None => base.pt_map,
         };
         let clock_rate = self.clock_rate.unwrap_or(base.clock_rate);
@@ -84,11 +77,7 @@ pub struct UpdateBody {
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(json!({"error": code, "message": message.to_string()})),
-    )
-        .into_response()
+    (status, Json(json!({"error": code, "message": message.to_string()}))).into_response()
 }
 
 fn control_error(e: ControlError) -> Response {
@@ -104,13 +93,7 @@ fn control_error(e: ControlError) -> Response {
 }
 
 fn parse_id(id: &str) -> Result<SessionId, Response> {
-    id.parse().map(SessionId).map_err(|_| {
-        error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no session {id:?}"),
-        )
-    })
+    id.parse().map(SessionId).map_err(|_| error(StatusCode::NOT_FOUND, "not_found", format!("no session {id:?}")))
 }
 
 /// JSON bodies that fail to parse get our error shape, not axum's text.
@@ -136,24 +119,16 @@ async fn create(State(state): State<Arc<AdminState>>, bytes: axum::body::Bytes) 
         }
     }
     let dp = state.dataplane.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        dp.create_session(SessionRequest {
-            legs,
-            rtcp_mux: request.rtcp_mux,
-        })
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || dp.create_session(SessionRequest { legs, rtcp_mux: request.rtcp_mux }))
+            .await;
     match result {
         Ok(Ok(info)) => {
             state.metrics.sessions_created.inc();
             (StatusCode::CREATED, Json(info)).into_response()
         }
         Ok(Err(e)) => {
-            state
-                .metrics
-                .session_refusals
-                .get_or_create(&vec![("reason".to_string(), refusal(&e).to_string())])
-                .inc();
+            state.metrics.session_refusals.get_or_create(&vec![("reason".to_string(), refusal(&e).to_string())]).inc();
             control_error(e)
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
@@ -181,11 +156,7 @@ async fn fetch(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> 
     }
 }
 
-async fn update(
-    State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
-    bytes: axum::body::Bytes,
-) -> Response {
+async fn update(State(state): State<Arc<AdminState>>, Path(id): Path<String>, bytes: axum::body::Bytes) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r,

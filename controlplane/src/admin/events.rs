@@ -75,12 +75,7 @@ pub async fn pump(dataplane: DataplaneHandle, log: std::sync::Arc<EventLog>) {
         for e in &events {
             match e {
                 Event::MediaTimeout { session } => tracing::info!(%session, "media timeout"),
-                Event::Latched {
-                    session,
-                    side,
-                    rtcp,
-                    remote,
-                } => {
+                Event::Latched { session, side, rtcp, remote } => {
                     tracing::debug!(%session, side, rtcp, %remote, "leg latched")
                 }
             }

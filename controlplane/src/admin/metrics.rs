@@ -49,18 +49,9 @@ impl Metrics {
             "Media sessions deleted through the control API",
             sessions_deleted.clone(),
         );
-        registry.register(
-            "dataplane_session_refusals",
-            "Media sessions refused, by reason",
-            session_refusals.clone(),
-        );
+        registry.register("dataplane_session_refusals", "Media sessions refused, by reason", session_refusals.clone());
         registry.register_collector(Box::new(DataplaneCollector { dataplane }));
-        Metrics {
-            registry,
-            sessions_created,
-            sessions_deleted,
-            session_refusals,
-        }
+        Metrics { registry, sessions_created, sessions_deleted, session_refusals }
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -93,34 +84,14 @@ fn per_worker<F: Fn(&dataplane::engine::counters::WorkerSnapshot) -> u64>(
 impl Collector for DataplaneCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let workers = self.dataplane.worker_stats();
-        per_worker(
-            &mut encoder,
-            "dataplane_rx_packets",
-            "Datagrams received on media ports",
-            &workers,
-            |w| w.rx_packets,
-        )?;
-        per_worker(
-            &mut encoder,
-            "dataplane_rx_bytes",
-            "Payload bytes received on media ports",
-            &workers,
-            |w| w.rx_bytes,
-        )?;
-        per_worker(
-            &mut encoder,
-            "dataplane_tx_packets",
-            "Datagrams relayed out",
-            &workers,
-            |w| w.tx_packets,
-        )?;
-        per_worker(
-            &mut encoder,
-            "dataplane_tx_bytes",
-            "Payload bytes relayed out",
-            &workers,
-            |w| w.tx_bytes,
-        )?;
+        per_worker(&mut encoder, "dataplane_rx_packets", "Datagrams received on media ports", &workers, |w| {
+            w.rx_packets
+        })?;
+        per_worker(&mut encoder, "dataplane_rx_bytes", "Payload bytes received on media ports", &workers, |w| {
+            w.rx_bytes
+        })?;
+        per_worker(&mut encoder, "dataplane_tx_packets", "Datagrams relayed out", &workers, |w| w.tx_packets)?;
+        per_worker(&mut encoder, "dataplane_tx_bytes", "Payload bytes relayed out", &workers, |w| w.tx_bytes)?;
         per_worker(
             &mut encoder,
             "dataplane_events_lost",
@@ -128,13 +99,7 @@ impl Collector for DataplaneCollector {
             &workers,
             |w| w.events_lost,
         )?;
-        per_worker(
-            &mut encoder,
-            "dataplane_loops",
-            "Worker loop iterations",
-            &workers,
-            |w| w.loops,
-        )?;
+        per_worker(&mut encoder, "dataplane_loops", "Worker loop iterations", &workers, |w| w.loops)?;
         per_worker(
             &mut encoder,
             "dataplane_idle_loops",
@@ -151,28 +116,16 @@ impl Collector for DataplaneCollector {
             )?;
             for (w, snapshot) in workers.iter().enumerate() {
                 for &(reason, count) in &snapshot.drops {
-                    let labels = [
-                        ("worker", w.to_string()),
-                        ("reason", reason.as_str().to_string()),
-                    ];
+                    let labels = [("worker", w.to_string()), ("reason", reason.as_str().to_string())];
                     ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
                 }
             }
         }
         let in_use = self.dataplane.session_count() as i64;
-        let gauge = |enc: &mut DescriptorEncoder,
-                     name: &str,
-                     help: &str,
-                     v: i64|
-         -> Result<(), std::fmt::Error> {
+        let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| -> Result<(), std::fmt::Error> {
             ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
         };
-        gauge(
-            &mut encoder,
-            "dataplane_sessions",
-            "Media sessions in the table",
-            in_use,
-        )?;
+        gauge(&mut encoder, "dataplane_sessions", "Media sessions in the table", in_use)?;
         gauge(
             &mut encoder,
             "dataplane_sessions_capacity",

@@ -42,35 +42,20 @@ async fn ready(State(state): State<Arc<AdminState>>) -> Response {
     if state.dataplane.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "dataplane workers not running\n",
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "dataplane workers not running\n").into_response()
     }
 }
 
 async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
     match state.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("metrics encoding failed: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics encoding failed: {e}\n")).into_response(),
     }
 }
 
 /// Reads pass; writes need the bearer token when one is configured.
-async fn require_token(
-    State(state): State<Arc<AdminState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let writes = !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
+async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if let (true, Some(expected)) = (writes, state.admin_token.as_deref()) {
         let given = request
             .headers()
@@ -78,10 +63,7 @@ async fn require_token(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(serde_json::json!({"error": "admin token required"})),
-            )
+            return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "admin token required"})))
                 .into_response();
         }
     }

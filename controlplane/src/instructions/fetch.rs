@@ -60,9 +60,7 @@ pub enum FetchError {
 impl FetchError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            FetchError::Timeout(_) | FetchError::Connection(_) => {
-                ErrorCode::HTTP_CONNECTION_FAILURE
-            }
+            FetchError::Timeout(_) | FetchError::Connection(_) => ErrorCode::HTTP_CONNECTION_FAILURE,
             FetchError::ConnectionRefused => ErrorCode::TCP_CONNECTION_REFUSED,
             FetchError::BadHostName(_) => ErrorCode::HTTP_BAD_HOST_NAME,
             FetchError::Tls(_) => ErrorCode::TLS_HANDSHAKE,
@@ -87,10 +85,7 @@ pub struct InvalidUrl {
 /// against the URL of the document it appeared in, as Twilio does for
 /// `action`, `<Redirect>` and noun URLs.
 pub fn resolve_url(base: &str, reference: &str) -> Result<String, InvalidUrl> {
-    let invalid = || InvalidUrl {
-        base: base.to_owned(),
-        reference: reference.to_owned(),
-    };
+    let invalid = || InvalidUrl { base: base.to_owned(), reference: reference.to_owned() };
     let base_url = url::Url::parse(base).map_err(|_| invalid())?;
     let resolved = base_url.join(reference.trim()).map_err(|_| invalid())?;
     match resolved.scheme() {
@@ -106,18 +101,9 @@ mod tests {
     #[test]
     fn resolves_relative_references() {
         let base = "https://app.example.com/voice/start?step=1";
-        assert_eq!(
-            resolve_url(base, "/dial-done").as_deref(),
-            Ok("https://app.example.com/dial-done")
-        );
-        assert_eq!(
-            resolve_url(base, "next?x=1").as_deref(),
-            Ok("https://app.example.com/voice/next?x=1")
-        );
-        assert_eq!(
-            resolve_url(base, "http://other.example:8080/a").as_deref(),
-            Ok("http://other.example:8080/a")
-        );
+        assert_eq!(resolve_url(base, "/dial-done").as_deref(), Ok("https://app.example.com/dial-done"));
+        assert_eq!(resolve_url(base, "next?x=1").as_deref(), Ok("https://app.example.com/voice/next?x=1"));
+        assert_eq!(resolve_url(base, "http://other.example:8080/a").as_deref(), Ok("http://other.example:8080/a"));
     }
 
     #[test]

@@ -47,10 +47,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_documents: 100,
-            max_redirects_in_a_row: 10,
-        }
+        Self { max_documents: 100, max_redirects_in_a_row: 10 }
     }
 }
 
@@ -243,13 +240,7 @@ impl Interpreter {
         }
     }
 
-    fn on_document(
-        &mut self,
-        now: Instant,
-        id: FetchId,
-        url: String,
-        body: Result<String, FetchError>,
-    ) {
+    fn on_document(&mut self, now: Instant, id: FetchId, url: String, body: Result<String, FetchError>) {
         let State::Fetching { id: pending, .. } = &self.state else {
             return;
         };
@@ -262,10 +253,7 @@ impl Interpreter {
         };
         match parsed {
             Ok(document) => {
-                self.program = Some(Program {
-                    base_url: url,
-                    verbs: document.verbs.into(),
-                });
+                self.program = Some(Program { base_url: url, verbs: document.verbs.into() });
                 self.state = State::Running;
                 self.run(now);
             }
@@ -369,13 +357,7 @@ impl Interpreter {
                     match resolve_url(&base, &redirect.url) {
                         Ok(url) => {
                             let params = self.voice_params();
-                            self.fetch(
-                                Webhook {
-                                    url,
-                                    method: redirect.method,
-                                },
-                                params,
-                            );
+                            self.fetch(Webhook { url, method: redirect.method }, params);
                         }
                         Err(e) => self.fail(invalid_url(e)),
                     }
@@ -408,21 +390,15 @@ impl Interpreter {
                     } else {
                         format!("<{name}> is not a TwiML verb")
                     };
-                    self.fail(ErrorRecord {
-                        code: ErrorCode::SCHEMA_VALIDATION,
-                        message,
-                        url: Some(base),
-                    });
+                    self.fail(ErrorRecord { code: ErrorCode::SCHEMA_VALIDATION, message, url: Some(base) });
                 }
             }
         }
     }
 
     fn start_dial(&mut self, base: &str, mut dial: Dial) {
-        if let Some(noun) = dial
-            .nouns
-            .iter()
-            .find(|n| matches!(n, DialNoun::Conference { .. } | DialNoun::Queue { .. }))
+        if let Some(noun) =
+            dial.nouns.iter().find(|n| matches!(n, DialNoun::Conference { .. } | DialNoun::Queue { .. }))
         {
             return self.fail(ErrorRecord {
                 code: ErrorCode::SCHEMA_VALIDATION,
@@ -438,27 +414,17 @@ impl Interpreter {
             self.answer();
         }
         self.redirects_in_a_row = 0;
-        self.state = State::Dialing {
-            action: action.map(|url| Webhook {
-                url,
-                method: dial.method,
-            }),
-        };
+        self.state = State::Dialing { action: action.map(|url| Webhook { url, method: dial.method }) };
         self.out.push_back(Output::StartDial(dial));
     }
 
     /// A document could not be had: record it, then try the fallback URL
     /// (once per call, with Twilio's `ErrorCode`/`ErrorUrl`), else end the call.
     fn document_failed(&mut self, code: ErrorCode, message: String, url: String) {
-        let State::Fetching { params, .. } = std::mem::replace(&mut self.state, State::Running)
-        else {
+        let State::Fetching { params, .. } = std::mem::replace(&mut self.state, State::Running) else {
             return;
         };
-        self.out.push_back(Output::Error(ErrorRecord {
-            code,
-            message,
-            url: Some(url.clone()),
-        }));
+        self.out.push_back(Output::Error(ErrorRecord { code, message, url: Some(url.clone()) }));
         match self.ctx.fallback.clone() {
             Some(fallback) if !self.fallback_used => {
                 self.fallback_used = true;
@@ -475,10 +441,7 @@ impl Interpreter {
         if self.documents >= self.ctx.limits.max_documents {
             return self.fail(ErrorRecord {
                 code: ErrorCode::HTTP_TOO_MANY_REDIRECTS,
-                message: format!(
-                    "more than {} documents for one call",
-                    self.ctx.limits.max_documents
-                ),
+                message: format!("more than {} documents for one call", self.ctx.limits.max_documents),
                 url: Some(request.url),
             });
         }
@@ -560,11 +523,7 @@ fn absolute_urls(base: &str, dial: &mut Dial) -> Result<Option<String>, InvalidU
 }
 
 fn invalid_url(e: InvalidUrl) -> ErrorRecord {
-    ErrorRecord {
-        code: ErrorCode::INVALID_URL,
-        message: e.to_string(),
-        url: Some(e.base),
-    }
+    ErrorRecord { code: ErrorCode::INVALID_URL, message: e.to_string(), url: Some(e.base) }
 }
 
 #[cfg(test)]
@@ -587,10 +546,7 @@ mod tests {
                 caller_name: None,
                 parent_call_sid: None,
             },
-            voice: Webhook {
-                url: VOICE.into(),
-                method: Method::Post,
-            },
+            voice: Webhook { url: VOICE.into(), method: Method::Post },
             fallback: None,
             answered: false,
             limits: Limits::default(),
@@ -605,10 +561,7 @@ mod tests {
 
     impl Driver {
         fn new(ctx: CallContext) -> (Self, Fetch) {
-            let mut d = Self {
-                it: Interpreter::new(ctx),
-                now: Instant::now(),
-            };
+            let mut d = Self { it: Interpreter::new(ctx), now: Instant::now() };
             let fetch = d.expect_fetch();
             (d, fetch)
         }
@@ -630,51 +583,27 @@ mod tests {
         }
 
         fn serve(&mut self, fetch: &Fetch, xml: &str) -> Vec<Output> {
-            self.input(Input::Document {
-                fetch: fetch.id,
-                url: fetch.url.clone(),
-                body: Ok(xml.into()),
-            })
+            self.input(Input::Document { fetch: fetch.id, url: fetch.url.clone(), body: Ok(xml.into()) })
         }
 
         fn fail(&mut self, fetch: &Fetch, e: FetchError) -> Vec<Output> {
-            self.input(Input::Document {
-                fetch: fetch.id,
-                url: fetch.url.clone(),
-                body: Err(e),
-            })
+            self.input(Input::Document { fetch: fetch.id, url: fetch.url.clone(), body: Err(e) })
         }
     }
 
     fn param<'a>(fetch: &'a Fetch, name: &str) -> Option<&'a str> {
-        fetch
-            .params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        fetch.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn the_fetch(outputs: &[Output]) -> Fetch {
-        match outputs.iter().find_map(|o| {
-            if let Output::Fetch(f) = o {
-                Some(f)
-            } else {
-                None
-            }
-        }) {
+        match outputs.iter().find_map(|o| if let Output::Fetch(f) = o { Some(f) } else { None }) {
             Some(f) => f.clone(),
             None => panic!("no Fetch in {outputs:?}"),
         }
     }
 
     fn error_code(outputs: &[Output]) -> Option<u32> {
-        outputs.iter().find_map(|o| {
-            if let Output::Error(e) = o {
-                Some(e.code.0)
-            } else {
-                None
-            }
-        })
+        outputs.iter().find_map(|o| if let Output::Error(e) = o { Some(e.code.0) } else { None })
     }
 
     #[test]
@@ -692,18 +621,11 @@ mod tests {
     fn dial_with_action_continues_with_the_action_document() {
         let (mut d, fetch) = Driver::new(ctx());
         let out = d.serve(&fetch, r#"<Response><Dial action="/done" timeout="10"><Number statusCallback="status">+15550100003</Number></Dial><Say>unreachable</Say></Response>"#);
-        let [Output::Answer, Output::StartDial(dial)] = out.as_slice() else {
-            panic!("{out:?}")
-        };
+        let [Output::Answer, Output::StartDial(dial)] = out.as_slice() else { panic!("{out:?}") };
         assert_eq!(dial.action.as_deref(), Some("http://app.test/done"));
         assert_eq!(dial.timeout_s, 10);
-        let DialNoun::Number(n) = &dial.nouns[0] else {
-            panic!()
-        };
-        assert_eq!(
-            n.status_callback.url.as_deref(),
-            Some("http://app.test/status")
-        );
+        let DialNoun::Number(n) = &dial.nouns[0] else { panic!() };
+        assert_eq!(n.status_callback.url.as_deref(), Some("http://app.test/status"));
 
         let out = d.input(Input::DialOutcome(DialOutcome {
             status: DialCallStatus::Completed,
@@ -718,24 +640,15 @@ mod tests {
         assert_eq!(param(&action, "DialCallDuration"), Some("42"));
         assert_eq!(param(&action, "CallStatus"), Some("in-progress"));
 
-        assert_eq!(
-            d.serve(&action, "<Response><Hangup/></Response>"),
-            vec![Output::Hangup, Output::Done]
-        );
+        assert_eq!(d.serve(&action, "<Response><Hangup/></Response>"), vec![Output::Hangup, Output::Done]);
         assert!(d.it.is_done());
     }
 
     #[test]
     fn dial_without_action_runs_the_next_verb() {
         let (mut d, fetch) = Driver::new(ctx());
-        let out = d.serve(
-            &fetch,
-            r#"<Response><Dial>+15550100003</Dial><Pause length="2"/></Response>"#,
-        );
-        assert!(matches!(
-            out.as_slice(),
-            [Output::Answer, Output::StartDial(_)]
-        ));
+        let out = d.serve(&fetch, r#"<Response><Dial>+15550100003</Dial><Pause length="2"/></Response>"#);
+        assert!(matches!(out.as_slice(), [Output::Answer, Output::StartDial(_)]));
         let out = d.input(Input::DialOutcome(DialOutcome {
             status: DialCallStatus::NoAnswer,
             dial_call_sid: Some("CA02".into()),
@@ -753,20 +666,14 @@ mod tests {
     #[test]
     fn no_answer_dial_action_gets_no_duration() {
         let (mut d, fetch) = Driver::new(ctx());
-        d.serve(
-            &fetch,
-            r#"<Response><Dial action="https://other.test/a" method="GET">+1555</Dial></Response>"#,
-        );
+        d.serve(&fetch, r#"<Response><Dial action="https://other.test/a" method="GET">+1555</Dial></Response>"#);
         let out = d.input(Input::DialOutcome(DialOutcome {
             status: DialCallStatus::Busy,
             dial_call_sid: None,
             duration_s: 0,
         }));
         let action = the_fetch(&out);
-        assert_eq!(
-            (action.url.as_str(), action.method),
-            ("https://other.test/a", Method::Get)
-        );
+        assert_eq!((action.url.as_str(), action.method), ("https://other.test/a", Method::Get));
         assert_eq!(param(&action, "DialCallStatus"), Some("busy"));
         assert_eq!(param(&action, "DialCallSid"), None);
         assert_eq!(param(&action, "DialCallDuration"), None);
@@ -775,7 +682,8 @@ mod tests {
     #[test]
     fn answer_on_bridge_leaves_answering_to_the_dial() {
         let (mut d, fetch) = Driver::new(ctx());
-        let out = d.serve(&fetch, r#"<Response><Dial answerOnBridge="true" action="/a"><Sip>sip:b@x</Sip></Dial></Response>"#);
+        let out = d
+            .serve(&fetch, r#"<Response><Dial answerOnBridge="true" action="/a"><Sip>sip:b@x</Sip></Dial></Response>"#);
         assert!(matches!(out.as_slice(), [Output::StartDial(_)]));
         let out = d.input(Input::DialOutcome(DialOutcome {
             status: DialCallStatus::Completed,
@@ -788,18 +696,12 @@ mod tests {
     #[test]
     fn fetch_failure_uses_the_fallback_then_ends_the_call() {
         let mut c = ctx();
-        c.fallback = Some(Webhook {
-            url: FALLBACK.into(),
-            method: Method::Get,
-        });
+        c.fallback = Some(Webhook { url: FALLBACK.into(), method: Method::Get });
         let (mut d, fetch) = Driver::new(c);
         let out = d.fail(&fetch, FetchError::Status(500));
         assert_eq!(error_code(&out), Some(11200));
         let fallback = the_fetch(&out);
-        assert_eq!(
-            (fallback.url.as_str(), fallback.method),
-            (FALLBACK, Method::Get)
-        );
+        assert_eq!((fallback.url.as_str(), fallback.method), (FALLBACK, Method::Get));
         assert_eq!(param(&fallback, "ErrorCode"), Some("11200"));
         assert_eq!(param(&fallback, "ErrorUrl"), Some(VOICE));
         assert_eq!(param(&fallback, "CallSid"), Some("CA01"));
@@ -812,10 +714,7 @@ mod tests {
     #[test]
     fn fallback_document_runs() {
         let mut c = ctx();
-        c.fallback = Some(Webhook {
-            url: FALLBACK.into(),
-            method: Method::Post,
-        });
+        c.fallback = Some(Webhook { url: FALLBACK.into(), method: Method::Post });
         let (mut d, fetch) = Driver::new(c);
         let out = d.serve(&fetch, "<html>oops</html>");
         assert_eq!(error_code(&out), Some(12102));
@@ -839,9 +738,7 @@ mod tests {
     fn unsupported_verb_ends_the_call_naming_it() {
         let (mut d, fetch) = Driver::new(ctx());
         let out = d.serve(&fetch, "<Response><Say>Hello</Say><Hangup/></Response>");
-        let [Output::Error(e), Output::Hangup, Output::Done] = out.as_slice() else {
-            panic!("{out:?}")
-        };
+        let [Output::Error(e), Output::Hangup, Output::Done] = out.as_slice() else { panic!("{out:?}") };
         assert_eq!(e.code, ErrorCode::SCHEMA_VALIDATION);
         assert!(e.message.contains("<Say>"), "{}", e.message);
         assert_eq!(e.url.as_deref(), Some(VOICE));
@@ -850,23 +747,15 @@ mod tests {
     #[test]
     fn unsupported_dial_nouns_end_the_call() {
         let (mut d, fetch) = Driver::new(ctx());
-        let out = d.serve(
-            &fetch,
-            "<Response><Dial><Conference>room</Conference></Dial></Response>",
-        );
-        let [Output::Error(e), Output::Hangup, Output::Done] = out.as_slice() else {
-            panic!("{out:?}")
-        };
+        let out = d.serve(&fetch, "<Response><Dial><Conference>room</Conference></Dial></Response>");
+        let [Output::Error(e), Output::Hangup, Output::Done] = out.as_slice() else { panic!("{out:?}") };
         assert!(e.message.contains("Conference"), "{}", e.message);
     }
 
     #[test]
     fn empty_response_hangs_up() {
         let (mut d, fetch) = Driver::new(ctx());
-        assert_eq!(
-            d.serve(&fetch, "<Response/>"),
-            vec![Output::Hangup, Output::Done]
-        );
+        assert_eq!(d.serve(&fetch, "<Response/>"), vec![Output::Hangup, Output::Done]);
     }
 
     #[test]
@@ -877,31 +766,19 @@ mod tests {
             vec![Output::Answer, Output::Hangup, Output::Done]
         );
         let (mut d, fetch) = Driver::new(ctx());
-        let out = d.serve(
-            &fetch,
-            r#"<Response><Pause length="0"/><Reject/></Response>"#,
-        );
+        let out = d.serve(&fetch, r#"<Response><Pause length="0"/><Reject/></Response>"#);
         assert_eq!(out, vec![Output::Answer, Output::Hangup, Output::Done]);
     }
 
     #[test]
     fn redirect_replaces_the_document() {
         let (mut d, fetch) = Driver::new(ctx());
-        let out = d.serve(
-            &fetch,
-            r#"<Response><Redirect method="GET">next</Redirect><Hangup/></Response>"#,
-        );
+        let out = d.serve(&fetch, r#"<Response><Redirect method="GET">next</Redirect><Hangup/></Response>"#);
         let next = the_fetch(&out);
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            (next.url.as_str(), next.method),
-            ("http://app.test/next", Method::Get)
-        );
+        assert_eq!((next.url.as_str(), next.method), ("http://app.test/next", Method::Get));
         assert_eq!(param(&next, "CallStatus"), Some("ringing"));
-        assert_eq!(
-            d.serve(&next, "<Response/>"),
-            vec![Output::Hangup, Output::Done]
-        );
+        assert_eq!(d.serve(&next, "<Response/>"), vec![Output::Hangup, Output::Done]);
     }
 
     #[test]
@@ -933,70 +810,42 @@ mod tests {
     #[test]
     fn rest_redirect_during_a_dial_cancels_it() {
         let (mut d, fetch) = Driver::new(ctx());
-        d.serve(
-            &fetch,
-            r#"<Response><Dial action="/a">+1555</Dial></Response>"#,
-        );
-        let out = d.input(Input::Redirected {
-            url: "http://app.test/new".into(),
-            method: Method::Post,
-        });
+        d.serve(&fetch, r#"<Response><Dial action="/a">+1555</Dial></Response>"#);
+        let out = d.input(Input::Redirected { url: "http://app.test/new".into(), method: Method::Post });
         assert_eq!(out[0], Output::CancelDial);
         let next = the_fetch(&out);
         assert_eq!(next.url, "http://app.test/new");
         assert_eq!(param(&next, "CallStatus"), Some("in-progress"));
         // The cancelled dial's outcome does not trigger its action.
-        let late = DialOutcome {
-            status: DialCallStatus::Canceled,
-            dial_call_sid: None,
-            duration_s: 0,
-        };
+        let late = DialOutcome { status: DialCallStatus::Canceled, dial_call_sid: None, duration_s: 0 };
         assert_eq!(d.input(Input::DialOutcome(late)), vec![]);
-        assert_eq!(
-            d.serve(&next, "<Response/>"),
-            vec![Output::Hangup, Output::Done]
-        );
+        assert_eq!(d.serve(&next, "<Response/>"), vec![Output::Hangup, Output::Done]);
     }
 
     #[test]
     fn rest_redirect_supersedes_a_fetch_in_flight() {
         let (mut d, first) = Driver::new(ctx());
-        let second = the_fetch(&d.input(Input::Redirected {
-            url: "/other".into(),
-            method: Method::Get,
-        }));
+        let second = the_fetch(&d.input(Input::Redirected { url: "/other".into(), method: Method::Get }));
         assert_eq!(second.url, "http://app.test/other");
         assert_ne!(first.id, second.id);
         assert_eq!(d.serve(&first, "<Response><Hangup/></Response>"), vec![]);
-        assert_eq!(
-            d.serve(&second, "<Response/>"),
-            vec![Output::Hangup, Output::Done]
-        );
+        assert_eq!(d.serve(&second, "<Response/>"), vec![Output::Hangup, Output::Done]);
     }
 
     #[test]
     fn rest_redirect_during_a_pause_cancels_it() {
         let (mut d, fetch) = Driver::new(ctx());
         d.serve(&fetch, r#"<Response><Pause length="30"/></Response>"#);
-        let next = the_fetch(&d.input(Input::Redirected {
-            url: "/r".into(),
-            method: Method::Post,
-        }));
+        let next = the_fetch(&d.input(Input::Redirected { url: "/r".into(), method: Method::Post }));
         d.now += Duration::from_secs(30);
         assert_eq!(d.input(Input::Timeout), vec![]);
-        assert_eq!(
-            d.serve(&next, "<Response/>"),
-            vec![Output::Hangup, Output::Done]
-        );
+        assert_eq!(d.serve(&next, "<Response/>"), vec![Output::Hangup, Output::Done]);
     }
 
     #[test]
     fn caller_hanging_up_during_a_dial_notifies_the_action() {
         let (mut d, fetch) = Driver::new(ctx());
-        d.serve(
-            &fetch,
-            r#"<Response><Dial action="/a">+1555</Dial></Response>"#,
-        );
+        d.serve(&fetch, r#"<Response><Dial action="/a">+1555</Dial></Response>"#);
         assert_eq!(d.input(Input::CallEnded), vec![Output::CancelDial]);
         let out = d.input(Input::DialOutcome(DialOutcome {
             status: DialCallStatus::Completed,
@@ -1018,10 +867,7 @@ mod tests {
 
         let (mut d, fetch) = Driver::new(ctx());
         d.serve(&fetch, r#"<Response><Dial>+1555</Dial></Response>"#);
-        assert_eq!(
-            d.input(Input::CallEnded),
-            vec![Output::CancelDial, Output::Done]
-        );
+        assert_eq!(d.input(Input::CallEnded), vec![Output::CancelDial, Output::Done]);
     }
 
     #[test]
@@ -1041,10 +887,7 @@ mod tests {
     #[test]
     fn invalid_urls_are_errors() {
         let (mut d, fetch) = Driver::new(ctx());
-        let out = d.serve(
-            &fetch,
-            r#"<Response><Redirect>ftp://x/y</Redirect></Response>"#,
-        );
+        let out = d.serve(&fetch, r#"<Response><Redirect>ftp://x/y</Redirect></Response>"#);
         assert_eq!(error_code(&out), Some(11100));
         assert!(out.ends_with(&[Output::Hangup, Output::Done]));
     }

@@ -29,8 +29,7 @@ pub mod twiml;
 pub use codes::ErrorCode;
 pub use fetch::{Fetch, FetchError, FetchId, FetchPurpose};
 pub use interpreter::{
-    CallContext, DialCallStatus, DialOutcome, ErrorRecord, Input, Interpreter, Limits, Output,
-    Webhook,
+    CallContext, DialCallStatus, DialOutcome, ErrorRecord, Input, Interpreter, Limits, Output, Webhook,
 };
 pub use method::Method;
 pub use twiml::{Document, ParseError, Verb};

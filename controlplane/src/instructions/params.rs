@@ -134,9 +134,7 @@ pub fn status_callback(call: &CallFacts, event: &ProgressEvent) -> Vec<(String, 
 /// Times before 1970 are written as the epoch (the appliance has no such calls).
 pub fn rfc2822(at: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = secs / 86_400;
     let rem = secs % 86_400;
@@ -191,23 +189,14 @@ mod tests {
     }
 
     fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn voice_request_has_what_twilio_apps_read() {
         let p = voice_request(&call(), CallStatus::Ringing);
-        assert_eq!(
-            get(&p, "CallSid"),
-            Some("CA00000000000000000000000000000001")
-        );
-        assert_eq!(
-            get(&p, "AccountSid"),
-            Some("AC00000000000000000000000000000001")
-        );
+        assert_eq!(get(&p, "CallSid"), Some("CA00000000000000000000000000000001"));
+        assert_eq!(get(&p, "AccountSid"), Some("AC00000000000000000000000000000001"));
         assert_eq!(get(&p, "From"), Some("+15550100002"));
         assert_eq!(get(&p, "Caller"), Some("+15550100002"));
         assert_eq!(get(&p, "To"), Some("+15550100001"));
@@ -231,35 +220,19 @@ mod tests {
         let p = status_callback(&call(), &event);
         assert_eq!(get(&p, "CallStatus"), Some("completed"));
         assert_eq!(get(&p, "CallDuration"), Some("42"));
-        assert_eq!(
-            get(&p, "Timestamp"),
-            Some("Thu, 21 Sep 2023 17:06:31 +0000")
-        );
+        assert_eq!(get(&p, "Timestamp"), Some("Thu, 21 Sep 2023 17:06:31 +0000"));
         assert_eq!(get(&p, "SequenceNumber"), Some("3"));
         assert_eq!(get(&p, "CallbackSource"), Some("call-progress-events"));
 
-        let ringing = ProgressEvent {
-            status: CallStatus::Ringing,
-            duration_s: None,
-            ..event
-        };
-        assert_eq!(
-            get(&status_callback(&call(), &ringing), "CallDuration"),
-            None
-        );
+        let ringing = ProgressEvent { status: CallStatus::Ringing, duration_s: None, ..event };
+        assert_eq!(get(&status_callback(&call(), &ringing), "CallDuration"), None);
     }
 
     #[test]
     fn rfc2822_dates() {
         assert_eq!(rfc2822(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
         // 2000-02-29 (a leap day in a century leap year), 2024-12-31 23:59:59.
-        assert_eq!(
-            rfc2822(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "Tue, 29 Feb 2000 00:00:00 +0000"
-        );
-        assert_eq!(
-            rfc2822(UNIX_EPOCH + Duration::from_secs(1_735_689_599)),
-            "Tue, 31 Dec 2024 23:59:59 +0000"
-        );
+        assert_eq!(rfc2822(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(rfc2822(UNIX_EPOCH + Duration::from_secs(1_735_689_599)), "Tue, 31 Dec 2024 23:59:59 +0000");
     }
 }

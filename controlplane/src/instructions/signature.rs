@@ -45,8 +45,7 @@ pub fn sign(auth_token: &str, url: &str, params: &[(String, String)]) -> String 
 fn hmac_for(auth_token: &str) -> HmacSha1 {
     // HMAC takes keys of any length (long ones are hashed first), so this
     // cannot fail; the fallback only keeps the signature total.
-    HmacSha1::new_from_slice(auth_token.as_bytes())
-        .unwrap_or_else(|_| HmacSha1::new(&Default::default()))
+    HmacSha1::new_from_slice(auth_token.as_bytes()).unwrap_or_else(|_| HmacSha1::new(&Default::default()))
 }
 
 /// A webhook request ready to send: final URL, form body (POST only) and the
@@ -62,24 +61,16 @@ pub struct SignedRequest {
 
 /// Lays out `params` as Twilio does for `method` (query string for GET, form
 /// body for POST) and signs the result.
-pub fn sign_request(
-    auth_token: &str,
-    method: Method,
-    url: &str,
-    params: &[(String, String)],
-) -> SignedRequest {
+pub fn sign_request(auth_token: &str, method: Method, url: &str, params: &[(String, String)]) -> SignedRequest {
     let encoded = {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.extend_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         form.finish()
     };
     match method {
-        Method::Post => SignedRequest {
-            method,
-            url: url.to_owned(),
-            body: Some(encoded),
-            signature: sign(auth_token, url, params),
-        },
+        Method::Post => {
+            SignedRequest { method, url: url.to_owned(), body: Some(encoded), signature: sign(auth_token, url, params) }
+        }
         Method::Get => {
             let url = if encoded.is_empty() {
                 url.to_owned()
@@ -92,12 +83,7 @@ pub fn sign_request(
                 format!("{url}{separator}{encoded}")
             };
             let signature = sign(auth_token, &url, &[]);
-            SignedRequest {
-                method,
-                url,
-                body: None,
-                signature,
-            }
+            SignedRequest { method, url, body: None, signature }
         }
     }
 }
@@ -106,19 +92,10 @@ pub fn sign_request(
 /// the URL as given, with its default port added, or with its port removed.
 /// For the appliance's own test apps and for webhooks it receives.
 pub fn validate(auth_token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
-    [
-        Some(url.to_owned()),
-        with_default_port(url),
-        without_port(url),
-    ]
-    .into_iter()
-    .flatten()
-    .any(|candidate| {
-        constant_time_eq(
-            sign(auth_token, &candidate, params).as_bytes(),
-            signature.as_bytes(),
-        )
-    })
+    [Some(url.to_owned()), with_default_port(url), without_port(url)]
+        .into_iter()
+        .flatten()
+        .any(|candidate| constant_time_eq(sign(auth_token, &candidate, params).as_bytes(), signature.as_bytes()))
 }
 
 /// Splits `scheme://authority/rest` at the authority.
@@ -139,11 +116,7 @@ fn with_default_port(url: &str) -> Option<String> {
     if port_of(authority).is_some() {
         return None;
     }
-    let port = if scheme.eq_ignore_ascii_case("https") {
-        443
-    } else {
-        80
-    };
+    let port = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
     Some(format!("{scheme}://{authority}:{port}{rest}"))
 }
 
@@ -162,9 +135,7 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     // Produced once with Python's `twilio` package 9.13.0:
@@ -197,16 +168,9 @@ mod tests {
             TOKEN,
             Method::Get,
             "http://127.0.0.1:8080/voice",
-            &pairs(&[
-                ("From", "+15550100002"),
-                ("To", "+15550100001"),
-                ("CallerName", "Ada L"),
-            ]),
+            &pairs(&[("From", "+15550100002"), ("To", "+15550100001"), ("CallerName", "Ada L")]),
         );
-        assert_eq!(
-            request.url,
-            "http://127.0.0.1:8080/voice?From=%2B15550100002&To=%2B15550100001&CallerName=Ada+L"
-        );
+        assert_eq!(request.url, "http://127.0.0.1:8080/voice?From=%2B15550100002&To=%2B15550100001&CallerName=Ada+L");
         assert_eq!(request.body, None);
         assert_eq!(request.signature, GET_VECTOR);
     }
@@ -214,67 +178,27 @@ mod tests {
     #[test]
     fn duplicate_names_and_unicode_vector() {
         let params = pairs(&[("b", "2"), ("a", "z"), ("a", "y"), ("Ä", "ü"), ("A", "")]);
-        assert_eq!(
-            sign("secret token", "https://example.com:8443/x", &params),
-            DUP_VECTOR
-        );
+        assert_eq!(sign("secret token", "https://example.com:8443/x", &params), DUP_VECTOR);
     }
 
     #[test]
     fn post_request_body_and_validation_with_ports() {
         let params = pairs(&[("CallSid", "CA1"), ("To", "+1 555")]);
-        let request = sign_request(
-            TOKEN,
-            Method::Post,
-            "https://app.example.com/voice",
-            &params,
-        );
+        let request = sign_request(TOKEN, Method::Post, "https://app.example.com/voice", &params);
         assert_eq!(request.body.as_deref(), Some("CallSid=CA1&To=%2B1+555"));
-        assert!(validate(
-            TOKEN,
-            "https://app.example.com/voice",
-            &params,
-            &request.signature
-        ));
-        assert!(validate(
-            TOKEN,
-            "https://app.example.com:443/voice",
-            &params,
-            &request.signature
-        ));
-        assert!(!validate(
-            "other",
-            "https://app.example.com/voice",
-            &params,
-            &request.signature
-        ));
-        assert!(!validate(
-            TOKEN,
-            "https://app.example.com/voice",
-            &params[..1],
-            &request.signature
-        ));
+        assert!(validate(TOKEN, "https://app.example.com/voice", &params, &request.signature));
+        assert!(validate(TOKEN, "https://app.example.com:443/voice", &params, &request.signature));
+        assert!(!validate("other", "https://app.example.com/voice", &params, &request.signature));
+        assert!(!validate(TOKEN, "https://app.example.com/voice", &params[..1], &request.signature));
     }
 
     #[test]
     fn port_helpers() {
-        assert_eq!(
-            with_default_port("https://a.b/x?y").as_deref(),
-            Some("https://a.b:443/x?y")
-        );
-        assert_eq!(
-            with_default_port("http://a.b").as_deref(),
-            Some("http://a.b:80")
-        );
+        assert_eq!(with_default_port("https://a.b/x?y").as_deref(), Some("https://a.b:443/x?y"));
+        assert_eq!(with_default_port("http://a.b").as_deref(), Some("http://a.b:80"));
         assert_eq!(with_default_port("http://a.b:81/"), None);
-        assert_eq!(
-            without_port("http://a.b:81/p").as_deref(),
-            Some("http://a.b/p")
-        );
-        assert_eq!(
-            without_port("http://[::1]:81/p").as_deref(),
-            Some("http://[::1]/p")
-        );
+        assert_eq!(without_port("http://a.b:81/p").as_deref(), Some("http://a.b/p"));
+        assert_eq!(without_port("http://[::1]:81/p").as_deref(), Some("http://[::1]/p"));
         assert_eq!(without_port("http://[::1]/p"), None);
     }
 

@@ -34,8 +34,8 @@ pub const MAX_PAUSE_S: u32 = 4 * 3600;
 /// Every verb TwiML defines for voice (and the messaging ones apps mix in);
 /// used to tell "not implemented here" from "not TwiML" in error messages.
 const TWIML_VERBS: &[&str] = &[
-    "Connect", "Dial", "Echo", "Enqueue", "Gather", "Hangup", "Leave", "Message", "Pause", "Pay",
-    "Play", "Prompt", "Record", "Redirect", "Refer", "Reject", "Say", "Sms", "Start", "Stop",
+    "Connect", "Dial", "Echo", "Enqueue", "Gather", "Hangup", "Leave", "Message", "Pause", "Pay", "Play", "Prompt",
+    "Record", "Redirect", "Refer", "Reject", "Say", "Sms", "Start", "Stop",
 ];
 
 /// A parsed `<Response>`: its verbs, in order. Empty means "hang up".
@@ -141,12 +141,7 @@ pub struct CallProgressEvents {
 impl Default for CallProgressEvents {
     /// Twilio's default is `completed` only.
     fn default() -> Self {
-        Self {
-            initiated: false,
-            ringing: false,
-            answered: false,
-            completed: true,
-        }
+        Self { initiated: false, ringing: false, answered: false, completed: true }
     }
 }
 
@@ -240,19 +235,11 @@ pub enum ParseError {
     #[error("<Dial> has more than {0} nouns")]
     TooManyNouns(usize),
     #[error("<{element}> has an invalid {attribute}={value:?}: {expected}")]
-    InvalidAttribute {
-        element: &'static str,
-        attribute: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidAttribute { element: &'static str, attribute: &'static str, value: String, expected: &'static str },
     #[error("<{parent}> may not contain {child}")]
     InvalidNesting { parent: String, child: String },
     #[error("<{element}> needs {what}")]
-    Missing {
-        element: &'static str,
-        what: &'static str,
-    },
+    Missing { element: &'static str, what: &'static str },
 }
 
 impl ParseError {
@@ -261,12 +248,8 @@ impl ParseError {
             ParseError::TooLarge { .. } => ErrorCode::RESPONSE_TOO_LARGE,
             ParseError::Empty | ParseError::Xml(_) => ErrorCode::DOCUMENT_PARSE_FAILURE,
             ParseError::RootNotResponse(_) => ErrorCode::ROOT_NOT_RESPONSE,
-            ParseError::InvalidNesting { parent, .. } if parent == "Dial" => {
-                ErrorCode::DIAL_INVALID_NESTED_ELEMENT
-            }
-            ParseError::InvalidAttribute {
-                element, attribute, ..
-            } => match (*element, *attribute) {
+            ParseError::InvalidNesting { parent, .. } if parent == "Dial" => ErrorCode::DIAL_INVALID_NESTED_ELEMENT,
+            ParseError::InvalidAttribute { element, attribute, .. } => match (*element, *attribute) {
                 ("Dial", "method") => ErrorCode::DIAL_INVALID_METHOD,
                 ("Dial", "timeout") => ErrorCode::DIAL_INVALID_TIMEOUT,
                 ("Dial", "hangupOnStar") => ErrorCode::DIAL_INVALID_HANGUP_ON_STAR,
@@ -287,10 +270,7 @@ impl ParseError {
 /// Parses a TwiML voice document. Never panics, whatever `text` is.
 pub fn parse(text: &str) -> Result<Document, ParseError> {
     if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(ParseError::TooLarge {
-            size: text.len(),
-            limit: MAX_DOCUMENT_BYTES,
-        });
+        return Err(ParseError::TooLarge { size: text.len(), limit: MAX_DOCUMENT_BYTES });
     }
     // Twilio chokes on whitespace or a BOM before `<?xml`; apps that work
     // there never send it, and being lenient here costs nothing.
@@ -298,19 +278,12 @@ pub fn parse(text: &str) -> Result<Document, ParseError> {
     if text.is_empty() {
         return Err(ParseError::Empty);
     }
-    let options = ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_XML_NODES,
-        ..ParsingOptions::default()
-    };
-    let xml = roxmltree::Document::parse_with_options(text, options)
-        .map_err(|e| ParseError::Xml(e.to_string()))?;
+    let options = ParsingOptions { allow_dtd: false, nodes_limit: MAX_XML_NODES, ..ParsingOptions::default() };
+    let xml = roxmltree::Document::parse_with_options(text, options).map_err(|e| ParseError::Xml(e.to_string()))?;
     check_depth(xml.root())?;
     let root = xml.root_element();
     if root.tag_name().name() != "Response" {
-        return Err(ParseError::RootNotResponse(
-            root.tag_name().name().to_owned(),
-        ));
+        return Err(ParseError::RootNotResponse(root.tag_name().name().to_owned()));
     }
     let mut verbs = Vec::new();
     for child in root.children() {
@@ -336,11 +309,7 @@ fn check_depth(root: Node<'_, '_>) -> Result<(), ParseError> {
         if depth > MAX_DEPTH {
             return Err(ParseError::TooDeep(MAX_DEPTH));
         }
-        stack.extend(
-            node.children()
-                .filter(Node::is_element)
-                .map(|c| (c, depth + 1)),
-        );
+        stack.extend(node.children().filter(Node::is_element).map(|c| (c, depth + 1)));
     }
     Ok(())
 }
@@ -353,21 +322,13 @@ fn parse_verb(node: Node<'_, '_>) -> Result<Verb, ParseError> {
             leaf(node, "Redirect")?;
             let url = text_of(node);
             if url.is_empty() {
-                return Err(ParseError::Missing {
-                    element: "Redirect",
-                    what: "a URL",
-                });
+                return Err(ParseError::Missing { element: "Redirect", what: "a URL" });
             }
-            Verb::Redirect(Redirect {
-                url,
-                method: method(node, "Redirect", "method")?,
-            })
+            Verb::Redirect(Redirect { url, method: method(node, "Redirect", "method")? })
         }
         "Pause" => {
             empty(node, "Pause")?;
-            Verb::Pause(Pause {
-                length_s: integer(node, "Pause", "length", 1, 0, MAX_PAUSE_S, false)?,
-            })
+            Verb::Pause(Pause { length_s: integer(node, "Pause", "length", 1, 0, MAX_PAUSE_S, false)? })
         }
         "Hangup" => {
             empty(node, "Hangup")?;
@@ -383,9 +344,7 @@ fn parse_verb(node: Node<'_, '_>) -> Result<Verb, ParseError> {
                 }
             })
         }
-        other => Verb::Unsupported {
-            name: other.to_owned(),
-        },
+        other => Verb::Unsupported { name: other.to_owned() },
     })
 }
 
@@ -401,10 +360,7 @@ fn parse_dial(node: Node<'_, '_>) -> Result<Dial, ParseError> {
     let text = text_of(node);
     if !text.is_empty() {
         if !nouns.is_empty() {
-            return Err(ParseError::InvalidNesting {
-                parent: E.to_owned(),
-                child: "text beside nouns".to_owned(),
-            });
+            return Err(ParseError::InvalidNesting { parent: E.to_owned(), child: "text beside nouns".to_owned() });
         }
         nouns.push(DialNoun::Number(NumberNoun {
             number: phone_number(&text, E)?,
@@ -415,29 +371,10 @@ fn parse_dial(node: Node<'_, '_>) -> Result<Dial, ParseError> {
         }));
     }
     if nouns.is_empty() {
-        return Err(ParseError::Missing {
-            element: E,
-            what: "a number or a noun to dial",
-        });
+        return Err(ParseError::Missing { element: E, what: "a number or a noun to dial" });
     }
-    let timeout_s = integer(
-        node,
-        E,
-        "timeout",
-        Dial::DEFAULT_TIMEOUT_S,
-        1,
-        MAX_DIAL_TIMEOUT_S,
-        true,
-    )?;
-    let time_limit_s = integer(
-        node,
-        E,
-        "timeLimit",
-        Dial::DEFAULT_TIME_LIMIT_S,
-        1,
-        MAX_TIME_LIMIT_S,
-        true,
-    )?;
+    let timeout_s = integer(node, E, "timeout", Dial::DEFAULT_TIMEOUT_S, 1, MAX_DIAL_TIMEOUT_S, true)?;
+    let time_limit_s = integer(node, E, "timeLimit", Dial::DEFAULT_TIME_LIMIT_S, 1, MAX_TIME_LIMIT_S, true)?;
     let record = match node.attribute("record").map(str::trim) {
         None | Some("do-not-record" | "false") => DialRecord::DoNotRecord,
         Some("record-from-answer" | "true") => DialRecord::RecordFromAnswer,
@@ -445,12 +382,7 @@ fn parse_dial(node: Node<'_, '_>) -> Result<Dial, ParseError> {
         Some("record-from-answer-dual") => DialRecord::RecordFromAnswerDual,
         Some("record-from-ringing-dual") => DialRecord::RecordFromRingingDual,
         Some(other) => {
-            return Err(invalid(
-                E,
-                "record",
-                other,
-                "do-not-record or record-from-answer/ringing[-dual]",
-            ));
+            return Err(invalid(E, "record", other, "do-not-record or record-from-answer/ringing[-dual]"));
         }
     };
     Ok(Dial {
@@ -473,10 +405,7 @@ fn parse_noun(node: Node<'_, '_>) -> Result<DialNoun, ParseError> {
             leaf(node, E)?;
             let send_digits = optional(node, "sendDigits");
             if let Some(digits) = &send_digits {
-                if !digits
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || "*#wW".contains(c))
-                {
+                if !digits.chars().all(|c| c.is_ascii_digit() || "*#wW".contains(c)) {
                     return Err(invalid(E, "sendDigits", digits, "digits, * # and w"));
                 }
             }
@@ -506,17 +435,10 @@ fn parse_noun(node: Node<'_, '_>) -> Result<DialNoun, ParseError> {
             })
         }
         "Client" => DialNoun::Client(parse_client(node)?),
-        "Conference" => DialNoun::Conference {
-            name: named_text(node, "Conference")?,
-        },
-        "Queue" => DialNoun::Queue {
-            name: named_text(node, "Queue")?,
-        },
+        "Conference" => DialNoun::Conference { name: named_text(node, "Conference")? },
+        "Queue" => DialNoun::Queue { name: named_text(node, "Queue")? },
         other => {
-            return Err(ParseError::InvalidNesting {
-                parent: "Dial".to_owned(),
-                child: format!("<{other}>"),
-            });
+            return Err(ParseError::InvalidNesting { parent: "Dial".to_owned(), child: format!("<{other}>") });
         }
     })
 }
@@ -537,27 +459,18 @@ fn parse_client(node: Node<'_, '_>) -> Result<ClientNoun, ParseError> {
                 empty(child, "Parameter")?;
                 let name = child.attribute("name").unwrap_or_default().trim();
                 if name.is_empty() {
-                    return Err(ParseError::Missing {
-                        element: "Parameter",
-                        what: "a name",
-                    });
+                    return Err(ParseError::Missing { element: "Parameter", what: "a name" });
                 }
                 let value = child.attribute("value").unwrap_or_default();
                 parameters.push((name.to_owned(), value.to_owned()));
             }
             other => {
-                return Err(ParseError::InvalidNesting {
-                    parent: E.to_owned(),
-                    child: format!("<{other}>"),
-                });
+                return Err(ParseError::InvalidNesting { parent: E.to_owned(), child: format!("<{other}>") });
             }
         }
     }
     if identity.is_empty() {
-        return Err(ParseError::Missing {
-            element: E,
-            what: "an identity",
-        });
+        return Err(ParseError::Missing { element: E, what: "an identity" });
     }
     Ok(ClientNoun {
         identity,
@@ -572,27 +485,16 @@ fn named_text(node: Node<'_, '_>, element: &'static str) -> Result<String, Parse
     leaf(node, element)?;
     let name = text_of(node);
     if name.is_empty() {
-        return Err(ParseError::Missing {
-            element,
-            what: "a name",
-        });
+        return Err(ParseError::Missing { element, what: "a name" });
     }
     Ok(name)
 }
 
-fn status_callback(
-    node: Node<'_, '_>,
-    element: &'static str,
-) -> Result<StatusCallback, ParseError> {
+fn status_callback(node: Node<'_, '_>, element: &'static str) -> Result<StatusCallback, ParseError> {
     let events = match node.attribute("statusCallbackEvent") {
         None => CallProgressEvents::default(),
         Some(list) => {
-            let mut events = CallProgressEvents {
-                initiated: false,
-                ringing: false,
-                answered: false,
-                completed: false,
-            };
+            let mut events = CallProgressEvents { initiated: false, ringing: false, answered: false, completed: false };
             // Twilio documents space-separated; helper libraries join with
             // spaces, hand-written TwiML sometimes uses commas.
             for event in list.split([' ', ',']).filter(|e| !e.is_empty()) {
@@ -626,33 +528,21 @@ fn status_callback(
 fn phone_number(text: &str, element: &'static str) -> Result<String, ParseError> {
     let body = text.strip_prefix('+').unwrap_or(text);
     let digits = body.chars().filter(char::is_ascii_digit).count();
-    let well_formed = body
-        .chars()
-        .all(|c| c.is_ascii_digit() || " -().".contains(c));
+    let well_formed = body.chars().all(|c| c.is_ascii_digit() || " -().".contains(c));
     if digits == 0 || !well_formed {
         return Err(invalid(element, "number", text, "a phone number"));
     }
     Ok(text.to_owned())
 }
 
-fn method(
-    node: Node<'_, '_>,
-    element: &'static str,
-    attribute: &'static str,
-) -> Result<Method, ParseError> {
+fn method(node: Node<'_, '_>, element: &'static str, attribute: &'static str) -> Result<Method, ParseError> {
     match node.attribute(attribute) {
         None => Ok(Method::Post),
-        Some(value) => value
-            .parse()
-            .map_err(|_| invalid(element, attribute, value, "GET or POST")),
+        Some(value) => value.parse().map_err(|_| invalid(element, attribute, value, "GET or POST")),
     }
 }
 
-fn boolean(
-    node: Node<'_, '_>,
-    element: &'static str,
-    attribute: &'static str,
-) -> Result<bool, ParseError> {
+fn boolean(node: Node<'_, '_>, element: &'static str, attribute: &'static str) -> Result<bool, ParseError> {
     match node.attribute(attribute).map(str::trim) {
         None => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
@@ -675,11 +565,7 @@ fn integer(
     let Some(raw) = node.attribute(attribute) else {
         return Ok(default);
     };
-    let expected = if min == 0 {
-        "a whole number of seconds"
-    } else {
-        "a positive whole number of seconds"
-    };
+    let expected = if min == 0 { "a whole number of seconds" } else { "a positive whole number of seconds" };
     let trimmed = raw.trim();
     if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid(element, attribute, raw, expected));
@@ -693,12 +579,7 @@ fn integer(
         return if clamp {
             Ok(max)
         } else {
-            Err(invalid(
-                element,
-                attribute,
-                raw,
-                "a number of seconds within the limit",
-            ))
+            Err(invalid(element, attribute, raw, "a number of seconds within the limit"))
         };
     }
     Ok(value)
@@ -707,19 +588,12 @@ fn integer(
 /// A present, non-blank attribute, trimmed. Apps often render `callerId=""`
 /// for "none"; that means the default, not an error.
 fn optional(node: Node<'_, '_>, attribute: &str) -> Option<String> {
-    node.attribute(attribute)
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
+    node.attribute(attribute).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 /// The element's own text (all text children, comments skipped), trimmed.
 fn text_of(node: Node<'_, '_>) -> String {
-    let text: String = node
-        .children()
-        .filter(Node::is_text)
-        .filter_map(|t| t.text())
-        .collect();
+    let text: String = node.children().filter(Node::is_text).filter_map(|t| t.text()).collect();
     text.trim().to_owned()
 }
 
@@ -740,35 +614,21 @@ fn empty(node: Node<'_, '_>, element: &str) -> Result<(), ParseError> {
     if text_of(node).is_empty() {
         Ok(())
     } else {
-        Err(ParseError::InvalidNesting {
-            parent: element.to_owned(),
-            child: "text".to_owned(),
-        })
+        Err(ParseError::InvalidNesting { parent: element.to_owned(), child: "text".to_owned() })
     }
 }
 
 fn no_text(node: Node<'_, '_>, parent: &str) -> Result<(), ParseError> {
     match node.text() {
-        Some(t) if !t.trim().is_empty() => Err(ParseError::InvalidNesting {
-            parent: parent.to_owned(),
-            child: "text".to_owned(),
-        }),
+        Some(t) if !t.trim().is_empty() => {
+            Err(ParseError::InvalidNesting { parent: parent.to_owned(), child: "text".to_owned() })
+        }
         _ => Ok(()),
     }
 }
 
-fn invalid(
-    element: &'static str,
-    attribute: &'static str,
-    value: &str,
-    expected: &'static str,
-) -> ParseError {
-    ParseError::InvalidAttribute {
-        element,
-        attribute,
-        value: value.to_owned(),
-        expected,
-    }
+fn invalid(element: &'static str, attribute: &'static str, value: &str, expected: &'static str) -> ParseError {
+    ParseError::InvalidAttribute { element, attribute, value: value.to_owned(), expected }
 }
 
 #[cfg(test)]
@@ -798,9 +658,7 @@ mod tests {
 
     #[test]
     fn plain_number_dial_with_defaults() {
-        let d = dial(
-            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial>415-123-4567</Dial></Response>"#,
-        );
+        let d = dial(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial>415-123-4567</Dial></Response>"#);
         assert_eq!(d.action, None);
         assert_eq!(d.method, Method::Post);
         assert_eq!(d.timeout_s, 30);
@@ -840,9 +698,7 @@ mod tests {
         assert_eq!(d.caller_id.as_deref(), Some("+15550100009"));
         assert!(d.answer_on_bridge && d.hangup_on_star);
         assert_eq!(d.record, DialRecord::RecordFromAnswer);
-        let [DialNoun::Number(first), DialNoun::Number(second)] = d.nouns.as_slice() else {
-            panic!("{:?}", d.nouns)
-        };
+        let [DialNoun::Number(first), DialNoun::Number(second)] = d.nouns.as_slice() else { panic!("{:?}", d.nouns) };
         assert_eq!(first.number, "+15550100001");
         assert_eq!(first.send_digits.as_deref(), Some("ww1234#"));
         assert_eq!(first.status_callback.url.as_deref(), Some("https://app/st"));
@@ -866,22 +722,13 @@ mod tests {
         );
         let names: Vec<_> = d.nouns.iter().map(DialNoun::name).collect();
         assert_eq!(names, ["Sip", "Client", "Client", "Conference", "Queue"]);
-        let DialNoun::Sip(sip) = &d.nouns[0] else {
-            panic!()
-        };
+        let DialNoun::Sip(sip) = &d.nouns[0] else { panic!() };
         assert_eq!(sip.uri, "sip:bob@example.com;transport=tcp");
-        assert_eq!(
-            (sip.username.as_deref(), sip.password.as_deref()),
-            (Some("u"), Some("p"))
-        );
-        let DialNoun::Client(alice) = &d.nouns[1] else {
-            panic!()
-        };
+        assert_eq!((sip.username.as_deref(), sip.password.as_deref()), (Some("u"), Some("p")));
+        let DialNoun::Client(alice) = &d.nouns[1] else { panic!() };
         assert_eq!(alice.identity, "alice");
         assert_eq!(alice.parameters, vec![("k".to_owned(), "v".to_owned())]);
-        let DialNoun::Client(bob) = &d.nouns[2] else {
-            panic!()
-        };
+        let DialNoun::Client(bob) = &d.nouns[2] else { panic!() };
         assert_eq!(bob.identity, "bob");
     }
 
@@ -897,13 +744,8 @@ mod tests {
                 Verb::Unsupported { name: "Say".into() },
                 Verb::Pause(Pause { length_s: 1 }),
                 Verb::Pause(Pause { length_s: 5 }),
-                Verb::Redirect(Redirect {
-                    url: "/next".into(),
-                    method: Method::Get
-                }),
-                Verb::Unsupported {
-                    name: "Gather".into()
-                },
+                Verb::Redirect(Redirect { url: "/next".into(), method: Method::Get }),
+                Verb::Unsupported { name: "Gather".into() },
                 Verb::Reject(RejectReason::Busy),
                 Verb::Reject(RejectReason::Rejected),
                 Verb::Hangup,
@@ -921,13 +763,8 @@ mod tests {
 
     #[test]
     fn large_timeouts_are_clamped() {
-        let d = dial(
-            r#"<Response><Dial timeout="9999" timeLimit="999999999999">+1555</Dial></Response>"#,
-        );
-        assert_eq!(
-            (d.timeout_s, d.time_limit_s),
-            (MAX_DIAL_TIMEOUT_S, MAX_TIME_LIMIT_S)
-        );
+        let d = dial(r#"<Response><Dial timeout="9999" timeLimit="999999999999">+1555</Dial></Response>"#);
+        assert_eq!((d.timeout_s, d.time_limit_s), (MAX_DIAL_TIMEOUT_S, MAX_TIME_LIMIT_S));
     }
 
     #[test]
@@ -942,56 +779,26 @@ mod tests {
             (r#"<Response><Dial method="PUT">1</Dial></Response>"#, 13210),
             (r#"<Response><Dial timeout="0">1</Dial></Response>"#, 13212),
             (r#"<Response><Dial timeout="-5">1</Dial></Response>"#, 13212),
-            (
-                r#"<Response><Dial timeout="ten">1</Dial></Response>"#,
-                13212,
-            ),
-            (
-                r#"<Response><Dial hangupOnStar="yes">1</Dial></Response>"#,
-                13213,
-            ),
-            (
-                r#"<Response><Dial timeLimit="1.5">1</Dial></Response>"#,
-                13216,
-            ),
+            (r#"<Response><Dial timeout="ten">1</Dial></Response>"#, 13212),
+            (r#"<Response><Dial hangupOnStar="yes">1</Dial></Response>"#, 13213),
+            (r#"<Response><Dial timeLimit="1.5">1</Dial></Response>"#, 13216),
             (r#"<Response><Dial><Say>x</Say></Dial></Response>"#, 13215),
-            (
-                r#"<Response><Dial>1<Number>2</Number></Dial></Response>"#,
-                13215,
-            ),
-            (
-                r#"<Response><Dial><Number method="x">1</Number></Dial></Response>"#,
-                13221,
-            ),
-            (
-                r#"<Response><Dial><Number sendDigits="12a">1</Number></Dial></Response>"#,
-                13222,
-            ),
-            (
-                r#"<Response><Dial><Number>call me</Number></Dial></Response>"#,
-                13223,
-            ),
+            (r#"<Response><Dial>1<Number>2</Number></Dial></Response>"#, 13215),
+            (r#"<Response><Dial><Number method="x">1</Number></Dial></Response>"#, 13221),
+            (r#"<Response><Dial><Number sendDigits="12a">1</Number></Dial></Response>"#, 13222),
+            (r#"<Response><Dial><Number>call me</Number></Dial></Response>"#, 13223),
             (r#"<Response><Dial>+1+555</Dial></Response>"#, 13223),
-            (
-                r#"<Response><Redirect method="PATCH">/x</Redirect></Response>"#,
-                13710,
-            ),
+            (r#"<Response><Redirect method="PATCH">/x</Redirect></Response>"#, 13710),
             (r#"<Response><Pause length="x"/></Response>"#, 13910),
             (r#"<Response><Pause length="99999"/></Response>"#, 13910),
             (r#"<Response><Reject reason="nope"/></Response>"#, 12200),
             (r#"<Response><Dial/></Response>"#, 12200),
             (r#"<Response><Redirect/></Response>"#, 12200),
-            (
-                r#"<Response><Dial><Sip>tel:123</Sip></Dial></Response>"#,
-                12200,
-            ),
+            (r#"<Response><Dial><Sip>tel:123</Sip></Dial></Response>"#, 12200),
             (r#"<Response><Dial><Client/></Dial></Response>"#, 12200),
             (r#"<Response>stray text</Response>"#, 12200),
             (r#"<Response><Hangup>now</Hangup></Response>"#, 12200),
-            (
-                r#"<Response><Dial><Number statusCallbackEvent="ended">1</Number></Dial></Response>"#,
-                12200,
-            ),
+            (r#"<Response><Dial><Number statusCallbackEvent="ended">1</Number></Dial></Response>"#, 12200),
         ];
         for (xml, code) in cases {
             assert_eq!(error(xml).code(), ErrorCode(*code), "{xml}: {}", error(xml));
@@ -1003,47 +810,29 @@ mod tests {
         let big = format!("<Response>{}</Response>", " ".repeat(MAX_DOCUMENT_BYTES));
         assert_eq!(error(&big).code(), ErrorCode::RESPONSE_TOO_LARGE);
 
-        let deep = format!(
-            "<Response>{}{}</Response>",
-            "<a>".repeat(20),
-            "</a>".repeat(20)
-        );
+        let deep = format!("<Response>{}{}</Response>", "<a>".repeat(20), "</a>".repeat(20));
         assert_eq!(error(&deep), ParseError::TooDeep(MAX_DEPTH));
         // As deep as 64 KiB allows: refused, and no stack overflow on the way.
         let deepest = format!("<Response>{}</Response>", "<a>".repeat(16_000));
         assert!(parse(&deepest).is_err());
-        let deepest = format!(
-            "<Response>{}{}</Response>",
-            "<a>".repeat(8_000),
-            "</a>".repeat(8_000)
-        );
+        let deepest = format!("<Response>{}{}</Response>", "<a>".repeat(8_000), "</a>".repeat(8_000));
         assert!(parse(&deepest).is_err());
 
         let many = format!("<Response>{}</Response>", "<Pause/>".repeat(MAX_VERBS + 1));
         assert_eq!(error(&many), ParseError::TooManyVerbs(MAX_VERBS));
 
-        let nouns = format!(
-            "<Response><Dial>{}</Dial></Response>",
-            "<Number>1</Number>".repeat(11)
-        );
+        let nouns = format!("<Response><Dial>{}</Dial></Response>", "<Number>1</Number>".repeat(11));
         assert_eq!(error(&nouns), ParseError::TooManyNouns(MAX_DIAL_NOUNS));
-        let ten = format!(
-            "<Response><Dial>{}</Dial></Response>",
-            "<Number>1</Number>".repeat(10)
-        );
+        let ten = format!("<Response><Dial>{}</Dial></Response>", "<Number>1</Number>".repeat(10));
         assert_eq!(dial(&ten).nouns.len(), 10);
 
-        let nodes = format!(
-            "<Response>{}</Response>",
-            "<a/>".repeat(MAX_XML_NODES as usize)
-        );
+        let nodes = format!("<Response>{}</Response>", "<a/>".repeat(MAX_XML_NODES as usize));
         assert_eq!(error(&nodes).code(), ErrorCode::DOCUMENT_PARSE_FAILURE);
     }
 
     #[test]
     fn dtd_and_entities_are_refused() {
-        let laughs =
-            r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><Response>&a;</Response>"#;
+        let laughs = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><Response>&a;</Response>"#;
         assert_eq!(error(laughs).code(), ErrorCode::DOCUMENT_PARSE_FAILURE);
     }
 

@@ -323,7 +323,11 @@ impl fmt::Display for SessionDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = &self.origin;
         let o_kind = if o.address.contains(':') { "IP6" } else { "IP4" };
-        write!(f, "v=0\r\no={} {} {} IN {} {}\r\ns={}\r\n", o.username, o.session_id, o.session_version, o_kind, o.address, self.session_name)?;
+        write!(
+            f,
+            "v=0\r\no={} {} {} IN {} {}\r\ns={}\r\n",
+            o.username, o.session_id, o.session_version, o_kind, o.address, self.session_name
+        )?;
         if let Some(c) = self.connection {
             write!(f, "c=IN {} {}\r\n", ip_kind(&c), c)?;
         }

@@ -41,7 +41,9 @@ impl Codec {
     fn of(media: &Media, pt: u8) -> Option<Codec> {
         match media.rtpmap(pt) {
             Some(map) => Codec::ALL.into_iter().find(|c| {
-                map.encoding.eq_ignore_ascii_case(c.encoding()) && map.clock_rate == c.clock_rate() && map.channels.unwrap_or(1) == 1
+                map.encoding.eq_ignore_ascii_case(c.encoding())
+                    && map.clock_rate == c.clock_rate()
+                    && map.channels.unwrap_or(1) == 1
             }),
             None => Codec::ALL.into_iter().find(|c| c.static_payload_type() == Some(pt)),
         }
@@ -105,7 +107,13 @@ impl LegMedia {
         }
         let address = sdp.media_address(audio).ok_or(NegotiationError::NoAddress)?;
         let remote = (audio.port != 0 && !address.is_unspecified()).then(|| SocketAddr::new(address, audio.port));
-        Ok(LegMedia { remote, direction: sdp.media_direction(audio), codecs, rtcp_mux: audio.rtcp_mux, ptime: audio.ptime })
+        Ok(LegMedia {
+            remote,
+            direction: sdp.media_direction(audio),
+            codecs,
+            rtcp_mux: audio.rtcp_mux,
+            ptime: audio.ptime,
+        })
     }
 }
 
@@ -125,7 +133,13 @@ impl LocalSdp {
 
     /// Writes a description of our media: `port` on our address, `codecs`
     /// with their payload types, in that order.
-    pub fn describe(&mut self, port: u16, codecs: &[(Codec, u8)], direction: Direction, ptime: Option<u32>) -> SessionDescription {
+    pub fn describe(
+        &mut self,
+        port: u16,
+        codecs: &[(Codec, u8)],
+        direction: Direction,
+        ptime: Option<u32>,
+    ) -> SessionDescription {
         self.version += 1;
         let mut media = Media {
             kind: "audio".into(),
@@ -136,7 +150,12 @@ impl LocalSdp {
             connection: None,
             rtpmaps: codecs
                 .iter()
-                .map(|&(c, pt)| RtpMap { payload_type: pt, encoding: c.encoding().into(), clock_rate: c.clock_rate(), channels: None })
+                .map(|&(c, pt)| RtpMap {
+                    payload_type: pt,
+                    encoding: c.encoding().into(),
+                    clock_rate: c.clock_rate(),
+                    channels: None,
+                })
                 .collect(),
             fmtps: Vec::new(),
             direction: Some(direction),
@@ -210,7 +229,8 @@ mod tests {
 
     #[test]
     fn static_payload_types_need_no_rtpmap() {
-        let bare = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\n";
+        let bare =
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\n";
         assert_eq!(accept_offer(&sdp(bare)).unwrap().codecs, [(Codec::Pcma, 8), (Codec::Pcmu, 0)]);
     }
 
@@ -242,7 +262,8 @@ mod tests {
     #[test]
     fn our_descriptions_carry_our_address_and_grow_their_version() {
         let mut local = LocalSdp::new(4242, "203.0.113.1".parse().unwrap());
-        let first = local.describe(20000, &[(Codec::Pcmu, 0), (Codec::TelephoneEvent, 101)], Direction::SendRecv, Some(20));
+        let first =
+            local.describe(20000, &[(Codec::Pcmu, 0), (Codec::TelephoneEvent, 101)], Direction::SendRecv, Some(20));
         let text = first.to_string();
         assert!(text.contains("c=IN IP4 203.0.113.1\r\n"), "{text}");
         assert!(text.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{text}");

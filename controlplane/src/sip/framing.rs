@@ -55,12 +55,7 @@ pub struct StreamFramer {
 
 impl StreamFramer {
     pub fn new(limits: Limits) -> StreamFramer {
-        StreamFramer {
-            buf: BytesMut::with_capacity(4096),
-            limits,
-            scanned: 0,
-            head: None,
-        }
+        StreamFramer { buf: BytesMut::with_capacity(4096), limits, scanned: 0, head: None }
     }
 
     /// Append bytes read from the connection.
@@ -101,19 +96,13 @@ impl StreamFramer {
                 let Some(end) = find_crlf2(&self.buf[from..]).map(|i| from + i + 4) else {
                     self.scanned = self.buf.len();
                     if self.buf.len() > self.limits.max_message {
-                        return Err(FramingError::HeadersTooLarge {
-                            limit: self.limits.max_message,
-                        });
+                        return Err(FramingError::HeadersTooLarge { limit: self.limits.max_message });
                     }
                     return Ok(None);
                 };
-                let cl = scan_content_length(&self.buf[..end])?
-                    .ok_or(FramingError::MissingContentLength)?;
+                let cl = scan_content_length(&self.buf[..end])?.ok_or(FramingError::MissingContentLength)?;
                 if end + cl > self.limits.max_message {
-                    return Err(FramingError::TooLarge {
-                        size: end + cl,
-                        limit: self.limits.max_message,
-                    });
+                    return Err(FramingError::TooLarge { size: end + cl, limit: self.limits.max_message });
                 }
                 self.head = Some((end, cl));
                 (end, cl)
@@ -139,10 +128,7 @@ fn scan_content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
     let mut in_cl = false;
     let mut value: Option<usize> = None;
     let mut digits = 0usize;
-    let mut finish = |value: &mut Option<usize>,
-                      digits: &mut usize,
-                      in_cl: &mut bool|
-     -> Result<(), FramingError> {
+    let mut finish = |value: &mut Option<usize>, digits: &mut usize, in_cl: &mut bool| -> Result<(), FramingError> {
         if *in_cl {
             if *digits == 0 {
                 return Err(FramingError::BadContentLength);
@@ -219,8 +205,7 @@ pub fn classify_datagram(d: &[u8]) -> DatagramKind {
 mod tests {
     use super::*;
 
-    const MSG: &[u8] =
-        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
+    const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
 
     #[test]
     fn frames_byte_by_byte_with_keepalives() {
@@ -238,11 +223,7 @@ mod tests {
         }
         assert_eq!(
             frames,
-            vec![
-                Frame::Ping,
-                Frame::Message(Bytes::from_static(MSG)),
-                Frame::Message(Bytes::from_static(MSG))
-            ]
+            vec![Frame::Ping, Frame::Message(Bytes::from_static(MSG)), Frame::Message(Bytes::from_static(MSG))]
         );
         assert!(f.buffered_bytes().is_empty());
     }
@@ -253,23 +234,14 @@ mod tests {
         let mut both = MSG.to_vec();
         both.extend_from_slice(MSG);
         f.push(&both);
-        assert_eq!(
-            f.next_frame().unwrap(),
-            Some(Frame::Message(Bytes::from_static(MSG)))
-        );
-        assert_eq!(
-            f.next_frame().unwrap(),
-            Some(Frame::Message(Bytes::from_static(MSG)))
-        );
+        assert_eq!(f.next_frame().unwrap(), Some(Frame::Message(Bytes::from_static(MSG))));
+        assert_eq!(f.next_frame().unwrap(), Some(Frame::Message(Bytes::from_static(MSG))));
         assert_eq!(f.next_frame().unwrap(), None);
     }
 
     #[test]
     fn folded_content_length() {
-        assert_eq!(
-            scan_content_length(b"X\r\nContent-Length :\r\n  12\r\n\r\n"),
-            Ok(Some(12))
-        );
+        assert_eq!(scan_content_length(b"X\r\nContent-Length :\r\n  12\r\n\r\n"), Ok(Some(12)));
         assert_eq!(scan_content_length(b"X\r\nSubject: l: 3\r\n\r\n"), Ok(None));
     }
 
@@ -281,33 +253,18 @@ mod tests {
             f.next_frame()
         };
         let d = Limits::default();
-        assert_eq!(
-            run(b"OPTIONS sip:a SIP/2.0\r\n\r\n", d),
-            Err(FramingError::MissingContentLength)
-        );
+        assert_eq!(run(b"OPTIONS sip:a SIP/2.0\r\n\r\n", d), Err(FramingError::MissingContentLength));
         assert_eq!(
             run(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: -999\r\n\r\n", d),
             Err(FramingError::BadContentLength)
         );
-        assert_eq!(
-            run(b"OPTIONS sip:a SIP/2.0\r\nl: 1\r\nl: 1\r\n\r\nx", d),
-            Err(FramingError::MultipleContentLength)
-        );
-        let small = Limits {
-            max_message: 64,
-            ..d
-        };
+        assert_eq!(run(b"OPTIONS sip:a SIP/2.0\r\nl: 1\r\nl: 1\r\n\r\nx", d), Err(FramingError::MultipleContentLength));
+        let small = Limits { max_message: 64, ..d };
         assert_eq!(
             run(b"OPTIONS sip:a SIP/2.0\r\nl: 100\r\n\r\n", small),
-            Err(FramingError::TooLarge {
-                size: 133,
-                limit: 64
-            })
+            Err(FramingError::TooLarge { size: 133, limit: 64 })
         );
-        assert_eq!(
-            run(&[b'A'; 65], small),
-            Err(FramingError::HeadersTooLarge { limit: 64 })
-        );
+        assert_eq!(run(&[b'A'; 65], small), Err(FramingError::HeadersTooLarge { limit: 64 }));
     }
 
     #[test]

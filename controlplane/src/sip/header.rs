@@ -108,10 +108,7 @@ impl HeaderName {
     /// Headers that must appear at most once in a message.
     pub fn is_single(self) -> bool {
         use HeaderName::*;
-        matches!(
-            self,
-            CallId | ContentLength | ContentType | CSeq | Expires | From | MaxForwards | To
-        )
+        matches!(self, CallId | ContentLength | ContentType | CSeq | Expires | From | MaxForwards | To)
     }
 }
 
@@ -127,21 +124,13 @@ impl Header {
     /// A header with a known name written in its canonical form.
     pub fn new(id: HeaderName, value: impl Into<Bytes>) -> Header {
         debug_assert!(id != HeaderName::Other);
-        Header {
-            id,
-            name: Bytes::from_static(id.as_str().as_bytes()),
-            value: value.into(),
-        }
+        Header { id, name: Bytes::from_static(id.as_str().as_bytes()), value: value.into() }
     }
 
     /// A header with any name (recognised if it is a known one).
     pub fn with_name(name: impl Into<Bytes>, value: impl Into<Bytes>) -> Header {
         let name = name.into();
-        Header {
-            id: HeaderName::lookup(&name),
-            name,
-            value: value.into(),
-        }
+        Header { id: HeaderName::lookup(&name), name, value: value.into() }
     }
 
     pub fn id(&self) -> HeaderName {
@@ -223,11 +212,7 @@ impl Headers {
     pub fn values(&self, id: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
         self.get_all(id).flat_map(move |h| {
             let v: &[u8] = &h.value;
-            let (split, whole) = if id.is_list() {
-                (Some(lex::split_commas(v)), None)
-            } else {
-                (None, Some(v))
-            };
+            let (split, whole) = if id.is_list() { (Some(lex::split_commas(v)), None) } else { (None, Some(v)) };
             split.into_iter().flatten().chain(whole)
         })
     }
@@ -315,10 +300,7 @@ mod tests {
     #[test]
     fn values_split_list_headers_only() {
         let mut h = Headers::new();
-        h.push(Header::with_name(
-            "v",
-            "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b",
-        ));
+        h.push(Header::with_name("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b"));
         h.push(Header::with_name("Via", "SIP/2.0/TCP c"));
         h.push(Header::with_name("Date", "Sat, 13 Nov 2010 23:29:00 GMT"));
         assert_eq!(h.values(HeaderName::Via).count(), 3);

@@ -7,31 +7,13 @@
 
 /// `token` characters (RFC 3261 25.1).
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
 }
 
 /// `word` characters (Call-ID): token plus `( ) < > : \ " / [ ] ? { }`.
 pub(crate) fn is_word(b: u8) -> bool {
     is_token(b)
-        || matches!(
-            b,
-            b'(' | b')'
-                | b'<'
-                | b'>'
-                | b':'
-                | b'\\'
-                | b'"'
-                | b'/'
-                | b'['
-                | b']'
-                | b'?'
-                | b'{'
-                | b'}'
-        )
+        || matches!(b, b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}')
 }
 
 /// Linear white space inside a header value: SP, HTAB and the CR LF of a
@@ -173,11 +155,7 @@ pub(crate) fn unescape_quoted(s: &str) -> std::borrow::Cow<'_, str> {
 /// that a caller can reject `a,,b`. An unbalanced quote or bracket makes
 /// the rest one element, which its parser then rejects.
 pub(crate) fn split_commas(s: &[u8]) -> CommaSplit<'_> {
-    CommaSplit {
-        s,
-        pos: 0,
-        done: false,
-    }
+    CommaSplit { s, pos: 0, done: false }
 }
 
 pub(crate) struct CommaSplit<'a> {
@@ -233,9 +211,7 @@ impl<'a> Params<'a> {
     /// `Some(None)` if present without value, `Some(Some(v))` with value
     /// (a quoted value is returned with its quotes).
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// Whether the parameter is present (with or without value).

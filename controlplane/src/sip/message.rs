@@ -28,11 +28,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_message: 65_535,
-            max_headers: 256,
-            max_line: 8_192,
-        }
+        Limits { max_message: 65_535, max_headers: 256, max_line: 8_192 }
     }
 }
 
@@ -241,11 +237,7 @@ impl Message {
 
     /// Parse a UDP datagram with the default limits.
     pub fn parse_datagram(buf: &[u8]) -> Result<Message, ParseError> {
-        parse(
-            Bytes::copy_from_slice(buf),
-            BodyFraming::Datagram,
-            &Limits::default(),
-        )
+        parse(Bytes::copy_from_slice(buf), BodyFraming::Datagram, &Limits::default())
     }
 }
 
@@ -286,16 +278,12 @@ pub(crate) fn lex_head(buf: &Bytes, limits: &Limits, lenient: bool) -> Result<He
         return Err(ParseError::Empty);
     }
     let start_end = line_end(buf, pos).ok_or(if buf.len() - pos > limits.max_line {
-        ParseError::LineTooLong {
-            limit: limits.max_line,
-        }
+        ParseError::LineTooLong { limit: limits.max_line }
     } else {
         ParseError::HeadersUnterminated
     })?;
     if start_end - pos > limits.max_line {
-        return Err(ParseError::LineTooLong {
-            limit: limits.max_line,
-        });
+        return Err(ParseError::LineTooLong { limit: limits.max_line });
     }
     let start = pos..start_end;
     pos = start_end + 2;
@@ -308,11 +296,7 @@ pub(crate) fn lex_head(buf: &Bytes, limits: &Limits, lenient: bool) -> Result<He
         let value = lex::trim(&buf[vs..ve.max(vs)]);
         let voff = value.as_ptr() as usize - buf.as_ptr() as usize;
         let name = buf.slice(ns..ne);
-        headers.push(Header {
-            id: HeaderName::lookup(&name),
-            name,
-            value: buf.slice(voff..voff + value.len()),
-        });
+        headers.push(Header { id: HeaderName::lookup(&name), name, value: buf.slice(voff..voff + value.len()) });
     };
     let body_start = loop {
         line_no += 1;
@@ -322,9 +306,7 @@ pub(crate) fn lex_head(buf: &Bytes, limits: &Limits, lenient: bool) -> Result<He
             None => return Err(ParseError::HeadersUnterminated),
         };
         if end - pos > limits.max_line {
-            return Err(ParseError::LineTooLong {
-                limit: limits.max_line,
-            });
+            return Err(ParseError::LineTooLong { limit: limits.max_line });
         }
         let line = &buf[pos..end];
         if line.is_empty() {
@@ -344,9 +326,7 @@ pub(crate) fn lex_head(buf: &Bytes, limits: &Limits, lenient: bool) -> Result<He
             if let Some(cur) = current.take() {
                 push(&mut headers, cur);
                 if headers.len() >= limits.max_headers {
-                    return Err(ParseError::TooManyHeaders {
-                        limit: limits.max_headers,
-                    });
+                    return Err(ParseError::TooManyHeaders { limit: limits.max_headers });
                 }
             }
             // header-name *(SP/HTAB) ":" value
@@ -372,11 +352,7 @@ pub(crate) fn lex_head(buf: &Bytes, limits: &Limits, lenient: bool) -> Result<He
         }
         pos = end + 2;
     };
-    Ok(Head {
-        start,
-        headers,
-        body_start,
-    })
+    Ok(Head { start, headers, body_start })
 }
 
 /// Parse the Content-Length headers of a head: `Ok(None)` if absent.
@@ -390,9 +366,7 @@ pub(crate) fn content_length(headers: &[Header]) -> Result<Option<usize>, ParseE
         if v.is_empty() || v.len() > 9 || !v.iter().all(u8::is_ascii_digit) {
             return Err(ParseError::BadContentLength);
         }
-        let n = v
-            .iter()
-            .fold(0usize, |n, &b| n * 10 + usize::from(b - b'0'));
+        let n = v.iter().fold(0usize, |n, &b| n * 10 + usize::from(b - b'0'));
         found = Some(n);
     }
     Ok(found)
@@ -408,10 +382,7 @@ fn check_version(v: &[u8]) -> Result<(), ParseError> {
         Some(p) if p.eq_ignore_ascii_case(b"SIP/") => &v[4..],
         _ => return Err(ParseError::BadStartLine),
     };
-    let dot = rest
-        .iter()
-        .position(|&b| b == b'.')
-        .ok_or(ParseError::BadStartLine)?;
+    let dot = rest.iter().position(|&b| b == b'.').ok_or(ParseError::BadStartLine)?;
     let (major, minor) = (&rest[..dot], &rest[dot + 1..]);
     if major.is_empty()
         || minor.is_empty()
@@ -423,46 +394,26 @@ fn check_version(v: &[u8]) -> Result<(), ParseError> {
     if rest == b"2.0" {
         Ok(())
     } else {
-        Err(ParseError::UnsupportedVersion(
-            String::from_utf8_lossy(v).into_owned(),
-        ))
+        Err(ParseError::UnsupportedVersion(String::from_utf8_lossy(v).into_owned()))
     }
 }
 
 pub(crate) enum StartLine {
-    Request {
-        method: Method,
-        uri: std::ops::Range<usize>,
-    },
-    Response {
-        code: u16,
-        reason: std::ops::Range<usize>,
-    },
+    Request { method: Method, uri: std::ops::Range<usize> },
+    Response { code: u16, reason: std::ops::Range<usize> },
 }
 
-pub(crate) fn parse_start_line(
-    buf: &[u8],
-    range: std::ops::Range<usize>,
-) -> Result<StartLine, ParseError> {
+pub(crate) fn parse_start_line(buf: &[u8], range: std::ops::Range<usize>) -> Result<StartLine, ParseError> {
     let line = &buf[range.clone()];
     let base = range.start;
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp1 = line
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or(ParseError::BadStartLine)?;
+        let sp1 = line.iter().position(|&b| b == b' ').ok_or(ParseError::BadStartLine)?;
         check_version(&line[..sp1])?;
         let rest = &line[sp1 + 1..];
-        let sp2 = rest
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or(ParseError::BadStartLine)?;
+        let sp2 = rest.iter().position(|&b| b == b' ').ok_or(ParseError::BadStartLine)?;
         let code = &rest[..sp2];
-        if code.len() != 3
-            || !code.iter().all(u8::is_ascii_digit)
-            || !(b'1'..=b'6').contains(&code[0])
-        {
+        if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) || !(b'1'..=b'6').contains(&code[0]) {
             return Err(ParseError::BadStatusCode);
         }
         let code = code.iter().fold(0u16, |n, &b| n * 10 + u16::from(b - b'0'));
@@ -471,17 +422,12 @@ pub(crate) fn parse_start_line(
             return Err(ParseError::BadStartLine);
         }
         let rs = base + sp1 + 1 + sp2 + 1;
-        return Ok(StartLine::Response {
-            code,
-            reason: rs..range.end,
-        });
+        return Ok(StartLine::Response { code, reason: rs..range.end });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly two
     // single spaces (RFC 4475 3.1.2.7-3.1.2.10 reject the rest).
     let mut parts = line.split(|&b| b == b' ');
-    let (Some(m), Some(u), Some(v), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(ParseError::BadStartLine);
     };
     let method = Method::from_token(m).ok_or(ParseError::BadStartLine)?;
@@ -490,28 +436,19 @@ pub(crate) fn parse_start_line(
         return Err(ParseError::BadStartLine);
     }
     let us = base + m.len() + 1;
-    Ok(StartLine::Request {
-        method,
-        uri: us..us + u.len(),
-    })
+    Ok(StartLine::Request { method, uri: us..us + u.len() })
 }
 
 fn parse(buf: Bytes, framing: BodyFraming, limits: &Limits) -> Result<Message, ParseError> {
     if buf.len() > limits.max_message {
-        return Err(ParseError::TooLarge {
-            size: buf.len(),
-            limit: limits.max_message,
-        });
+        return Err(ParseError::TooLarge { size: buf.len(), limit: limits.max_message });
     }
     let head = lex_head(&buf, limits, false)?;
     let start = parse_start_line(&buf, head.start.clone())?;
     let available = buf.len() - head.body_start;
     let body_len = match (content_length(&head.headers)?, framing) {
         (Some(n), _) if n > available => {
-            return Err(ParseError::ContentLengthExceedsData {
-                declared: n,
-                available,
-            });
+            return Err(ParseError::ContentLengthExceedsData { declared: n, available });
         }
         (Some(n), _) => n,
         (None, BodyFraming::Datagram) => available,
@@ -524,21 +461,12 @@ fn parse(buf: Bytes, framing: BodyFraming, limits: &Limits) -> Result<Message, P
             // The Request-URI must at least have a scheme; its full syntax is
             // the validator's business (an unknown scheme is a 416, not 400).
             let uri = buf.slice(uri);
-            super::uri::split_scheme(std::str::from_utf8(&uri).unwrap_or(""))
-                .map_err(ParseError::BadRequestUri)?;
-            Message::Request(Request {
-                method,
-                uri,
-                headers,
-                body,
-            })
+            super::uri::split_scheme(std::str::from_utf8(&uri).unwrap_or("")).map_err(ParseError::BadRequestUri)?;
+            Message::Request(Request { method, uri, headers, body })
         }
-        StartLine::Response { code, reason } => Message::Response(Response {
-            code,
-            reason: buf.slice(reason),
-            headers,
-            body,
-        }),
+        StartLine::Response { code, reason } => {
+            Message::Response(Response { code, reason: buf.slice(reason), headers, body })
+        }
     })
 }
 
@@ -561,57 +489,29 @@ mod tests {
             r.headers.iter().next().unwrap().value(),
             b"SIP/2.0/UDP pc33.atlanta.com\r\n ;branch=z9hG4bK776asdhds"
         );
-        assert_eq!(
-            r.headers.top_via().unwrap().branch(),
-            Some("z9hG4bK776asdhds")
-        );
+        assert_eq!(r.headers.top_via().unwrap().branch(), Some("z9hG4bK776asdhds"));
         assert_eq!(r.headers.get_named("subject").unwrap().value(), b"");
         assert_eq!(&r.body[..], b"v=0\r");
     }
 
     #[test]
     fn response_lines() {
-        let Message::Response(r) = p(b"SIP/2.0 180 Ringing\r\n\r\n").unwrap() else {
-            panic!()
-        };
+        let Message::Response(r) = p(b"SIP/2.0 180 Ringing\r\n\r\n").unwrap() else { panic!() };
         assert_eq!((r.code, &r.reason[..]), (180, &b"Ringing"[..]));
-        let Message::Response(r) = p(b"SIP/2.0 100 \r\n\r\n").unwrap() else {
-            panic!()
-        };
+        let Message::Response(r) = p(b"SIP/2.0 100 \r\n\r\n").unwrap() else { panic!() };
         assert_eq!(&r.reason[..], b"");
-        assert_eq!(
-            p(b"SIP/2.0 4294967301 x\r\n\r\n"),
-            Err(ParseError::BadStatusCode)
-        );
+        assert_eq!(p(b"SIP/2.0 4294967301 x\r\n\r\n"), Err(ParseError::BadStatusCode));
         assert_eq!(p(b"SIP/2.0 099 x\r\n\r\n"), Err(ParseError::BadStatusCode));
     }
 
     #[test]
     fn start_line_errors() {
-        assert_eq!(
-            p(b"OPTIONS sip:a SIP/7.0\r\n\r\n"),
-            Err(ParseError::UnsupportedVersion("SIP/7.0".into()))
-        );
-        assert_eq!(
-            p(b"INVITE  sip:a SIP/2.0\r\n\r\n"),
-            Err(ParseError::BadStartLine)
-        );
-        assert_eq!(
-            p(b"INVITE sip:a SIP/2.0 \r\n\r\n"),
-            Err(ParseError::BadStartLine)
-        );
-        assert_eq!(
-            p(b"INVITE sip:a; lr SIP/2.0\r\n\r\n"),
-            Err(ParseError::BadStartLine)
-        );
-        assert_eq!(
-            p(b"INVITE sip:a SIP/2.x\r\n\r\n"),
-            Err(ParseError::BadStartLine)
-        );
-        assert!(matches!(
-            p(b"INVITE <sip:a> SIP/2.0\r\n\r\n"),
-            Err(ParseError::BadRequestUri(_))
-        ));
+        assert_eq!(p(b"OPTIONS sip:a SIP/7.0\r\n\r\n"), Err(ParseError::UnsupportedVersion("SIP/7.0".into())));
+        assert_eq!(p(b"INVITE  sip:a SIP/2.0\r\n\r\n"), Err(ParseError::BadStartLine));
+        assert_eq!(p(b"INVITE sip:a SIP/2.0 \r\n\r\n"), Err(ParseError::BadStartLine));
+        assert_eq!(p(b"INVITE sip:a; lr SIP/2.0\r\n\r\n"), Err(ParseError::BadStartLine));
+        assert_eq!(p(b"INVITE sip:a SIP/2.x\r\n\r\n"), Err(ParseError::BadStartLine));
+        assert!(matches!(p(b"INVITE <sip:a> SIP/2.0\r\n\r\n"), Err(ParseError::BadRequestUri(_))));
         assert_eq!(p(b""), Err(ParseError::Empty));
         assert_eq!(p(b"\r\n\r\n"), Err(ParseError::Empty));
     }
@@ -626,74 +526,41 @@ mod tests {
             v.extend_from_slice(body.as_bytes());
             v
         };
-        assert_eq!(
-            p(&with("Content-Length: -999\r\n", "")),
-            Err(ParseError::BadContentLength)
-        );
-        assert_eq!(
-            p(&with("Content-Length: x\r\n", "")),
-            Err(ParseError::BadContentLength)
-        );
+        assert_eq!(p(&with("Content-Length: -999\r\n", "")), Err(ParseError::BadContentLength));
+        assert_eq!(p(&with("Content-Length: x\r\n", "")), Err(ParseError::BadContentLength));
         assert_eq!(
             p(&with("l: 10\r\n", "abc")),
-            Err(ParseError::ContentLengthExceedsData {
-                declared: 10,
-                available: 3
-            })
+            Err(ParseError::ContentLengthExceedsData { declared: 10, available: 3 })
         );
-        assert_eq!(
-            p(&with("l: 1\r\nContent-Length: 1\r\n", "abc")),
-            Err(ParseError::MultipleContentLength)
-        );
+        assert_eq!(p(&with("l: 1\r\nContent-Length: 1\r\n", "abc")), Err(ParseError::MultipleContentLength));
         let b = Bytes::from(with("", "abc"));
-        assert_eq!(
-            Message::parse(b, BodyFraming::Stream, &Limits::default()),
-            Err(ParseError::MissingContentLength)
-        );
-        let Message::Request(r) = p(&with("L:0\r\n", "abc")).unwrap() else {
-            panic!()
-        };
+        assert_eq!(Message::parse(b, BodyFraming::Stream, &Limits::default()), Err(ParseError::MissingContentLength));
+        let Message::Request(r) = p(&with("L:0\r\n", "abc")).unwrap() else { panic!() };
         assert!(r.body.is_empty());
     }
 
     #[test]
     fn limits() {
-        let l = Limits {
-            max_message: 100,
-            max_headers: 2,
-            max_line: 40,
-        };
+        let l = Limits { max_message: 100, max_headers: 2, max_line: 40 };
         let parse = |s: &[u8]| Message::parse(Bytes::copy_from_slice(s), BodyFraming::Datagram, &l);
-        assert!(matches!(
-            parse(&[b'x'; 101]),
-            Err(ParseError::TooLarge { .. })
-        ));
+        assert!(matches!(parse(&[b'x'; 101]), Err(ParseError::TooLarge { .. })));
         assert!(matches!(
             parse(b"OPTIONS sip:a SIP/2.0\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n"),
             Err(ParseError::TooManyHeaders { .. })
         ));
-        assert!(matches!(parse(b"OPTIONS sip:a SIP/2.0\r\nSubject: 0123456789012345678901234567890123456789\r\n\r\n"), Err(ParseError::LineTooLong { .. })));
         assert!(matches!(
-            parse(b"OPTIONS sip:a SIP/2.0\r\na: 1\r\n"),
-            Err(ParseError::HeadersUnterminated)
+            parse(b"OPTIONS sip:a SIP/2.0\r\nSubject: 0123456789012345678901234567890123456789\r\n\r\n"),
+            Err(ParseError::LineTooLong { .. })
         ));
-        assert!(matches!(
-            parse(b"OPTIONS sip:a SIP/2.0\r\n continued\r\n\r\n"),
-            Err(ParseError::BadHeaderLine { .. })
-        ));
-        assert!(matches!(
-            parse(b"OPTIONS sip:a SIP/2.0\r\nno colon\r\n\r\n"),
-            Err(ParseError::BadHeaderLine { .. })
-        ));
+        assert!(matches!(parse(b"OPTIONS sip:a SIP/2.0\r\na: 1\r\n"), Err(ParseError::HeadersUnterminated)));
+        assert!(matches!(parse(b"OPTIONS sip:a SIP/2.0\r\n continued\r\n\r\n"), Err(ParseError::BadHeaderLine { .. })));
+        assert!(matches!(parse(b"OPTIONS sip:a SIP/2.0\r\nno colon\r\n\r\n"), Err(ParseError::BadHeaderLine { .. })));
     }
 
     #[test]
     fn methods() {
         assert_eq!(Method::from_token(b"PRACK"), Some(Method::Prack));
-        assert_eq!(
-            Method::from_token(b"invite"),
-            Some(Method::Extension("invite".into()))
-        );
+        assert_eq!(Method::from_token(b"invite"), Some(Method::Extension("invite".into())));
         assert!(Method::from_token(b"RE%47IST%45R").unwrap().is_extension());
         assert_eq!(Method::from_token(b"IN VITE"), None);
     }

@@ -30,23 +30,10 @@ fn sipish() -> impl Strategy<Value = Vec<u8>> {
 fn exercise(m: &Message) {
     let h = m.headers();
     let _ = h.vias().count();
-    let _ = (
-        h.from_addr().map(|a| a.uri()),
-        h.to_addr().map(|a| (a.uri(), a.display_name())),
-    );
-    let _ = (
-        h.call_id(),
-        h.cseq(),
-        h.max_forwards(),
-        h.expires(),
-        h.contact(),
-    );
+    let _ = (h.from_addr().map(|a| a.uri()), h.to_addr().map(|a| (a.uri(), a.display_name())));
+    let _ = (h.call_id(), h.cseq(), h.max_forwards(), h.expires(), h.contact());
     let _ = (h.routes(), h.record_routes(), h.content_type(), h.accept());
-    let _ = (
-        h.authorization(),
-        h.www_authenticate(),
-        h.option_tags(HeaderName::Require),
-    );
+    let _ = (h.authorization(), h.www_authenticate(), h.option_tags(HeaderName::Require));
     if let Message::Request(r) = m {
         let _ = r.uri();
     }

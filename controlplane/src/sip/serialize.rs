@@ -66,11 +66,7 @@ pub(crate) fn copy_response_headers(src: &Headers, dst: &mut Headers) {
     for id in [Via, From, To, CallId, CSeq] {
         for h in src.get_all(id) {
             // Re-emit under the canonical name; the value is shared.
-            dst.push(Header {
-                id,
-                name: Bytes::from_static(id.as_str().as_bytes()),
-                value: h.value.clone(),
-            });
+            dst.push(Header { id, name: Bytes::from_static(id.as_str().as_bytes()), value: h.value.clone() });
         }
     }
 }
@@ -107,23 +103,14 @@ fn write_headers(out: &mut Vec<u8>, headers: &Headers, body: &[u8]) {
 }
 
 fn estimate(headers: &Headers, body: &[u8]) -> usize {
-    64 + body.len()
-        + headers
-            .iter()
-            .map(|h| h.name.len() + h.value.len() + 4)
-            .sum::<usize>()
+    64 + body.len() + headers.iter().map(|h| h.name.len() + h.value.len() + 4).sum::<usize>()
 }
 
 impl Request {
     /// A request with no headers yet; add Via, From, To, Call-ID, CSeq,
     /// Max-Forwards (and Contact for dialog-creating requests).
     pub fn new(method: Method, uri: &Uri) -> Request {
-        Request {
-            method,
-            uri: Bytes::from(uri.to_string()),
-            headers: Headers::new(),
-            body: Bytes::new(),
-        }
+        Request { method, uri: Bytes::from(uri.to_string()), headers: Headers::new(), body: Bytes::new() }
     }
 
     pub fn set_uri(&mut self, uri: &Uri) {
@@ -163,11 +150,7 @@ impl Response {
     /// Add a To tag with [`Response::set_to_tag`] (required on every
     /// response but 100 when the request had none).
     pub fn for_request(req: &Request, code: u16, reason: &str) -> Response {
-        let reason = if reason.is_empty() {
-            default_reason(code)
-        } else {
-            reason
-        };
+        let reason = if reason.is_empty() { default_reason(code) } else { reason };
         let mut r = Response::new(code, reason);
         r.headers.list.reserve(8);
         copy_response_headers(&req.headers, &mut r.headers);
@@ -254,10 +237,7 @@ v=0\r\n";
         r.body = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n");
         let out = r.to_bytes();
         let text = String::from_utf8(out.clone()).unwrap();
-        assert!(
-            text.contains(&format!("Content-Length: {}\r\n\r\nv=0", r.body.len())),
-            "{text}"
-        );
+        assert!(text.contains(&format!("Content-Length: {}\r\n\r\nv=0", r.body.len())), "{text}");
         assert_eq!(text.matches("Content-Length").count(), 1);
         assert_eq!(parse_req(&out).body, r.body);
     }
@@ -278,9 +258,7 @@ Call-ID: a84b4c76e66710\r\n\
 CSeq: 314159 INVITE\r\n\
 Content-Length: 0\r\n\r\n";
         assert_eq!(String::from_utf8(out.clone()).unwrap(), expected);
-        let Message::Response(back) = Message::parse_datagram(&out).unwrap() else {
-            panic!()
-        };
+        let Message::Response(back) = Message::parse_datagram(&out).unwrap() else { panic!() };
         assert_eq!(back.code, 486);
         assert_eq!(back.headers.to_addr().unwrap().tag(), Some("8321234356"));
         assert_eq!(back.headers.vias().count(), 2);
@@ -290,19 +268,11 @@ Content-Length: 0\r\n\r\n";
     fn build_a_request_from_scratch() {
         let uri = Uri::Sip(SipUri::parse("sip:+15550100001@127.0.0.1:5080;user=phone").unwrap());
         let mut r = Request::new(Method::Options, &uri);
-        r.headers.push(Header::new(
-            HeaderName::Via,
-            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1;rport",
-        ));
+        r.headers.push(Header::new(HeaderName::Via, "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1;rport"));
         r.headers.push(Header::new(HeaderName::MaxForwards, "70"));
-        r.headers.push(Header::new(
-            HeaderName::From,
-            "<sip:bridgehead@127.0.0.1>;tag=a1",
-        ));
-        r.headers
-            .push(Header::new(HeaderName::To, "<sip:+15550100001@127.0.0.1>"));
-        r.headers
-            .push(Header::new(HeaderName::CallId, "c1@127.0.0.1"));
+        r.headers.push(Header::new(HeaderName::From, "<sip:bridgehead@127.0.0.1>;tag=a1"));
+        r.headers.push(Header::new(HeaderName::To, "<sip:+15550100001@127.0.0.1>"));
+        r.headers.push(Header::new(HeaderName::CallId, "c1@127.0.0.1"));
         r.headers.push(Header::new(HeaderName::CSeq, "1 OPTIONS"));
         let back = parse_req(&r.to_bytes());
         assert_eq!(back.uri().unwrap(), uri);

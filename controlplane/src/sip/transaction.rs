@@ -33,11 +33,7 @@ pub struct Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers {
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
-        }
+        Timers { t1: Duration::from_millis(500), t2: Duration::from_secs(4), t4: Duration::from_secs(5) }
     }
 }
 
@@ -93,11 +89,7 @@ impl ClientTransaction {
             invite,
             reliable,
             timers,
-            state: if invite {
-                ClientState::Calling
-            } else {
-                ClientState::Trying
-            },
+            state: if invite { ClientState::Calling } else { ClientState::Trying },
             request: request.clone(),
             ack: None,
             retransmit,
@@ -161,11 +153,7 @@ impl ClientTransaction {
         self.retransmit = None;
         self.deadline = None;
         // Over a reliable transport there is nothing to absorb.
-        let linger = if self.reliable {
-            Duration::ZERO
-        } else {
-            linger
-        };
+        let linger = if self.reliable { Duration::ZERO } else { linger };
         self.linger_until = Some(now + linger);
         if linger.is_zero() {
             self.terminate();
@@ -197,20 +185,11 @@ impl ClientTransaction {
         }
         if let Some((at, interval)) = self.retransmit {
             if now >= at {
-                self.actions
-                    .push_back(Action::Transmit(self.request.clone()));
+                self.actions.push_back(Action::Transmit(self.request.clone()));
                 // INVITE doubles without bound (until B); others cap at T2.
-                let next = if self.invite {
-                    interval * 2
-                } else {
-                    (interval * 2).min(self.timers.t2)
-                };
+                let next = if self.invite { interval * 2 } else { (interval * 2).min(self.timers.t2) };
                 // Non-INVITE in Proceeding retransmits every T2 (17.1.2.2).
-                let next = if !self.invite && self.state == ClientState::Proceeding {
-                    self.timers.t2
-                } else {
-                    next
-                };
+                let next = if !self.invite && self.state == ClientState::Proceeding { self.timers.t2 } else { next };
                 self.retransmit = Some((now + next, next));
             }
         }
@@ -218,14 +197,7 @@ impl ClientTransaction {
 
     /// When `on_timeout` should next be called.
     pub fn next_timeout(&self) -> Option<Instant> {
-        [
-            self.retransmit.map(|(at, _)| at),
-            self.deadline,
-            self.linger_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.retransmit.map(|(at, _)| at), self.deadline, self.linger_until].into_iter().flatten().min()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -265,11 +237,7 @@ impl ServerTransaction {
             invite,
             reliable,
             timers,
-            state: if invite {
-                ServerState::Proceeding
-            } else {
-                ServerState::Trying
-            },
+            state: if invite { ServerState::Proceeding } else { ServerState::Trying },
             last_response: None,
             retransmit: None,
             deadline: None,
@@ -297,11 +265,7 @@ impl ServerTransaction {
             self.state = ServerState::Confirmed;
             self.retransmit = None;
             self.deadline = None;
-            let linger = if self.reliable {
-                Duration::ZERO
-            } else {
-                self.timers.t4
-            };
+            let linger = if self.reliable { Duration::ZERO } else { self.timers.t4 };
             self.linger_until = Some(now + linger);
             if linger.is_zero() {
                 self.terminate();
@@ -311,10 +275,7 @@ impl ServerTransaction {
 
     /// The transaction user responds.
     pub fn respond(&mut self, now: Instant, status: u16, bytes: Bytes) {
-        if matches!(
-            self.state,
-            ServerState::Completed | ServerState::Confirmed | ServerState::Terminated
-        ) {
+        if matches!(self.state, ServerState::Completed | ServerState::Confirmed | ServerState::Terminated) {
             return; // a final response was already sent
         }
         self.actions.push_back(Action::Transmit(bytes.clone()));
@@ -335,11 +296,7 @@ impl ServerTransaction {
             }
             self.deadline = Some(now + self.timers.t1 * 64);
         } else {
-            let linger = if self.reliable {
-                Duration::ZERO
-            } else {
-                self.timers.t1 * 64
-            };
+            let linger = if self.reliable { Duration::ZERO } else { self.timers.t1 * 64 };
             self.linger_until = Some(now + linger);
             if linger.is_zero() {
                 self.terminate();
@@ -381,14 +338,7 @@ impl ServerTransaction {
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        [
-            self.retransmit.map(|(at, _)| at),
-            self.deadline,
-            self.linger_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.retransmit.map(|(at, _)| at), self.deadline, self.linger_until].into_iter().flatten().min()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -413,11 +363,7 @@ mod tests {
     }
 
     /// Runs the timers on virtual time until `end`, collecting transmissions.
-    fn run_client(
-        t: &mut ClientTransaction,
-        start: Instant,
-        end: Instant,
-    ) -> Vec<(Duration, Action)> {
+    fn run_client(t: &mut ClientTransaction, start: Instant, end: Instant) -> Vec<(Duration, Action)> {
         let mut out = Vec::new();
         while let Some(at) = t.next_timeout() {
             if at > end {
@@ -454,10 +400,7 @@ mod tests {
         t.on_response(t0 + Duration::from_millis(100), 100);
         assert_eq!(drain_client(&mut t), [Action::Deliver(100)]);
         let events = run_client(&mut t, t0, t0 + Duration::from_secs(20));
-        assert!(
-            !events.iter().any(|(_, a)| matches!(a, Action::Transmit(_))),
-            "{events:?}"
-        );
+        assert!(!events.iter().any(|(_, a)| matches!(a, Action::Transmit(_))), "{events:?}");
     }
 
     #[test]
@@ -466,21 +409,12 @@ mod tests {
         let mut t = ClientTransaction::new(t0, true, req(), false, Timers::default());
         drain_client(&mut t);
         t.on_response(t0, 486);
-        assert_eq!(
-            drain_client(&mut t),
-            [Action::Deliver(486), Action::NeedAck(486)]
-        );
+        assert_eq!(drain_client(&mut t), [Action::Deliver(486), Action::NeedAck(486)]);
         t.ack(Bytes::from_static(b"ACK"));
-        assert_eq!(
-            drain_client(&mut t),
-            [Action::Transmit(Bytes::from_static(b"ACK"))]
-        );
+        assert_eq!(drain_client(&mut t), [Action::Transmit(Bytes::from_static(b"ACK"))]);
         // The 486 again: the same ACK again, no second delivery.
         t.on_response(t0 + Duration::from_secs(1), 486);
-        assert_eq!(
-            drain_client(&mut t),
-            [Action::Transmit(Bytes::from_static(b"ACK"))]
-        );
+        assert_eq!(drain_client(&mut t), [Action::Transmit(Bytes::from_static(b"ACK"))]);
         // Timer D (32 s) ends it.
         let events = run_client(&mut t, t0, t0 + Duration::from_secs(40));
         assert_eq!(events, [(Duration::from_secs(32), Action::Terminated)]);
@@ -493,14 +427,7 @@ mod tests {
         drain_client(&mut t);
         t.on_response(t0, 180);
         t.on_response(t0, 200);
-        assert_eq!(
-            drain_client(&mut t),
-            [
-                Action::Deliver(180),
-                Action::Deliver(200),
-                Action::Terminated
-            ]
-        );
+        assert_eq!(drain_client(&mut t), [Action::Deliver(180), Action::Deliver(200), Action::Terminated]);
     }
 
     #[test]
@@ -524,10 +451,7 @@ mod tests {
         let mut t = ClientTransaction::new(t0, false, req(), true, Timers::default());
         drain_client(&mut t);
         t.on_response(t0, 200);
-        assert_eq!(
-            drain_client(&mut t),
-            [Action::Deliver(200), Action::Terminated]
-        );
+        assert_eq!(drain_client(&mut t), [Action::Deliver(200), Action::Terminated]);
     }
 
     #[test]
@@ -538,10 +462,7 @@ mod tests {
         s.on_retransmitted_request();
         assert_eq!(
             drain_server(&mut s),
-            [
-                Action::Transmit(Bytes::from_static(b"100")),
-                Action::Transmit(Bytes::from_static(b"100"))
-            ]
+            [Action::Transmit(Bytes::from_static(b"100")), Action::Transmit(Bytes::from_static(b"100"))]
         );
         s.respond(t0, 486, Bytes::from_static(b"486"));
         drain_server(&mut s);
@@ -574,10 +495,6 @@ mod tests {
         s.respond(t0, 500, Bytes::from_static(b"500"));
         assert!(drain_server(&mut s).is_empty(), "one final only");
         s.on_timeout(t0 + Duration::from_secs(32));
-        assert_eq!(
-            drain_server(&mut s),
-            [Action::Terminated],
-            "timer J = 64 * T1"
-        );
+        assert_eq!(drain_server(&mut s), [Action::Terminated], "timer J = 64 * T1");
     }
 }

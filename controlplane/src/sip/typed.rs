@@ -19,10 +19,7 @@ pub struct HeaderError {
 }
 
 fn err(header: HeaderName, what: &'static str) -> HeaderError {
-    HeaderError {
-        header: header.as_str(),
-        what,
-    }
+    HeaderError { header: header.as_str(), what }
 }
 
 fn utf8(h: HeaderName, v: &[u8]) -> Result<&str, HeaderError> {
@@ -84,12 +81,7 @@ impl<'a> Via<'a> {
         let mut port = None;
         if c.sep(b':') {
             let d = c.take_while(|b| b.is_ascii_digit());
-            port = Some(
-                std::str::from_utf8(d)
-                    .ok()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or(err(H, "sent-by port"))?,
-            );
+            port = Some(std::str::from_utf8(d).ok().and_then(|d| d.parse().ok()).ok_or(err(H, "sent-by port"))?);
         }
         let params = lex::parse_params(&mut c).ok_or(err(H, "parameters"))?;
         c.skip_lws();
@@ -118,8 +110,7 @@ impl<'a> Via<'a> {
     /// The branch starts with the RFC 3261 magic cookie and has something
     /// after it (RFC 4475 3.2.1: the cookie alone is no identifier).
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch()
-            .is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
+        self.branch().is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
     }
 
     pub fn received(&self) -> Option<&'a str> {
@@ -129,9 +120,7 @@ impl<'a> Via<'a> {
     /// `None`: no rport; `Some(None)`: `;rport` (asking for it);
     /// `Some(Some(p))`: filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params
-            .get("rport")
-            .map(|v| v.and_then(|p| p.parse().ok()))
+        self.params.get("rport").map(|v| v.and_then(|p| p.parse().ok()))
     }
 
     pub fn sent_by_host(&self) -> Result<Host, UriError> {
@@ -211,13 +200,7 @@ impl<'a> NameAddr<'a> {
         if !c.at_end() {
             return Err(err(h, "trailing characters"));
         }
-        Ok(NameAddr {
-            display,
-            display_quoted,
-            uri_str: sub_str(s, uri_str),
-            bracketed,
-            params,
-        })
+        Ok(NameAddr { display, display_quoted, uri_str: sub_str(s, uri_str), bracketed, params })
     }
 
     /// Parse the URI.
@@ -231,13 +214,7 @@ impl<'a> NameAddr<'a> {
 
     /// Display name with quoted-pairs resolved.
     pub fn display_name(&self) -> Option<Cow<'a, str>> {
-        self.display.map(|d| {
-            if self.display_quoted {
-                lex::unescape_quoted(d)
-            } else {
-                Cow::Borrowed(d)
-            }
-        })
+        self.display.map(|d| if self.display_quoted { lex::unescape_quoted(d) } else { Cow::Borrowed(d) })
     }
 }
 
@@ -263,9 +240,7 @@ impl CSeq {
         let mut c = Cursor::new(v);
         c.skip_lws();
         let digits = c.take_while(|b| b.is_ascii_digit());
-        let seq = parse_u32(digits)
-            .filter(|&n| n < 1 << 31)
-            .ok_or(err(H, "number"))?;
+        let seq = parse_u32(digits).filter(|&n| n < 1 << 31).ok_or(err(H, "number"))?;
         if !c.skip_lws() {
             return Err(err(H, "no space before method"));
         }
@@ -274,10 +249,7 @@ impl CSeq {
         if !c.at_end() {
             return Err(err(H, "trailing characters"));
         }
-        Ok(CSeq {
-            seq,
-            method: Method::from_token(m).ok_or(err(H, "method"))?,
-        })
+        Ok(CSeq { seq, method: Method::from_token(m).ok_or(err(H, "method"))? })
     }
 }
 
@@ -329,18 +301,14 @@ impl<'a> MediaType<'a> {
         if !c.at_end() {
             return Err(err(h, "trailing characters"));
         }
-        Ok(MediaType {
-            mtype: sub_str(s, t),
-            subtype: sub_str(s, st),
-            params,
-        })
+        Ok(MediaType { mtype: sub_str(s, t), subtype: sub_str(s, st), params })
     }
 
     /// `type/subtype` equal, case-insensitively.
     pub fn is(&self, essence: &str) -> bool {
-        essence.split_once('/').is_some_and(|(t, st)| {
-            self.mtype.eq_ignore_ascii_case(t) && self.subtype.eq_ignore_ascii_case(st)
-        })
+        essence
+            .split_once('/')
+            .is_some_and(|(t, st)| self.mtype.eq_ignore_ascii_case(t) && self.subtype.eq_ignore_ascii_case(st))
     }
 
     /// This (Accept) range covers `essence` (wildcards honoured).
@@ -395,10 +363,7 @@ impl<'a> Auth<'a> {
         if !c.at_end() {
             return Err(err(h, "trailing characters"));
         }
-        Ok(Auth {
-            scheme: sub_str(s, scheme),
-            params,
-        })
+        Ok(Auth { scheme: sub_str(s, scheme), params })
     }
 
     pub fn is_digest(&self) -> bool {
@@ -407,15 +372,12 @@ impl<'a> Auth<'a> {
 
     /// A parameter's value, unquoted (`realm`, `nonce`, `response`...).
     pub fn param(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(
-                |(_, v)| match v.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
-                    Some(inner) => lex::unescape_quoted(inner),
-                    None => Cow::Borrowed(*v),
-                },
-            )
+        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| {
+            match v.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+                Some(inner) => lex::unescape_quoted(inner),
+                None => Cow::Borrowed(*v),
+            }
+        })
     }
 }
 
@@ -438,10 +400,7 @@ impl Headers {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'_>, HeaderError> {
-        let v = self
-            .values(HeaderName::Via)
-            .next()
-            .ok_or(err(HeaderName::Via, "missing"))?;
+        let v = self.values(HeaderName::Via).next().ok_or(err(HeaderName::Via, "missing"))?;
         Via::parse(v)
     }
 
@@ -479,10 +438,7 @@ impl Headers {
             return Ok(None);
         }
         let v = lex::trim(self.single(H)?);
-        parse_u32(v)
-            .and_then(|n| u8::try_from(n).ok())
-            .map(Some)
-            .ok_or(err(H, "not a number in 0..=255"))
+        parse_u32(v).and_then(|n| u8::try_from(n).ok()).map(Some).ok_or(err(H, "not a number in 0..=255"))
     }
 
     /// `Ok(None)` when absent; huge values saturate.
@@ -491,9 +447,7 @@ impl Headers {
         if self.get(H).is_none() {
             return Ok(None);
         }
-        parse_delta(lex::trim(self.single(H)?))
-            .map(Some)
-            .ok_or(err(H, "not delta-seconds"))
+        parse_delta(lex::trim(self.single(H)?)).map(Some).ok_or(err(H, "not delta-seconds"))
     }
 
     /// Contact values: `Ok(None)` when absent.
@@ -510,9 +464,7 @@ impl Headers {
             }
             return Ok(Some(Contact::Star));
         }
-        let list = values
-            .map(|v| NameAddr::parse_as(H, v))
-            .collect::<Result<Vec<_>, _>>()?;
+        let list = values.map(|v| NameAddr::parse_as(H, v)).collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Contact::Addrs(list)))
     }
 
@@ -548,13 +500,7 @@ impl Headers {
     pub fn option_tags(&self, id: HeaderName) -> Result<Vec<&str>, HeaderError> {
         self.values(id)
             .filter(|v| !v.is_empty())
-            .map(|v| {
-                if lex::is_token_str(v) {
-                    utf8(id, v)
-                } else {
-                    Err(err(id, "option tag is not a token"))
-                }
-            })
+            .map(|v| if lex::is_token_str(v) { utf8(id, v) } else { Err(err(id, "option tag is not a token")) })
             .collect()
     }
 
@@ -594,23 +540,13 @@ mod tests {
 
     #[test]
     fn via_fields() {
-        let v = Via::parse(
-            b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;received=10.0.0.1;rport=4000",
-        )
-        .unwrap();
-        assert_eq!(
-            (v.transport, v.host, v.port),
-            ("UDP", "192.0.2.1", Some(5060))
-        );
+        let v = Via::parse(b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;received=10.0.0.1;rport=4000").unwrap();
+        assert_eq!((v.transport, v.host, v.port), ("UDP", "192.0.2.1", Some(5060)));
         assert!(v.is_sip_2_0() && v.has_rfc3261_branch());
         assert_eq!(v.received(), Some("10.0.0.1"));
         assert_eq!(v.rport(), Some(Some(4000)));
-        let v =
-            Via::parse(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw;rport").unwrap();
-        assert_eq!(
-            (v.version, v.transport, v.host),
-            ("2.0", "UDP", "192.0.2.2")
-        );
+        let v = Via::parse(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw;rport").unwrap();
+        assert_eq!((v.version, v.transport, v.host), ("2.0", "UDP", "192.0.2.2"));
         assert!(!v.has_rfc3261_branch());
         assert_eq!(v.rport(), Some(None));
         let v = Via::parse(b"SIP/2.0/TLS [2001:db8::9]:5061;branch=z9hG4bK").unwrap();
@@ -633,21 +569,12 @@ mod tests {
         assert_eq!(n.display_name().unwrap(), r#"J Rosenberg \""#);
         assert_eq!(n.tag(), Some("98asjd8"));
         assert_eq!(n.uri().unwrap().to_string(), "sip:jdrosen@example.com");
-        let n = NameAddr::parse_as(HeaderName::From, b"caller<sip:caller@example.com>;tag=323")
-            .unwrap();
+        let n = NameAddr::parse_as(HeaderName::From, b"caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(n.display, Some("caller"));
-        let n = NameAddr::parse_as(
-            HeaderName::Contact,
-            b"sip:+1972@gw1.example.net;unknownparam",
-        )
-        .unwrap();
+        let n = NameAddr::parse_as(HeaderName::Contact, b"sip:+1972@gw1.example.net;unknownparam").unwrap();
         assert_eq!(n.uri_str, "sip:+1972@gw1.example.net");
         assert!(n.params.has("unknownparam"));
-        let n = NameAddr::parse_as(
-            HeaderName::Contact,
-            b"<sip:+1972@gw1.example.net;unknownparam>",
-        )
-        .unwrap();
+        let n = NameAddr::parse_as(HeaderName::Contact, b"<sip:+1972@gw1.example.net;unknownparam>").unwrap();
         assert!(n.params.is_empty());
         for bad in [
             &br#""Mr. J. User <sip:j.user@example.com>"#[..],
@@ -657,11 +584,7 @@ mod tests {
             b"\"Joe\" <sip:joe@example.org>;;;;",
             b"",
         ] {
-            assert!(
-                NameAddr::parse_as(HeaderName::To, bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(NameAddr::parse_as(HeaderName::To, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -674,13 +597,7 @@ mod tests {
             ("Expires", "100000000000000000000"),
             ("c", "application/sdp;charset=x"),
         ]);
-        assert_eq!(
-            h.cseq().unwrap(),
-            CSeq {
-                seq: 9,
-                method: Method::Invite
-            }
-        );
+        assert_eq!(h.cseq().unwrap(), CSeq { seq: 9, method: Method::Invite });
         assert_eq!(h.max_forwards().unwrap(), Some(68));
         assert_eq!(h.call_id().unwrap(), "a84b4c76e66710@pc33.atlanta.com");
         assert_eq!(h.expires().unwrap(), Some(u32::MAX));
@@ -690,9 +607,7 @@ mod tests {
         assert!(CSeq::parse(b"2147483647 INVITE").is_ok());
         assert!(hs(&[("Max-Forwards", "300")]).max_forwards().is_err());
         assert!(hs(&[("Call-ID", "a b")]).call_id().is_err());
-        assert!(hs(&[("CSeq", "1 INVITE"), ("CSeq", "2 INVITE")])
-            .cseq()
-            .is_err());
+        assert!(hs(&[("CSeq", "1 INVITE"), ("CSeq", "2 INVITE")]).cseq().is_err());
     }
 
     #[test]
@@ -704,21 +619,13 @@ mod tests {
             ("Accept", "application/sdp, application/*;q=0.5"),
             ("Require", "100rel, timer"),
         ]);
-        let Some(Contact::Addrs(c)) = h.contact().unwrap() else {
-            panic!()
-        };
+        let Some(Contact::Addrs(c)) = h.contact().unwrap() else { panic!() };
         assert_eq!(c.len(), 3);
         assert_eq!(c[0].params.get("expires"), Some(Some("60")));
         assert_eq!(h.routes().unwrap().len(), 2);
         assert!(h.accept().unwrap()[1].covers("application/pidf+xml"));
-        assert_eq!(
-            h.option_tags(HeaderName::Require).unwrap(),
-            ["100rel", "timer"]
-        );
-        assert_eq!(
-            hs(&[("Contact", " * ")]).contact().unwrap(),
-            Some(Contact::Star)
-        );
+        assert_eq!(h.option_tags(HeaderName::Require).unwrap(), ["100rel", "timer"]);
+        assert_eq!(hs(&[("Contact", " * ")]).contact().unwrap(), Some(Contact::Star));
         assert_eq!(hs(&[]).contact().unwrap(), None);
     }
 

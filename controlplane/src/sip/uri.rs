@@ -83,9 +83,7 @@ impl Host {
         let ok = s.split('.').enumerate().all(|(i, label)| {
             (label.is_empty() && i > 0 && s.ends_with('.'))
                 || (!label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-'))
         });
@@ -122,11 +120,7 @@ pub enum Uri {
 }
 
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
 }
 fn is_user_char(b: u8) -> bool {
     is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
@@ -148,8 +142,7 @@ fn check_escaped(s: &str, allowed: fn(u8) -> bool, offset: usize) -> Result<(), 
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            let ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !ok {
                 return Err(UriError::BadEscape);
             }
@@ -171,9 +164,7 @@ pub fn unescape(s: &str) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let h = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
+            let h = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
             if let Some(v) = h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 3;
@@ -195,10 +186,7 @@ pub(crate) fn split_scheme(s: &str) -> Result<(&str, &str), UriError> {
     if b.is_empty() || !b[0].is_ascii_alphabetic() {
         return Err(UriError::NoScheme);
     }
-    if let Some(i) = b
-        .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
-    {
+    if let Some(i) = b.iter().position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))) {
         return Err(UriError::BadChar(i));
     }
     Ok((scheme, &s[colon + 1..]))
@@ -218,16 +206,10 @@ impl Uri {
         if rest.is_empty() {
             return Err(UriError::BadChar(s.len()));
         }
-        if let Some(i) = rest
-            .bytes()
-            .position(|b| !(is_unreserved(b) || b"%;?:@&=+$,/[]#".contains(&b)))
-        {
+        if let Some(i) = rest.bytes().position(|b| !(is_unreserved(b) || b"%;?:@&=+$,/[]#".contains(&b))) {
             return Err(UriError::BadChar(scheme.len() + 1 + i));
         }
-        Ok(Uri::Other {
-            scheme: scheme.to_owned(),
-            opaque: rest.to_owned(),
-        })
+        Ok(Uri::Other { scheme: scheme.to_owned(), opaque: rest.to_owned() })
     }
 
     pub fn scheme(&self) -> &str {
@@ -298,12 +280,7 @@ impl SipUri {
                 if let Some(p) = p {
                     check_escaped(p, is_password_char, base + u.len() + 1)?;
                 }
-                (
-                    Some(u.to_owned()),
-                    p.map(str::to_owned),
-                    &rest[at + 1..],
-                    base + at + 1,
-                )
+                (Some(u.to_owned()), p.map(str::to_owned), &rest[at + 1..], base + at + 1)
             }
             None => (None, None, rest, base),
         };
@@ -326,15 +303,7 @@ impl SipUri {
             tail = &p[end..];
         }
         let (params, headers) = parse_params_headers(tail, hoff + host_end)?;
-        Ok(SipUri {
-            scheme,
-            user,
-            password,
-            host,
-            port,
-            params,
-            headers,
-        })
+        Ok(SipUri { scheme, user, password, host, port, params, headers })
     }
 
     fn parse_tel(rest: &str, base: usize) -> Result<SipUri, UriError> {
@@ -343,9 +312,10 @@ impl SipUri {
         if number.is_empty() {
             return Err(UriError::BadChar(base));
         }
-        if let Some(i) = number.bytes().position(|b| {
-            !(b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#'))
-        }) {
+        if let Some(i) = number
+            .bytes()
+            .position(|b| !(b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')))
+        {
             return Err(UriError::BadChar(base + i));
         }
         let (params, headers) = parse_params_headers(&rest[end..], base + end)?;
@@ -373,9 +343,7 @@ impl SipUri {
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         self.params
             .iter()
-            .find(|(n, _)| {
-                n.eq_ignore_ascii_case(name) || unescape(n).eq_ignore_ascii_case(name.as_bytes())
-            })
+            .find(|(n, _)| n.eq_ignore_ascii_case(name) || unescape(n).eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v.as_deref())
     }
 
@@ -395,10 +363,7 @@ type UriParams = Vec<(String, Option<String>)>;
 /// `?name=value` pairs of a URI, escaped as received.
 type UriHeaders = Vec<(String, String)>;
 
-fn parse_params_headers(
-    mut tail: &str,
-    offset: usize,
-) -> Result<(UriParams, UriHeaders), UriError> {
+fn parse_params_headers(mut tail: &str, offset: usize) -> Result<(UriParams, UriHeaders), UriError> {
     let mut params = Vec::new();
     let mut headers = Vec::new();
     let headers_at = tail.find('?');
@@ -489,9 +454,7 @@ mod tests {
 
     #[test]
     fn full_sip_uri() {
-        let u = roundtrip(
-            "sips:alice:secret@[2001:db8::1]:5061;transport=tcp;lr?Subject=hi&Priority=urgent",
-        );
+        let u = roundtrip("sips:alice:secret@[2001:db8::1]:5061;transport=tcp;lr?Subject=hi&Priority=urgent");
         assert_eq!(u.scheme, Scheme::Sips);
         assert_eq!(u.user.as_deref(), Some("alice"));
         assert_eq!(u.password.as_deref(), Some("secret"));
@@ -550,10 +513,7 @@ mod tests {
         let u = Uri::parse("nobodyKnowsThisScheme:totallyopaquecontent").unwrap();
         assert_eq!(u.scheme(), "nobodyKnowsThisScheme");
         assert_eq!(u.to_string(), "nobodyKnowsThisScheme:totallyopaquecontent");
-        assert_eq!(
-            Uri::parse("soap.beep://192.0.2.103:3002").unwrap().scheme(),
-            "soap.beep"
-        );
+        assert_eq!(Uri::parse("soap.beep://192.0.2.103:3002").unwrap().scheme(), "soap.beep");
         assert!(Uri::parse("<sip:x>").is_err());
         assert!(Uri::parse("http://a b").is_err());
     }

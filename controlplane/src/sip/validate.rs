@@ -45,11 +45,7 @@ pub enum Verdict {
     /// Refuse a request. `response`, when present, is the complete
     /// stateless answer: send it to the source address and port of the
     /// request (as `rport` would; the Via may be what is malformed).
-    Reject {
-        status: u16,
-        reason: String,
-        response: Option<Bytes>,
-    },
+    Reject { status: u16, reason: String, response: Option<Bytes> },
     /// Ignore silently (unanswerable, or a response).
     Drop { why: String },
 }
@@ -97,21 +93,15 @@ pub fn verdict_with(bytes: Bytes, policy: &Policy) -> Verdict {
     match Message::parse(bytes.clone(), policy.framing, &policy.limits) {
         Ok(Message::Response(r)) => match check_response(&r.headers) {
             Ok(()) => Verdict::Accept(Message::Response(r)),
-            Err(e) => Verdict::Drop {
-                why: format!("malformed response: {e}"),
-            },
+            Err(e) => Verdict::Drop { why: format!("malformed response: {e}") },
         },
         Ok(Message::Request(req)) => match check_request(&req, policy) {
             Ok(()) => Verdict::Accept(Message::Request(req)),
             Err(Rejection::Drop(why)) => Verdict::Drop { why },
-            Err(Rejection::Answer { .. }) if req.method == Method::Ack => Verdict::Drop {
-                why: "invalid ACK (never answered)".into(),
-            },
-            Err(Rejection::Answer {
-                status,
-                detail,
-                extra,
-            }) => reject(&req.headers, status, &detail, extra),
+            Err(Rejection::Answer { .. }) if req.method == Method::Ack => {
+                Verdict::Drop { why: "invalid ACK (never answered)".into() }
+            }
+            Err(Rejection::Answer { status, detail, extra }) => reject(&req.headers, status, &detail, extra),
         },
         Err(e) => salvage(&bytes, &e, &policy.limits),
     }
@@ -119,27 +109,15 @@ pub fn verdict_with(bytes: Bytes, policy: &Policy) -> Verdict {
 
 enum Rejection {
     Drop(String),
-    Answer {
-        status: u16,
-        detail: String,
-        extra: Vec<Header>,
-    },
+    Answer { status: u16, detail: String, extra: Vec<Header> },
 }
 
 fn bad(e: impl std::fmt::Display) -> Rejection {
-    Rejection::Answer {
-        status: 400,
-        detail: e.to_string(),
-        extra: Vec::new(),
-    }
+    Rejection::Answer { status: 400, detail: e.to_string(), extra: Vec::new() }
 }
 
 fn answer(status: u16, detail: &str) -> Rejection {
-    Rejection::Answer {
-        status,
-        detail: detail.to_owned(),
-        extra: Vec::new(),
-    }
+    Rejection::Answer { status, detail: detail.to_owned(), extra: Vec::new() }
 }
 
 impl From<HeaderError> for Rejection {
@@ -148,13 +126,8 @@ impl From<HeaderError> for Rejection {
     }
 }
 
-const REQUIRED: [HeaderName; 5] = [
-    HeaderName::Via,
-    HeaderName::From,
-    HeaderName::To,
-    HeaderName::CallId,
-    HeaderName::CSeq,
-];
+const REQUIRED: [HeaderName; 5] =
+    [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq];
 
 fn check_response(h: &Headers) -> Result<(), String> {
     if let Some(id) = REQUIRED.iter().find(|&&id| h.get(id).is_none()) {
@@ -223,9 +196,7 @@ fn check_request(req: &Request, policy: &Policy) -> Result<(), Rejection> {
             return Err(bad("Date is not in GMT"));
         }
     }
-    let uri = req
-        .uri()
-        .map_err(|e| bad(format_args!("Request-URI: {e}")))?;
+    let uri = req.uri().map_err(|e| bad(format_args!("Request-URI: {e}")))?;
     if let Uri::Sip(u) = &uri {
         if !u.headers.is_empty() {
             // RFC 4475 3.1.2.11: headers are not allowed in a Request-URI.
@@ -268,15 +239,11 @@ fn check_request(req: &Request, policy: &Policy) -> Result<(), Rejection> {
         }
     }
     // 9. Body type.
-    let sdp_methods = matches!(
-        req.method,
-        Method::Invite | Method::Update | Method::Prack | Method::Ack
-    );
+    let sdp_methods = matches!(req.method, Method::Invite | Method::Update | Method::Prack | Method::Ack);
     if sdp_methods && !req.body.is_empty() {
         let understood = content_type.is_some_and(|ct| policy.body_types.iter().any(|t| ct.is(t)));
-        let encoded = h
-            .values(HeaderName::ContentEncoding)
-            .any(|e| !e.is_empty() && !e.eq_ignore_ascii_case(b"identity"));
+        let encoded =
+            h.values(HeaderName::ContentEncoding).any(|e| !e.is_empty() && !e.eq_ignore_ascii_case(b"identity"));
         if !understood || encoded {
             return Err(Rejection::Answer {
                 status: 415,
@@ -301,10 +268,7 @@ fn check_request(req: &Request, policy: &Policy) -> Result<(), Rejection> {
 /// A reason phrase: the RFC's phrase, then the detail if it differs.
 fn reason_phrase(status: u16, detail: &str) -> String {
     let base = default_reason(status);
-    let clean: String = detail
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let clean: String = detail.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if clean.is_empty() || clean == base {
         base.to_owned()
     } else {
@@ -315,11 +279,7 @@ fn reason_phrase(status: u16, detail: &str) -> String {
 fn reject(h: &Headers, status: u16, detail: &str, extra: Vec<Header>) -> Verdict {
     let reason = reason_phrase(status, detail);
     let response = error_response(h, status, &reason, extra);
-    Verdict::Reject {
-        status,
-        reason,
-        response,
-    }
+    Verdict::Reject { status, reason, response }
 }
 
 /// Build a stateless error response from a request's (possibly broken)
@@ -352,51 +312,32 @@ fn stateless_tag(h: &Headers) -> String {
 /// A request that failed to parse: answer it if its headers can still be
 /// read, else drop. Responses that fail to parse are dropped.
 fn salvage(bytes: &Bytes, e: &message::ParseError, limits: &Limits) -> Verdict {
-    let start = bytes
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(bytes.len());
+    let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
     let rest = &bytes[start..];
     if rest.len() >= 4 && rest[..4].eq_ignore_ascii_case(b"SIP/") {
-        return Verdict::Drop {
-            why: format!("malformed response: {e}"),
-        };
+        return Verdict::Drop { why: format!("malformed response: {e}") };
     }
     if rest.starts_with(b"ACK ") {
-        return Verdict::Drop {
-            why: format!("malformed ACK: {e}"),
-        };
+        return Verdict::Drop { why: format!("malformed ACK: {e}") };
     }
     let Ok(head) = message::lex_head(bytes, limits, true) else {
-        return Verdict::Drop {
-            why: format!("unreadable request: {e}"),
-        };
+        return Verdict::Drop { why: format!("unreadable request: {e}") };
     };
     // The first token of the start line must look like a method.
     let line = &bytes[head.start.clone()];
     let method = line.split(|&b| b == b' ').next().unwrap_or_default();
     if Method::from_token(method).is_none() {
-        return Verdict::Drop {
-            why: format!("not a SIP request: {e}"),
-        };
+        return Verdict::Drop { why: format!("not a SIP request: {e}") };
     }
     let headers = Headers { list: head.headers };
     if headers.cseq().is_ok_and(|c| c.method == Method::Ack) {
-        return Verdict::Drop {
-            why: format!("malformed ACK: {e}"),
-        };
+        return Verdict::Drop { why: format!("malformed ACK: {e}") };
     }
     let (status, _) = e.status();
     let reason = reason_phrase(status, &e.to_string());
     match error_response(&headers, status, &reason, Vec::new()) {
-        Some(resp) => Verdict::Reject {
-            status,
-            reason,
-            response: Some(resp),
-        },
-        None => Verdict::Drop {
-            why: format!("unanswerable request: {e}"),
-        },
+        Some(resp) => Verdict::Reject { status, reason, response: Some(resp) },
+        None => Verdict::Drop { why: format!("unanswerable request: {e}") },
     }
 }
 
@@ -413,13 +354,7 @@ CSeq: 8 OPTIONS\r\n\
 Max-Forwards: 70\r\n";
 
     fn v(extra: &str, body: &str) -> Verdict {
-        verdict(
-            format!(
-                "{OPTIONS}{extra}Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
+        verdict(format!("{OPTIONS}{extra}Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
     }
 
     #[test]
@@ -429,74 +364,36 @@ Max-Forwards: 70\r\n";
 
     #[test]
     fn rejections_carry_a_response() {
-        let Verdict::Reject {
-            status,
-            reason,
-            response: Some(resp),
-        } = v("Require: foo, 100rel\r\n", "")
-        else {
+        let Verdict::Reject { status, reason, response: Some(resp) } = v("Require: foo, 100rel\r\n", "") else {
             panic!()
         };
         assert_eq!(status, 420);
         assert_eq!(reason, "Bad Extension");
-        let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else {
-            panic!()
-        };
+        let Message::Response(r) = Message::parse_datagram(&resp).unwrap() else { panic!() };
         assert_eq!(r.code, 420);
-        assert_eq!(
-            r.headers.get(HeaderName::Unsupported).unwrap().value(),
-            b"foo, 100rel"
-        );
+        assert_eq!(r.headers.get(HeaderName::Unsupported).unwrap().value(), b"foo, 100rel");
         assert_eq!(r.headers.call_id().unwrap(), "v.1");
-        assert!(r
-            .headers
-            .to_addr()
-            .unwrap()
-            .tag()
-            .unwrap()
-            .starts_with("bh"));
+        assert!(r.headers.to_addr().unwrap().tag().unwrap().starts_with("bh"));
         // Stateless: the same request gets the same tag.
-        let Verdict::Reject {
-            response: Some(again),
-            ..
-        } = v("Require: foo, 100rel\r\n", "")
-        else {
-            panic!()
-        };
+        let Verdict::Reject { response: Some(again), .. } = v("Require: foo, 100rel\r\n", "") else { panic!() };
         assert_eq!(resp, again);
     }
 
     #[test]
     fn statuses() {
         assert_eq!(v("Max-Forwards: 1\r\n", "").status(), Some(400));
-        assert_eq!(
-            v("Date: Fri, 01 Jan 2010 16:00:00 EST\r\n", "").status(),
-            Some(400)
-        );
-        assert_eq!(
-            v("Date: Fri, 01 Jan 2010 16:00:00 GMT\r\n", "").status(),
-            None
-        );
-        assert_eq!(
-            v("", "body").status(),
-            Some(400),
-            "body without Content-Type"
-        );
+        assert_eq!(v("Date: Fri, 01 Jan 2010 16:00:00 EST\r\n", "").status(), Some(400));
+        assert_eq!(v("Date: Fri, 01 Jan 2010 16:00:00 GMT\r\n", "").status(), None);
+        assert_eq!(v("", "body").status(), Some(400), "body without Content-Type");
         let ack = OPTIONS.replace("OPTIONS", "ACK");
-        assert!(matches!(
-            verdict(format!("{ack}Max-Forwards: 300\r\nl: 0\r\n\r\n").as_bytes()),
-            Verdict::Drop { .. }
-        ));
+        assert!(matches!(verdict(format!("{ack}Max-Forwards: 300\r\nl: 0\r\n\r\n").as_bytes()), Verdict::Drop { .. }));
         assert!(matches!(verdict(b"garbage"), Verdict::Drop { .. }));
         assert!(matches!(verdict(b"\r\n\r\n"), Verdict::Drop { .. }));
     }
 
     #[test]
     fn stream_policy_requires_content_length() {
-        let p = Policy {
-            framing: BodyFraming::Stream,
-            ..Policy::default()
-        };
+        let p = Policy { framing: BodyFraming::Stream, ..Policy::default() };
         let msg = format!("{OPTIONS}\r\n");
         assert_eq!(verdict_with(Bytes::from(msg), &p).status(), Some(411));
     }

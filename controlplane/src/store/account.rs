@@ -37,9 +37,7 @@ impl Account {
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         check_text("account friendly_name", &self.friendly_name, 64)?;
         if self.auth_token.is_empty() {
-            return Err(StoreError::Invalid(
-                "an auth token must not be empty".into(),
-            ));
+            return Err(StoreError::Invalid("an auth token must not be empty".into()));
         }
         Ok(())
     }
@@ -111,9 +109,7 @@ impl ApiKey {
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         check_text("API key friendly_name", &self.friendly_name, 64)?;
         if self.secret.is_empty() {
-            return Err(StoreError::Invalid(
-                "an API key secret must not be empty".into(),
-            ));
+            return Err(StoreError::Invalid("an API key secret must not be empty".into()));
         }
         Ok(())
     }

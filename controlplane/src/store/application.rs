@@ -54,8 +54,7 @@ impl Application {
             ("status_callback", &self.status_callback),
         ] {
             if let Some(url) = url {
-                check_http_url(url)
-                    .map_err(|reason| StoreError::Invalid(format!("{what}: {reason}")))?;
+                check_http_url(url).map_err(|reason| StoreError::Invalid(format!("{what}: {reason}")))?;
             }
         }
         Ok(())

@@ -141,11 +141,7 @@ impl CallStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            CallStatus::Completed
-                | CallStatus::Busy
-                | CallStatus::Failed
-                | CallStatus::NoAnswer
-                | CallStatus::Canceled
+            CallStatus::Completed | CallStatus::Busy | CallStatus::Failed | CallStatus::NoAnswer | CallStatus::Canceled
         )
     }
 }
@@ -185,11 +181,7 @@ mod tests {
             assert_eq!(CallStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(CallStatus::parse("in_progress"), None);
-        for d in [
-            Direction::Inbound,
-            Direction::OutboundApi,
-            Direction::OutboundDial,
-        ] {
+        for d in [Direction::Inbound, Direction::OutboundApi, Direction::OutboundDial] {
             assert_eq!(Direction::parse(d.as_str()), Some(d));
         }
         assert!(CallStatus::NoAnswer.is_final());

@@ -46,9 +46,7 @@ pub use application::{check_http_url, Application, HttpMethod};
 pub use call_record::{CallFilter, CallRecord, CallStatus, CallUpdate, Direction};
 pub use phone_number::{E164Error, PhoneNumber, E164};
 pub use seed::{seed, AccountSeed, SeedReport};
-pub use sid::{
-    random_secret, AccountSid, ApiKeySid, ApplicationSid, CallSid, PhoneNumberSid, SidError,
-};
+pub use sid::{random_secret, AccountSid, ApiKeySid, ApplicationSid, CallSid, PhoneNumberSid, SidError};
 pub use sqlite::{Durability, SqliteStore};
 pub use timestamp::Timestamp;
 pub use trunk::{check_sip_uri, check_trunk_name, Cidr, CidrError, Trunk};
@@ -74,20 +72,14 @@ pub enum StoreError {
     #[error("the database is at schema version {found}, newer than the {known} this build knows; run the newer build or restore a backup")]
     SchemaTooNew { found: i64, known: i64 },
     #[error("cannot open the database {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: rusqlite::Error },
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
 
 impl StoreError {
     pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> StoreError {
-        StoreError::NotFound {
-            kind,
-            id: id.to_string(),
-        }
+        StoreError::NotFound { kind, id: id.to_string() }
     }
 }
 
@@ -117,10 +109,7 @@ impl PageRequest {
             )));
         }
         if u64::from(self.page) * u64::from(self.page_size) > i64::MAX as u64 {
-            return Err(StoreError::Invalid(format!(
-                "page {} is too far",
-                self.page
-            )));
+            return Err(StoreError::Invalid(format!("page {} is too far", self.page)));
         }
         Ok(())
     }
@@ -185,11 +174,7 @@ pub trait Store: Send + Sync {
     /// Every account, oldest first.
     fn accounts(&self) -> Result<Vec<Account>, StoreError>;
     /// Changes the friendly name, status or auth token (rotation).
-    fn update_account(
-        &self,
-        sid: &AccountSid,
-        edit: Edit<'_, Account>,
-    ) -> Result<Account, StoreError>;
+    fn update_account(&self, sid: &AccountSid, edit: Edit<'_, Account>) -> Result<Account, StoreError>;
     /// Writes an account and everything it owns in one transaction if no
     /// account with its SID exists yet; returns whether it did. An existing
     /// account is left exactly as it is (the database wins over the config).
@@ -207,17 +192,9 @@ pub trait Store: Send + Sync {
     // ---- applications ---------------------------------------------------
 
     fn create_application(&self, app: &Application) -> Result<(), StoreError>;
-    fn application(
-        &self,
-        account: &AccountSid,
-        sid: &ApplicationSid,
-    ) -> Result<Application, StoreError>;
+    fn application(&self, account: &AccountSid, sid: &ApplicationSid) -> Result<Application, StoreError>;
     /// The account's applications, oldest first.
-    fn applications(
-        &self,
-        account: &AccountSid,
-        page: PageRequest,
-    ) -> Result<Page<Application>, StoreError>;
+    fn applications(&self, account: &AccountSid, page: PageRequest) -> Result<Page<Application>, StoreError>;
     fn update_application(
         &self,
         account: &AccountSid,
@@ -225,25 +202,16 @@ pub trait Store: Send + Sync {
         edit: Edit<'_, Application>,
     ) -> Result<Application, StoreError>;
     /// Refused with `Conflict` while phone numbers point at it.
-    fn delete_application(
-        &self,
-        account: &AccountSid,
-        sid: &ApplicationSid,
-    ) -> Result<(), StoreError>;
+    fn delete_application(&self, account: &AccountSid, sid: &ApplicationSid) -> Result<(), StoreError>;
 
     // ---- phone numbers --------------------------------------------------
 
     /// The number must be free in the whole store, and its application (if
     /// any) must belong to the same account.
     fn create_number(&self, number: &PhoneNumber) -> Result<(), StoreError>;
-    fn number(&self, account: &AccountSid, sid: &PhoneNumberSid)
-        -> Result<PhoneNumber, StoreError>;
+    fn number(&self, account: &AccountSid, sid: &PhoneNumberSid) -> Result<PhoneNumber, StoreError>;
     /// The account's numbers, oldest first.
-    fn numbers(
-        &self,
-        account: &AccountSid,
-        page: PageRequest,
-    ) -> Result<Page<PhoneNumber>, StoreError>;
+    fn numbers(&self, account: &AccountSid, page: PageRequest) -> Result<Page<PhoneNumber>, StoreError>;
     fn update_number(
         &self,
         account: &AccountSid,
@@ -253,10 +221,7 @@ pub trait Store: Send + Sync {
     fn delete_number(&self, account: &AccountSid, sid: &PhoneNumberSid) -> Result<(), StoreError>;
     /// For a call to `number`: the number and the application answering it
     /// (`None` if the number has none), or `None` if no account owns it.
-    fn route_number(
-        &self,
-        number: &E164,
-    ) -> Result<Option<(PhoneNumber, Option<Application>)>, StoreError>;
+    fn route_number(&self, number: &E164) -> Result<Option<(PhoneNumber, Option<Application>)>, StoreError>;
 
     // ---- trunks ---------------------------------------------------------
 
@@ -265,12 +230,7 @@ pub trait Store: Send + Sync {
     /// The account's trunks, by name.
     fn trunks(&self, account: &AccountSid) -> Result<Vec<Trunk>, StoreError>;
     /// Edits a trunk; renaming it is allowed (call records keep the old name).
-    fn update_trunk(
-        &self,
-        account: &AccountSid,
-        name: &str,
-        edit: Edit<'_, Trunk>,
-    ) -> Result<Trunk, StoreError>;
+    fn update_trunk(&self, account: &AccountSid, name: &str, edit: Edit<'_, Trunk>) -> Result<Trunk, StoreError>;
     fn delete_trunk(&self, account: &AccountSid, name: &str) -> Result<(), StoreError>;
     /// The trunk whose `allow` list holds `source`, for an INVITE from it; if
     /// several do, the one with the longest matching prefix, then the oldest.
@@ -296,14 +256,10 @@ pub trait Store: Send + Sync {
 /// Printable text of at most `max` characters, for names shown in lists.
 pub(crate) fn check_text(what: &str, value: &str, max: usize) -> Result<(), StoreError> {
     if value.chars().count() > max {
-        return Err(StoreError::Invalid(format!(
-            "{what} must be at most {max} characters"
-        )));
+        return Err(StoreError::Invalid(format!("{what} must be at most {max} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "{what} must not contain control characters"
-        )));
+        return Err(StoreError::Invalid(format!("{what} must not contain control characters")));
     }
     Ok(())
 }

@@ -22,11 +22,7 @@ pub struct PhoneNumber {
 
 impl PhoneNumber {
     /// A new number with a generated SID, named after the number, dated now.
-    pub fn new(
-        account_sid: AccountSid,
-        phone_number: E164,
-        application_sid: Option<ApplicationSid>,
-    ) -> PhoneNumber {
+    pub fn new(account_sid: AccountSid, phone_number: E164, application_sid: Option<ApplicationSid>) -> PhoneNumber {
         let now = Timestamp::now();
         PhoneNumber {
             sid: PhoneNumberSid::generate(),
@@ -50,18 +46,13 @@ impl PhoneNumber {
 pub struct E164(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not an E.164 number: '+' and 2 to 15 digits, the first not 0 (like +15550100001)"
-)]
+#[error("{0:?} is not an E.164 number: '+' and 2 to 15 digits, the first not 0 (like +15550100001)")]
 pub struct E164Error(pub String);
 
 impl E164 {
     pub fn parse(s: &str) -> Result<E164, E164Error> {
         let digits = s.strip_prefix('+').ok_or_else(|| E164Error(s.into()))?;
-        if !(2..=15).contains(&digits.len())
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-            || digits.starts_with('0')
-        {
+        if !(2..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
             return Err(E164Error(s.into()));
         }
         Ok(E164(s.to_string()))

@@ -16,8 +16,8 @@
 //! on the database (a number another account already holds).
 
 use super::{
-    Account, AccountBundle, AccountSid, ApiKey, ApiKeySid, Application, ApplicationSid, Cidr,
-    HttpMethod, PhoneNumber, Store, StoreError, Timestamp, Trunk, E164,
+    Account, AccountBundle, AccountSid, ApiKey, ApiKeySid, Application, ApplicationSid, Cidr, HttpMethod, PhoneNumber,
+    Store, StoreError, Timestamp, Trunk, E164,
 };
 use std::fmt;
 
@@ -105,10 +105,7 @@ impl AccountSeed {
         let account_sid = &self.sid;
         AccountBundle {
             account: Account {
-                friendly_name: self
-                    .friendly_name
-                    .clone()
-                    .unwrap_or_else(|| self.sid.to_string()),
+                friendly_name: self.friendly_name.clone().unwrap_or_else(|| self.sid.to_string()),
                 date_created: now,
                 date_updated: now,
                 ..Account::new(self.sid.clone(), self.auth_token.clone())
@@ -145,11 +142,7 @@ impl AccountSeed {
                 .numbers
                 .iter()
                 .map(|n| {
-                    let mut number = PhoneNumber::new(
-                        account_sid.clone(),
-                        n.number.clone(),
-                        n.application.clone(),
-                    );
+                    let mut number = PhoneNumber::new(account_sid.clone(), n.number.clone(), n.application.clone());
                     if let Some(name) = &n.friendly_name {
                         number.friendly_name = name.clone();
                     }

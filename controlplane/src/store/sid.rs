@@ -13,55 +13,24 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SidError {
     #[error("{value:?} is not a {kind} SID: it must be {prefix} followed by 32 lowercase hex digits (34 characters, not {len})")]
-    Length {
-        kind: &'static str,
-        prefix: &'static str,
-        value: String,
-        len: usize,
-    },
+    Length { kind: &'static str, prefix: &'static str, value: String, len: usize },
     #[error("{value:?} is not a {kind} SID: it must start with {prefix}")]
-    Prefix {
-        kind: &'static str,
-        prefix: &'static str,
-        value: String,
-    },
-    #[error(
-        "{value:?} is not a {kind} SID: after {prefix} come 32 lowercase hex digits (0-9, a-f)"
-    )]
-    Digits {
-        kind: &'static str,
-        prefix: &'static str,
-        value: String,
-    },
+    Prefix { kind: &'static str, prefix: &'static str, value: String },
+    #[error("{value:?} is not a {kind} SID: after {prefix} come 32 lowercase hex digits (0-9, a-f)")]
+    Digits { kind: &'static str, prefix: &'static str, value: String },
 }
 
 const HEX_DIGITS: usize = 32;
 
 fn check(kind: &'static str, prefix: &'static str, value: &str) -> Result<(), SidError> {
     if value.len() != prefix.len() + HEX_DIGITS {
-        return Err(SidError::Length {
-            kind,
-            prefix,
-            value: value.to_string(),
-            len: value.len(),
-        });
+        return Err(SidError::Length { kind, prefix, value: value.to_string(), len: value.len() });
     }
     if !value.starts_with(prefix) {
-        return Err(SidError::Prefix {
-            kind,
-            prefix,
-            value: value.to_string(),
-        });
+        return Err(SidError::Prefix { kind, prefix, value: value.to_string() });
     }
-    if !value[prefix.len()..]
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(SidError::Digits {
-            kind,
-            prefix,
-            value: value.to_string(),
-        });
+    if !value[prefix.len()..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(SidError::Digits { kind, prefix, value: value.to_string() });
     }
     Ok(())
 }
@@ -171,34 +140,20 @@ mod tests {
         assert_eq!(sid.as_str(), "AC00000000000000000000000000000001");
         assert_eq!(sid.to_string(), sid.as_str());
         assert!(CallSid::parse("CA0123456789abcdef0123456789abcdef").is_ok());
-        assert!("SK00000000000000000000000000000001"
-            .parse::<ApiKeySid>()
-            .is_ok());
+        assert!("SK00000000000000000000000000000001".parse::<ApiKeySid>().is_ok());
     }
 
     #[test]
     fn refuses_each_kind_of_mistake_with_its_reason() {
-        assert!(matches!(
-            AccountSid::parse("AC0000"),
-            Err(SidError::Length { len: 6, .. })
-        ));
+        assert!(matches!(AccountSid::parse("AC0000"), Err(SidError::Length { len: 6, .. })));
         assert!(matches!(
             AccountSid::parse("AP00000000000000000000000000000001"),
             Err(SidError::Prefix { prefix: "AC", .. })
         ));
-        assert!(matches!(
-            AccountSid::parse("ac00000000000000000000000000000001"),
-            Err(SidError::Prefix { .. })
-        ));
+        assert!(matches!(AccountSid::parse("ac00000000000000000000000000000001"), Err(SidError::Prefix { .. })));
         // Upper-case hex is refused: SIDs compare as strings.
-        assert!(matches!(
-            CallSid::parse("CA0123456789ABCDEF0123456789abcdef"),
-            Err(SidError::Digits { .. })
-        ));
-        assert!(matches!(
-            CallSid::parse("CA0123456789abcdef0123456789abcdeg"),
-            Err(SidError::Digits { .. })
-        ));
+        assert!(matches!(CallSid::parse("CA0123456789ABCDEF0123456789abcdef"), Err(SidError::Digits { .. })));
+        assert!(matches!(CallSid::parse("CA0123456789abcdef0123456789abcdeg"), Err(SidError::Digits { .. })));
         // Multi-byte characters do not panic the slicing.
         assert!(CallSid::parse("CAé123456789abcdef0123456789abcde").is_err());
         let msg = ApplicationSid::parse("AP1").unwrap_err().to_string();

@@ -19,9 +19,7 @@ mod tests;
 use super::trunk::to_v6;
 use super::*;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
-use rusqlite::{
-    ffi, params, params_from_iter, Connection, OptionalExtension, Row, ToSql, TransactionBehavior,
-};
+use rusqlite::{ffi, params, params_from_iter, Connection, OptionalExtension, Row, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -29,8 +27,7 @@ use std::time::Duration;
 /// The schema, one migration per version, applied in order. Version N of a
 /// database has the first N applied (`PRAGMA user_version` = N). Append,
 /// never edit.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
 
 /// How long a writer waits for another process's transaction (a backup tool,
 /// `sqlite3` by hand) before giving up with `SQLITE_BUSY`.
@@ -62,9 +59,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
     }
 }
 
@@ -76,43 +71,28 @@ impl SqliteStore {
     }
 
     pub fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
         create_private(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
-            source: rusqlite::Error::SqliteFailure(
-                ffi::Error::new(ffi::SQLITE_CANTOPEN),
-                Some(e.to_string()),
-            ),
+            source: rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CANTOPEN), Some(e.to_string())),
         })?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_err(rusqlite::Error::SqliteFailure(
                 ffi::Error::new(ffi::SQLITE_CANTOPEN),
-                Some(format!(
-                    "the file system does not support WAL (journal_mode is {mode})"
-                )),
+                Some(format!("the file system does not support WAL (journal_mode is {mode})")),
             )));
         }
         let synchronous = match durability {
             Durability::ProcessCrash => "NORMAL",
             Durability::PowerLoss => "FULL",
         };
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
-        ))
-        .map_err(open_err)?;
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))
+            .map_err(open_err)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            path: path.to_path_buf(),
-        })
+        Ok(SqliteStore { conn: Mutex::new(conn), path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -122,9 +102,7 @@ impl SqliteStore {
     /// The schema version of the open database (the number of migrations
     /// applied).
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .lock()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// `PRAGMA integrity_check`: `["ok"]` for a sound database, otherwise
@@ -142,17 +120,11 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         f(&self.lock())
     }
 
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
@@ -166,12 +138,7 @@ impl SqliteStore {
 /// `-shm` files the same permissions.
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
@@ -210,41 +177,21 @@ macro_rules! text_column {
             fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
                 let s = value.as_str()?;
                 #[allow(clippy::redundant_closure_call)]
-                ($from)(s).ok_or_else(|| {
-                    FromSqlError::Other(format!("{s:?} is not a valid {}", stringify!($ty)).into())
-                })
+                ($from)(s)
+                    .ok_or_else(|| FromSqlError::Other(format!("{s:?} is not a valid {}", stringify!($ty)).into()))
             }
         }
     };
 }
 
-text_column!(AccountSid, |v: &AccountSid| v.as_str().to_string(), |s| {
-    AccountSid::parse(s).ok()
-});
-text_column!(ApiKeySid, |v: &ApiKeySid| v.as_str().to_string(), |s| {
-    ApiKeySid::parse(s).ok()
-});
-text_column!(
-    ApplicationSid,
-    |v: &ApplicationSid| v.as_str().to_string(),
-    |s| { ApplicationSid::parse(s).ok() }
-);
-text_column!(
-    PhoneNumberSid,
-    |v: &PhoneNumberSid| v.as_str().to_string(),
-    |s| { PhoneNumberSid::parse(s).ok() }
-);
-text_column!(CallSid, |v: &CallSid| v.as_str().to_string(), |s| {
-    CallSid::parse(s).ok()
-});
-text_column!(E164, |v: &E164| v.as_str().to_string(), |s| E164::parse(s)
-    .ok());
+text_column!(AccountSid, |v: &AccountSid| v.as_str().to_string(), |s| { AccountSid::parse(s).ok() });
+text_column!(ApiKeySid, |v: &ApiKeySid| v.as_str().to_string(), |s| { ApiKeySid::parse(s).ok() });
+text_column!(ApplicationSid, |v: &ApplicationSid| v.as_str().to_string(), |s| { ApplicationSid::parse(s).ok() });
+text_column!(PhoneNumberSid, |v: &PhoneNumberSid| v.as_str().to_string(), |s| { PhoneNumberSid::parse(s).ok() });
+text_column!(CallSid, |v: &CallSid| v.as_str().to_string(), |s| { CallSid::parse(s).ok() });
+text_column!(E164, |v: &E164| v.as_str().to_string(), |s| E164::parse(s).ok());
 text_column!(Cidr, |v: &Cidr| v.to_string(), |s| Cidr::parse(s).ok());
-text_column!(
-    AccountStatus,
-    |v: &AccountStatus| v.as_str(),
-    AccountStatus::parse
-);
+text_column!(AccountStatus, |v: &AccountStatus| v.as_str(), AccountStatus::parse);
 text_column!(HttpMethod, |v: &HttpMethod| v.as_str(), HttpMethod::parse);
 text_column!(Direction, |v: &Direction| v.as_str(), Direction::parse);
 text_column!(CallStatus, |v: &CallStatus| v.as_str(), CallStatus::parse);
@@ -266,9 +213,7 @@ impl FromSql for Timestamp {
 /// The SQLite constraint a statement broke, if that is why it failed.
 fn broken_constraint(e: &rusqlite::Error) -> Option<std::os::raw::c_int> {
     match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             Some(f.extended_code)
         }
         _ => None,
@@ -277,47 +222,30 @@ fn broken_constraint(e: &rusqlite::Error) -> Option<std::os::raw::c_int> {
 
 /// A failed insert: a taken key becomes `Conflict(what)`, a missing account
 /// `NotFound`, anything else stays a database error.
-fn insert_error(
-    e: rusqlite::Error,
-    what: impl FnOnce() -> String,
-    account: &AccountSid,
-) -> StoreError {
+fn insert_error(e: rusqlite::Error, what: impl FnOnce() -> String, account: &AccountSid) -> StoreError {
     match broken_constraint(&e) {
-        Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE) => {
-            StoreError::Conflict(what())
-        }
+        Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE) => StoreError::Conflict(what()),
         Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => StoreError::not_found("account", account),
         _ => StoreError::Sqlite(e),
     }
 }
 
 fn ensure_account(c: &Connection, sid: &AccountSid) -> Result<(), StoreError> {
-    let found = c
-        .prepare_cached("SELECT 1 FROM accounts WHERE sid = ?1")?
-        .query_row([sid], |_| Ok(()))
-        .optional()?;
+    let found = c.prepare_cached("SELECT 1 FROM accounts WHERE sid = ?1")?.query_row([sid], |_| Ok(())).optional()?;
     found.ok_or_else(|| StoreError::not_found("account", sid))
 }
 
 fn page_of<T>(mut items: Vec<T>, page: PageRequest) -> Page<T> {
     let has_more = items.len() > page.page_size as usize;
     items.truncate(page.page_size as usize);
-    Page {
-        items,
-        page: page.page,
-        page_size: page.page_size,
-        has_more,
-    }
+    Page { items, page: page.page, page_size: page.page_size, has_more }
 }
 
 /// `LIMIT` and `OFFSET` for `page`, one row more than the page so that
 /// `has_more` needs no second query.
 fn limit_offset(page: PageRequest) -> Result<(i64, i64), StoreError> {
     page.check()?;
-    Ok((
-        i64::from(page.page_size) + 1,
-        i64::from(page.page) * i64::from(page.page_size),
-    ))
+    Ok((i64::from(page.page_size) + 1, i64::from(page.page) * i64::from(page.page_size)))
 }
 
 // ---- accounts -------------------------------------------------------------
@@ -336,28 +264,17 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
 }
 
 fn get_account(c: &Connection, sid: &AccountSid) -> Result<Account, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE sid = ?1"
-    ))?
-    .query_row([sid], account_from_row)
-    .optional()?
-    .ok_or_else(|| StoreError::not_found("account", sid))
+    c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE sid = ?1"))?
+        .query_row([sid], account_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("account", sid))
 }
 
 fn insert_account(c: &Connection, a: &Account) -> Result<(), StoreError> {
     a.validate()?;
-    c.prepare_cached(&format!(
-        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-    ))?
-    .execute(params![
-        a.sid,
-        a.friendly_name,
-        a.auth_token,
-        a.status,
-        a.date_created,
-        a.date_updated
-    ])
-    .map_err(|e| insert_error(e, || format!("account {} exists", a.sid), &a.sid))?;
+    c.prepare_cached(&format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))?
+        .execute(params![a.sid, a.friendly_name, a.auth_token, a.status, a.date_created, a.date_updated])
+        .map_err(|e| insert_error(e, || format!("account {} exists", a.sid), &a.sid))?;
     Ok(())
 }
 
@@ -378,17 +295,9 @@ fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
 fn insert_api_key(c: &Connection, k: &ApiKey) -> Result<(), StoreError> {
     k.validate()?;
     ensure_account(c, &k.account_sid)?;
-    c.prepare_cached(&format!(
-        "INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
-    ))?
-    .execute(params![
-        k.sid,
-        k.account_sid,
-        k.friendly_name,
-        k.secret,
-        k.date_created
-    ])
-    .map_err(|e| insert_error(e, || format!("API key {} exists", k.sid), &k.account_sid))?;
+    c.prepare_cached(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"))?
+        .execute(params![k.sid, k.account_sid, k.friendly_name, k.secret, k.date_created])
+        .map_err(|e| insert_error(e, || format!("API key {} exists", k.sid), &k.account_sid))?;
     Ok(())
 }
 
@@ -414,17 +323,11 @@ fn application_from_row(r: &Row<'_>) -> rusqlite::Result<Application> {
     })
 }
 
-fn get_application(
-    c: &Connection,
-    account: &AccountSid,
-    sid: &ApplicationSid,
-) -> Result<Application, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {APPLICATION_COLUMNS} FROM applications WHERE sid = ?1 AND account_sid = ?2"
-    ))?
-    .query_row(params![sid, account], application_from_row)
-    .optional()?
-    .ok_or_else(|| StoreError::not_found("application", sid))
+fn get_application(c: &Connection, account: &AccountSid, sid: &ApplicationSid) -> Result<Application, StoreError> {
+    c.prepare_cached(&format!("SELECT {APPLICATION_COLUMNS} FROM applications WHERE sid = ?1 AND account_sid = ?2"))?
+        .query_row(params![sid, account], application_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("application", sid))
 }
 
 fn insert_application(c: &Connection, a: &Application) -> Result<(), StoreError> {
@@ -447,13 +350,7 @@ fn insert_application(c: &Connection, a: &Application) -> Result<(), StoreError>
         a.date_created,
         a.date_updated
     ])
-    .map_err(|e| {
-        insert_error(
-            e,
-            || format!("application {} exists", a.sid),
-            &a.account_sid,
-        )
-    })?;
+    .map_err(|e| insert_error(e, || format!("application {} exists", a.sid), &a.account_sid))?;
     Ok(())
 }
 
@@ -474,17 +371,11 @@ fn number_from_row(r: &Row<'_>) -> rusqlite::Result<PhoneNumber> {
     })
 }
 
-fn get_number(
-    c: &Connection,
-    account: &AccountSid,
-    sid: &PhoneNumberSid,
-) -> Result<PhoneNumber, StoreError> {
-    c.prepare_cached(&format!(
-        "SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE sid = ?1 AND account_sid = ?2"
-    ))?
-    .query_row(params![sid, account], number_from_row)
-    .optional()?
-    .ok_or_else(|| StoreError::not_found("phone number", sid))
+fn get_number(c: &Connection, account: &AccountSid, sid: &PhoneNumberSid) -> Result<PhoneNumber, StoreError> {
+    c.prepare_cached(&format!("SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE sid = ?1 AND account_sid = ?2"))?
+        .query_row(params![sid, account], number_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("phone number", sid))
 }
 
 /// The number's application must exist in the number's own account.
@@ -504,43 +395,29 @@ fn insert_number(c: &Connection, n: &PhoneNumber) -> Result<(), StoreError> {
         .query_row([&n.phone_number], |r| r.get(0))
         .optional()?;
     if owner.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "phone number {} is already in use",
-            n.phone_number
-        )));
+        return Err(StoreError::Conflict(format!("phone number {} is already in use", n.phone_number)));
     }
-    c.prepare_cached(&format!(
-        "INSERT INTO phone_numbers ({NUMBER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    ))?
-    .execute(params![
-        n.sid,
-        n.account_sid,
-        n.phone_number,
-        n.application_sid,
-        n.friendly_name,
-        n.date_created,
-        n.date_updated
-    ])
-    .map_err(|e| {
-        insert_error(
-            e,
-            || format!("phone number {} exists", n.sid),
-            &n.account_sid,
-        )
-    })?;
+    c.prepare_cached(&format!("INSERT INTO phone_numbers ({NUMBER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?
+        .execute(params![
+            n.sid,
+            n.account_sid,
+            n.phone_number,
+            n.application_sid,
+            n.friendly_name,
+            n.date_created,
+            n.date_updated
+        ])
+        .map_err(|e| insert_error(e, || format!("phone number {} exists", n.sid), &n.account_sid))?;
     Ok(())
 }
 
 // ---- trunks ---------------------------------------------------------------
 
-const TRUNK_COLUMNS: &str =
-    "account_sid, name, outbound, username, password, date_created, date_updated";
+const TRUNK_COLUMNS: &str = "account_sid, name, outbound, username, password, date_created, date_updated";
 
 fn get_trunk(c: &Connection, account: &AccountSid, name: &str) -> Result<Trunk, StoreError> {
     let trunk = c
-        .prepare_cached(&format!(
-            "SELECT {TRUNK_COLUMNS} FROM trunks WHERE account_sid = ?1 AND name = ?2"
-        ))?
+        .prepare_cached(&format!("SELECT {TRUNK_COLUMNS} FROM trunks WHERE account_sid = ?1 AND name = ?2"))?
         .query_row(params![account, name], |r| {
             Ok(Trunk {
                 account_sid: r.get("account_sid")?,
@@ -557,21 +434,17 @@ fn get_trunk(c: &Connection, account: &AccountSid, name: &str) -> Result<Trunk, 
     let mut trunk = trunk.ok_or_else(|| StoreError::not_found("trunk", name))?;
     // The rowid keeps the order the networks were written in.
     trunk.allow = c
-        .prepare_cached(
-            "SELECT cidr FROM trunk_allow WHERE account_sid = ?1 AND trunk_name = ?2 ORDER BY rowid",
-        )?
+        .prepare_cached("SELECT cidr FROM trunk_allow WHERE account_sid = ?1 AND trunk_name = ?2 ORDER BY rowid")?
         .query_map(params![account, name], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(trunk)
 }
 
 fn trunk_exists(c: &Connection, account: &AccountSid, name: &str) -> Result<bool, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT 1 FROM trunks WHERE account_sid = ?1 AND name = ?2")?
-            .query_row(params![account, name], |_| Ok(()))
-            .optional()?
-            .is_some(),
-    )
+    Ok(c.prepare_cached("SELECT 1 FROM trunks WHERE account_sid = ?1 AND name = ?2")?
+        .query_row(params![account, name], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 fn insert_allow(c: &Connection, t: &Trunk) -> Result<(), StoreError> {
@@ -581,14 +454,7 @@ fn insert_allow(c: &Connection, t: &Trunk) -> Result<(), StoreError> {
     )?;
     for cidr in &t.allow {
         let (lo, hi) = cidr.v6_range();
-        stmt.execute(params![
-            t.account_sid,
-            t.name,
-            cidr,
-            &lo[..],
-            &hi[..],
-            cidr.v6_prefix_len()
-        ])?;
+        stmt.execute(params![t.account_sid, t.name, cidr, &lo[..], &hi[..], cidr.v6_prefix_len()])?;
     }
     Ok(())
 }
@@ -599,19 +465,9 @@ fn insert_trunk(c: &Connection, t: &Trunk) -> Result<(), StoreError> {
     if trunk_exists(c, &t.account_sid, &t.name)? {
         return Err(StoreError::Conflict(format!("trunk {} exists", t.name)));
     }
-    c.prepare_cached(&format!(
-        "INSERT INTO trunks ({TRUNK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    ))?
-    .execute(params![
-        t.account_sid,
-        t.name,
-        t.outbound,
-        t.username,
-        t.password,
-        t.date_created,
-        t.date_updated
-    ])
-    .map_err(|e| insert_error(e, || format!("trunk {} exists", t.name), &t.account_sid))?;
+    c.prepare_cached(&format!("INSERT INTO trunks ({TRUNK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?
+        .execute(params![t.account_sid, t.name, t.outbound, t.username, t.password, t.date_created, t.date_updated])
+        .map_err(|e| insert_error(e, || format!("trunk {} exists", t.name), &t.account_sid))?;
     insert_allow(c, t)
 }
 
@@ -667,19 +523,13 @@ impl Store for SqliteStore {
 
     fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         self.read(|c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY date_created, rowid"
-            ))?
-            .query_map([], account_from_row)?
-            .collect::<Result<_, _>>()?)
+            Ok(c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY date_created, rowid"))?
+                .query_map([], account_from_row)?
+                .collect::<Result<_, _>>()?)
         })
     }
 
-    fn update_account(
-        &self,
-        sid: &AccountSid,
-        edit: Edit<'_, Account>,
-    ) -> Result<Account, StoreError> {
+    fn update_account(&self, sid: &AccountSid, edit: Edit<'_, Account>) -> Result<Account, StoreError> {
         self.write(|c| {
             let current = get_account(c, sid)?;
             let next = edited(&current, edit, |old, new| {
@@ -713,9 +563,7 @@ impl Store for SqliteStore {
             }
             insert_account(c, &bundle.account)?;
             let foreign = |what: &str, owner: &AccountSid| {
-                StoreError::Invalid(format!(
-                    "{what} of account {owner} imported with account {sid}"
-                ))
+                StoreError::Invalid(format!("{what} of account {owner} imported with account {sid}"))
             };
             for k in &bundle.api_keys {
                 if &k.account_sid != sid {
@@ -751,12 +599,10 @@ impl Store for SqliteStore {
 
     fn api_key(&self, sid: &ApiKeySid) -> Result<ApiKey, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE sid = ?1"
-            ))?
-            .query_row([sid], api_key_from_row)
-            .optional()?
-            .ok_or_else(|| StoreError::not_found("API key", sid))
+            c.prepare_cached(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE sid = ?1"))?
+                .query_row([sid], api_key_from_row)
+                .optional()?
+                .ok_or_else(|| StoreError::not_found("API key", sid))
         })
     }
 
@@ -787,19 +633,11 @@ impl Store for SqliteStore {
         self.write(|c| insert_application(c, app))
     }
 
-    fn application(
-        &self,
-        account: &AccountSid,
-        sid: &ApplicationSid,
-    ) -> Result<Application, StoreError> {
+    fn application(&self, account: &AccountSid, sid: &ApplicationSid) -> Result<Application, StoreError> {
         self.read(|c| get_application(c, account, sid))
     }
 
-    fn applications(
-        &self,
-        account: &AccountSid,
-        page: PageRequest,
-    ) -> Result<Page<Application>, StoreError> {
+    fn applications(&self, account: &AccountSid, page: PageRequest) -> Result<Page<Application>, StoreError> {
         let (limit, offset) = limit_offset(page)?;
         self.read(|c| {
             let items = c
@@ -848,11 +686,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_application(
-        &self,
-        account: &AccountSid,
-        sid: &ApplicationSid,
-    ) -> Result<(), StoreError> {
+    fn delete_application(&self, account: &AccountSid, sid: &ApplicationSid) -> Result<(), StoreError> {
         self.write(|c| {
             get_application(c, account, sid)?;
             let users: Vec<String> = c
@@ -868,8 +702,7 @@ impl Store for SqliteStore {
                     users.join(", ")
                 )));
             }
-            c.prepare_cached("DELETE FROM applications WHERE sid = ?1")?
-                .execute([sid])?;
+            c.prepare_cached("DELETE FROM applications WHERE sid = ?1")?.execute([sid])?;
             Ok(())
         })
     }
@@ -878,19 +711,11 @@ impl Store for SqliteStore {
         self.write(|c| insert_number(c, number))
     }
 
-    fn number(
-        &self,
-        account: &AccountSid,
-        sid: &PhoneNumberSid,
-    ) -> Result<PhoneNumber, StoreError> {
+    fn number(&self, account: &AccountSid, sid: &PhoneNumberSid) -> Result<PhoneNumber, StoreError> {
         self.read(|c| get_number(c, account, sid))
     }
 
-    fn numbers(
-        &self,
-        account: &AccountSid,
-        page: PageRequest,
-    ) -> Result<Page<PhoneNumber>, StoreError> {
+    fn numbers(&self, account: &AccountSid, page: PageRequest) -> Result<Page<PhoneNumber>, StoreError> {
         let (limit, offset) = limit_offset(page)?;
         self.read(|c| {
             let items = c
@@ -926,12 +751,7 @@ impl Store for SqliteStore {
                 "UPDATE phone_numbers SET application_sid = ?2, friendly_name = ?3, \
                  date_updated = ?4 WHERE sid = ?1",
             )?
-            .execute(params![
-                next.sid,
-                next.application_sid,
-                next.friendly_name,
-                next.date_updated
-            ])?;
+            .execute(params![next.sid, next.application_sid, next.friendly_name, next.date_updated])?;
             Ok(next)
         })
     }
@@ -948,15 +768,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn route_number(
-        &self,
-        number: &E164,
-    ) -> Result<Option<(PhoneNumber, Option<Application>)>, StoreError> {
+    fn route_number(&self, number: &E164) -> Result<Option<(PhoneNumber, Option<Application>)>, StoreError> {
         self.read(|c| {
             let found = c
-                .prepare_cached(&format!(
-                    "SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE phone_number = ?1"
-                ))?
+                .prepare_cached(&format!("SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE phone_number = ?1"))?
                 .query_row([number], number_from_row)
                 .optional()?;
             let Some(n) = found else { return Ok(None) };
@@ -986,12 +801,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn update_trunk(
-        &self,
-        account: &AccountSid,
-        name: &str,
-        edit: Edit<'_, Trunk>,
-    ) -> Result<Trunk, StoreError> {
+    fn update_trunk(&self, account: &AccountSid, name: &str, edit: Edit<'_, Trunk>) -> Result<Trunk, StoreError> {
         self.write(|c| {
             let current = get_trunk(c, account, name)?;
             let next = edited(&current, edit, |old, new| {
@@ -1080,9 +890,7 @@ impl Store for SqliteStore {
                 call.date_created,
                 call.date_updated
             ])
-            .map_err(|e| {
-                insert_error(e, || format!("call {} exists", call.sid), &call.account_sid)
-            })?;
+            .map_err(|e| insert_error(e, || format!("call {} exists", call.sid), &call.account_sid))?;
             Ok(())
         })
     }
@@ -1122,12 +930,10 @@ impl Store for SqliteStore {
 
     fn call(&self, account: &AccountSid, sid: &CallSid) -> Result<CallRecord, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {CALL_COLUMNS} FROM calls WHERE sid = ?1 AND account_sid = ?2"
-            ))?
-            .query_row(params![sid, account], call_from_row)
-            .optional()?
-            .ok_or_else(|| StoreError::not_found("call", sid))
+            c.prepare_cached(&format!("SELECT {CALL_COLUMNS} FROM calls WHERE sid = ?1 AND account_sid = ?2"))?
+                .query_row(params![sid, account], call_from_row)
+                .optional()?
+                .ok_or_else(|| StoreError::not_found("call", sid))
         })
     }
 

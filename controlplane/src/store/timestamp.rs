@@ -59,9 +59,7 @@ struct Rfc2822(Timestamp);
 impl fmt::Display for Rfc2822 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
         let secs = self.0 .0.div_euclid(1000);
         let days = secs.div_euclid(86_400);
         let of_day = secs.rem_euclid(86_400);
@@ -89,16 +87,11 @@ fn civil_date(days_since_epoch: i64) -> (i64, i64, i64) {
     let z = days_since_epoch + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -111,33 +104,12 @@ mod tests {
     fn formats_like_twilio() {
         let t = Timestamp::from_unix_ms(1_282_161_700_000);
         assert_eq!(t.rfc2822().to_string(), "Wed, 18 Aug 2010 20:01:40 +0000");
-        assert_eq!(
-            Timestamp::from_unix_ms(0).rfc2822().to_string(),
-            "Thu, 01 Jan 1970 00:00:00 +0000"
-        );
+        assert_eq!(Timestamp::from_unix_ms(0).rfc2822().to_string(), "Thu, 01 Jan 1970 00:00:00 +0000");
         // A leap day and the day after it.
-        assert_eq!(
-            Timestamp::from_unix_ms(951_782_400_000)
-                .rfc2822()
-                .to_string(),
-            "Tue, 29 Feb 2000 00:00:00 +0000"
-        );
-        assert_eq!(
-            Timestamp::from_unix_ms(951_868_799_999)
-                .rfc2822()
-                .to_string(),
-            "Tue, 29 Feb 2000 23:59:59 +0000"
-        );
-        assert_eq!(
-            Timestamp::from_unix_ms(1_709_251_200_000)
-                .rfc2822()
-                .to_string(),
-            "Fri, 01 Mar 2024 00:00:00 +0000"
-        );
-        assert_eq!(
-            Timestamp::from_unix_ms(-1000).rfc2822().to_string(),
-            "Wed, 31 Dec 1969 23:59:59 +0000"
-        );
+        assert_eq!(Timestamp::from_unix_ms(951_782_400_000).rfc2822().to_string(), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(Timestamp::from_unix_ms(951_868_799_999).rfc2822().to_string(), "Tue, 29 Feb 2000 23:59:59 +0000");
+        assert_eq!(Timestamp::from_unix_ms(1_709_251_200_000).rfc2822().to_string(), "Fri, 01 Mar 2024 00:00:00 +0000");
+        assert_eq!(Timestamp::from_unix_ms(-1000).rfc2822().to_string(), "Wed, 31 Dec 1969 23:59:59 +0000");
     }
 
     #[test]
@@ -146,13 +118,7 @@ mod tests {
         let t = Timestamp::from(now);
         let back = SystemTime::from(t);
         assert!(now.duration_since(back).unwrap() < Duration::from_millis(1));
-        assert_eq!(
-            Timestamp::from_unix_ms(1_000).seconds_until(Timestamp::from_unix_ms(62_999)),
-            61
-        );
-        assert_eq!(
-            Timestamp::from_unix_ms(5_000).seconds_until(Timestamp::from_unix_ms(1_000)),
-            0
-        );
+        assert_eq!(Timestamp::from_unix_ms(1_000).seconds_until(Timestamp::from_unix_ms(62_999)), 61);
+        assert_eq!(Timestamp::from_unix_ms(5_000).seconds_until(Timestamp::from_unix_ms(1_000)), 0);
     }
 }

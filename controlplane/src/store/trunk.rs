@@ -48,17 +48,14 @@ impl Trunk {
 
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         check_trunk_name(&self.name).map_err(StoreError::Invalid)?;
-        check_sip_uri(&self.outbound)
-            .map_err(|reason| StoreError::Invalid(format!("outbound: {reason}")))?;
+        check_sip_uri(&self.outbound).map_err(|reason| StoreError::Invalid(format!("outbound: {reason}")))?;
         for (i, cidr) in self.allow.iter().enumerate() {
             if self.allow[..i].contains(cidr) {
                 return Err(StoreError::Invalid(format!("allow lists {cidr} twice")));
             }
         }
         if self.username.is_some() != self.password.is_some() {
-            return Err(StoreError::Invalid(
-                "a trunk's username and password go together".into(),
-            ));
+            return Err(StoreError::Invalid("a trunk's username and password go together".into()));
         }
         Ok(())
     }
@@ -80,13 +77,9 @@ impl fmt::Debug for Trunk {
 pub fn check_trunk_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!(
-            "trunk name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-        ));
+        return Err(format!("trunk name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"));
     }
     Ok(())
 }
@@ -135,20 +128,10 @@ impl Cidr {
         if prefix_len > max {
             return Err(CidrError::PrefixTooLong(given, max));
         }
-        let cidr = Cidr {
-            network,
-            prefix_len,
-        };
+        let cidr = Cidr { network, prefix_len };
         let masked = cidr.masked(network);
         if masked != network {
-            return Err(CidrError::HostBits {
-                given,
-                network: Cidr {
-                    network: masked,
-                    prefix_len,
-                }
-                .to_string(),
-            });
+            return Err(CidrError::HostBits { given, network: Cidr { network: masked, prefix_len }.to_string() });
         }
         Ok(cidr)
     }
@@ -161,9 +144,9 @@ impl Cidr {
         let network: IpAddr = addr.parse().map_err(|_| CidrError::Syntax(s.into()))?;
         let prefix_len = match len {
             None => max_len(network),
-            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => l
-                .parse()
-                .map_err(|_| CidrError::PrefixTooLong(s.into(), max_len(network)))?,
+            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => {
+                l.parse().map_err(|_| CidrError::PrefixTooLong(s.into(), max_len(network)))?
+            }
             Some(_) => return Err(CidrError::Syntax(s.into())),
         };
         Cidr::new(network, prefix_len)
@@ -207,15 +190,11 @@ impl Cidr {
     fn masked(&self, ip: IpAddr) -> IpAddr {
         match ip {
             IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
                 IpAddr::V4((u32::from(a) & mask).into())
             }
             IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len)).unwrap_or(0);
                 IpAddr::V6((u128::from(a) & mask).into())
             }
         }
@@ -270,10 +249,7 @@ mod tests {
     fn parses_networks_and_bare_addresses() {
         let c = Cidr::parse("192.0.2.0/24").unwrap();
         assert_eq!(c.to_string(), "192.0.2.0/24");
-        assert_eq!(
-            Cidr::parse("127.0.0.1").unwrap().to_string(),
-            "127.0.0.1/32"
-        );
+        assert_eq!(Cidr::parse("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
         assert_eq!(Cidr::parse("2001:db8::/32").unwrap().prefix_len(), 32);
         assert_eq!(Cidr::parse("::1").unwrap().prefix_len(), 128);
         assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().prefix_len(), 0);
@@ -281,22 +257,9 @@ mod tests {
             Cidr::parse("10.0.0.1/8"),
             Err(CidrError::HostBits { network, .. }) if network == "10.0.0.0/8"
         ));
-        assert!(matches!(
-            Cidr::parse("10.0.0.0/33"),
-            Err(CidrError::PrefixTooLong(_, 32))
-        ));
-        assert!(matches!(
-            Cidr::parse("10.0.0.0/999"),
-            Err(CidrError::PrefixTooLong(..))
-        ));
-        for bad in [
-            "",
-            "10.0.0.0/",
-            "10.0.0/8",
-            "10.0.0.0/-1",
-            "host/24",
-            "10.0.0.0/ 8",
-        ] {
+        assert!(matches!(Cidr::parse("10.0.0.0/33"), Err(CidrError::PrefixTooLong(_, 32))));
+        assert!(matches!(Cidr::parse("10.0.0.0/999"), Err(CidrError::PrefixTooLong(..))));
+        for bad in ["", "10.0.0.0/", "10.0.0/8", "10.0.0.0/-1", "host/24", "10.0.0.0/ 8"] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
     }

@@ -35,10 +35,7 @@ impl Burst {
     /// An empty burst.
     #[inline]
     pub const fn new() -> Burst {
-        Burst {
-            slots: [ptr::null_mut(); BURST_SIZE],
-            len: 0,
-        }
+        Burst { slots: [ptr::null_mut(); BURST_SIZE], len: 0 }
     }
 
     /// Mbufs held.
@@ -102,11 +99,7 @@ impl Burst {
     #[inline]
     pub fn drain(&mut self) -> Drain<'_> {
         let len = std::mem::take(&mut self.len);
-        Drain {
-            burst: self,
-            next: 0,
-            end: len,
-        }
+        Drain { burst: self, next: 0, end: len }
     }
 
     /// Frees every held mbuf to its pool.

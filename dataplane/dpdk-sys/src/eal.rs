@@ -63,21 +63,14 @@ impl Eal {
     pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal, Error> {
         let args: Vec<CString> = args
             .iter()
-            .map(|a| {
-                CString::new(a.as_ref()).map_err(|_| Error::EalArgument(a.as_ref().to_owned()))
-            })
+            .map(|a| CString::new(a.as_ref()).map_err(|_| Error::EalArgument(a.as_ref().to_owned())))
             .collect::<Result<_, _>>()?;
-        let line = args
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let line = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
         if INIT_CALLED.swap(true, Ordering::AcqRel) {
             return Err(Error::EalAlreadyInitialised);
         }
         let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
-        let argc =
-            libc::c_int::try_from(argv.len()).map_err(|_| Error::EalArgument(line.clone()))?;
+        let argc = libc::c_int::try_from(argv.len()).map_err(|_| Error::EalArgument(line.clone()))?;
         // SAFETY: argv holds argc pointers to NUL-terminated strings that
         // outlive the EAL (they move into the token below); INIT_CALLED
         // guarantees this runs once per process. EAL may permute argv.
@@ -85,12 +78,7 @@ impl Eal {
         if ret < 0 {
             return Err(Error::EalInit(Errno::last(), line));
         }
-        Ok(Eal {
-            token: Arc::new(EalToken {
-                _args: args,
-                _argv: argv,
-            }),
-        })
+        Ok(Eal { token: Arc::new(EalToken { _args: args, _argv: argv }) })
     }
 
     /// As [`Eal::init`], but gives the calling thread back the CPU
@@ -134,9 +122,7 @@ impl Eal {
     pub fn version() -> String {
         // SAFETY: rte_version returns a pointer to a static NUL-terminated
         // string; it needs no EAL.
-        unsafe { CStr::from_ptr(ffi::rte_version()) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(ffi::rte_version()) }.to_string_lossy().into_owned()
     }
 }
 

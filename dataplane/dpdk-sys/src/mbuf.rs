@@ -127,10 +127,7 @@ impl Mbuf {
         // buffer (a DPDK invariant every mutator here keeps) and is
         // initialised packet data; &self keeps it unchanged.
         unsafe {
-            std::slice::from_raw_parts(
-                m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
-                usize::from(m.data_len),
-            )
+            std::slice::from_raw_parts(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)), usize::from(m.data_len))
         }
     }
 

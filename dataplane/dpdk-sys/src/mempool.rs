@@ -56,13 +56,7 @@ impl Mempool {
     /// mbufs, on the calling thread's NUMA socket. `n_mbufs` is best a power
     /// of two minus one. `name` must be unique in the process and at most
     /// [`MEMPOOL_NAME_MAX`] bytes.
-    pub fn new_pktmbuf(
-        eal: &Eal,
-        name: &str,
-        n_mbufs: u32,
-        cache: u32,
-        data_room: u16,
-    ) -> Result<Mempool, Error> {
+    pub fn new_pktmbuf(eal: &Eal, name: &str, n_mbufs: u32, cache: u32, data_room: u16) -> Result<Mempool, Error> {
         let fail = |errno| Error::MempoolCreate(name.to_owned(), Errno(errno));
         if name.len() > MEMPOOL_NAME_MAX {
             return Err(fail(libc::ENAMETOOLONG));
@@ -71,24 +65,10 @@ impl Mempool {
         // SAFETY: EAL is initialised (we hold `eal`); cname is a valid C
         // string for the duration of the call (DPDK copies the name).
         let ptr = unsafe {
-            ffi::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                n_mbufs,
-                cache,
-                0,
-                data_room,
-                ffi::rte_socket_id() as i32,
-            )
+            ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n_mbufs, cache, 0, data_room, ffi::rte_socket_id() as i32)
         };
-        let ptr = NonNull::new(ptr)
-            .ok_or_else(|| Error::MempoolCreate(name.to_owned(), Errno::last()))?;
-        Ok(Mempool {
-            inner: Arc::new(PoolInner {
-                ptr,
-                name: name.to_owned(),
-                _eal: Arc::clone(&eal.token),
-            }),
-        })
+        let ptr = NonNull::new(ptr).ok_or_else(|| Error::MempoolCreate(name.to_owned(), Errno::last()))?;
+        Ok(Mempool { inner: Arc::new(PoolInner { ptr, name: name.to_owned(), _eal: Arc::clone(&eal.token) }) })
     }
 
     /// The name the pool was created with.

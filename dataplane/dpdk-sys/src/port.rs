@@ -39,13 +39,7 @@ pub struct PortConfig {
 
 impl Default for PortConfig {
     fn default() -> Self {
-        PortConfig {
-            rx_queues: 1,
-            tx_queues: 1,
-            rx_desc: 1024,
-            tx_desc: 1024,
-            tx_checksum: TxChecksum::default(),
-        }
+        PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 1024, tx_desc: 1024, tx_checksum: TxChecksum::default() }
     }
 }
 
@@ -118,9 +112,7 @@ impl Port {
             String::new()
         } else {
             // SAFETY: driver_name points at the driver's static NUL-terminated name.
-            unsafe { CStr::from_ptr(info.driver_name) }
-                .to_string_lossy()
-                .into_owned()
+            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
         };
         Ok(Port {
             id,
@@ -182,17 +174,11 @@ impl Port {
     /// from `pool`. The port must be stopped.
     pub fn configure(&mut self, config: &PortConfig, pool: &Mempool) -> Result<(), Error> {
         let id = self.id;
-        for (direction, requested, max) in [
-            ("rx", config.rx_queues, self.max_rx_queues),
-            ("tx", config.tx_queues, self.max_tx_queues),
-        ] {
+        for (direction, requested, max) in
+            [("rx", config.rx_queues, self.max_rx_queues), ("tx", config.tx_queues, self.max_tx_queues)]
+        {
             if requested > max {
-                return Err(Error::QueueCount {
-                    port: id,
-                    direction,
-                    requested,
-                    max,
-                });
+                return Err(Error::QueueCount { port: id, direction, requested, max });
             }
         }
         // Until every queue is set up, the burst calls see no queue.
@@ -200,10 +186,8 @@ impl Port {
         self.n_tx = 0;
 
         let capa = self.tx_checksum_capa();
-        let enabled = TxChecksum {
-            ipv4: config.tx_checksum.ipv4 && capa.ipv4,
-            udp: config.tx_checksum.udp && capa.udp,
-        };
+        let enabled =
+            TxChecksum { ipv4: config.tx_checksum.ipv4 && capa.ipv4, udp: config.tx_checksum.udp && capa.udp };
         let mut conf = ffi::rte_eth_conf::default();
         if enabled.ipv4 {
             conf.txmode.offloads |= u64::from(ffi::BH_RTE_ETH_TX_OFFLOAD_IPV4_CKSUM);
@@ -213,14 +197,12 @@ impl Port {
         }
         // SAFETY: id is a valid port; conf is a fully initialised config
         // that DPDK copies.
-        let ret =
-            unsafe { ffi::rte_eth_dev_configure(id.0, config.rx_queues, config.tx_queues, &conf) };
+        let ret = unsafe { ffi::rte_eth_dev_configure(id.0, config.rx_queues, config.tx_queues, &conf) };
         rte_result(ret).map_err(|e| Error::PortConfigure(id, e))?;
 
         let (mut rx_desc, mut tx_desc) = (config.rx_desc, config.tx_desc);
         // SAFETY: id is a valid, configured port; both are valid in/out pointers.
-        let ret =
-            unsafe { ffi::rte_eth_dev_adjust_nb_rx_tx_desc(id.0, &mut rx_desc, &mut tx_desc) };
+        let ret = unsafe { ffi::rte_eth_dev_adjust_nb_rx_tx_desc(id.0, &mut rx_desc, &mut tx_desc) };
         rte_result(ret).map_err(|e| Error::PortConfigure(id, e))?;
 
         // SAFETY: id is a valid port.
@@ -230,16 +212,7 @@ impl Port {
             // SAFETY: id is configured with rx_queues queues, q is one of
             // them; a null rxconf means the driver defaults; the pool
             // outlives the queue (we keep a clone below).
-            let ret = unsafe {
-                ffi::rte_eth_rx_queue_setup(
-                    id.0,
-                    q,
-                    rx_desc,
-                    socket,
-                    std::ptr::null(),
-                    pool.as_ptr(),
-                )
-            };
+            let ret = unsafe { ffi::rte_eth_rx_queue_setup(id.0, q, rx_desc, socket, std::ptr::null(), pool.as_ptr()) };
             rte_result(ret).map_err(|e| Error::RxQueueSetup(id, QueueId(q), e))?;
         }
         for q in 0..config.tx_queues {
@@ -307,9 +280,7 @@ impl Port {
         // SAFETY: id is a valid port; addr is a valid pointer that DPDK
         // only reads during the call.
         let ret = unsafe { ffi::rte_eth_dev_default_mac_addr_set(self.id.0, &mut addr) };
-        rte_result(ret)
-            .map(drop)
-            .map_err(|e| Error::SetMacAddr(self.id, e))
+        rte_result(ret).map(drop).map_err(|e| Error::SetMacAddr(self.id, e))
     }
 
     /// Receives every multicast frame (`true`), e.g. IPv6 solicited-node
@@ -323,9 +294,7 @@ impl Port {
                 ffi::rte_eth_allmulticast_disable(self.id.0)
             }
         };
-        rte_result(ret)
-            .map(drop)
-            .map_err(|e| Error::AllMulticast(self.id, e))
+        rte_result(ret).map(drop).map_err(|e| Error::AllMulticast(self.id, e))
     }
 
     /// Stops and closes the port: its queues are released, and with them
@@ -342,9 +311,7 @@ impl Port {
         // burst call can reach it after this (self is consumed, and the
         // queue counts are 0 for the Drop that follows).
         let ret = unsafe { ffi::rte_eth_dev_close(self.id.0) };
-        rte_result(ret)
-            .map(drop)
-            .map_err(|e| Error::PortClose(self.id, e))
+        rte_result(ret).map(drop).map_err(|e| Error::PortClose(self.id, e))
     }
 
     /// The device names of every port EAL probed (`net_tap0`,
@@ -379,9 +346,7 @@ impl Port {
                 ffi::rte_eth_promiscuous_disable(self.id.0)
             }
         };
-        rte_result(ret)
-            .map(drop)
-            .map_err(|e| Error::Promiscuous(self.id, e))
+        rte_result(ret).map(drop).map_err(|e| Error::Promiscuous(self.id, e))
     }
 
     /// Whether the link is up, without waiting for negotiation.
@@ -415,9 +380,7 @@ impl Port {
     pub fn reset_stats(&mut self) -> Result<(), Error> {
         // SAFETY: id is a valid port.
         let ret = unsafe { ffi::rte_eth_stats_reset(self.id.0) };
-        rte_result(ret)
-            .map(drop)
-            .map_err(|e| Error::Stats(self.id, e))
+        rte_result(ret).map(drop).map_err(|e| Error::Stats(self.id, e))
     }
 
     /// Receives up to `burst`'s free slots from rx queue `queue`, appending
@@ -468,11 +431,7 @@ impl Port {
     /// than all, the next one is invalid for the device and the error tells
     /// why.
     #[inline]
-    pub fn tx_prepare(
-        &mut self,
-        queue: QueueId,
-        burst: &mut Burst,
-    ) -> Result<usize, (usize, Errno)> {
+    pub fn tx_prepare(&mut self, queue: QueueId, burst: &mut Burst) -> Result<usize, (usize, Errno)> {
         if queue.0 >= self.n_tx || burst.is_empty() {
             return Ok(0);
         }

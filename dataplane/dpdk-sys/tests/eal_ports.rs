@@ -5,9 +5,7 @@
 // One unsafe block: the into_raw/from_raw round trip the burst APIs rely on.
 #![allow(unsafe_code)]
 
-use dpdk_sys::{
-    Burst, Eal, Error, Mempool, Port, PortConfig, PortId, QueueId, TxChecksum, BURST_SIZE,
-};
+use dpdk_sys::{Burst, Eal, Error, Mempool, Port, PortConfig, PortId, QueueId, TxChecksum, BURST_SIZE};
 
 const POOL_MBUFS: u32 = 8191;
 
@@ -37,18 +35,13 @@ fn data_room() -> u16 {
 #[test]
 fn eal_mempool_ports_and_bursts() {
     let eal = Eal::init(&eal_args()).expect("EAL init with virtual devices");
-    assert!(
-        Eal::version().starts_with("DPDK 22.11"),
-        "{}",
-        Eal::version()
-    );
+    assert!(Eal::version().starts_with("DPDK 22.11"), "{}", Eal::version());
     assert!(eal.tsc_hz() > 0);
     let t0 = Eal::rdtsc();
     assert!(Eal::rdtsc() >= t0);
 
     second_init_is_refused();
-    let pool =
-        Mempool::new_pktmbuf(&eal, "bh_test_pool", POOL_MBUFS, 0, data_room()).expect("mempool");
+    let pool = Mempool::new_pktmbuf(&eal, "bh_test_pool", POOL_MBUFS, 0, data_room()).expect("mempool");
     assert_eq!(pool.capacity(), POOL_MBUFS);
     assert_eq!(pool.available(), POOL_MBUFS);
     mempool_errors(&eal);
@@ -74,21 +67,14 @@ fn eal_mempool_ports_and_bursts() {
 /// ours carries this process's id, so nobody else uses it.
 fn remove_runtime_dir() {
     let prefix = format!("bh-test-{}", std::process::id());
-    let bases = [
-        Some("/var/run".to_owned()),
-        std::env::var("XDG_RUNTIME_DIR").ok(),
-        Some("/tmp".to_owned()),
-    ];
+    let bases = [Some("/var/run".to_owned()), std::env::var("XDG_RUNTIME_DIR").ok(), Some("/tmp".to_owned())];
     for base in bases.into_iter().flatten() {
         let _ = std::fs::remove_dir_all(format!("{base}/dpdk/{prefix}"));
     }
 }
 
 fn second_init_is_refused() {
-    assert!(matches!(
-        Eal::init(&eal_args()),
-        Err(Error::EalAlreadyInitialised)
-    ));
+    assert!(matches!(Eal::init(&eal_args()), Err(Error::EalAlreadyInitialised)));
 }
 
 fn mempool_errors(eal: &Eal) {
@@ -99,24 +85,15 @@ fn mempool_errors(eal: &Eal) {
     );
     let long = "x".repeat(dpdk_sys::MEMPOOL_NAME_MAX + 1);
     let err = Mempool::new_pktmbuf(eal, &long, 63, 0, data_room()).unwrap_err();
-    assert!(
-        matches!(&err, Error::MempoolCreate(_, errno) if errno.0 == libc::ENAMETOOLONG),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::MempoolCreate(_, errno) if errno.0 == libc::ENAMETOOLONG), "{err}");
     assert!(err.to_string().contains("too long"), "{err}");
 }
 
 fn port_lookup_errors(eal: &Eal) {
     let err = Port::by_name(eal, "net_bogus7").unwrap_err();
-    assert!(
-        matches!(&err, Error::PortNotFound(name) if name == "net_bogus7"),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::PortNotFound(name) if name == "net_bogus7"), "{err}");
     let held = Port::by_name(eal, "net_null1").expect("net_null1");
-    assert!(matches!(
-        Port::by_name(eal, "net_null1"),
-        Err(Error::PortInUse(_))
-    ));
+    assert!(matches!(Port::by_name(eal, "net_null1"), Err(Error::PortInUse(_))));
     drop(held);
     // Released on drop.
     drop(Port::by_name(eal, "net_null1").expect("net_null1 again"));
@@ -142,28 +119,15 @@ fn mbuf_editing(pool: &Mempool) {
     assert_eq!(m.data(), b"b!");
 
     assert!(m.append(u16::MAX).is_err(), "no room for 64 KiB");
-    assert!(
-        m.adj(3).is_err() && m.trim(3).is_err(),
-        "only 2 bytes to remove"
-    );
+    assert!(m.adj(3).is_err() && m.trim(3).is_err(), "only 2 bytes to remove");
     assert!(m.prepend(m.headroom() as u16 + 1).is_err());
     assert_eq!(m.data(), b"b!", "failed edits leave the mbuf alone");
 
-    m.set_tx_checksum_offload(
-        14,
-        20,
-        TxChecksum {
-            ipv4: true,
-            udp: true,
-        },
-    );
+    m.set_tx_checksum_offload(14, 20, TxChecksum { ipv4: true, udp: true });
     let f = m.ol_flags();
     assert_ne!(f & dpdk_sys::ffi::RTE_MBUF_F_TX_IPV4, 0);
     assert_ne!(f & dpdk_sys::ffi::RTE_MBUF_F_TX_IP_CKSUM, 0);
-    assert_eq!(
-        f & dpdk_sys::ffi::RTE_MBUF_F_TX_L4_MASK,
-        dpdk_sys::ffi::RTE_MBUF_F_TX_UDP_CKSUM
-    );
+    assert_eq!(f & dpdk_sys::ffi::RTE_MBUF_F_TX_L4_MASK, dpdk_sys::ffi::RTE_MBUF_F_TX_UDP_CKSUM);
     m.reset();
     assert!(m.is_empty());
 
@@ -192,11 +156,7 @@ fn burst_ownership(pool: &Mempool) {
     burst.retain(|m| m.data()[0] % 2 == 0);
     assert_eq!(burst.len(), BURST_SIZE / 2);
     assert_eq!(pool.in_use(), (BURST_SIZE / 2) as u32);
-    assert!(burst
-        .as_slice()
-        .iter()
-        .enumerate()
-        .all(|(k, m)| usize::from(m.data()[0]) == 2 * k));
+    assert!(burst.as_slice().iter().enumerate().all(|(k, m)| usize::from(m.data()[0]) == 2 * k));
 
     let first_two: Vec<_> = burst.drain().take(2).collect();
     assert!(burst.is_empty());
@@ -213,21 +173,16 @@ fn started_port(eal: &Eal, name: &str, pool: &Mempool) -> Port {
     let config = PortConfig {
         rx_desc: 256,
         tx_desc: 256,
-        tx_checksum: TxChecksum {
-            ipv4: true,
-            udp: true,
-        },
+        tx_checksum: TxChecksum { ipv4: true, udp: true },
         ..PortConfig::default()
     };
-    port.configure(&config, pool)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    port.configure(&config, pool).unwrap_or_else(|e| panic!("{name}: {e}"));
     // Offloads are enabled only as far as the device offers them.
     let (capa, on) = (port.tx_checksum_capa(), port.tx_checksum());
     assert!(!on.ipv4 || capa.ipv4);
     assert!(!on.udp || capa.udp);
     port.start().unwrap_or_else(|e| panic!("{name}: {e}"));
-    port.promiscuous(true)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    port.promiscuous(true).unwrap_or_else(|e| panic!("{name}: {e}"));
     port
 }
 
@@ -239,18 +194,10 @@ fn rx_from_null(eal: &Eal, pool: &Mempool) {
     let _socket = port.socket_id();
 
     let mut burst = Burst::new();
-    assert_eq!(
-        port.rx_burst(QueueId(1), &mut burst),
-        0,
-        "queue 1 is not configured"
-    );
+    assert_eq!(port.rx_burst(QueueId(1), &mut burst), 0, "queue 1 is not configured");
     let n = port.rx_burst(QueueId(0), &mut burst);
     assert_eq!(n, BURST_SIZE, "net_null fills every slot");
-    assert_eq!(
-        port.rx_burst(QueueId(0), &mut burst),
-        0,
-        "a full burst receives nothing"
-    );
+    assert_eq!(port.rx_burst(QueueId(0), &mut burst), 0, "a full burst receives nothing");
     assert_eq!(pool.in_use(), BURST_SIZE as u32);
     for m in burst.as_slice() {
         assert_eq!(m.port(), port.id());
@@ -266,11 +213,7 @@ fn rx_from_null(eal: &Eal, pool: &Mempool) {
     assert_eq!(port.stats().unwrap().ipackets, 0);
 
     port.stop().unwrap();
-    assert_eq!(
-        port.rx_burst(QueueId(0), &mut burst),
-        0,
-        "a stopped port moves nothing"
-    );
+    assert_eq!(port.rx_burst(QueueId(0), &mut burst), 0, "a stopped port moves nothing");
 }
 
 fn tx_into_null(eal: &Eal, pool: &Mempool) {
@@ -311,10 +254,7 @@ fn loop_through_ring(eal: &Eal, pool: &Mempool) {
     for (seq, m) in burst.drain().enumerate() {
         assert_eq!(m.len(), 60);
         assert_eq!(&m.data()[12..14], &[0x88, 0xb5]);
-        assert!(
-            m.data()[14..].iter().all(|&b| usize::from(b) == seq),
-            "order and payload kept"
-        );
+        assert!(m.data()[14..].iter().all(|&b| usize::from(b) == seq), "order and payload kept");
     }
     let stats = port.stats().unwrap();
     assert_eq!((stats.ipackets, stats.opackets), (8, 8));

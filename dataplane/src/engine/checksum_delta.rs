@@ -54,10 +54,7 @@ mod tests {
 
     #[test]
     fn incremental_matches_full_recompute() {
-        let mut words = [
-            0x4500u16, 0x0073, 0x0000, 0x4000, 0x4011, 0xc0a8, 0x0001, 0xc0a8, 0x00c7, 0x1234,
-            0xffff,
-        ];
+        let mut words = [0x4500u16, 0x0073, 0x0000, 0x4000, 0x4011, 0xc0a8, 0x0001, 0xc0a8, 0x00c7, 0x1234, 0xffff];
         let before = full(&words);
         let mut delta = ChecksumDelta::default();
         for (i, new) in [(5usize, 0x0a00u16), (6, 0x0002), (10, 0x0000), (9, 0xfedc)] {

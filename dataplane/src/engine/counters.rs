@@ -95,9 +95,7 @@ impl WorkerCounters {
             rx_bytes: self.rx_bytes.load(Relaxed),
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
-            drops: DropReason::ALL
-                .map(|r| (r, self.drops[r as usize].load(Relaxed)))
-                .to_vec(),
+            drops: DropReason::ALL.map(|r| (r, self.drops[r as usize].load(Relaxed))).to_vec(),
             events_lost: self.events_lost.load(Relaxed),
             sessions_active: self.sessions_active.load(Relaxed),
             loops: self.loops.load(Relaxed),

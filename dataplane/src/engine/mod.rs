@@ -32,13 +32,7 @@ pub trait Datagram {
     /// Turns it into a datagram from `from` (the local leg `from_leg` of this
     /// worker) to `to`. `payload_delta` is what the engine's payload rewrite
     /// did to the UDP checksum.
-    fn readdress(
-        &mut self,
-        from_leg: u32,
-        from: LocalEndpoint,
-        to: SocketAddr,
-        payload_delta: ChecksumDelta,
-    );
+    fn readdress(&mut self, from_leg: u32, from: LocalEndpoint, to: SocketAddr, payload_delta: ChecksumDelta);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +64,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(worker: u32, table: SessionTable, shared: Arc<Shared>) -> Self {
-        Engine {
-            worker,
-            table,
-            shared,
-            scan_cursor: 0,
-        }
+        Engine { worker, table, shared, scan_cursor: 0 }
     }
 
     fn counters(&self) -> &counters::WorkerCounters {
@@ -120,13 +109,10 @@ impl Engine {
         let is_rtcp = match classify::classify(payload) {
             classify::Kind::Rtp => false,
             classify::Kind::Rtcp => true,
-            classify::Kind::Stun
-            | classify::Kind::Dtls
-            | classify::Kind::Turn
-            | classify::Kind::ZrtpOrOther => return self.reject(Some(leg), DropReason::Control),
-            classify::Kind::Unknown if len < 2 => {
-                return self.reject(Some(leg), DropReason::Truncated)
+            classify::Kind::Stun | classify::Kind::Dtls | classify::Kind::Turn | classify::Kind::ZrtpOrOther => {
+                return self.reject(Some(leg), DropReason::Control)
             }
+            classify::Kind::Unknown if len < 2 => return self.reject(Some(leg), DropReason::Truncated),
             // RFC 7983 leaves 64..=127 and 192..=255 unassigned: a version
             // field of 1 or 3 lands there.
             classify::Kind::Unknown if matches!(payload[0] >> 6, 1 | 3) => {
@@ -142,40 +128,24 @@ impl Engine {
         }
 
         let (rx, _) = self.table.leg_pair_mut(leg);
-        let (remote, latched) = if rtcp_port {
-            (&mut rx.rtcp_remote, &mut rx.rtcp_latched)
-        } else {
-            (&mut rx.remote, &mut rx.latched)
-        };
+        let (remote, latched) =
+            if rtcp_port { (&mut rx.rtcp_remote, &mut rx.rtcp_latched) } else { (&mut rx.remote, &mut rx.latched) };
         // Source: strict legs accept only their peer; others latch the first source.
         match *remote {
             Some(r) if r == src => {}
-            Some(_) if rx.settings.strict => {
-                return self.reject(Some(leg), DropReason::WrongSource)
-            }
+            Some(_) if rx.settings.strict => return self.reject(Some(leg), DropReason::WrongSource),
             _ if !*latched => {
                 *remote = Some(src);
                 *latched = true;
                 if let Some(session) = self.table.slot_mut(leg).id {
-                    self.emit(Event::Latched {
-                        session,
-                        side: (leg & 1) as u8,
-                        rtcp: rtcp_port,
-                        remote: src,
-                    });
+                    self.emit(Event::Latched { session, side: (leg & 1) as u8, rtcp: rtcp_port, remote: src });
                 }
             }
             _ => {}
         }
         let (rx, tx) = self.table.leg_pair_mut(leg);
         let (dest, from) = if rtcp_port {
-            (
-                tx.rtcp_remote,
-                LocalEndpoint {
-                    port: tx.local.port + 1,
-                    ..tx.local
-                },
-            )
+            (tx.rtcp_remote, LocalEndpoint { port: tx.local.port + 1, ..tx.local })
         } else {
             (tx.remote, tx.local)
         };
@@ -197,12 +167,8 @@ impl Engine {
             let clock_rate = rx.settings.clock_rate.max(1);
             let arrival = (u128::from(now.us) * u128::from(clock_rate) / 1_000_000) as u32;
             rx.stats.update(seq, ts, arrival);
-            lc.lost
-                .store(rx.stats.lost() as u64, std::sync::atomic::Ordering::Relaxed);
-            lc.jitter.store(
-                u64::from(rx.stats.jitter()),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            lc.lost.store(rx.stats.lost() as u64, std::sync::atomic::Ordering::Relaxed);
+            lc.jitter.store(u64::from(rx.stats.jitter()), std::sync::atomic::Ordering::Relaxed);
 
             let pt = packet.payload_type();
             let out_pt = tx.settings.pt_map.map(pt);
@@ -214,8 +180,7 @@ impl Engine {
                 delta.replace16(u16::from(marker | pt), u16::from(marker | out_pt));
             }
             if let Some(rewrite) = &mut tx.rewrite {
-                let (o_ssrc, o_seq, o_ts) =
-                    rewrite.apply(ssrc, seq, ts, tx.settings.clock_rate.max(1));
+                let (o_ssrc, o_seq, o_ts) = rewrite.apply(ssrc, seq, ts, tx.settings.clock_rate.max(1));
                 packet.set_ssrc(o_ssrc);
                 packet.set_sequence_number(o_seq);
                 packet.set_timestamp(o_ts);
@@ -240,17 +205,9 @@ impl Engine {
     }
 
     /// Applies one command from the control plane.
-    pub fn apply(
-        &mut self,
-        now: Now,
-        command: Command,
-    ) -> Result<(), crate::session::table::TableError> {
+    pub fn apply(&mut self, now: Now, command: Command) -> Result<(), crate::session::table::TableError> {
         match command {
-            Command::Install {
-                id,
-                locals,
-                settings,
-            } => {
+            Command::Install { id, locals, settings } => {
                 self.table.install(id, locals, settings, now.ms())?;
                 let slot = id.slot() as usize;
                 for side in 0..2 {
@@ -263,8 +220,7 @@ impl Engine {
                 self.table.remove(id)?;
                 let c = &self.counters().sessions_active;
                 c.store(
-                    c.load(std::sync::atomic::Ordering::Relaxed)
-                        .saturating_sub(1),
+                    c.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1),
                     std::sync::atomic::Ordering::Relaxed,
                 );
             }
@@ -285,14 +241,10 @@ impl Engine {
             self.scan_cursor = (self.scan_cursor + 1) % count;
             let slot = self.table.slot_by_index(local);
             let Some(id) = slot.id else { continue };
-            if !slot.timeout_reported
-                && now.ms().saturating_sub(slot.last_activity_ms) >= timeout_ms
-            {
+            if !slot.timeout_reported && now.ms().saturating_sub(slot.last_activity_ms) >= timeout_ms {
                 slot.timeout_reported = true;
                 self.emit(Event::MediaTimeout { session: id });
-            } else if slot.timeout_reported
-                && now.ms().saturating_sub(slot.last_activity_ms) < timeout_ms
-            {
+            } else if slot.timeout_reported && now.ms().saturating_sub(slot.last_activity_ms) < timeout_ms {
                 // Media came back: a later silence is reported again.
                 slot.timeout_reported = false;
             }
@@ -302,17 +254,10 @@ impl Engine {
 
 /// Rewrites the sender SSRC of each packet of an RTCP compound that the
 /// rewrite maps (SR, RR, SDES first chunk, BYE first source).
-fn rewrite_rtcp_ssrcs(
-    payload: &mut [u8],
-    rewrite: &crate::session::rewrite::StreamRewrite,
-    delta: &mut ChecksumDelta,
-) {
+fn rewrite_rtcp_ssrcs(payload: &mut [u8], rewrite: &crate::session::rewrite::StreamRewrite, delta: &mut ChecksumDelta) {
     let mut offset = 0;
     while offset + 8 <= payload.len() {
-        let words = usize::from(u16::from_be_bytes([
-            payload[offset + 2],
-            payload[offset + 3],
-        ]));
+        let words = usize::from(u16::from_be_bytes([payload[offset + 2], payload[offset + 3]]));
         let end = offset + (words + 1) * 4;
         if end > payload.len() {
             return;

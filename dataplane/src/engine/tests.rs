@@ -28,13 +28,7 @@ impl Datagram for TestDatagram {
     fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.payload
     }
-    fn readdress(
-        &mut self,
-        from_leg: u32,
-        from: LocalEndpoint,
-        to: SocketAddr,
-        payload_delta: ChecksumDelta,
-    ) {
+    fn readdress(&mut self, from_leg: u32, from: LocalEndpoint, to: SocketAddr, payload_delta: ChecksumDelta) {
         self.out = Some((from_leg, from, to, payload_delta));
     }
 }
@@ -64,45 +58,19 @@ pub(crate) fn engine_with_session(settings: [LegSettings; 2]) -> (Engine, Sessio
     let table = SessionTable::new(0, 1, 16, 1, 20000..=20099);
     let mut engine = Engine::new(0, table, shared);
     let id = SessionId::new(3, 7);
-    engine
-        .apply(
-            Now::default(),
-            Command::Install {
-                id,
-                locals: [ep(20000), ep(20002)],
-                settings,
-            },
-        )
-        .unwrap();
+    engine.apply(Now::default(), Command::Install { id, locals: [ep(20000), ep(20002)], settings }).unwrap();
     (engine, id)
 }
 
 fn signalled(a: &str, b: &str) -> [LegSettings; 2] {
     [
-        LegSettings {
-            remote: Some(addr(a)),
-            ..Default::default()
-        },
-        LegSettings {
-            remote: Some(addr(b)),
-            ..Default::default()
-        },
+        LegSettings { remote: Some(addr(a)), ..Default::default() },
+        LegSettings { remote: Some(addr(b)), ..Default::default() },
     ]
 }
 
-fn send(
-    engine: &mut Engine,
-    now_ms: u64,
-    local: u16,
-    from: &str,
-    payload: Vec<u8>,
-) -> (Verdict, TestDatagram) {
-    let mut dg = TestDatagram {
-        local: ep(local),
-        source: addr(from),
-        payload,
-        out: None,
-    };
+fn send(engine: &mut Engine, now_ms: u64, local: u16, from: &str, payload: Vec<u8>) -> (Verdict, TestDatagram) {
+    let mut dg = TestDatagram { local: ep(local), source: addr(from), payload, out: None };
     let v = engine.relay(Now { us: now_ms * 1000 }, &mut dg);
     (v, dg)
 }
@@ -134,15 +102,7 @@ fn latches_first_source_and_reports_it() {
     let (mut e, id) = engine_with_session(signalled(A, B));
     let (v, _) = send(&mut e, 0, 20000, nat, rtp(0, 1, 160, 1));
     assert_eq!(v, Verdict::Forward);
-    assert_eq!(
-        e.shared.events.pop(),
-        Some(Event::Latched {
-            session: id,
-            side: 0,
-            rtcp: false,
-            remote: addr(nat)
-        })
-    );
+    assert_eq!(e.shared.events.pop(), Some(Event::Latched { session: id, side: 0, rtcp: false, remote: addr(nat) }));
     // Replies now go to the latched address.
     let (_, dg) = send(&mut e, 0, 20002, B, rtp(0, 1, 160, 2));
     assert_eq!(dg.out.unwrap().2, addr(nat));
@@ -162,10 +122,7 @@ fn strict_leg_drops_other_sources() {
     assert_eq!(v, Verdict::Drop(DropReason::WrongSource));
     let (v, _) = send(&mut e, 0, 20000, A, rtp(0, 2, 320, 1));
     assert_eq!(v, Verdict::Forward);
-    assert_eq!(
-        e.shared.workers[0].drops[DropReason::WrongSource as usize].load(Relaxed),
-        1
-    );
+    assert_eq!(e.shared.workers[0].drops[DropReason::WrongSource as usize].load(Relaxed), 1);
 }
 
 #[test]
@@ -187,10 +144,7 @@ fn bad_packets_are_dropped_by_reason() {
         (vec![0x80], DropReason::Truncated),
         (vec![0x80, 0, 0], DropReason::Truncated),
         (vec![0x80; 1473], DropReason::Oversized),
-        (
-            vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42],
-            DropReason::Control,
-        ),
+        (vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42], DropReason::Control),
         (vec![0xC0; 20], DropReason::BadVersion),
         (vec![0x41; 20], DropReason::Control), // a TURN channel number (RFC 7983)
         (vec![0x55; 20], DropReason::BadVersion),
@@ -199,10 +153,7 @@ fn bad_packets_are_dropped_by_reason() {
         (vec![0xF0; 20], DropReason::BadVersion),
         (vec![], DropReason::Truncated),
         // CSRC count 15 but only the fixed header present.
-        (
-            vec![0x8F, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0],
-            DropReason::Malformed,
-        ),
+        (vec![0x8F, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0], DropReason::Malformed),
     ];
     for (payload, reason) in cases {
         let (v, _) = send(&mut e, 0, 20000, A, payload.clone());
@@ -223,12 +174,9 @@ fn rewrite_keeps_one_stream_and_checksum_delta_matches() {
     s[1].pt_map = PayloadTypeMap::new(&[(101, 96)]).unwrap();
     let (mut e, _) = engine_with_session(s);
     let mut seen = Vec::new();
-    for (seq, ts, ssrc) in [
-        (10u16, 1600u32, 0xAAAAu32),
-        (11, 1760, 0xAAAA),
-        (5000, 777_777, 0xBBBB),
-        (5001, 777_937, 0xBBBB),
-    ] {
+    for (seq, ts, ssrc) in
+        [(10u16, 1600u32, 0xAAAAu32), (11, 1760, 0xAAAA), (5000, 777_777, 0xBBBB), (5001, 777_937, 0xBBBB)]
+    {
         let original = rtp(0, seq, ts, ssrc);
         let (v, dg) = send(&mut e, 0, 20000, A, original.clone());
         assert_eq!(v, Verdict::Forward);
@@ -279,13 +227,7 @@ fn rtcp_on_the_odd_port_goes_to_the_peers_rtcp_port() {
 fn loss_and_jitter_are_tracked_per_leg() {
     let (mut e, id) = engine_with_session(signalled(A, B));
     for seq in [1u16, 2, 3, 6, 7] {
-        send(
-            &mut e,
-            u64::from(seq) * 20,
-            20000,
-            A,
-            rtp(0, seq, u32::from(seq) * 160, 1),
-        );
+        send(&mut e, u64::from(seq) * 20, 20000, A, rtp(0, seq, u32::from(seq) * 160, 1));
     }
     let leg = &e.shared.legs[id.slot() as usize * 2];
     assert_eq!(leg.lost.load(Relaxed) as i64, 2);
@@ -298,20 +240,14 @@ fn media_timeout_is_reported_once_per_silence() {
     e.scan_timeouts(Now { us: 500_000 }, 100);
     assert!(e.shared.events.pop().is_none());
     e.scan_timeouts(Now { us: 1_000_000 }, 100);
-    assert_eq!(
-        e.shared.events.pop(),
-        Some(Event::MediaTimeout { session: id })
-    );
+    assert_eq!(e.shared.events.pop(), Some(Event::MediaTimeout { session: id }));
     e.scan_timeouts(Now { us: 2_000_000 }, 100);
     assert!(e.shared.events.pop().is_none(), "reported once");
     // Media comes back, then stops again: reported again.
     send(&mut e, 2_100, 20000, A, rtp(0, 1, 1, 1));
     e.scan_timeouts(Now { us: 2_200_000 }, 100);
     e.scan_timeouts(Now { us: 3_200_000 }, 100);
-    assert_eq!(
-        e.shared.events.pop(),
-        Some(Event::MediaTimeout { session: id })
-    );
+    assert_eq!(e.shared.events.pop(), Some(Event::MediaTimeout { session: id }));
 }
 
 #[test]

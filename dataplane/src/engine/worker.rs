@@ -26,17 +26,10 @@ pub fn run(engine: Engine, io: AnyIo, commands: &ArrayQueue<WorkerCommand>, epoc
 }
 
 fn now(epoch: Instant) -> Now {
-    Now {
-        us: epoch.elapsed().as_micros() as u64,
-    }
+    Now { us: epoch.elapsed().as_micros() as u64 }
 }
 
-pub fn run_loop<Io: PacketIo>(
-    mut engine: Engine,
-    mut io: Io,
-    commands: &ArrayQueue<WorkerCommand>,
-    epoch: Instant,
-) {
+pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQueue<WorkerCommand>, epoch: Instant) {
     let shared = engine.shared.clone();
     let w = engine.worker as usize;
     let counters = &shared.workers[w];
@@ -77,10 +70,7 @@ pub fn run_loop<Io: PacketIo>(
 }
 
 fn apply<Io: PacketIo>(engine: &mut Engine, io: &mut Io, now: Now, cmd: WorkerCommand) {
-    let WorkerCommand {
-        command,
-        mut sockets,
-    } = cmd;
+    let WorkerCommand { command, mut sockets } = cmd;
     let (id, install) = match &command {
         Command::Install { id, locals, .. } => (*id, Some(*locals)),
         Command::Update { id, .. } | Command::Remove { id } => (*id, None),
@@ -94,22 +84,10 @@ fn apply<Io: PacketIo>(engine: &mut Engine, io: &mut Io, now: Now, cmd: WorkerCo
     }
     if let Some(locals) = install {
         for (side, local) in locals.iter().enumerate() {
-            let mine = sockets
-                .iter()
-                .position(|(l, _)| l == local)
-                .map(|i| sockets.swap_remove(i));
-            let rtcp_ep = crate::session::LocalEndpoint {
-                port: local.port + 1,
-                ..*local
-            };
-            let rtcp = sockets
-                .iter()
-                .position(|(l, _)| *l == rtcp_ep)
-                .map(|i| sockets.swap_remove(i));
-            io.attach(
-                local_leg + side as u32,
-                mine.into_iter().chain(rtcp).collect(),
-            );
+            let mine = sockets.iter().position(|(l, _)| l == local).map(|i| sockets.swap_remove(i));
+            let rtcp_ep = crate::session::LocalEndpoint { port: local.port + 1, ..*local };
+            let rtcp = sockets.iter().position(|(l, _)| *l == rtcp_ep).map(|i| sockets.swap_remove(i));
+            io.attach(local_leg + side as u32, mine.into_iter().chain(rtcp).collect());
         }
     }
     if remove {

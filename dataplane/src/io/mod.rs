@@ -70,7 +70,10 @@ pub enum AnyIo {
 /// What a worker thread needs to open its backend instance; made on the
 /// starting thread, where process-wide set-up (DPDK's EAL) happens once.
 pub enum IoSpec {
-    Sockets { waker: Arc<nix::sys::eventfd::EventFd>, legs: usize },
+    Sockets {
+        waker: Arc<nix::sys::eventfd::EventFd>,
+        legs: usize,
+    },
     #[cfg(feature = "dpdk")]
     Dpdk(dpdk::DpdkSpec),
 }

@@ -51,13 +51,7 @@ impl Datagram for SocketDatagram {
         &mut self.buf[..self.len]
     }
     #[inline]
-    fn readdress(
-        &mut self,
-        from_leg: u32,
-        from: LocalEndpoint,
-        to: SocketAddr,
-        _payload_delta: ChecksumDelta,
-    ) {
+    fn readdress(&mut self, from_leg: u32, from: LocalEndpoint, to: SocketAddr, _payload_delta: ChecksumDelta) {
         // The kernel computes the checksum; an odd port is the leg's RTCP socket.
         self.out = Some((from_leg, from.port % 2 == 1, to));
     }
@@ -92,10 +86,7 @@ impl SocketIo {
     /// `legs`: the most legs this worker's share of the table holds.
     pub fn new(waker: Arc<EventFd>, legs: usize) -> std::io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(
-            waker.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN),
-        )?;
+        epoll.add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
         let batch = (0..BURST)
             .map(|_| SocketDatagram {
                 buf: Box::new([0; BUF_LEN]),
@@ -109,12 +100,7 @@ impl SocketIo {
             epoll,
             waker,
             events: vec![EpollEvent::empty(); BURST],
-            legs: (0..legs)
-                .map(|_| LegSockets {
-                    rtp: None,
-                    rtcp: None,
-                })
-                .collect(),
+            legs: (0..legs).map(|_| LegSockets { rtp: None, rtcp: None }).collect(),
             batch,
             filled: 0,
             rx_headers: MultiHeaders::preallocate(BURST, None),
@@ -141,18 +127,11 @@ impl SocketIo {
         let mut results = [(0usize, None::<SocketAddr>); BURST];
         let received = {
             let mut slots = self.batch[self.filled..].iter_mut();
-            let mut iovs: [[IoSliceMut<'_>; 1]; BURST] =
-                std::array::from_fn(|_| match slots.next() {
-                    Some(d) => [IoSliceMut::new(&mut d.buf[..])],
-                    None => [IoSliceMut::new(&mut [])],
-                });
-            match recvmmsg(
-                fd,
-                &mut self.rx_headers,
-                iovs[..room].iter_mut(),
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            ) {
+            let mut iovs: [[IoSliceMut<'_>; 1]; BURST] = std::array::from_fn(|_| match slots.next() {
+                Some(d) => [IoSliceMut::new(&mut d.buf[..])],
+                None => [IoSliceMut::new(&mut [])],
+            });
+            match recvmmsg(fd, &mut self.rx_headers, iovs[..room].iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
                 Ok(msgs) => {
                     let mut n = 0;
                     for (r, msg) in results.iter_mut().zip(msgs) {
@@ -164,10 +143,7 @@ impl SocketIo {
                 Err(_) => 0,
             }
         };
-        for (d, (bytes, source)) in self.batch[self.filled..]
-            .iter_mut()
-            .zip(&results[..received])
-        {
+        for (d, (bytes, source)) in self.batch[self.filled..].iter_mut().zip(&results[..received]) {
             let Some(source) = *source else { continue };
             d.len = (*bytes).min(BUF_LEN);
             d.local = local;
@@ -182,8 +158,7 @@ fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = addr.as_sockaddr_in() {
         return Some(SocketAddr::V4((*v4).into()));
     }
-    addr.as_sockaddr_in6()
-        .map(|v6| SocketAddr::V6((*v6).into()))
+    addr.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 impl PacketIo for SocketIo {
@@ -219,44 +194,36 @@ impl PacketIo for SocketIo {
             };
             // The run of datagrams leaving by the same socket.
             let mut end = start + 1;
-            while end < self.filled
-                && matches!(self.batch[end].out, Some((l, r, _)) if l == leg && r == rtcp)
-            {
+            while end < self.filled && matches!(self.batch[end].out, Some((l, r, _)) if l == leg && r == rtcp) {
                 end += 1;
             }
             let run = &self.batch[start..end];
-            let sent = match self.legs.get(leg as usize).and_then(|l| {
-                if rtcp {
-                    l.rtcp.as_ref()
-                } else {
-                    l.rtp.as_ref()
-                }
-            }) {
-                Some((_, socket)) => {
-                    let mut parts = run.iter();
-                    let iovs: [[IoSlice<'_>; 1]; BURST] =
-                        std::array::from_fn(|_| match parts.next() {
+            let sent =
+                match self.legs.get(leg as usize).and_then(|l| if rtcp { l.rtcp.as_ref() } else { l.rtp.as_ref() }) {
+                    Some((_, socket)) => {
+                        let mut parts = run.iter();
+                        let iovs: [[IoSlice<'_>; 1]; BURST] = std::array::from_fn(|_| match parts.next() {
                             Some(d) => [IoSlice::new(&d.buf[..d.len])],
                             None => [IoSlice::new(&[])],
                         });
-                    let mut addrs: [Option<SockaddrStorage>; BURST] = [None; BURST];
-                    for (a, d) in addrs.iter_mut().zip(run) {
-                        *a = d.out.map(|(_, _, to)| SockaddrStorage::from(to));
+                        let mut addrs: [Option<SockaddrStorage>; BURST] = [None; BURST];
+                        for (a, d) in addrs.iter_mut().zip(run) {
+                            *a = d.out.map(|(_, _, to)| SockaddrStorage::from(to));
+                        }
+                        match sendmmsg(
+                            socket.as_raw_fd(),
+                            &mut self.tx_headers,
+                            &iovs[..run.len()],
+                            &addrs[..run.len()],
+                            [],
+                            MsgFlags::MSG_DONTWAIT,
+                        ) {
+                            Ok(results) => results.count(),
+                            Err(_) => 0,
+                        }
                     }
-                    match sendmmsg(
-                        socket.as_raw_fd(),
-                        &mut self.tx_headers,
-                        &iovs[..run.len()],
-                        &addrs[..run.len()],
-                        [],
-                        MsgFlags::MSG_DONTWAIT,
-                    ) {
-                        Ok(results) => results.count(),
-                        Err(_) => 0,
-                    }
-                }
-                None => 0,
-            };
+                    None => 0,
+                };
             for (i, d) in run.iter().enumerate() {
                 if i < sent {
                     bump(&counters.tx_packets, 1);
@@ -275,10 +242,7 @@ impl PacketIo for SocketIo {
         };
         for (local, socket) in sockets {
             let rtcp = local.port % 2 == 1;
-            if let Err(e) = self.epoll.add(
-                socket.as_fd(),
-                EpollEvent::new(EpollFlags::EPOLLIN, token(leg, rtcp)),
-            ) {
+            if let Err(e) = self.epoll.add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token(leg, rtcp))) {
                 tracing::error!(port = local.port, error = %e, "cannot watch media socket");
                 continue;
             }

@@ -12,9 +12,7 @@ pub mod table;
 use std::net::SocketAddr;
 
 /// A local media endpoint: index into the configured media addresses, and UDP port.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LocalEndpoint {
     pub addr: u8,
     pub port: u16,
@@ -22,9 +20,7 @@ pub struct LocalEndpoint {
 
 /// Identifies a session: its slot in the table and the generation of that slot,
 /// so an id of a deleted session never reaches the session that reuses the slot.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct SessionId(pub u64);
 
@@ -70,10 +66,7 @@ impl PayloadTypeMap {
 
     #[inline]
     pub fn map(&self, pt: u8) -> u8 {
-        self.entries[..usize::from(self.len)]
-            .iter()
-            .find(|&&(from, _)| from == pt)
-            .map_or(pt, |&(_, to)| to)
+        self.entries[..usize::from(self.len)].iter().find(|&&(from, _)| from == pt).map_or(pt, |&(_, to)| to)
     }
 
     pub fn pairs(&self) -> &[(u8, u8)] {

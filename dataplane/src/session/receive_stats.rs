@@ -55,10 +55,7 @@ impl ReceiveStats {
             let d = transit.wrapping_sub(self.transit) as i32;
             let d = d.unsigned_abs();
             // J += (|D| - J) / 16, in the scaled form of A.8.
-            self.jitter = self
-                .jitter
-                .wrapping_add(d)
-                .wrapping_sub((self.jitter.wrapping_add(8)) >> 4);
+            self.jitter = self.jitter.wrapping_add(d).wrapping_sub((self.jitter.wrapping_add(8)) >> 4);
         }
         self.transit = transit;
     }
@@ -79,9 +76,7 @@ impl ReceiveStats {
         if !self.started {
             return 0;
         }
-        self.extended_max_seq()
-            .wrapping_sub(self.base_seq)
-            .wrapping_add(1)
+        self.extended_max_seq().wrapping_sub(self.base_seq).wrapping_add(1)
     }
 
     pub fn received(&self) -> u32 {

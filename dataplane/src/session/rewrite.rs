@@ -19,10 +19,7 @@ pub struct StreamRewrite {
 
 impl StreamRewrite {
     pub fn new(out_ssrc: u32) -> Self {
-        StreamRewrite {
-            out_ssrc,
-            ..Default::default()
-        }
+        StreamRewrite { out_ssrc, ..Default::default() }
     }
 
     pub fn out_ssrc(&self) -> u32 {
@@ -97,9 +94,6 @@ mod tests {
     fn wraps_around() {
         let mut r = StreamRewrite::new(7);
         r.apply(1, 65535, u32::MAX - 10, 8000);
-        assert_eq!(
-            r.apply(2, 40, 40, 8000),
-            (7, 0, (u32::MAX - 10).wrapping_add(160))
-        );
+        assert_eq!(r.apply(2, 40, 40, 8000), (7, 0, (u32::MAX - 10).wrapping_add(160)));
     }
 }

@@ -66,13 +66,7 @@ pub struct SessionTable {
 
 impl SessionTable {
     /// A table for worker `worker` of `workers`, holding its share of `capacity` sessions.
-    pub fn new(
-        worker: u32,
-        workers: u32,
-        capacity: usize,
-        addrs: usize,
-        ports: std::ops::RangeInclusive<u16>,
-    ) -> Self {
+    pub fn new(worker: u32, workers: u32, capacity: usize, addrs: usize, ports: std::ops::RangeInclusive<u16>) -> Self {
         let per_worker = capacity.div_ceil(workers as usize);
         let port_count = usize::from(*ports.end() - *ports.start()) + 1;
         SessionTable {
@@ -88,8 +82,7 @@ impl SessionTable {
 
     /// Bytes a table of this shape takes (for the start-up memory check).
     pub fn bytes_for(capacity: usize, addrs: usize, ports: usize) -> usize {
-        capacity * (std::mem::size_of::<Slot>() + 2 * std::mem::size_of::<Leg>())
-            + addrs * ports * 4
+        capacity * (std::mem::size_of::<Slot>() + 2 * std::mem::size_of::<Leg>()) + addrs * ports * 4
     }
 
     fn local_index(&self, slot: u32) -> Result<usize, TableError> {
@@ -136,15 +129,9 @@ impl SessionTable {
         }
         let mut flows = [[0usize; 2]; 2];
         for (f, l) in flows.iter_mut().zip(locals) {
-            let rtcp = LocalEndpoint {
-                port: l.port.wrapping_add(1),
-                ..l
-            };
+            let rtcp = LocalEndpoint { port: l.port.wrapping_add(1), ..l };
             for (slot, ep) in f.iter_mut().zip([l, rtcp]) {
-                *slot = self
-                    .flow_index(ep)
-                    .filter(|_| l.port % 2 == 0)
-                    .ok_or(TableError::BadEndpoint(l))?;
+                *slot = self.flow_index(ep).filter(|_| l.port % 2 == 0).ok_or(TableError::BadEndpoint(l))?;
                 if self.flow[*slot] != NO_LEG {
                     return Err(TableError::BadEndpoint(l));
                 }
@@ -154,17 +141,10 @@ impl SessionTable {
             let leg = local * 2 + side;
             self.flow[flows[side][0]] = (leg as u32) << 1;
             self.flow[flows[side][1]] = (leg as u32) << 1 | 1;
-            self.legs[leg] = Leg {
-                local: locals[side],
-                ..Leg::default()
-            };
+            self.legs[leg] = Leg { local: locals[side], ..Leg::default() };
             self.apply_settings(leg, settings[side], id);
         }
-        self.slots[local] = Slot {
-            id: Some(id),
-            last_activity_ms: now_ms,
-            timeout_reported: false,
-        };
+        self.slots[local] = Slot { id: Some(id), last_activity_ms: now_ms, timeout_reported: false };
         Ok(())
     }
 
@@ -179,19 +159,12 @@ impl SessionTable {
         l.settings = settings;
         l.remote = settings.remote;
         l.latched = false;
-        l.rtcp_remote = settings
-            .remote
-            .map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)));
+        l.rtcp_remote = settings.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)));
         l.rtcp_latched = false;
         l.rewrite = rewrite;
     }
 
-    pub fn update(
-        &mut self,
-        id: SessionId,
-        side: usize,
-        settings: LegSettings,
-    ) -> Result<(), TableError> {
+    pub fn update(&mut self, id: SessionId, side: usize, settings: LegSettings) -> Result<(), TableError> {
         let local = self.find(id)?;
         self.apply_settings(local * 2 + (side & 1), settings, id);
         Ok(())
@@ -212,9 +185,7 @@ impl SessionTable {
     }
 
     fn find(&self, id: SessionId) -> Result<usize, TableError> {
-        let local = self
-            .local_index(id.slot())
-            .map_err(|_| TableError::NotFound(id))?;
+        let local = self.local_index(id.slot()).map_err(|_| TableError::NotFound(id))?;
         if self.slots[local].id != Some(id) {
             return Err(TableError::NotFound(id));
         }
@@ -279,14 +250,9 @@ mod tests {
     fn install_lookup_remove() {
         let mut t = SessionTable::new(1, 2, 8, 1, 20000..=20009);
         let id = SessionId::new(3, 1);
-        t.install(id, [ep(20000), ep(20002)], [LegSettings::default(); 2], 0)
-            .unwrap();
+        t.install(id, [ep(20000), ep(20002)], [LegSettings::default(); 2], 0).unwrap();
         let (leg, rtcp) = t.lookup(ep(20002)).unwrap();
-        assert_eq!(
-            (leg, rtcp),
-            (3, false),
-            "slot 3 of worker 1 is local 1, its second leg is 3"
-        );
+        assert_eq!((leg, rtcp), (3, false), "slot 3 of worker 1 is local 1, its second leg is 3");
         assert_eq!(t.lookup(ep(20003)), Some((3, true)));
         assert_eq!(t.lookup(ep(20001)), Some((2, true)));
         assert_eq!(t.global_slot(leg), 3);
@@ -301,16 +267,9 @@ mod tests {
     fn refuses_foreign_slots_and_used_endpoints() {
         let mut t = SessionTable::new(0, 2, 8, 1, 20000..=20009);
         let s = [LegSettings::default(); 2];
-        assert_eq!(
-            t.install(SessionId::new(1, 0), [ep(20000), ep(20002)], s, 0),
-            Err(TableError::ForeignSlot(1))
-        );
-        assert_eq!(
-            t.install(SessionId::new(8, 0), [ep(20000), ep(20002)], s, 0),
-            Err(TableError::ForeignSlot(8))
-        );
-        t.install(SessionId::new(0, 0), [ep(20000), ep(20002)], s, 0)
-            .unwrap();
+        assert_eq!(t.install(SessionId::new(1, 0), [ep(20000), ep(20002)], s, 0), Err(TableError::ForeignSlot(1)));
+        assert_eq!(t.install(SessionId::new(8, 0), [ep(20000), ep(20002)], s, 0), Err(TableError::ForeignSlot(8)));
+        t.install(SessionId::new(0, 0), [ep(20000), ep(20002)], s, 0).unwrap();
         assert_eq!(
             t.install(SessionId::new(2, 0), [ep(20002), ep(20004)], s, 0),
             Err(TableError::BadEndpoint(ep(20002)))
@@ -329,10 +288,7 @@ mod tests {
             Err(TableError::BadEndpoint(ep(20010))),
             "past the range"
         );
-        assert_eq!(
-            t.install(SessionId::new(0, 1), [ep(20004), ep(20006)], s, 0),
-            Err(TableError::SlotInUse(0))
-        );
+        assert_eq!(t.install(SessionId::new(0, 1), [ep(20004), ep(20006)], s, 0), Err(TableError::SlotInUse(0)));
         // The failed installs left nothing behind.
         assert_eq!(t.lookup(ep(20004)), None);
         assert_eq!(t.in_use(), 1);
@@ -342,12 +298,10 @@ mod tests {
     fn stale_id_does_not_reach_reused_slot() {
         let mut t = SessionTable::new(0, 1, 4, 1, 20000..=20009);
         let old = SessionId::new(0, 1);
-        t.install(old, [ep(20000), ep(20002)], [LegSettings::default(); 2], 0)
-            .unwrap();
+        t.install(old, [ep(20000), ep(20002)], [LegSettings::default(); 2], 0).unwrap();
         t.remove(old).unwrap();
         let new = SessionId::new(0, 2);
-        t.install(new, [ep(20004), ep(20006)], [LegSettings::default(); 2], 0)
-            .unwrap();
+        t.install(new, [ep(20004), ep(20006)], [LegSettings::default(); 2], 0).unwrap();
         assert_eq!(t.remove(old), Err(TableError::NotFound(old)));
         assert!(t.lookup(ep(20004)).is_some());
     }
@@ -355,13 +309,7 @@ mod tests {
     #[test]
     fn leg_pair_orders_receiver_first() {
         let mut t = SessionTable::new(0, 1, 4, 1, 20000..=20009);
-        t.install(
-            SessionId::new(0, 0),
-            [ep(20000), ep(20002)],
-            [LegSettings::default(); 2],
-            0,
-        )
-        .unwrap();
+        t.install(SessionId::new(0, 0), [ep(20000), ep(20002)], [LegSettings::default(); 2], 0).unwrap();
         let (rx, tx) = t.leg_pair_mut(1);
         assert_eq!((rx.local.port, tx.local.port), (20002, 20000));
     }

@@ -230,14 +230,14 @@ mod tests {
 
     // who-has 192.168.1.1 tell 192.168.1.20
     static REQUEST: [u8; 28] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0xc0,
-        0xa8, 0x01, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xa8, 0x01, 0x01,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0xc0, 0xa8, 0x01, 0x14,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0xa8, 0x01, 0x01,
     ];
 
     // 192.168.1.1 is-at 00:1b:21:3c:9d:f8
     static REPLY: [u8; 28] = [
-        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x00, 0x1b, 0x21, 0x3c, 0x9d, 0xf8, 0xc0,
-        0xa8, 0x01, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0xc0, 0xa8, 0x01, 0x14,
+        0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, 0x00, 0x1b, 0x21, 0x3c, 0x9d, 0xf8, 0xc0, 0xa8, 0x01, 0x01,
+        0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0xc0, 0xa8, 0x01, 0x14,
     ];
 
     fn reply_repr() -> Repr {
@@ -262,10 +262,7 @@ mod tests {
 
     #[test]
     fn parse_and_emit() {
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&REPLY[..])),
-            Ok(reply_repr())
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&REPLY[..])), Ok(reply_repr()));
         let mut buf = [0xaa; 28];
         reply_repr().emit(&mut Packet::new_unchecked(&mut buf[..]));
         assert_eq!(buf, REPLY);
@@ -290,48 +287,25 @@ mod tests {
 
     #[test]
     fn rejects() {
-        assert_eq!(
-            Packet::new_checked(&REQUEST[..27]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&REQUEST[..7]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&REQUEST[..27]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&REQUEST[..7]).unwrap_err(), Error::Truncated);
         let mut ipv6 = REQUEST;
         ipv6[2..4].copy_from_slice(&[0x86, 0xdd]);
-        assert_eq!(
-            Packet::new_checked(&ipv6[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Packet::new_checked(&ipv6[..]).unwrap_err(), Error::Malformed);
         let mut token_ring = REQUEST;
         token_ring[1] = 6;
-        assert_eq!(
-            Packet::new_checked(&token_ring[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Packet::new_checked(&token_ring[..]).unwrap_err(), Error::Malformed);
         let mut hlen = REQUEST;
         hlen[4] = 8;
-        assert_eq!(
-            Packet::new_checked(&hlen[..]).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(Packet::new_checked(&hlen[..]).unwrap_err(), Error::Malformed);
     }
 
     #[test]
     fn no_panic_on_any_input() {
         super::super::testing::for_each_mutation(&REQUEST, |b| {
             if let Ok(p) = Packet::new_checked(b) {
-                let _ = (
-                    p.operation(),
-                    p.source_hardware_addr(),
-                    p.source_protocol_addr(),
-                );
-                let _ = (
-                    p.target_hardware_addr(),
-                    p.target_protocol_addr(),
-                    Repr::parse(&p),
-                );
+                let _ = (p.operation(), p.source_hardware_addr(), p.source_protocol_addr());
+                let _ = (p.target_hardware_addr(), p.target_protocol_addr(), Repr::parse(&p));
             }
         });
     }

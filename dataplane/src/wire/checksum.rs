@@ -42,20 +42,14 @@ pub fn finish(sum: u16) -> u16 {
 /// Sum of the IPv4 pseudo header for TCP/UDP (RFC 768); `len` is the
 /// transport length.
 pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u32) -> u16 {
-    let acc = u64::from(u32::from_be_bytes(src))
-        + u64::from(u32::from_be_bytes(dst))
-        + u64::from(proto)
-        + u64::from(len);
+    let acc =
+        u64::from(u32::from_be_bytes(src)) + u64::from(u32::from_be_bytes(dst)) + u64::from(proto) + u64::from(len);
     fold(acc)
 }
 
 /// Sum of the IPv6 pseudo header (RFC 8200 section 8.1).
 pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], proto: u8, len: u32) -> u16 {
-    combine(&[
-        data(src),
-        data(dst),
-        fold(u64::from(len) + u64::from(proto)),
-    ])
+    combine(&[data(src), data(dst), fold(u64::from(len) + u64::from(proto))])
 }
 
 /// Checksum after a 16-bit word changed from `old` to `new`:
@@ -90,8 +84,8 @@ mod tests {
 
     // An IPv4 header (UDP, 10.0.0.1 -> 10.0.0.2) with its checksum 0x0a75.
     static IPV4_HEADER: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x30, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x0a, 0x75, 0x0a, 0x00, 0x00,
-        0x01, 0x0a, 0x00, 0x00, 0x02,
+        0x45, 0x00, 0x00, 0x30, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x11, 0x0a, 0x75, 0x0a, 0x00, 0x00, 0x01, 0x0a, 0x00,
+        0x00, 0x02,
     ];
 
     struct Rng(u64);
@@ -137,9 +131,7 @@ mod tests {
         let bytes = [192, 0, 2, 1, 198, 51, 100, 7, 0, 17, 0x01, 0x2c];
         assert_eq!(pseudo_header_v4(src, dst, 17, 300), data(&bytes));
         let s6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        let d6 = [
-            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x02, 0x11, 0x22, 0xff, 0xfe, 0x33, 0x44, 0x55,
-        ];
+        let d6 = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x02, 0x11, 0x22, 0xff, 0xfe, 0x33, 0x44, 0x55];
         let mut b6 = [0u8; 40];
         b6[..16].copy_from_slice(&s6);
         b6[16..32].copy_from_slice(&d6);

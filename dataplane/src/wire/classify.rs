@@ -55,11 +55,7 @@ mod tests {
             (255, Kind::Unknown),
         ];
         for &(first, kind) in cases {
-            assert_eq!(
-                classify(&[first, 0x00, 0x00, 0x00]),
-                kind,
-                "first byte {first}"
-            );
+            assert_eq!(classify(&[first, 0x00, 0x00, 0x00]), kind, "first byte {first}");
         }
     }
 
@@ -79,10 +75,7 @@ mod tests {
     #[test]
     fn captured_first_bytes() {
         // STUN binding request, DTLS ClientHello record, TURN ChannelData.
-        assert_eq!(
-            classify(&[0x00, 0x01, 0x00, 0x58, 0x21, 0x12, 0xa4, 0x42]),
-            Kind::Stun
-        );
+        assert_eq!(classify(&[0x00, 0x01, 0x00, 0x58, 0x21, 0x12, 0xa4, 0x42]), Kind::Stun);
         assert_eq!(classify(&[0x16, 0xfe, 0xfd, 0x00, 0x00]), Kind::Dtls);
         assert_eq!(classify(&[0x40, 0x00, 0x00, 0x0c]), Kind::Turn);
     }

@@ -44,11 +44,7 @@ impl EthernetAddress {
 impl fmt::Display for EthernetAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -165,8 +161,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// The whole 802.1Q TCI (priority, DEI, VLAN id), if tagged.
     pub fn vlan_tci(&self) -> Option<u16> {
-        self.is_tagged()
-            .then(|| be16(self.buffer.as_ref(), field::VLAN_TCI))
+        self.is_tagged().then(|| be16(self.buffer.as_ref(), field::VLAN_TCI))
     }
 
     /// The 12-bit VLAN id, if tagged.
@@ -190,11 +185,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 
     /// Sets the payload's EtherType: the inner field when already tagged.
     pub fn set_ethertype(&mut self, ty: EtherType) {
-        let f = if self.is_tagged() {
-            field::VLAN_ETHERTYPE
-        } else {
-            field::ETHERTYPE
-        };
+        let f = if self.is_tagged() { field::VLAN_ETHERTYPE } else { field::ETHERTYPE };
         self.buffer.as_mut()[f].copy_from_slice(&ty.0.to_be_bytes());
     }
 
@@ -262,15 +253,13 @@ mod tests {
     use super::*;
 
     // Broadcast ARP request frame header + first payload bytes.
-    static FRAME: [u8; 18] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06, 0x00,
-        0x01, 0x08, 0x00,
-    ];
+    static FRAME: [u8; 18] =
+        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06, 0x00, 0x01, 0x08, 0x00];
 
     // VLAN 100 (PCP 5) carrying IPv4.
     static TAGGED: [u8; 22] = [
-        0x00, 0x1b, 0x21, 0x3c, 0x9d, 0xf8, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x81, 0x00, 0xa0,
-        0x64, 0x08, 0x00, 0x45, 0x00, 0x00, 0x1c,
+        0x00, 0x1b, 0x21, 0x3c, 0x9d, 0xf8, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x81, 0x00, 0xa0, 0x64, 0x08, 0x00,
+        0x45, 0x00, 0x00, 0x1c,
     ];
 
     #[test]
@@ -278,10 +267,7 @@ mod tests {
         let f = Frame::new_checked(&FRAME[..]).unwrap();
         assert!(f.dst_addr().is_broadcast());
         assert!(f.dst_addr().is_multicast());
-        assert_eq!(
-            f.src_addr(),
-            EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])
-        );
+        assert_eq!(f.src_addr(), EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]));
         assert!(f.src_addr().is_unicast());
         assert_eq!(f.ethertype(), EtherType::ARP);
         assert_eq!(f.vlan(), None);
@@ -321,14 +307,8 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Frame::new_checked(&FRAME[..13]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Frame::new_checked(&TAGGED[..17]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Frame::new_checked(&FRAME[..13]).unwrap_err(), Error::Truncated);
+        assert_eq!(Frame::new_checked(&TAGGED[..17]).unwrap_err(), Error::Truncated);
         assert!(Frame::new_checked(&FRAME[..14]).is_ok());
     }
 

@@ -163,8 +163,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets the flag byte and clears the rest of the reserved word.
     pub fn set_nd_flags(&mut self, flags: u8) {
-        self.buffer.as_mut()[field::ND_FLAGS..field::ND_TARGET.start]
-            .copy_from_slice(&[flags, 0, 0, 0]);
+        self.buffer.as_mut()[field::ND_FLAGS..field::ND_TARGET.start].copy_from_slice(&[flags, 0, 0, 0]);
     }
 
     /// Panics on a buffer shorter than `ND_HEADER_LEN`.
@@ -215,10 +214,7 @@ impl<'a> Iterator for NdOptionIter<'a> {
             return Some(Err(Error::Malformed));
         }
         self.rest = &rest[len..];
-        Some(Ok(NdOption {
-            kind,
-            data: &rest[2..len],
-        }))
+        Some(Ok(NdOption { kind, data: &rest[2..len] }))
     }
 }
 
@@ -249,10 +245,7 @@ impl NdRepr {
         }
         let lladdr = packet.link_layer_addr()?;
         Ok(match packet.msg_type() {
-            msg_type::NEIGHBOR_SOLICIT => NdRepr::Solicit {
-                target_addr,
-                source_lladdr: lladdr,
-            },
+            msg_type::NEIGHBOR_SOLICIT => NdRepr::Solicit { target_addr, source_lladdr: lladdr },
             _ => NdRepr::Advert {
                 flags: packet.nd_flags() & (FLAG_ROUTER | FLAG_SOLICITED | FLAG_OVERRIDE),
                 target_addr,
@@ -279,27 +272,12 @@ impl NdRepr {
         dst: &[u8; 16],
     ) {
         let (ty, flags, target, opt, lladdr) = match *self {
-            NdRepr::Solicit {
-                target_addr,
-                source_lladdr,
-            } => (
-                msg_type::NEIGHBOR_SOLICIT,
-                0,
-                target_addr,
-                nd_option::SOURCE_LL_ADDR,
-                source_lladdr,
-            ),
-            NdRepr::Advert {
-                flags,
-                target_addr,
-                target_lladdr,
-            } => (
-                msg_type::NEIGHBOR_ADVERT,
-                flags,
-                target_addr,
-                nd_option::TARGET_LL_ADDR,
-                target_lladdr,
-            ),
+            NdRepr::Solicit { target_addr, source_lladdr } => {
+                (msg_type::NEIGHBOR_SOLICIT, 0, target_addr, nd_option::SOURCE_LL_ADDR, source_lladdr)
+            }
+            NdRepr::Advert { flags, target_addr, target_lladdr } => {
+                (msg_type::NEIGHBOR_ADVERT, flags, target_addr, nd_option::TARGET_LL_ADDR, target_lladdr)
+            }
         };
         packet.set_msg_type(ty);
         packet.set_code(0);
@@ -325,11 +303,7 @@ pub fn emit_neighbor_advert(
     target_lladdr: EthernetAddress,
     flags: u8,
 ) -> Result<usize> {
-    let repr = NdRepr::Advert {
-        flags,
-        target_addr: *target_addr,
-        target_lladdr: Some(target_lladdr),
-    };
+    let repr = NdRepr::Advert { flags, target_addr: *target_addr, target_lladdr: Some(target_lladdr) };
     let len = repr.buffer_len();
     let buf = buffer.get_mut(..len).ok_or(Error::Truncated)?;
     repr.emit(&mut Packet::new_unchecked(buf), src, dst);
@@ -342,27 +316,19 @@ mod tests {
 
     // fe80::5054:ff:fe12:3456 -> ff02::1:ff00:1: who has 2001:db8::1?
     static NS: [u8; 32] = [
-        0x87, 0x00, 0x42, 0xea, 0x00, 0x00, 0x00, 0x00, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01, 0x01, 0x52, 0x54, 0x00, 0x12,
-        0x34, 0x56,
+        0x87, 0x00, 0x42, 0xea, 0x00, 0x00, 0x00, 0x00, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56,
     ];
 
     // 2001:db8::1 -> fe80::5054:ff:fe12:3456: solicited, override.
     static NA: [u8; 32] = [
-        0x88, 0x00, 0x78, 0xa2, 0x60, 0x00, 0x00, 0x00, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x01, 0x00, 0x1b, 0x21, 0x3c,
-        0x9d, 0xf8,
+        0x88, 0x00, 0x78, 0xa2, 0x60, 0x00, 0x00, 0x00, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x01, 0x00, 0x1b, 0x21, 0x3c, 0x9d, 0xf8,
     ];
 
-    const LINK_LOCAL: [u8; 16] = [
-        0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0x00, 0xff, 0xfe, 0x12, 0x34, 0x56,
-    ];
-    const SOLICITED_NODE: [u8; 16] = [
-        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0x00, 0x00, 0x01,
-    ];
-    const GLOBAL: [u8; 16] = [
-        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
-    ];
+    const LINK_LOCAL: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x50, 0x54, 0x00, 0xff, 0xfe, 0x12, 0x34, 0x56];
+    const SOLICITED_NODE: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0x00, 0x00, 0x01];
+    const GLOBAL: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
     const OUR_MAC: EthernetAddress = EthernetAddress([0x00, 0x1b, 0x21, 0x3c, 0x9d, 0xf8]);
     const THEIR_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
@@ -382,28 +348,14 @@ mod tests {
     #[test]
     fn parse_and_emit() {
         let ns = NdRepr::parse(&Packet::new_unchecked(&NS[..])).unwrap();
-        assert_eq!(
-            ns,
-            NdRepr::Solicit {
-                target_addr: GLOBAL,
-                source_lladdr: Some(THEIR_MAC)
-            }
-        );
+        assert_eq!(ns, NdRepr::Solicit { target_addr: GLOBAL, source_lladdr: Some(THEIR_MAC) });
         let mut buf = [0u8; 32];
-        ns.emit(
-            &mut Packet::new_unchecked(&mut buf[..]),
-            &LINK_LOCAL,
-            &SOLICITED_NODE,
-        );
+        ns.emit(&mut Packet::new_unchecked(&mut buf[..]), &LINK_LOCAL, &SOLICITED_NODE);
         assert_eq!(buf, NS);
 
         let na = NdRepr::parse(&Packet::new_unchecked(&NA[..])).unwrap();
         let flags = FLAG_SOLICITED | FLAG_OVERRIDE;
-        let want = NdRepr::Advert {
-            flags,
-            target_addr: GLOBAL,
-            target_lladdr: Some(OUR_MAC),
-        };
+        let want = NdRepr::Advert { flags, target_addr: GLOBAL, target_lladdr: Some(OUR_MAC) };
         assert_eq!(na, want);
         assert_eq!(na.buffer_len(), 32);
     }
@@ -411,15 +363,8 @@ mod tests {
     #[test]
     fn answer_solicitation() {
         let mut buf = [0u8; 64];
-        let n = emit_neighbor_advert(
-            &mut buf,
-            &GLOBAL,
-            &LINK_LOCAL,
-            &GLOBAL,
-            OUR_MAC,
-            FLAG_SOLICITED | FLAG_OVERRIDE,
-        )
-        .unwrap();
+        let n = emit_neighbor_advert(&mut buf, &GLOBAL, &LINK_LOCAL, &GLOBAL, OUR_MAC, FLAG_SOLICITED | FLAG_OVERRIDE)
+            .unwrap();
         assert_eq!(&buf[..n], &NA[..]);
         assert!(Packet::new_unchecked(&buf[..n]).verify_checksum(&GLOBAL, &LINK_LOCAL));
         let short = emit_neighbor_advert(&mut buf[..31], &GLOBAL, &LINK_LOCAL, &GLOBAL, OUR_MAC, 0);
@@ -444,20 +389,14 @@ mod tests {
         assert_eq!(NdRepr::parse(&p), Err(Error::Malformed));
         let mut overrun = NS;
         overrun[25] = 2;
-        assert_eq!(
-            Packet::new_unchecked(&overrun[..]).link_layer_addr(),
-            Err(Error::Malformed)
-        );
+        assert_eq!(Packet::new_unchecked(&overrun[..]).link_layer_addr(), Err(Error::Malformed));
         let mut multicast_target = NS;
         multicast_target[8] = 0xff;
         let p = Packet::new_unchecked(&multicast_target[..]);
         assert_eq!(NdRepr::parse(&p), Err(Error::Malformed));
         let mut code = NS;
         code[1] = 1;
-        assert_eq!(
-            NdRepr::parse(&Packet::new_unchecked(&code[..])),
-            Err(Error::Malformed)
-        );
+        assert_eq!(NdRepr::parse(&Packet::new_unchecked(&code[..])), Err(Error::Malformed));
     }
 
     #[test]

@@ -294,9 +294,8 @@ mod tests {
     // UDP 192.168.1.20 -> 203.0.113.5, 8 bytes of UDP header + 4 payload,
     // followed by 2 bytes of Ethernet padding.
     static PACKET: [u8; 34] = [
-        0x45, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x3d, 0x0b, 0xc0, 0xa8, 0x01,
-        0x14, 0xcb, 0x00, 0x71, 0x05, 0x13, 0xc4, 0x27, 0x10, 0x00, 0x0c, 0x00, 0x00, 0xde, 0xad,
-        0xbe, 0xef, 0x00, 0x00,
+        0x45, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x3d, 0x0b, 0xc0, 0xa8, 0x01, 0x14, 0xcb, 0x00,
+        0x71, 0x05, 0x13, 0xc4, 0x27, 0x10, 0x00, 0x0c, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x00,
     ];
 
     fn repr() -> Repr {
@@ -357,10 +356,7 @@ mod tests {
         assert_eq!(p.frag_offset(), 1480);
         p.fill_checksum();
         assert!(p.verify_checksum());
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&buf[..])),
-            Err(Error::Malformed)
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&buf[..])), Err(Error::Malformed));
     }
 
     #[test]
@@ -372,10 +368,7 @@ mod tests {
         assert_eq!(buf, PACKET);
         let mut bad = PACKET;
         bad[11] ^= 1;
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&bad[..])),
-            Err(Error::Malformed)
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&bad[..])), Err(Error::Malformed));
     }
 
     #[test]
@@ -403,12 +396,7 @@ mod tests {
         super::super::testing::for_each_mutation(&PACKET, |b| {
             if let Ok(p) = Packet::new_checked(b) {
                 let _ = (p.ident(), p.dscp_ecn(), p.frag_offset(), p.is_fragment());
-                let _ = (
-                    p.src_ipv4(),
-                    p.dst_ipv4(),
-                    p.checksum(),
-                    p.verify_checksum(),
-                );
+                let _ = (p.src_ipv4(), p.dst_ipv4(), p.checksum(), p.verify_checksum());
                 let _ = (p.payload().len(), Repr::parse(&p));
             }
         });

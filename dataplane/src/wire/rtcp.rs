@@ -119,10 +119,7 @@ impl ReportBlock {
     /// `cumulative_lost` is clamped to 24 bits. Panics if `b` is shorter
     /// than `REPORT_BLOCK_LEN`.
     pub fn emit(&self, b: &mut [u8]) {
-        let lost = self
-            .cumulative_lost
-            .clamp(-0x80_0000, 0x7f_ffff)
-            .to_be_bytes();
+        let lost = self.cumulative_lost.clamp(-0x80_0000, 0x7f_ffff).to_be_bytes();
         b[..4].copy_from_slice(&self.ssrc.to_be_bytes());
         b[4..8].copy_from_slice(&[self.fraction_lost, lost[1], lost[2], lost[3]]);
         b[8..12].copy_from_slice(&self.ext_highest_seq.to_be_bytes());
@@ -262,26 +259,18 @@ impl<T: AsRef<[u8]>> Packet<T> {
             _ => return &[],
         };
         let end = start + REPORT_BLOCK_LEN * usize::from(self.count());
-        self.buffer
-            .as_ref()
-            .get(start..end.min(self.body_end()))
-            .unwrap_or(&[])
+        self.buffer.as_ref().get(start..end.min(self.body_end())).unwrap_or(&[])
     }
 
     /// The report blocks of an SR or RR; empty for other types.
     pub fn report_blocks(&self) -> impl Iterator<Item = ReportBlock> + '_ {
-        self.report_area()
-            .chunks_exact(REPORT_BLOCK_LEN)
-            .filter_map(|b| ReportBlock::parse(b).ok())
+        self.report_area().chunks_exact(REPORT_BLOCK_LEN).filter_map(|b| ReportBlock::parse(b).ok())
     }
 
     /// The chunks of an SDES; empty for other types.
     pub fn sdes_chunks(&self) -> SdesChunkIter<'_> {
-        let (rest, remaining) = if self.packet_type() == packet_type::SDES {
-            (self.body(), self.count())
-        } else {
-            (&[][..], 0)
-        };
+        let (rest, remaining) =
+            if self.packet_type() == packet_type::SDES { (self.body(), self.count()) } else { (&[][..], 0) };
         SdesChunkIter { rest, remaining }
     }
 
@@ -321,9 +310,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if self.packet_type() != packet_type::APP {
             return None;
         }
-        self.buffer
-            .as_ref()
-            .get(field::APP_NAME.end..self.body_end())
+        self.buffer.as_ref().get(field::APP_NAME.end..self.body_end())
     }
 
     fn is_feedback(&self) -> bool {
@@ -344,9 +331,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if !self.is_feedback() {
             return None;
         }
-        self.buffer
-            .as_ref()
-            .get(field::FB_MEDIA_SSRC.end..self.body_end())
+        self.buffer.as_ref().get(field::FB_MEDIA_SSRC.end..self.body_end())
     }
 }
 
@@ -390,11 +375,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// SSRC). Panics unless `index < count()` and the packet was checked.
     pub fn set_report_block(&mut self, index: usize, block: &ReportBlock) {
         assert!(index < usize::from(self.count()));
-        let start = if self.packet_type() == packet_type::SR {
-            SR_BLOCKS
-        } else {
-            RR_BLOCKS
-        };
+        let start = if self.packet_type() == packet_type::SR { SR_BLOCKS } else { RR_BLOCKS };
         let at = start + REPORT_BLOCK_LEN * index;
         block.emit(&mut self.buffer.as_mut()[at..at + REPORT_BLOCK_LEN]);
     }
@@ -528,10 +509,7 @@ pub fn validate_compound(buffer: &[u8]) -> Result<()> {
         if packet.version() != 2 {
             return Err(Error::Malformed);
         }
-        if offset == 0
-            && (packet.padding()
-                || !matches!(packet.packet_type(), packet_type::SR | packet_type::RR))
-        {
+        if offset == 0 && (packet.padding() || !matches!(packet.packet_type(), packet_type::SR | packet_type::RR)) {
             return Err(Error::Malformed);
         }
         offset += packet.packet_len();
@@ -548,26 +526,23 @@ mod tests {
 
     // SR (one report block) + SDES with CNAME "bh@gateway".
     static SR_SDES: [u8; 76] = [
-        0x81, 0xc8, 0x00, 0x0c, 0x12, 0x34, 0x56, 0x78, 0xe8, 0x2c, 0x5b, 0x8e, 0x4a, 0x3d, 0x70,
-        0xa4, 0x00, 0x01, 0xf4, 0x00, 0x00, 0x00, 0x00, 0x32, 0x00, 0x00, 0x1f, 0x40, 0xde, 0xad,
-        0xbe, 0xef, 0x19, 0x00, 0x00, 0x03, 0x00, 0x01, 0x1a, 0x2b, 0x00, 0x00, 0x00, 0x10, 0x5b,
-        0x8e, 0x4a, 0x3d, 0x00, 0x01, 0x00, 0x00, 0x81, 0xca, 0x00, 0x05, 0x12, 0x34, 0x56, 0x78,
-        0x01, 0x0a, 0x62, 0x68, 0x40, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79, 0x00, 0x00, 0x00,
-        0x00,
+        0x81, 0xc8, 0x00, 0x0c, 0x12, 0x34, 0x56, 0x78, 0xe8, 0x2c, 0x5b, 0x8e, 0x4a, 0x3d, 0x70, 0xa4, 0x00, 0x01,
+        0xf4, 0x00, 0x00, 0x00, 0x00, 0x32, 0x00, 0x00, 0x1f, 0x40, 0xde, 0xad, 0xbe, 0xef, 0x19, 0x00, 0x00, 0x03,
+        0x00, 0x01, 0x1a, 0x2b, 0x00, 0x00, 0x00, 0x10, 0x5b, 0x8e, 0x4a, 0x3d, 0x00, 0x01, 0x00, 0x00, 0x81, 0xca,
+        0x00, 0x05, 0x12, 0x34, 0x56, 0x78, 0x01, 0x0a, 0x62, 0x68, 0x40, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61, 0x79,
+        0x00, 0x00, 0x00, 0x00,
     ];
 
     // Empty RR + BYE with reason "shutdown" and 4 bytes of padding.
     static RR_BYE: [u8; 32] = [
-        0x80, 0xc9, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0xa1, 0xcb, 0x00, 0x05, 0x12, 0x34, 0x56,
-        0x78, 0x08, 0x73, 0x68, 0x75, 0x74, 0x64, 0x6f, 0x77, 0x6e, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x04,
+        0x80, 0xc9, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0xa1, 0xcb, 0x00, 0x05, 0x12, 0x34, 0x56, 0x78, 0x08, 0x73,
+        0x68, 0x75, 0x74, 0x64, 0x6f, 0x77, 0x6e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04,
     ];
 
     // RR + APP "BHGW" subtype 1 + PSFB PLI.
     static RR_APP_PLI: [u8; 36] = [
-        0x80, 0xc9, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0x81, 0xcc, 0x00, 0x03, 0x12, 0x34, 0x56,
-        0x78, 0x42, 0x48, 0x47, 0x57, 0x00, 0x00, 0x00, 0x2a, 0x81, 0xce, 0x00, 0x02, 0x12, 0x34,
-        0x56, 0x78, 0xde, 0xad, 0xbe, 0xef,
+        0x80, 0xc9, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, 0x81, 0xcc, 0x00, 0x03, 0x12, 0x34, 0x56, 0x78, 0x42, 0x48,
+        0x47, 0x57, 0x00, 0x00, 0x00, 0x2a, 0x81, 0xce, 0x00, 0x02, 0x12, 0x34, 0x56, 0x78, 0xde, 0xad, 0xbe, 0xef,
     ];
 
     fn block() -> ReportBlock {
@@ -583,12 +558,7 @@ mod tests {
     }
 
     fn info() -> SenderInfo {
-        SenderInfo {
-            ntp_timestamp: 0xe82c_5b8e_4a3d_70a4,
-            rtp_timestamp: 128_000,
-            packet_count: 50,
-            octet_count: 8000,
-        }
+        SenderInfo { ntp_timestamp: 0xe82c_5b8e_4a3d_70a4, rtp_timestamp: 128_000, packet_count: 50, octet_count: 8000 }
     }
 
     fn packets(b: &[u8]) -> Vec<Packet<&[u8]>> {
@@ -602,10 +572,7 @@ mod tests {
         assert_eq!(ps.len(), 2);
         let sr = &ps[0];
         assert_eq!((sr.version(), sr.padding(), sr.count()), (2, false, 1));
-        assert_eq!(
-            (sr.packet_type(), sr.length_words(), sr.packet_len()),
-            (200, 12, 52)
-        );
+        assert_eq!((sr.packet_type(), sr.length_words(), sr.packet_len()), (200, 12, 52));
         assert_eq!(sr.ssrc(), Some(0x1234_5678));
         assert_eq!(sr.sender_info(), Some(info()));
         assert_eq!(sr.report_blocks().collect::<Vec<_>>(), vec![block()]);
@@ -619,13 +586,7 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].ssrc, 0x1234_5678);
         let items: Vec<_> = chunks[0].items().collect();
-        assert_eq!(
-            items,
-            vec![SdesItem {
-                kind: sdes_item::CNAME,
-                text: b"bh@gateway"
-            }]
-        );
+        assert_eq!(items, vec![SdesItem { kind: sdes_item::CNAME, text: b"bh@gateway" }]);
     }
 
     #[test]
@@ -677,18 +638,11 @@ mod tests {
     #[test]
     fn report_block_negative_loss() {
         let mut b = [0u8; 24];
-        let neg = ReportBlock {
-            cumulative_lost: -2,
-            ..block()
-        };
+        let neg = ReportBlock { cumulative_lost: -2, ..block() };
         neg.emit(&mut b);
         assert_eq!(&b[4..8], &[0x19, 0xff, 0xff, 0xfe]);
         assert_eq!(ReportBlock::parse(&b), Ok(neg));
-        ReportBlock {
-            cumulative_lost: 1 << 30,
-            ..block()
-        }
-        .emit(&mut b);
+        ReportBlock { cumulative_lost: 1 << 30, ..block() }.emit(&mut b);
         assert_eq!(&b[5..8], &[0x7f, 0xff, 0xff]);
         assert_eq!(ReportBlock::parse(&b[..23]), Err(Error::Truncated));
     }
@@ -742,20 +696,14 @@ mod tests {
         let mut no_end = SR_SDES;
         no_end[72..74].copy_from_slice(&[0x05, 0x07]);
         let sdes = Packet::new_checked(&no_end[52..]).unwrap();
-        assert_eq!(
-            sdes.sdes_chunks().collect::<Vec<_>>(),
-            vec![Err(Error::Malformed)]
-        );
+        assert_eq!(sdes.sdes_chunks().collect::<Vec<_>>(), vec![Err(Error::Malformed)]);
         let mut two = SR_SDES;
         two[52] = 0x82;
         let sdes = Packet::new_checked(&two[52..]).unwrap();
         assert_eq!(sdes.sdes_chunks().filter(|c| c.is_err()).count(), 1);
         let empty_bye = [0x80, 0xcb, 0x00, 0x00];
         let p = Packet::new_checked(&empty_bye[..]).unwrap();
-        assert_eq!(
-            (p.ssrc(), p.bye_ssrcs().count(), p.bye_reason()),
-            (None, 0, None)
-        );
+        assert_eq!((p.ssrc(), p.bye_ssrcs().count(), p.bye_reason()), (None, 0, None));
     }
 
     #[test]
@@ -764,27 +712,12 @@ mod tests {
             super::super::testing::for_each_mutation(fixture, |b| {
                 let _ = validate_compound(b);
                 for p in CompoundIter::new(b).flatten() {
-                    let _ = (
-                        p.version(),
-                        p.padding_len(),
-                        p.count(),
-                        p.body().len(),
-                        p.ssrc(),
-                    );
-                    let _ = (
-                        p.sender_info(),
-                        p.report_blocks().count(),
-                        p.bye_ssrcs().count(),
-                    );
+                    let _ = (p.version(), p.padding_len(), p.count(), p.body().len(), p.ssrc());
+                    let _ = (p.sender_info(), p.report_blocks().count(), p.bye_ssrcs().count());
                     for c in p.sdes_chunks().flatten() {
                         let _ = c.items().count();
                     }
-                    let _ = (
-                        p.bye_reason(),
-                        p.app_name(),
-                        p.app_data(),
-                        p.fb_media_ssrc(),
-                    );
+                    let _ = (p.bye_reason(), p.app_name(), p.app_data(), p.fb_media_ssrc());
                     let _ = p.fb_fci();
                 }
             });

@@ -149,15 +149,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The profile-defined 16 bits of the extension (0xBEDE: RFC 8285
     /// one-byte elements).
     pub fn extension_profile(&self) -> Option<u16> {
-        self.extension()
-            .then(|| be16(self.buffer.as_ref(), self.csrc_end()))
+        self.extension().then(|| be16(self.buffer.as_ref(), self.csrc_end()))
     }
 
     /// The extension body, without its 4-byte header.
     pub fn extension_data(&self) -> Option<&[u8]> {
         let start = self.csrc_end() + 4;
-        self.extension()
-            .then(|| &self.buffer.as_ref()[start..self.header_len()])
+        self.extension().then(|| &self.buffer.as_ref()[start..self.header_len()])
     }
 
     /// Padding bytes at the end, counting the count byte; 0 without the P bit.
@@ -191,19 +189,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn set_padding(&mut self, on: bool) {
-        self.set_bits(
-            field::VPXCC,
-            FLAG_PADDING,
-            if on { FLAG_PADDING } else { 0 },
-        );
+        self.set_bits(field::VPXCC, FLAG_PADDING, if on { FLAG_PADDING } else { 0 });
     }
 
     pub fn set_extension(&mut self, on: bool) {
-        self.set_bits(
-            field::VPXCC,
-            FLAG_EXTENSION,
-            if on { FLAG_EXTENSION } else { 0 },
-        );
+        self.set_bits(field::VPXCC, FLAG_EXTENSION, if on { FLAG_EXTENSION } else { 0 });
     }
 
     pub fn set_csrc_count(&mut self, n: u8) {
@@ -274,10 +264,9 @@ impl<'a> Repr<'a> {
             *c = packet.csrc(i).unwrap_or(0);
         }
         let buffer: &'a [u8] = packet.buffer.as_ref();
-        let extension = packet.extension_profile().map(|profile| Extension {
-            profile,
-            data: &buffer[packet.csrc_end() + 4..packet.header_len()],
-        });
+        let extension = packet
+            .extension_profile()
+            .map(|profile| Extension { profile, data: &buffer[packet.csrc_end() + 4..packet.header_len()] });
         Ok(Repr {
             marker: packet.marker(),
             payload_type: packet.payload_type(),
@@ -297,8 +286,7 @@ impl<'a> Repr<'a> {
     }
 
     fn extension_len(&self) -> usize {
-        self.extension
-            .map_or(0, |e| 4 + e.data.len().div_ceil(4) * 4)
+        self.extension.map_or(0, |e| 4 + e.data.len().div_ceil(4) * 4)
     }
 
     pub fn header_len(&self) -> usize {
@@ -350,16 +338,14 @@ mod tests {
     use super::*;
 
     // PCMU, seq 6699, ts 40960, SSRC 0xdeadbeef, 4 bytes of mu-law silence.
-    static PCMU: [u8; 16] = [
-        0x80, 0x00, 0x1a, 0x2b, 0x00, 0x00, 0xa0, 0x00, 0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff,
-        0xff,
-    ];
+    static PCMU: [u8; 16] =
+        [0x80, 0x00, 0x1a, 0x2b, 0x00, 0x00, 0xa0, 0x00, 0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0xff];
 
     // Marker, PT 111, one CSRC, RFC 8285 one-byte extension (id 1, len 1),
     // 3 payload bytes, 3 bytes of padding.
     static FULL: [u8; 30] = [
-        0xb1, 0xef, 0x00, 0x01, 0x00, 0x00, 0x02, 0x80, 0x12, 0x34, 0x56, 0x78, 0xca, 0xfe, 0xba,
-        0xbe, 0xbe, 0xde, 0x00, 0x01, 0x10, 0xaa, 0x00, 0x00, 0x01, 0x02, 0x03, 0x00, 0x00, 0x03,
+        0xb1, 0xef, 0x00, 0x01, 0x00, 0x00, 0x02, 0x80, 0x12, 0x34, 0x56, 0x78, 0xca, 0xfe, 0xba, 0xbe, 0xbe, 0xde,
+        0x00, 0x01, 0x10, 0xaa, 0x00, 0x00, 0x01, 0x02, 0x03, 0x00, 0x00, 0x03,
     ];
 
     fn full_repr() -> Repr<'static> {
@@ -373,10 +359,7 @@ mod tests {
             ssrc: 0x1234_5678,
             csrcs,
             csrc_count: 1,
-            extension: Some(Extension {
-                profile: 0xbede,
-                data: &[0x10, 0xaa, 0x00, 0x00],
-            }),
+            extension: Some(Extension { profile: 0xbede, data: &[0x10, 0xaa, 0x00, 0x00] }),
             payload_len: 3,
             padding_len: 3,
         }
@@ -443,25 +426,16 @@ mod tests {
         assert_eq!(buf, FULL);
 
         let simple = Repr::parse(&Packet::new_unchecked(&PCMU[..])).unwrap();
-        assert_eq!(
-            (simple.payload_len, simple.padding_len, simple.extension),
-            (4, 0, None)
-        );
+        assert_eq!((simple.payload_len, simple.padding_len, simple.extension), (4, 0, None));
     }
 
     #[test]
     fn emit_pads_extension() {
         let mut repr = full_repr();
-        repr.extension = Some(Extension {
-            profile: 0x1000,
-            data: &[0x01, 0x02],
-        });
+        repr.extension = Some(Extension { profile: 0x1000, data: &[0x01, 0x02] });
         let mut buf = [0xee; 30];
         repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
-        assert_eq!(
-            &buf[16..24],
-            &[0x10, 0x00, 0x00, 0x01, 0x01, 0x02, 0x00, 0x00]
-        );
+        assert_eq!(&buf[16..24], &[0x10, 0x00, 0x00, 0x01, 0x01, 0x02, 0x00, 0x00]);
     }
 
     #[test]
@@ -496,10 +470,7 @@ mod tests {
         assert_eq!(Packet::new_unchecked(&big_pad[..]).payload(), &[]);
         big_pad[29] = 6;
         assert_eq!(rtp(&big_pad), Ok(()));
-        assert_eq!(
-            Repr::parse(&Packet::new_unchecked(&v1[..])),
-            Err(Error::Malformed)
-        );
+        assert_eq!(Repr::parse(&Packet::new_unchecked(&v1[..])), Err(Error::Malformed));
     }
 
     #[test]
@@ -508,19 +479,8 @@ mod tests {
             super::super::testing::for_each_mutation(fixture, |b| {
                 let _ = Packet::new_unchecked(b).check_rtp();
                 if let Ok(p) = Packet::new_checked(b) {
-                    let _ = (
-                        p.version(),
-                        p.marker(),
-                        p.payload_type(),
-                        p.sequence_number(),
-                    );
-                    let _ = (
-                        p.timestamp(),
-                        p.ssrc(),
-                        p.csrc(0),
-                        p.csrc(14),
-                        p.header_len(),
-                    );
+                    let _ = (p.version(), p.marker(), p.payload_type(), p.sequence_number());
+                    let _ = (p.timestamp(), p.ssrc(), p.csrc(0), p.csrc(14), p.header_len());
                     let _ = (p.extension_profile(), p.extension_data(), p.padding_len());
                     let _ = (p.payload().len(), p.check_rtp(), Repr::parse(&p));
                 }

@@ -144,10 +144,7 @@ impl Event {
     /// Accepts lower-case a-d too.
     pub fn from_char(c: char) -> Option<Event> {
         let c = c.to_ascii_uppercase();
-        DTMF_CHARS
-            .iter()
-            .position(|&d| char::from(d) == c)
-            .map(|i| Event(i as u8))
+        DTMF_CHARS.iter().position(|&d| char::from(d) == c).map(|i| Event(i as u8))
     }
 }
 
@@ -185,12 +182,7 @@ mod tests {
 
     #[test]
     fn parse_and_emit() {
-        let repr = Repr {
-            event: 10,
-            end_of_event: false,
-            volume: 7,
-            duration: 160,
-        };
+        let repr = Repr { event: 10, end_of_event: false, volume: 7, duration: 160 };
         assert_eq!(Repr::parse(&Packet::new_unchecked(&STAR[..])), Ok(repr));
         let mut buf = [0xffu8; 4];
         repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
@@ -210,23 +202,14 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Packet::new_checked(&END_5[..3]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&END_5[..3]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
     fn no_panic_on_any_input() {
         super::super::testing::for_each_mutation(&END_5, |b| {
             if let Ok(p) = Packet::new_checked(b) {
-                let _ = (
-                    p.event(),
-                    p.end_of_event(),
-                    p.reserved(),
-                    p.volume(),
-                    p.duration(),
-                );
+                let _ = (p.event(), p.end_of_event(), p.reserved(), p.volume(), p.duration());
                 let _ = (Repr::parse(&p), Event(p.event()).to_char());
             }
         });

@@ -183,24 +183,14 @@ mod tests {
 
     const SRC4: [u8; 4] = [192, 168, 1, 20];
     const DST4: [u8; 4] = [203, 0, 113, 5];
-    const SRC6: [u8; 16] = [
-        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20,
-    ];
-    const DST6: [u8; 16] = [
-        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
-    ];
+    const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20];
+    const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
 
     // 5060 -> 10000, 4 payload bytes, checksum over IPv4, then 2 pad bytes.
-    static V4: [u8; 14] = [
-        0x13, 0xc4, 0x27, 0x10, 0x00, 0x0c, 0x29, 0xa2, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x00,
-    ];
-    static V6: [u8; 12] = [
-        0x13, 0xc4, 0x27, 0x10, 0x00, 0x0c, 0xcb, 0xd1, 0xde, 0xad, 0xbe, 0xef,
-    ];
+    static V4: [u8; 14] = [0x13, 0xc4, 0x27, 0x10, 0x00, 0x0c, 0x29, 0xa2, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x00];
+    static V6: [u8; 12] = [0x13, 0xc4, 0x27, 0x10, 0x00, 0x0c, 0xcb, 0xd1, 0xde, 0xad, 0xbe, 0xef];
     // Odd payload "hello".
-    static ODD: [u8; 13] = [
-        0x13, 0xc4, 0x27, 0x10, 0x00, 0x0d, 0x83, 0x6b, 0x68, 0x65, 0x6c, 0x6c, 0x6f,
-    ];
+    static ODD: [u8; 13] = [0x13, 0xc4, 0x27, 0x10, 0x00, 0x0d, 0x83, 0x6b, 0x68, 0x65, 0x6c, 0x6c, 0x6f];
 
     #[test]
     fn deconstruct() {
@@ -262,11 +252,7 @@ mod tests {
 
     #[test]
     fn parse_and_emit() {
-        let repr = Repr {
-            src_port: 5060,
-            dst_port: 10000,
-            payload_len: 4,
-        };
+        let repr = Repr { src_port: 5060, dst_port: 10000, payload_len: 4 };
         assert_eq!(Repr::parse(&Packet::new_unchecked(&V4[..])), Ok(repr));
         assert_eq!(repr.buffer_len(), 12);
         let mut buf = [0u8; 12];
@@ -291,12 +277,7 @@ mod tests {
     fn no_panic_on_any_input() {
         super::super::testing::for_each_mutation(&V4, |b| {
             if let Ok(p) = Packet::new_checked(b) {
-                let _ = (
-                    p.src_port(),
-                    p.dst_port(),
-                    p.payload().len(),
-                    Repr::parse(&p),
-                );
+                let _ = (p.src_port(), p.dst_port(), p.payload().len(), Repr::parse(&p));
                 let _ = p.verify_checksum_v4(SRC4, DST4) | p.verify_checksum_v6(&SRC6, &DST6);
             }
         });

@@ -64,12 +64,8 @@ fn ip(s: &str) -> IpAddr {
 /// A store with accounts 1 and 2.
 fn with_accounts() -> (TestDir, SqliteStore) {
     let (dir, store) = open();
-    store
-        .create_account(&Account::new(ac(1), "token-1".into()))
-        .unwrap();
-    store
-        .create_account(&Account::new(ac(2), "token-2".into()))
-        .unwrap();
+    store.create_account(&Account::new(ac(1), "token-1".into())).unwrap();
+    store.create_account(&Account::new(ac(2), "token-2".into())).unwrap();
     (dir, store)
 }
 
@@ -107,19 +103,11 @@ fn opens_migrates_and_reopens() {
     let store = SqliteStore::open(&dir.db()).unwrap();
     assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
     assert_eq!(store.integrity_check().unwrap(), ["ok"]);
-    let mode: String = store
-        .lock()
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = store.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    let fk: i64 = store
-        .lock()
-        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
-        .unwrap();
+    let fk: i64 = store.lock().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
     assert_eq!(fk, 1);
-    store
-        .create_account(&Account::new(ac(1), "t".into()))
-        .unwrap();
+    store.create_account(&Account::new(ac(1), "t".into())).unwrap();
     drop(store);
 
     // Holds secrets: owner-only.
@@ -137,10 +125,7 @@ fn opens_migrates_and_reopens() {
 fn refuses_a_database_from_a_newer_build() {
     let dir = TestDir::new();
     drop(SqliteStore::open(&dir.db()).unwrap());
-    Connection::open(dir.db())
-        .unwrap()
-        .pragma_update(None, "user_version", 99)
-        .unwrap();
+    Connection::open(dir.db()).unwrap().pragma_update(None, "user_version", 99).unwrap();
     match SqliteStore::open(&dir.db()) {
         Err(StoreError::SchemaTooNew { found: 99, known }) => {
             assert_eq!(known, MIGRATIONS.len() as i64)
@@ -165,23 +150,13 @@ fn accounts() {
     let mut first = Account::new(ac(1), "token-1".into());
     first.friendly_name = "First".into();
     store.create_account(&first).unwrap();
-    store
-        .create_account(&Account::new(ac(2), "token-2".into()))
-        .unwrap();
+    store.create_account(&Account::new(ac(2), "token-2".into())).unwrap();
     assert_eq!(store.account(&ac(1)).unwrap(), first);
-    let all: Vec<_> = store
-        .accounts()
-        .unwrap()
-        .into_iter()
-        .map(|a| a.sid)
-        .collect();
+    let all: Vec<_> = store.accounts().unwrap().into_iter().map(|a| a.sid).collect();
     assert_eq!(all, [ac(1), ac(2)]);
     assert_conflict(store.create_account(&Account::new(ac(1), "again".into())));
     assert_not_found(store.account(&ac(3)), "account");
-    assert!(matches!(
-        store.create_account(&Account::new(ac(3), String::new())),
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(store.create_account(&Account::new(ac(3), String::new())), Err(StoreError::Invalid(_))));
 
     // Rotating the auth token; the SID and creation date cannot be edited.
     let rotated = store
@@ -200,9 +175,7 @@ fn accounts() {
     assert_not_found(store.account(&ac(9)), "account");
     assert_not_found(store.update_account(&ac(9), &|_| {}), "account");
     // An invalid edit changes nothing.
-    assert!(store
-        .update_account(&ac(1), &|a| a.auth_token.clear())
-        .is_err());
+    assert!(store.update_account(&ac(1), &|a| a.auth_token.clear()).is_err());
     assert_eq!(store.account(&ac(1)).unwrap().auth_token, "rotated");
 }
 
@@ -211,22 +184,13 @@ fn api_keys() {
     let (_dir, store) = with_accounts();
     let key = ApiKey::generate(ac(1), "server".into());
     store.create_api_key(&key).unwrap();
-    let second = ApiKey {
-        sid: sk(2),
-        ..ApiKey::generate(ac(1), "other".into())
-    };
+    let second = ApiKey { sid: sk(2), ..ApiKey::generate(ac(1), "other".into()) };
     store.create_api_key(&second).unwrap();
     assert_eq!(store.api_key(&key.sid).unwrap(), key);
-    assert_eq!(
-        store.api_keys(&ac(1)).unwrap(),
-        [key.clone(), second.clone()]
-    );
+    assert_eq!(store.api_keys(&ac(1)).unwrap(), [key.clone(), second.clone()]);
     assert!(store.api_keys(&ac(2)).unwrap().is_empty());
     assert_conflict(store.create_api_key(&key));
-    assert_not_found(
-        store.create_api_key(&ApiKey::generate(ac(7), "x".into())),
-        "account",
-    );
+    assert_not_found(store.create_api_key(&ApiKey::generate(ac(7), "x".into())), "account");
     // Another account cannot delete it.
     assert_not_found(store.delete_api_key(&ac(2), &key.sid), "API key");
     store.delete_api_key(&ac(1), &key.sid).unwrap();
@@ -265,15 +229,9 @@ fn applications() {
     assert_eq!(updated.account_sid, ac(1));
     assert_eq!(store.application(&ac(1), &a.sid).unwrap(), updated);
     assert_eq!(updated.voice_method, HttpMethod::Get);
-    assert!(store
-        .update_application(&ac(1), &a.sid, &|app| app.voice_url =
-            Some("ftp://x".into()))
-        .is_err());
+    assert!(store.update_application(&ac(1), &a.sid, &|app| app.voice_url = Some("ftp://x".into())).is_err());
     assert_eq!(store.application(&ac(1), &a.sid).unwrap(), updated);
-    assert_not_found(
-        store.update_application(&ac(2), &a.sid, &|_| {}),
-        "application",
-    );
+    assert_not_found(store.update_application(&ac(2), &a.sid, &|_| {}), "application");
 
     assert_not_found(store.delete_application(&ac(2), &a.sid), "application");
     store.delete_application(&ac(1), &a.sid).unwrap();
@@ -297,23 +255,13 @@ fn application_paging() {
     assert_eq!((sids(&p2), p2.has_more), (vec![ap(5)], false));
     assert_eq!((p3.items.len(), p3.has_more), (0, false));
     let all = store.applications(&ac(1), PageRequest::default()).unwrap();
-    assert_eq!(
-        (all.items.len(), all.has_more, all.page_size),
-        (5, false, 50)
-    );
+    assert_eq!((all.items.len(), all.has_more, all.page_size), (5, false, 50));
     let exact = store.applications(&ac(1), PageRequest::new(0, 5)).unwrap();
     assert_eq!((exact.items.len(), exact.has_more), (5, false));
     for bad in [PageRequest::new(0, 0), PageRequest::new(0, 1001)] {
-        assert!(matches!(
-            store.applications(&ac(1), bad),
-            Err(StoreError::Invalid(_))
-        ));
+        assert!(matches!(store.applications(&ac(1), bad), Err(StoreError::Invalid(_))));
     }
-    assert!(store
-        .applications(&ac(1), PageRequest::new(u32::MAX, 1000))
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(store.applications(&ac(1), PageRequest::new(u32::MAX, 1000)).unwrap().items.is_empty());
 }
 
 // ---- phone numbers ----------------------------------------------------------
@@ -340,14 +288,8 @@ fn numbers_route_to_their_application() {
         Err(StoreError::Conflict(m)) if m.contains("+15550100001")
     ));
     // An application of another account cannot answer it.
-    assert_not_found(
-        store.create_number(&PhoneNumber::new(ac(1), e164("+15550100002"), Some(ap(2)))),
-        "application",
-    );
-    assert_not_found(
-        store.update_number(&ac(1), &n.sid, &|n| n.application_sid = Some(ap(2))),
-        "application",
-    );
+    assert_not_found(store.create_number(&PhoneNumber::new(ac(1), e164("+15550100002"), Some(ap(2)))), "application");
+    assert_not_found(store.update_number(&ac(1), &n.sid, &|n| n.application_sid = Some(ap(2))), "application");
     // The application cannot go while the number points at it.
     assert_conflict(store.delete_application(&ac(1), &a.sid));
 
@@ -365,13 +307,7 @@ fn numbers_route_to_their_application() {
     store.delete_application(&ac(1), &a.sid).unwrap();
 
     for i in 2..=4 {
-        store
-            .create_number(&PhoneNumber::new(
-                ac(1),
-                e164(&format!("+1555010000{i}")),
-                None,
-            ))
-            .unwrap();
+        store.create_number(&PhoneNumber::new(ac(1), e164(&format!("+1555010000{i}")), None)).unwrap();
     }
     let page = store.numbers(&ac(1), PageRequest::new(1, 3)).unwrap();
     assert_eq!(page.items.len(), 1);
@@ -392,30 +328,18 @@ fn trunks() {
     a.username = Some("bh".into());
     a.password = Some("secret".into());
     store.create_trunk(&a).unwrap();
-    store
-        .create_trunk(&trunk(ac(1), "carrier-b", &["198.51.100.7"]))
-        .unwrap();
+    store.create_trunk(&trunk(ac(1), "carrier-b", &["198.51.100.7"])).unwrap();
     // The same name in another account is another trunk.
-    store
-        .create_trunk(&trunk(ac(2), "carrier-a", &["203.0.113.0/24"]))
-        .unwrap();
+    store.create_trunk(&trunk(ac(2), "carrier-a", &["203.0.113.0/24"])).unwrap();
     assert_eq!(store.trunk(&ac(1), "carrier-a").unwrap(), a);
-    let names: Vec<_> = store
-        .trunks(&ac(1))
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names: Vec<_> = store.trunks(&ac(1)).unwrap().into_iter().map(|t| t.name).collect();
     assert_eq!(names, ["carrier-a", "carrier-b"]);
     assert_conflict(store.create_trunk(&trunk(ac(1), "carrier-a", &[])));
     assert_not_found(store.trunk(&ac(1), "nope"), "trunk");
     assert_not_found(store.create_trunk(&trunk(ac(7), "x", &[])), "account");
     let mut half = trunk(ac(1), "half", &[]);
     half.password = Some("pw".into());
-    assert!(matches!(
-        store.create_trunk(&half),
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(store.create_trunk(&half), Err(StoreError::Invalid(_))));
     assert!(!format!("{a:?}").contains("secret"));
 
     let renamed = store
@@ -428,35 +352,19 @@ fn trunks() {
     assert_eq!(store.trunk(&ac(1), "carrier-c").unwrap(), renamed);
     assert_not_found(store.trunk(&ac(1), "carrier-b"), "trunk");
     assert_conflict(store.update_trunk(&ac(1), "carrier-c", &|t| t.name = "carrier-a".into()));
-    assert_eq!(
-        store
-            .trunk_for_source(ip("198.51.100.200"))
-            .unwrap()
-            .unwrap()
-            .name,
-        "carrier-c"
-    );
+    assert_eq!(store.trunk_for_source(ip("198.51.100.200")).unwrap().unwrap().name, "carrier-c");
 
     store.delete_trunk(&ac(1), "carrier-c").unwrap();
     assert_not_found(store.delete_trunk(&ac(1), "carrier-c"), "trunk");
-    assert!(store
-        .trunk_for_source(ip("198.51.100.200"))
-        .unwrap()
-        .is_none());
+    assert!(store.trunk_for_source(ip("198.51.100.200")).unwrap().is_none());
 }
 
 #[test]
 fn trunk_for_source_picks_the_most_specific_network() {
     let (_dir, store) = with_accounts();
-    store
-        .create_trunk(&trunk(ac(1), "wide", &["10.0.0.0/8", "2001:db8::/32"]))
-        .unwrap();
-    store
-        .create_trunk(&trunk(ac(2), "narrow", &["10.1.2.0/24", "2001:db8:1::/48"]))
-        .unwrap();
-    store
-        .create_trunk(&trunk(ac(2), "host", &["10.1.2.3"]))
-        .unwrap();
+    store.create_trunk(&trunk(ac(1), "wide", &["10.0.0.0/8", "2001:db8::/32"])).unwrap();
+    store.create_trunk(&trunk(ac(2), "narrow", &["10.1.2.0/24", "2001:db8:1::/48"])).unwrap();
+    store.create_trunk(&trunk(ac(2), "host", &["10.1.2.3"])).unwrap();
     let name = |s: &str| store.trunk_for_source(ip(s)).unwrap().map(|t| t.name);
     assert_eq!(name("10.200.0.1").as_deref(), Some("wide"));
     assert_eq!(name("10.1.2.4").as_deref(), Some("narrow"));
@@ -487,13 +395,8 @@ fn call(account: AccountSid, from: &str, to: &str, status: CallStatus, ms: i64) 
 #[test]
 fn call_records_are_written_updated_and_read_back() {
     let (_dir, store) = with_accounts();
-    let mut parent = CallRecord::new(
-        ac(1),
-        "+15550100009".into(),
-        "+15550100001".into(),
-        Direction::Inbound,
-        CallStatus::Ringing,
-    );
+    let mut parent =
+        CallRecord::new(ac(1), "+15550100009".into(), "+15550100001".into(), Direction::Inbound, CallStatus::Ringing);
     parent.application_sid = Some(ap(1));
     parent.trunk = Some("carrier-a".into());
     store.insert_call(&parent).unwrap();
@@ -501,13 +404,7 @@ fn call_records_are_written_updated_and_read_back() {
     assert_not_found(store.call(&ac(2), &parent.sid), "call");
     assert_conflict(store.insert_call(&parent));
     assert_not_found(
-        store.insert_call(&CallRecord::new(
-            ac(7),
-            "a".into(),
-            "b".into(),
-            Direction::Inbound,
-            CallStatus::Ringing,
-        )),
+        store.insert_call(&CallRecord::new(ac(7), "a".into(), "b".into(), Direction::Inbound, CallStatus::Ringing)),
         "account",
     );
 
@@ -566,102 +463,45 @@ fn call_records_are_written_updated_and_read_back() {
         .unwrap();
     assert_eq!(failed.error_code, Some(11200));
     assert_eq!(failed.parent_call_sid, Some(parent.sid.clone()));
-    assert_not_found(
-        store.update_call(&CallSid::generate(), &CallUpdate::default()),
-        "call",
-    );
+    assert_not_found(store.update_call(&CallSid::generate(), &CallUpdate::default()), "call");
 }
 
 #[test]
 fn call_lists_are_newest_first_filtered_and_paged() {
     let (_dir, store) = with_accounts();
     let t0 = 1_700_000_000_000;
-    let a = call(
-        ac(1),
-        "+15550100009",
-        "+15550100001",
-        CallStatus::Completed,
-        t0,
-    );
-    let b = call(
-        ac(1),
-        "+15550100008",
-        "+15550100001",
-        CallStatus::Busy,
-        t0 + 1000,
-    );
-    let c = call(
-        ac(1),
-        "+15550100009",
-        "+15550100002",
-        CallStatus::Completed,
-        t0 + 2000,
-    );
+    let a = call(ac(1), "+15550100009", "+15550100001", CallStatus::Completed, t0);
+    let b = call(ac(1), "+15550100008", "+15550100001", CallStatus::Busy, t0 + 1000);
+    let c = call(ac(1), "+15550100009", "+15550100002", CallStatus::Completed, t0 + 2000);
     // Same millisecond as c: the later insert is the newer.
-    let mut d = call(
-        ac(1),
-        "client:alice",
-        "+15550100001",
-        CallStatus::NoAnswer,
-        t0 + 2000,
-    );
+    let mut d = call(ac(1), "client:alice", "+15550100001", CallStatus::NoAnswer, t0 + 2000);
     d.parent_call_sid = Some(a.sid.clone());
-    let other = call(
-        ac(2),
-        "+15550100009",
-        "+15550100001",
-        CallStatus::Completed,
-        t0 + 3000,
-    );
+    let other = call(ac(2), "+15550100009", "+15550100001", CallStatus::Completed, t0 + 3000);
     for r in [&a, &b, &c, &d, &other] {
         store.insert_call(r).unwrap();
     }
     let list = |f: CallFilter, page: PageRequest| {
         let p = store.calls(&ac(1), &f, page).unwrap();
-        (
-            p.items.into_iter().map(|r| r.sid).collect::<Vec<_>>(),
-            p.has_more,
-        )
+        (p.items.into_iter().map(|r| r.sid).collect::<Vec<_>>(), p.has_more)
     };
     let all = PageRequest::default();
     assert_eq!(
         list(CallFilter::default(), all),
-        (
-            vec![d.sid.clone(), c.sid.clone(), b.sid.clone(), a.sid.clone()],
-            false
-        )
+        (vec![d.sid.clone(), c.sid.clone(), b.sid.clone(), a.sid.clone()], false)
     );
     assert_eq!(
         list(CallFilter::default(), PageRequest::new(0, 3)),
         (vec![d.sid.clone(), c.sid.clone(), b.sid.clone()], true)
     );
-    assert_eq!(
-        list(CallFilter::default(), PageRequest::new(1, 3)),
-        (vec![a.sid.clone()], false)
-    );
-    let to = CallFilter {
-        to: Some("+15550100001".into()),
-        ..CallFilter::default()
-    };
-    assert_eq!(
-        list(to.clone(), all).0,
-        [d.sid.clone(), b.sid.clone(), a.sid.clone()]
-    );
-    let from_and_status = CallFilter {
-        from: Some("+15550100009".into()),
-        status: Some(CallStatus::Completed),
-        ..CallFilter::default()
-    };
+    assert_eq!(list(CallFilter::default(), PageRequest::new(1, 3)), (vec![a.sid.clone()], false));
+    let to = CallFilter { to: Some("+15550100001".into()), ..CallFilter::default() };
+    assert_eq!(list(to.clone(), all).0, [d.sid.clone(), b.sid.clone(), a.sid.clone()]);
+    let from_and_status =
+        CallFilter { from: Some("+15550100009".into()), status: Some(CallStatus::Completed), ..CallFilter::default() };
     assert_eq!(list(from_and_status, all).0, [c.sid.clone(), a.sid.clone()]);
-    let to_and_status = CallFilter {
-        status: Some(CallStatus::Busy),
-        ..to
-    };
+    let to_and_status = CallFilter { status: Some(CallStatus::Busy), ..to };
     assert_eq!(list(to_and_status, all).0, vec![b.sid.clone()]);
-    let children = CallFilter {
-        parent_call_sid: Some(a.sid.clone()),
-        ..CallFilter::default()
-    };
+    let children = CallFilter { parent_call_sid: Some(a.sid.clone()), ..CallFilter::default() };
     assert_eq!(list(children, all).0, vec![d.sid.clone()]);
     let window = CallFilter {
         started_at_or_after: Some(Timestamp::from_unix_ms(t0 + 1000)),
@@ -669,15 +509,9 @@ fn call_lists_are_newest_first_filtered_and_paged() {
         ..CallFilter::default()
     };
     assert_eq!(list(window, all).0, vec![b.sid.clone()]);
-    let nothing = CallFilter {
-        status: Some(CallStatus::Canceled),
-        ..CallFilter::default()
-    };
+    let nothing = CallFilter { status: Some(CallStatus::Canceled), ..CallFilter::default() };
     assert_eq!(list(nothing, all), (vec![], false));
-    assert!(matches!(
-        store.calls(&ac(1), &CallFilter::default(), PageRequest::new(0, 0)),
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(store.calls(&ac(1), &CallFilter::default(), PageRequest::new(0, 0)), Err(StoreError::Invalid(_))));
 }
 
 #[test]
@@ -686,11 +520,7 @@ fn hot_queries_use_their_indexes() {
     let plan = |sql: &str| -> String {
         let conn = store.lock();
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect::<Vec<_>>();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect::<Vec<_>>();
         rows.join("; ")
     };
     let p = plan("SELECT * FROM phone_numbers WHERE phone_number = '+15550100001'");
@@ -699,10 +529,7 @@ fn hot_queries_use_their_indexes() {
         "SELECT * FROM calls WHERE account_sid = 'AC1' \
          ORDER BY date_created DESC, rowid DESC LIMIT 51 OFFSET 0",
     );
-    assert!(
-        p.contains("calls_by_account_date") && !p.contains("TEMP B-TREE"),
-        "{p}"
-    );
+    assert!(p.contains("calls_by_account_date") && !p.contains("TEMP B-TREE"), "{p}");
     let p = plan("SELECT * FROM trunk_allow WHERE lo <= x'00' AND hi >= x'00'");
     assert!(p.contains("trunk_allow_by_range"), "{p}");
 }
@@ -745,39 +572,21 @@ fn seeding_writes_the_config_accounts_once_and_the_database_wins() {
     assert_eq!(number.account_sid, ac(1));
     let app = app.unwrap();
     assert_eq!(app.sid, ap(1));
-    assert_eq!(
-        app.voice_url.as_deref(),
-        Some("http://127.0.0.1:8080/voice")
-    );
-    assert_eq!(
-        app.voice_fallback_url.as_deref(),
-        Some("http://127.0.0.1:8080/fallback")
-    );
-    assert_eq!(
-        app.status_callback.as_deref(),
-        Some("http://127.0.0.1:8080/status")
-    );
+    assert_eq!(app.voice_url.as_deref(), Some("http://127.0.0.1:8080/voice"));
+    assert_eq!(app.voice_fallback_url.as_deref(), Some("http://127.0.0.1:8080/fallback"));
+    assert_eq!(app.status_callback.as_deref(), Some("http://127.0.0.1:8080/status"));
     let trunk = store.trunk_for_source(ip("127.0.0.1")).unwrap().unwrap();
     assert_eq!(trunk.name, "carrier-a");
     assert_eq!(trunk.outbound, "sip:127.0.0.1:5080");
 
     // Changes made through the API survive a restart with the same file.
-    store
-        .update_account(&ac(1), &|a| a.auth_token = "rotated".into())
-        .unwrap();
+    store.update_account(&ac(1), &|a| a.auth_token = "rotated".into()).unwrap();
     store.delete_api_key(&ac(1), &sk(1)).unwrap();
     let again = seed(&store, &config.accounts).unwrap();
     assert_eq!((again.created.len(), again.kept.clone()), (0, vec![ac(1)]));
     assert_eq!(store.account(&ac(1)).unwrap().auth_token, "rotated");
     assert_not_found(store.api_key(&sk(1)), "API key");
-    assert_eq!(
-        store
-            .numbers(&ac(1), PageRequest::default())
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(store.numbers(&ac(1), PageRequest::default()).unwrap().items.len(), 1);
 
     // An account added to the file later is written on the next start.
     let more = Config::parse_str(&format!(
@@ -791,12 +600,8 @@ fn seeding_writes_the_config_accounts_once_and_the_database_wins() {
 #[test]
 fn a_seeded_account_is_written_whole_or_not_at_all() {
     let (_dir, store) = open();
-    store
-        .create_account(&Account::new(ac(5), "t".into()))
-        .unwrap();
-    store
-        .create_number(&PhoneNumber::new(ac(5), e164("+15550100001"), None))
-        .unwrap();
+    store.create_account(&Account::new(ac(5), "t".into())).unwrap();
+    store.create_number(&PhoneNumber::new(ac(5), e164("+15550100001"), None)).unwrap();
     // The file gives the number to account 1, but the database has it for 5.
     let config = Config::parse_str(SEED_CONFIG).unwrap();
     assert_conflict(seed(&store, &config.accounts));
@@ -862,9 +667,7 @@ fn committed_writes_survive_kill_9() {
     }
     let dir = TestDir::new();
     let store = SqliteStore::open(&dir.db()).unwrap();
-    store
-        .create_account(&Account::new(ac(1), "t".into()))
-        .unwrap();
+    store.create_account(&Account::new(ac(1), "t".into())).unwrap();
     drop(store);
 
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -878,10 +681,7 @@ fn committed_writes_survive_kill_9() {
     let mut committed = Vec::new();
     // Anywhere in the line: libtest prints "test crash_writer ... " without a
     // newline before the test body runs.
-    let reported = |line: &str| {
-        line.split_once(COMMITTED)
-            .and_then(|(_, sid)| CallSid::parse(sid).ok())
-    };
+    let reported = |line: &str| line.split_once(COMMITTED).and_then(|(_, sid)| CallSid::parse(sid).ok());
     for line in lines.by_ref() {
         if let Some(sid) = reported(&line.unwrap()) {
             committed.push(sid);
@@ -900,11 +700,7 @@ fn committed_writes_survive_kill_9() {
             Err(_) => break,
         }
     }
-    assert!(
-        committed.len() >= 800,
-        "the writer stopped after {} commits ({status})",
-        committed.len()
-    );
+    assert!(committed.len() >= 800, "the writer stopped after {} commits ({status})", committed.len());
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9), "{status}");
 
@@ -915,10 +711,7 @@ fn committed_writes_survive_kill_9() {
         assert_eq!(record.status, CallStatus::Completed, "{sid}");
     }
     // Nothing beyond the one transaction in flight is unaccounted for.
-    let rows: i64 = store
-        .lock()
-        .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
-        .unwrap();
+    let rows: i64 = store.lock().query_row("SELECT count(*) FROM calls", [], |r| r.get(0)).unwrap();
     assert!(
         rows as usize == committed.len() || rows as usize == committed.len() + 1,
         "{rows} rows for {} reported commits",

@@ -185,7 +185,12 @@ fn classify_ipv4(eth: &Frame<&[u8]>, l3: usize, a: &Addressing) -> Class {
     }
     let l4 = l3 + ip.header_len();
     Class::Media(Media {
-        layout: MediaLayout { l3: l3 as u16, l4: l4 as u16, payload_end: (l4 + usize::from(dgram.len())) as u16, v6: false },
+        layout: MediaLayout {
+            l3: l3 as u16,
+            l4: l4 as u16,
+            payload_end: (l4 + usize::from(dgram.len())) as u16,
+            v6: false,
+        },
         local: LocalEndpoint { addr, port },
         source: SocketAddr::new(IpAddr::V4(ip.src_ipv4()), dgram.src_port()),
         src_mac: eth.src_addr(),
@@ -204,7 +209,12 @@ fn classify_ipv6(eth: &Frame<&[u8]>, l3: usize, a: &Addressing) -> Class {
             }
             let l4 = l3 + ipv6::HEADER_LEN;
             Class::Media(Media {
-                layout: MediaLayout { l3: l3 as u16, l4: l4 as u16, payload_end: (l4 + usize::from(dgram.len())) as u16, v6: true },
+                layout: MediaLayout {
+                    l3: l3 as u16,
+                    l4: l4 as u16,
+                    payload_end: (l4 + usize::from(dgram.len())) as u16,
+                    v6: true,
+                },
                 local: LocalEndpoint { addr, port },
                 source: SocketAddr::new(IpAddr::V6(ip.src_ipv6()), dgram.src_port()),
                 src_mac: eth.src_addr(),
@@ -229,7 +239,12 @@ fn classify_nd(eth: &Frame<&[u8]>, ip: &ipv6::Packet<&[u8]>, l3: usize, a: &Addr
             let source = ip.src_addr();
             // From :: (duplicate address detection) there is no option and
             // no unicast answer; otherwise answer the frame's sender.
-            Class::SolicitForUs { l3: l3 as u16, target: target_addr, source, source_mac: source_lladdr.unwrap_or(eth.src_addr()) }
+            Class::SolicitForUs {
+                l3: l3 as u16,
+                target: target_addr,
+                source,
+                source_mac: source_lladdr.unwrap_or(eth.src_addr()),
+            }
         }
         Ok(icmpv6::NdRepr::Advert { target_addr, target_lladdr: Some(mac), .. }) => {
             Class::Advert { target: Ipv6Addr::from(target_addr), mac }
@@ -242,7 +257,9 @@ fn classify_arp(payload: &[u8], l3: usize, a: &Addressing) -> Class {
     let Ok(p) = arp::Packet::new_checked(payload) else { return Class::Kernel };
     let sender = (Ipv4Addr::from(p.source_protocol_addr()), p.source_hardware_addr());
     match p.operation() {
-        arp::Operation::Request if a.index_v4(p.target_protocol_addr()).is_some() => Class::ArpRequestForUs { l3: l3 as u16, sender },
+        arp::Operation::Request if a.index_v4(p.target_protocol_addr()).is_some() => {
+            Class::ArpRequestForUs { l3: l3 as u16, sender }
+        }
         _ => Class::Arp { sender },
     }
 }

@@ -154,7 +154,10 @@ fn runtime_dirs(prefix: &str) -> Vec<PathBuf> {
 /// port, and creates the mbuf pool: one spec, for the one worker.
 pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
     if config.workers != 1 {
-        return Err(format!("the DPDK backend runs exactly one worker (one rx/tx queue) in this release; workers = {}", config.workers));
+        return Err(format!(
+            "the DPDK backend runs exactly one worker (one rx/tx queue) in this release; workers = {}",
+            config.workers
+        ));
     }
     let d = &config.dpdk;
     if d.port.is_empty() {
@@ -166,7 +169,9 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
         dpdk_sys::Error::EalAlreadyInitialised => {
             "the DPDK EAL is already initialised in this process: the DPDK dataplane starts once per process".to_owned()
         }
-        e => format!("DPDK EAL initialisation failed: {e} (are hugepages set up, or is --no-huge given? running as root?)"),
+        e => format!(
+            "DPDK EAL initialisation failed: {e} (are hugepages set up, or is --no-huge given? running as root?)"
+        ),
     })?;
     // From here on, `devices` tears down whatever was set up if a step fails.
     let mut devices = Devices {
@@ -176,14 +181,18 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
         eal: Some(eal.clone()),
         runtime_dirs: own_prefix.as_deref().map(runtime_dirs).unwrap_or_default(),
     };
-    let pool = Mempool::new_pktmbuf(&eal, "bh_mbufs", POOL_MBUFS, POOL_CACHE, dpdk_sys::ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16)
-        .map_err(|e| format!("DPDK mbuf pool: {e} (too little memory for EAL? raise -m or hugepages)"))?;
+    let pool =
+        Mempool::new_pktmbuf(&eal, "bh_mbufs", POOL_MBUFS, POOL_CACHE, dpdk_sys::ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16)
+            .map_err(|e| format!("DPDK mbuf pool: {e} (too little memory for EAL? raise -m or hugepages)"))?;
     devices.pool = Some(pool.clone());
 
     let find = |name: &str| {
         Port::by_name(&eal, name).map_err(|e| match e {
             dpdk_sys::Error::PortNotFound(_) => {
-                format!("DPDK device '{name}' not found (EAL args: {line}; devices present: [{}])", Port::names(&eal).join(", "))
+                format!(
+                    "DPDK device '{name}' not found (EAL args: {line}; devices present: [{}])",
+                    Port::names(&eal).join(", ")
+                )
             }
             dpdk_sys::Error::PortInUse(_) => {
                 format!("DPDK device '{name}' is named twice (dataplane.dpdk.port and dataplane.dpdk.tap must differ)")
@@ -217,7 +226,8 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
         let mut tap = find(tap_name)?;
         // The kernel's side of the TAP must answer with the port's MAC: the
         // peers resolve our addresses to it, whoever (we or the kernel) replies.
-        tap.set_mac_addr(mac).map_err(|e| format!("DPDK TAP device '{tap_name}': cannot give it the port's MAC: {e}"))?;
+        tap.set_mac_addr(mac)
+            .map_err(|e| format!("DPDK TAP device '{tap_name}': cannot give it the port's MAC: {e}"))?;
         setup(&mut tap).map_err(|e| format!("DPDK TAP device '{tap_name}': {e}"))?;
         let tap_mac = tap.mac_addr().map_err(|e| format!("DPDK TAP device '{tap_name}': {e}"))?;
         if tap_mac != mac {
@@ -235,7 +245,8 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
         device = %d.port, %driver, mac = %EthernetAddress(mac), link_up, tap = ?d.tap, eal = %line,
         "DPDK port started"
     );
-    let addressing = Addressing::new(EthernetAddress(mac), &config.media_ips, config.ports.clone(), d.prefix_len, d.gateway);
+    let addressing =
+        Addressing::new(EthernetAddress(mac), &config.media_ips, config.ports.clone(), d.prefix_len, d.gateway);
     Ok(vec![DpdkSpec(Box::new(SpecParts { devices, addressing }))])
 }
 
@@ -375,7 +386,8 @@ impl Context {
             }
         };
         let data = m.data_mut();
-        frame::rewrite_media(data, &media.layout, src, out.from.port, out.to, out.delta).map_err(|_| Unsent::FamilyMismatch)?;
+        frame::rewrite_media(data, &media.layout, src, out.from.port, out.to, out.delta)
+            .map_err(|_| Unsent::FamilyMismatch)?;
         frame::set_ethernet(data, self.addressing.mac, mac);
         Ok(())
     }
@@ -481,7 +493,16 @@ impl DpdkIo {
                     len if len < need => m.append((need - len) as u16).is_ok(),
                     len => m.trim((len - need) as u16).is_ok(),
                 };
-                if sized && neighbour_frames::answer_neighbor_solicit(m.data_mut(), l3, ctx.addressing.mac, &target, &source, source_mac) {
+                if sized
+                    && neighbour_frames::answer_neighbor_solicit(
+                        m.data_mut(),
+                        l3,
+                        ctx.addressing.mac,
+                        &target,
+                        &source,
+                        source_mac,
+                    )
+                {
                     ctx.stats.neighbor_adverts += 1;
                     push_or_count(&mut self.bufs.to_port, m, &mut ctx.stats.port_tx_failed);
                 }

@@ -124,9 +124,10 @@ impl NeighbourTable {
     #[inline]
     pub fn lookup(&self, ip: IpAddr, now_ms: u64) -> Lookup {
         match self.find(key(ip)).map(|s| &self.entries[s]) {
-            Some(e) if e.state == State::Resolved => {
-                Lookup::Known { mac: EthernetAddress(e.mac), refresh: now_ms.saturating_sub(e.updated_ms) >= REFRESH_AFTER_MS }
-            }
+            Some(e) if e.state == State::Resolved => Lookup::Known {
+                mac: EthernetAddress(e.mac),
+                refresh: now_ms.saturating_sub(e.updated_ms) >= REFRESH_AFTER_MS,
+            },
             _ => Lookup::Unknown,
         }
     }

@@ -83,8 +83,14 @@ pub fn answer_neighbor_solicit(
     eth.set_src_addr(mac);
     let (_, ip) = frame.split_at_mut(l3);
     let (header, message) = ip.split_at_mut(ipv6::HEADER_LEN);
-    ipv6::Repr { src_addr: *target, dst_addr: dst, next_header: protocol::ICMPV6, payload_len: message.len(), hop_limit: 255 }
-        .emit(&mut ipv6::Packet::new_unchecked(header));
+    ipv6::Repr {
+        src_addr: *target,
+        dst_addr: dst,
+        next_header: protocol::ICMPV6,
+        payload_len: message.len(),
+        hop_limit: 255,
+    }
+    .emit(&mut ipv6::Packet::new_unchecked(header));
     icmpv6::emit_neighbor_advert(message, target, &dst, target, mac, flags).is_ok()
 }
 
@@ -96,11 +102,22 @@ pub fn emit_neighbor_solicit(buf: &mut [u8], mac: EthernetAddress, ip: &[u8; 16]
     let buf = buf.get_mut(..len)?;
     let mut group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0, 0];
     group[13..].copy_from_slice(&target[13..]);
-    ethernet::Repr { src_addr: mac, dst_addr: EthernetAddress::ipv6_multicast(&group), ethertype: EtherType::IPV6, vlan_tci: None }
-        .emit(&mut Frame::new_unchecked(&mut *buf));
+    ethernet::Repr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::ipv6_multicast(&group),
+        ethertype: EtherType::IPV6,
+        vlan_tci: None,
+    }
+    .emit(&mut Frame::new_unchecked(&mut *buf));
     let (header, message) = buf[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
-    ipv6::Repr { src_addr: *ip, dst_addr: group, next_header: protocol::ICMPV6, payload_len: message.len(), hop_limit: 255 }
-        .emit(&mut ipv6::Packet::new_unchecked(header));
+    ipv6::Repr {
+        src_addr: *ip,
+        dst_addr: group,
+        next_header: protocol::ICMPV6,
+        payload_len: message.len(),
+        hop_limit: 255,
+    }
+    .emit(&mut ipv6::Packet::new_unchecked(header));
     icmpv6::NdRepr::Solicit { target_addr: *target, source_lladdr: Some(mac) }.emit(
         &mut icmpv6::Packet::new_unchecked(message),
         ip,

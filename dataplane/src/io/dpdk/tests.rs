@@ -1,7 +1,9 @@
 //! Tests of the pure parts of the DPDK backend, on byte buffers: no EAL.
 
 use super::frame::{classify, rewrite_media, set_ethernet, Addressing, Class, RewriteError, RELAY_TTL};
-use super::neighbour_frames::{answer_arp_request, answer_neighbor_solicit, emit_arp_request, emit_neighbor_solicit, nd_frame_len};
+use super::neighbour_frames::{
+    answer_arp_request, answer_neighbor_solicit, emit_arp_request, emit_neighbor_solicit, nd_frame_len,
+};
 use super::*;
 use crate::wire::ethernet::{self, EtherType, Frame};
 use crate::wire::ipv4::protocol;
@@ -73,8 +75,14 @@ fn udp6(dst: [u8; 16], dport: u16, payload: &[u8], with_checksum: bool) -> Vec<u
     eth_header(&mut f, OUR_MAC, EtherType::IPV6, None);
     let l3 = f.len();
     f.resize(l3 + ipv6::HEADER_LEN + udp::HEADER_LEN + payload.len(), 0);
-    ipv6::Repr { src_addr: PEER6, dst_addr: dst, next_header: protocol::UDP, payload_len: udp::HEADER_LEN + payload.len(), hop_limit: 50 }
-        .emit(&mut ipv6::Packet::new_unchecked(&mut f[l3..]));
+    ipv6::Repr {
+        src_addr: PEER6,
+        dst_addr: dst,
+        next_header: protocol::UDP,
+        payload_len: udp::HEADER_LEN + payload.len(),
+        hop_limit: 50,
+    }
+    .emit(&mut ipv6::Packet::new_unchecked(&mut f[l3..]));
     let mut d = udp::Packet::new_unchecked(&mut f[l3 + ipv6::HEADER_LEN..]);
     udp::Repr { src_port: 40000, dst_port: dport, payload_len: payload.len() }.emit(&mut d);
     d.payload_mut().copy_from_slice(payload);
@@ -227,7 +235,10 @@ fn arp_request_we_send() {
     assert_eq!(eth.ethertype(), EtherType::ARP);
     let p = arp::Packet::new_checked(eth.payload()).unwrap();
     assert_eq!(p.operation(), arp::Operation::Request);
-    assert_eq!((p.source_hardware_addr(), p.source_protocol_addr(), p.target_protocol_addr()), (OUR_MAC, MEDIA4, PEER4));
+    assert_eq!(
+        (p.source_hardware_addr(), p.source_protocol_addr(), p.target_protocol_addr()),
+        (OUR_MAC, MEDIA4, PEER4)
+    );
     assert!(buf[42..60].iter().all(|&b| b == 0), "padded with zeros");
     assert_eq!(emit_arp_request(&mut buf[..59], OUR_MAC, MEDIA4, PEER4), None);
 }
@@ -241,8 +252,14 @@ fn solicit(source: [u8; 16], target: [u8; 16], vlan: Option<u16>) -> Vec<u8> {
     let lladdr = (source != [0; 16]).then_some(PEER_MAC);
     let nd = icmpv6::NdRepr::Solicit { target_addr: target, source_lladdr: lladdr };
     f.resize(l3 + ipv6::HEADER_LEN + nd.buffer_len(), 0);
-    ipv6::Repr { src_addr: source, dst_addr: group, next_header: protocol::ICMPV6, payload_len: nd.buffer_len(), hop_limit: 255 }
-        .emit(&mut ipv6::Packet::new_unchecked(&mut f[l3..]));
+    ipv6::Repr {
+        src_addr: source,
+        dst_addr: group,
+        next_header: protocol::ICMPV6,
+        payload_len: nd.buffer_len(),
+        hop_limit: 255,
+    }
+    .emit(&mut ipv6::Packet::new_unchecked(&mut f[l3..]));
     nd.emit(&mut icmpv6::Packet::new_unchecked(&mut f[l3 + ipv6::HEADER_LEN..]), &source, &group);
     f
 }
@@ -254,7 +271,10 @@ fn check_advert(f: &[u8], l3: usize, dst: [u8; 16], dst_mac: EthernetAddress, fl
     assert_eq!((ip.src_addr(), ip.dst_addr(), ip.hop_limit(), ip.next_header()), (MEDIA6, dst, 255, protocol::ICMPV6));
     let msg = icmpv6::Packet::new_checked(ip.payload()).unwrap();
     assert!(msg.verify_checksum(&MEDIA6, &dst));
-    assert_eq!(icmpv6::NdRepr::parse(&msg).unwrap(), icmpv6::NdRepr::Advert { flags, target_addr: MEDIA6, target_lladdr: Some(OUR_MAC) });
+    assert_eq!(
+        icmpv6::NdRepr::parse(&msg).unwrap(),
+        icmpv6::NdRepr::Advert { flags, target_addr: MEDIA6, target_lladdr: Some(OUR_MAC) }
+    );
 }
 
 #[test]
@@ -300,7 +320,10 @@ fn neighbor_solicitation_we_send() {
     let ip = ipv6::Packet::new_checked(eth.payload()).unwrap();
     let msg = icmpv6::Packet::new_checked(ip.payload()).unwrap();
     assert!(msg.verify_checksum(&MEDIA6, &ip.dst_addr()));
-    assert_eq!(icmpv6::NdRepr::parse(&msg).unwrap(), icmpv6::NdRepr::Solicit { target_addr: PEER6, source_lladdr: Some(OUR_MAC) });
+    assert_eq!(
+        icmpv6::NdRepr::parse(&msg).unwrap(),
+        icmpv6::NdRepr::Solicit { target_addr: PEER6, source_lladdr: Some(OUR_MAC) }
+    );
     // The peer's answer is learned from.
     let mut advert = vec![0u8; nd_frame_len(14)];
     advert[..14].copy_from_slice(&buf[..14]);
@@ -417,8 +440,14 @@ fn readdress_refuses_mixed_families() {
     let before = f.clone();
     let m = media(classify(&f, &a));
     let v6 = SocketAddr::from((PEER6, 1));
-    assert_eq!(rewrite_media(&mut f, &m.layout, IpAddr::from(MEDIA4), 1, v6, ChecksumDelta::default()), Err(RewriteError::FamilyMismatch));
-    assert_eq!(rewrite_media(&mut f, &m.layout, IpAddr::from(MEDIA6), 1, v6, ChecksumDelta::default()), Err(RewriteError::FamilyMismatch));
+    assert_eq!(
+        rewrite_media(&mut f, &m.layout, IpAddr::from(MEDIA4), 1, v6, ChecksumDelta::default()),
+        Err(RewriteError::FamilyMismatch)
+    );
+    assert_eq!(
+        rewrite_media(&mut f, &m.layout, IpAddr::from(MEDIA6), 1, v6, ChecksumDelta::default()),
+        Err(RewriteError::FamilyMismatch)
+    );
     assert_eq!(f, before, "a refused rewrite changes nothing");
     let mut short = m.layout;
     short.payload_end = 2000;
@@ -497,7 +526,11 @@ fn no_panic_and_valid_output_on_mutated_frames() {
             match classify(&f, &a) {
                 Class::Media(m) => {
                     let v4 = !m.layout.v6;
-                    let (src, dst) = if v4 { (IpAddr::from(MEDIA4), to) } else { (IpAddr::from(MEDIA6), SocketAddr::from((PEER6, 9))) };
+                    let (src, dst) = if v4 {
+                        (IpAddr::from(MEDIA4), to)
+                    } else {
+                        (IpAddr::from(MEDIA6), SocketAddr::from((PEER6, 9)))
+                    };
                     rewrite_media(&mut f, &m.layout, src, 20042, dst, ChecksumDelta::default()).unwrap();
                     if v4 {
                         let ip = ipv4::Packet::new_checked(&f[usize::from(m.layout.l3)..]).unwrap();
