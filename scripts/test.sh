@@ -10,6 +10,7 @@ packages=(
   pkg-config clang libclang-dev      # bindgen for dpdk-sys
   dpdk dpdk-dev libdpdk-dev          # the DPDK backend and dpdk-testpmd
   iproute2 nftables ethtool          # test networks: namespaces, veth, NAT
+  sip-tester                         # sipp, the SIP peer of the end-to-end tests
   procps iputils-ping                # sysctl; ping for the DPDK exception path
   python3 python3-venv               # Twilio's helper library checks our webhook signatures
 )

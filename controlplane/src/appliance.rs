@@ -16,10 +16,14 @@ pub enum StartError {
     Dataplane(#[from] dataplane::control::StartError),
     #[error("cannot bind the admin listener on {0}: {1}")]
     BindAdmin(std::net::SocketAddr, std::io::Error),
+    #[error("cannot bind the https listener on {0}: {1}")]
+    BindHttps(std::net::SocketAddr, std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("start-up task failed: {0}")]
     Task(String),
+    #[error("SIP: {0}")]
+    Sip(#[from] crate::sip::transport::TransportError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("TLS: {0}")]
@@ -39,6 +43,19 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         "store open"
     );
     Ok(Arc::new(store))
+}
+
+/// Binds the SIP listeners (UDP, TCP, TLS) and starts the SIP service.
+async fn start_sip(config: &Config, tls: &TlsIdentity, store: Arc<dyn Store>) -> Result<(), StartError> {
+    let listeners = crate::sip::transport::Listeners {
+        udp: config.listen.sip_udp,
+        tcp: config.listen.sip_tcp,
+        tls: Some((config.listen.sip_tls, tls.server_config(&[])?)),
+    };
+    let (sip, events) = crate::sip::transport::start(listeners).await?;
+    tracing::info!(udp = %sip.udp, tcp = %sip.tcp, tls = ?sip.tls, "SIP listening");
+    tokio::spawn(crate::sip::service::run(sip, events, store));
+    Ok(())
 }
 
 /// The TLS identity the signaling and HTTPS listeners will present.
@@ -72,6 +89,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         ports = %format!("{}-{}", config.dataplane.ports.start(), config.dataplane.ports.end()),
         "dataplane started"
     );
+    if let Err(e) = start_sip(&config, &_tls, _store.clone()).await {
+        dataplane.stop();
+        return Err(e);
+    }
 
     let listener = match tokio::net::TcpListener::bind(config.listen.admin).await {
         Ok(l) => l,
@@ -80,6 +101,35 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             return Err(StartError::BindAdmin(config.listen.admin, e));
         }
     };
+    // ---- https listener: REST API (api/, https.rs) -------------------------
+    let https_listener = match tokio::net::TcpListener::bind(config.listen.https).await {
+        Ok(l) => l,
+        Err(e) => {
+            dataplane.stop();
+            return Err(StartError::BindHttps(config.listen.https, e));
+        }
+    };
+    let https_tls = match _tls.server_config(&crate::https::ALPN) {
+        Ok(c) => c,
+        Err(e) => {
+            dataplane.stop();
+            return Err(e.into());
+        }
+    };
+    let api = crate::api::ApiState::new(_store.clone(), None);
+    let https_counters = Arc::new(crate::https::HttpsCounters::default());
+    let (stop_https, https_stopped) = tokio::sync::oneshot::channel::<()>();
+    let https = tokio::spawn(crate::https::serve(
+        https_listener,
+        https_tls,
+        crate::api::router(api),
+        https_counters,
+        async move {
+            let _ = https_stopped.await;
+        },
+    ));
+    tracing::info!(https = %config.listen.https, "REST API listening");
+    // ---- end https listener ------------------------------------------------
     let events = Arc::new(EventLog::default());
     let state = Arc::new(AdminState {
         dataplane: handle.clone(),
@@ -101,6 +151,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tracing::error!(error = %e, "admin server failed");
     }
     tracing::info!("stopping");
+    // ---- https listener: stop ----
+    let _ = stop_https.send(());
+    let _ = https.await;
+    // ---- end https listener ----
     pump.abort();
     tokio::task::spawn_blocking(move || dataplane.stop()).await.ok();
     tracing::info!("stopped");

@@ -17,8 +17,10 @@
 //! each in a module named after its concept (see docs/architecture.md).
 
 pub mod admin;
+pub mod api;
 pub mod appliance;
 pub mod config;
+pub mod https;
 pub mod instructions;
 pub mod sdp;
 pub mod sip;

@@ -85,6 +85,8 @@ pub struct ApplianceConfig {
     pub workers: usize,
     pub sessions: usize,
     pub media_timeout_s: u64,
+    /// `listen.https` (TLS: the REST API); `None` leaves the appliance's default.
+    pub https: Option<SocketAddr>,
     /// Lines appended as they are (a `[dataplane.dpdk]` section, say).
     pub extra: String,
 }
@@ -104,6 +106,7 @@ impl ApplianceConfig {
             workers: 2,
             sessions: 64,
             media_timeout_s: 30,
+            https: None,
             extra: String::new(),
         }
     }
@@ -121,6 +124,9 @@ impl ApplianceConfig {
         t.push_str(&format!("[listen]\nadmin = {}\n", q(&self.admin.to_string())));
         if let Some(token) = &self.admin_token {
             t.push_str(&format!("admin_token = {}\n", q(token)));
+        }
+        if let Some(https) = self.https {
+            t.push_str(&format!("https = {}\n", q(&https.to_string())));
         }
         let extra_ips: Vec<String> = self.extra_media_ips.iter().map(|ip| q(&ip.to_string())).collect();
         t.push_str(&format!(
@@ -205,6 +211,12 @@ impl Appliance {
 
     pub fn scratch_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The appliance's `state_dir` (its database, `tls/cert.pem` when the
+    /// certificate was generated).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// Whether the process still runs.

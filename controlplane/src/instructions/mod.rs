@@ -9,7 +9,7 @@
 //!                           ├── twiml      document -> typed verbs (limits, attribute checks)
 //!                           ├── params     the form parameters a Twilio app expects
 //!                           └── fetch      what to request, resolve URLs, fetch errors
-//!   HTTP shell ── signature ──▶ X-Twilio-Signature on every request
+//!   HTTP shell (http::WebhookClient) ── signature ──▶ X-Twilio-Signature on every request
 //!   codes: the Twilio error codes every failure is reported with
 //! ```
 //!
@@ -20,6 +20,7 @@
 
 pub mod codes;
 pub mod fetch;
+pub mod http;
 pub mod interpreter;
 pub mod method;
 pub mod params;

@@ -8,28 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The REST API version every Twilio webhook announces.
 pub const API_VERSION: &str = "2010-04-01";
 
-/// Which way the call goes, from the appliance's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// A call that came in (from a trunk or a client).
-    Inbound,
-    /// A call placed through the REST API.
-    OutboundApi,
-    /// A child call placed by `<Dial>`.
-    OutboundDial,
-}
+/// Which way the call goes: the store's, so a record and its webhooks agree.
+pub use crate::store::Direction;
 
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::OutboundApi => "outbound-api",
-            Direction::OutboundDial => "outbound-dial",
-        }
-    }
-}
-
-/// Twilio's call statuses, as sent in `CallStatus`.
+/// Twilio's call statuses as webhooks send them in `CallStatus`: the
+/// stored statuses plus `initiated`, which only callbacks report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallStatus {
     Queued,

@@ -37,10 +37,13 @@
 
 pub mod framing;
 pub mod header;
+pub mod layer;
 mod lex;
 pub mod message;
 pub mod serialize;
+pub mod service;
 pub mod transaction;
+pub mod transport;
 pub mod typed;
 pub mod uri;
 pub mod validate;

@@ -1,0 +1,363 @@
+//! The SIP transports (UDP, TCP, TLS) and the task that owns the
+//! transaction [`Layer`]: bytes in, validated messages to the layer, the
+//! layer's sends out, its events to the transaction user.
+//!
+//! ```text
+//!  UDP socket ─┐                       ┌──────────── core task ───────────┐
+//!  TCP conns  ─┼─ Inbound{peer,bytes} ─▶ verdict ─▶ Layer ─▶ events ─────────▶ user
+//!  TLS conns  ─┘                       │  Reject ─▶ stateless response    │
+//!       ▲                              │  timers (Layer::next_timeout)    │
+//!       └────────── Send{peer,bytes} ◀─┴──── Command (respond, request) ◀────── user
+//! ```
+//!
+//! Responses go back to where the request came from (the packet's source,
+//! or the connection it arrived on), as RFC 3581 `rport` asks, whatever
+//! the Via says. Outbound requests over TCP/TLS need an established
+//! connection from the peer in this release (UDP is used toward trunks).
+
+use super::layer::{Event, Layer, Peer, Send, Transport, TxKey};
+use super::message::{BodyFraming, Request, Response};
+use super::transaction::Timers;
+use super::validate::{verdict_with, Policy, Verdict};
+use super::{Frame, StreamFramer};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where the SIP listeners bind; `tls` needs the appliance's certificate.
+pub struct Listeners {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot bind SIP {0} on {1}: {2}")]
+    Bind(&'static str, SocketAddr, std::io::Error),
+}
+
+/// What the transaction user asks of the stack.
+#[derive(Debug)]
+pub enum Command {
+    Respond { key: TxKey, response: Response },
+    Request { peer: Peer, request: Request, reply: oneshot::Sender<TxKey> },
+    Ack2xx { peer: Peer, ack: Request },
+}
+
+/// Counters of the stack, read at scrape time.
+#[derive(Debug, Default)]
+pub struct SipStats {
+    pub requests_in: AtomicU64,
+    pub responses_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    /// Malformed requests answered statelessly (400, 505, ...).
+    pub rejected: AtomicU64,
+    /// Garbage dropped without an answer.
+    pub dropped: AtomicU64,
+    pub connections: AtomicU64,
+    pub transactions_client: AtomicU64,
+    pub transactions_server: AtomicU64,
+}
+
+/// The user's handle on a running stack.
+#[derive(Clone)]
+pub struct SipHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    pub stats: Arc<SipStats>,
+    /// The addresses the listeners got (useful when configured with port 0).
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub tls: Option<SocketAddr>,
+}
+
+impl SipHandle {
+    pub fn respond(&self, key: TxKey, response: Response) {
+        let _ = self.commands.send(Command::Respond { key, response });
+    }
+
+    /// Sends a request in a new client transaction; the key comes back once
+    /// it is sent (the stack adds the top Via).
+    pub async fn request(&self, peer: Peer, request: Request) -> Option<TxKey> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Request { peer, request, reply }).ok()?;
+        rx.await.ok()
+    }
+
+    pub fn ack_2xx(&self, peer: Peer, ack: Request) {
+        let _ = self.commands.send(Command::Ack2xx { peer, ack });
+    }
+}
+
+struct Inbound {
+    peer: Peer,
+    bytes: Bytes,
+}
+
+enum ConnectionEvent {
+    Opened(u64, mpsc::UnboundedSender<Bytes>),
+    Closed(u64),
+}
+
+/// Binds the listeners and starts the stack; events for the transaction
+/// user arrive on the returned receiver.
+pub async fn start(listeners: Listeners) -> Result<(SipHandle, mpsc::UnboundedReceiver<Event>), TransportError> {
+    let udp = UdpSocket::bind(listeners.udp).await.map_err(|e| TransportError::Bind("UDP", listeners.udp, e))?;
+    let udp = Arc::new(udp);
+    let tcp = TcpListener::bind(listeners.tcp).await.map_err(|e| TransportError::Bind("TCP", listeners.tcp, e))?;
+    let tls = match listeners.tls {
+        Some((addr, config)) => {
+            let l = TcpListener::bind(addr).await.map_err(|e| TransportError::Bind("TLS", addr, e))?;
+            Some((l, tokio_rustls::TlsAcceptor::from(config)))
+        }
+        None => None,
+    };
+    let stats = Arc::new(SipStats::default());
+    let local_udp = udp.local_addr().map_err(|e| TransportError::Bind("UDP", listeners.udp, e))?;
+    let local_tcp = tcp.local_addr().map_err(|e| TransportError::Bind("TCP", listeners.tcp, e))?;
+    let local_tls = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
+
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(4096);
+    let (conn_tx, conn_rx) = mpsc::unbounded_channel::<ConnectionEvent>();
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+
+    tokio::spawn(udp_reader(udp.clone(), inbound_tx.clone()));
+    tokio::spawn(stream_acceptor(tcp, None, Transport::Tcp, inbound_tx.clone(), conn_tx.clone(), stats.clone()));
+    if let Some((l, acceptor)) = tls {
+        tokio::spawn(stream_acceptor(l, Some(acceptor), Transport::Tls, inbound_tx, conn_tx, stats.clone()));
+    }
+    let via_host = |a: SocketAddr| a.to_string();
+    let core = Core {
+        layer: Layer::new(Timers::default(), u64::from(std::process::id()) << 16 ^ u64::from(local_udp.port())),
+        udp,
+        connections: HashMap::new(),
+        events: event_tx,
+        stats: stats.clone(),
+        via_udp: via_host(local_udp),
+        via_tcp: via_host(local_tcp),
+    };
+    tokio::spawn(core.run(inbound_rx, conn_rx, command_rx));
+    let handle = SipHandle { commands: command_tx, stats, udp: local_udp, tcp: local_tcp, tls: local_tls };
+    Ok((handle, event_rx))
+}
+
+async fn udp_reader(socket: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, addr)) = socket.recv_from(&mut buf).await else { continue };
+        let peer = Peer { transport: Transport::Udp, addr, connection: None };
+        // A full queue means the core is overloaded: shed the datagram
+        // (the sender retransmits) rather than grow without bound.
+        let _ = inbound.try_send(Inbound { peer, bytes: Bytes::copy_from_slice(&buf[..n]) });
+    }
+}
+
+async fn stream_acceptor(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    transport: Transport,
+    inbound: mpsc::Sender<Inbound>,
+    connections: mpsc::UnboundedSender<ConnectionEvent>,
+    stats: Arc<SipStats>,
+) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else { continue };
+        let id = NEXT.fetch_add(1, Relaxed);
+        let peer = Peer { transport, addr, connection: Some(id) };
+        let (inbound, connections, stats, tls) = (inbound.clone(), connections.clone(), stats.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => serve_stream(s, peer, inbound, connections, stats).await,
+                    Err(e) => tracing::debug!(%addr, error = %e, "SIP TLS handshake failed"),
+                },
+                None => serve_stream(stream, peer, inbound, connections, stats).await,
+            }
+        });
+    }
+}
+
+/// Reads messages off one connection and writes what the core sends to it.
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + std::marker::Send + 'static>(
+    stream: S,
+    peer: Peer,
+    inbound: mpsc::Sender<Inbound>,
+    connections: mpsc::UnboundedSender<ConnectionEvent>,
+    stats: Arc<SipStats>,
+) {
+    let Some(id) = peer.connection else { return };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let _ = connections.send(ConnectionEvent::Opened(id, out_tx.clone()));
+    stats.connections.fetch_add(1, Relaxed);
+    let write = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut framer = StreamFramer::new(Default::default());
+    let mut buf = vec![0u8; 16_384];
+    'read: loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+        loop {
+            match framer.next_frame() {
+                Ok(Some(Frame::Message(bytes))) => {
+                    if inbound.send(Inbound { peer, bytes }).await.is_err() {
+                        break 'read;
+                    }
+                }
+                // RFC 5626 keep-alive: a CRLFCRLF ping gets a CRLF pong.
+                Ok(Some(Frame::Ping)) => {
+                    let _ = out_tx.send(Bytes::from_static(b"\r\n"));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(addr = %peer.addr, error = %e, "SIP stream framing error; closing");
+                    stats.dropped.fetch_add(1, Relaxed);
+                    break 'read;
+                }
+            }
+        }
+    }
+    let _ = connections.send(ConnectionEvent::Closed(id));
+    stats.connections.fetch_sub(1, Relaxed);
+    drop(out_tx);
+    let _ = write.await;
+}
+
+struct Core {
+    layer: Layer,
+    udp: Arc<UdpSocket>,
+    connections: HashMap<u64, mpsc::UnboundedSender<Bytes>>,
+    events: mpsc::UnboundedSender<Event>,
+    stats: Arc<SipStats>,
+    via_udp: String,
+    via_tcp: String,
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut connections: mpsc::UnboundedReceiver<ConnectionEvent>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let udp_policy = Policy::default();
+        let stream_policy = Policy { framing: BodyFraming::Stream, ..Policy::default() };
+        loop {
+            let deadline = self.layer.next_timeout().map(tokio::time::Instant::from_std);
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(msg) = inbound.recv() => {
+                    let policy = if msg.peer.transport == Transport::Udp { &udp_policy } else { &stream_policy };
+                    self.on_inbound(msg, policy);
+                }
+                Some(event) = connections.recv() => match event {
+                    ConnectionEvent::Opened(id, tx) => { self.connections.insert(id, tx); }
+                    ConnectionEvent::Closed(id) => { self.connections.remove(&id); }
+                },
+                command = commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break, // the user is gone: stop
+                },
+                _ = sleep => self.layer.on_timeout(Instant::now()),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn on_inbound(&mut self, msg: Inbound, policy: &Policy) {
+        match verdict_with(msg.bytes, policy) {
+            Verdict::Accept(m) => {
+                let counter = if m.as_request().is_some() { &self.stats.requests_in } else { &self.stats.responses_in };
+                counter.fetch_add(1, Relaxed);
+                self.layer.received(Instant::now(), msg.peer, m);
+            }
+            Verdict::Reject { status, reason, response } => {
+                self.stats.rejected.fetch_add(1, Relaxed);
+                tracing::debug!(peer = %msg.peer.addr, status, %reason, "SIP request rejected");
+                if let Some(bytes) = response {
+                    self.send(Send { peer: msg.peer, bytes });
+                }
+            }
+            Verdict::Drop { why } => {
+                self.stats.dropped.fetch_add(1, Relaxed);
+                tracing::debug!(peer = %msg.peer.addr, %why, "SIP message dropped");
+            }
+        }
+    }
+
+    fn via_for(&self, peer: &Peer) -> &str {
+        match peer.transport {
+            Transport::Udp => &self.via_udp,
+            Transport::Tcp | Transport::Tls => &self.via_tcp,
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Respond { key, response } => self.layer.respond(now, &key, response),
+            Command::Request { peer, request, reply } => {
+                let via = self.via_for(&peer).to_string();
+                let key = self.layer.send_request(now, peer, &via, request);
+                let _ = reply.send(key);
+            }
+            Command::Ack2xx { peer, ack } => {
+                let via = self.via_for(&peer).to_string();
+                self.layer.send_ack_2xx(now, peer, &via, ack);
+            }
+        }
+    }
+
+    fn send(&mut self, send: Send) {
+        self.stats.messages_out.fetch_add(1, Relaxed);
+        match send.peer.connection {
+            None => {
+                // UDP sends never block for long; try_send_to avoids an await
+                // in the middle of the layer's work.
+                if let Err(e) = self.udp.try_send_to(&send.bytes, send.peer.addr) {
+                    tracing::debug!(peer = %send.peer.addr, error = %e, "SIP UDP send failed");
+                }
+            }
+            Some(id) => match self.connections.get(&id) {
+                Some(tx) => {
+                    let _ = tx.send(send.bytes);
+                }
+                None => tracing::debug!(peer = %send.peer.addr, "SIP connection gone; message dropped"),
+            },
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(send) = self.layer.poll_send() {
+            self.send(send);
+        }
+        while let Some(event) = self.layer.poll_event() {
+            let _ = self.events.send(event);
+        }
+        let (clients, servers) = self.layer.transactions();
+        self.stats.transactions_client.store(clients as u64, Relaxed);
+        self.stats.transactions_server.store(servers as u64, Relaxed);
+    }
+}
