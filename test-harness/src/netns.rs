@@ -9,7 +9,7 @@
 //! - [`Netns::run_in`] runs a closure on a thread that joined the namespace
 //!   (`setns(2)`). A socket made there stays in that namespace for its whole
 //!   life, so the test thread can open sockets "inside" and use them directly.
-//! - [`Netns::command`] builds an `ip netns exec` command for a program.
+//! - [`Netns::command`] builds an `nsenter --net` command for a program.
 
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -89,18 +89,17 @@ impl Netns {
         self.handle.clone()
     }
 
-    /// `ip -n <this> ARGS...`
+    /// `ip ARGS...` inside this namespace.
     pub fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut all = vec!["-n", self.name()];
-        all.extend_from_slice(args);
-        ip(&all)
+        self.exec("ip", args, None)
     }
 
-    /// Runs a program inside to completion (`ip netns exec`), with `stdin` fed to it.
+    /// Runs a program inside to completion, with `stdin` fed to it.
     pub fn exec(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
-        let mut all = vec!["netns", "exec", self.name(), program];
+        let net = self.handle.nsenter_arg();
+        let mut all = vec![net.as_str(), program];
         all.extend_from_slice(args);
-        run("ip", &all, stdin)
+        run("nsenter", &all, stdin)
     }
 
     /// Sets a sysctl inside (`net.*` keys are per namespace).
@@ -141,12 +140,19 @@ impl NetnsHandle {
         }
     }
 
-    /// A command that runs `program` inside this namespace (`ip netns exec`,
-    /// which execs the program: the child's pid is the program's).
+    /// A command that runs `program` inside this namespace. `nsenter
+    /// --net` joins only the network namespace and execs the program (the
+    /// child's pid is the program's); unlike `ip netns exec` it needs no
+    /// mount namespace, so it also works where `/` is not a mount point
+    /// (a chroot).
     pub fn command(&self, program: &std::path::Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(self.nsenter_arg()).arg(program);
         cmd
+    }
+
+    fn nsenter_arg(&self) -> String {
+        format!("--net=/run/netns/{}", self.name)
     }
 }
 

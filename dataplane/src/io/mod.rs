@@ -40,6 +40,11 @@ pub trait PacketIo {
 
     /// Background work between bursts (ARP, the exception path); cheap.
     fn housekeeping(&mut self) {}
+
+    /// Hints that the engine is about to touch the cache line at `line`.
+    /// Only backends that run at memory speed (DPDK) bother.
+    #[inline]
+    fn prefetch(_line: *const u8) {}
 }
 
 /// Wakes a worker blocked in `rx_burst` when a command is queued for it.

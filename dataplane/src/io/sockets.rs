@@ -23,6 +23,9 @@ const BUF_LEN: usize = 2048;
 /// Socket receive buffer: a few hundred ms of a G.711 stream.
 const SO_RCVBUF: usize = 256 * 1024;
 const WAKER_TOKEN: u64 = u64::MAX;
+/// Ready sockets taken per `epoll_wait`: many, so that one system call
+/// feeds several bursts under load.
+const READY_EVENTS: usize = 256;
 /// Epoll token of a socket: local leg index << 1 | is-RTCP-port.
 fn token(leg: u32, rtcp: bool) -> u64 {
     u64::from(leg) << 1 | u64::from(rtcp)
@@ -66,6 +69,10 @@ pub struct SocketIo {
     epoll: Epoll,
     waker: Arc<EventFd>,
     events: Vec<EpollEvent>,
+    /// Ready sockets `epoll_wait` reported that no burst has served yet:
+    /// served before asking the kernel again, so none is polled twice.
+    ready: Vec<u64>,
+    ready_next: usize,
     /// Indexed by local leg.
     legs: Vec<LegSockets>,
     batch: Vec<SocketDatagram>,
@@ -99,7 +106,9 @@ impl SocketIo {
         Ok(SocketIo {
             epoll,
             waker,
-            events: vec![EpollEvent::empty(); BURST],
+            events: vec![EpollEvent::empty(); READY_EVENTS],
+            ready: Vec::with_capacity(READY_EVENTS),
+            ready_next: 0,
             legs: (0..legs).map(|_| LegSockets { rtp: None, rtcp: None }).collect(),
             batch,
             filled: 0,
@@ -117,10 +126,11 @@ impl SocketIo {
         }
     }
 
-    /// Drains up to the batch's free room from one socket.
-    fn receive_from(&mut self, leg: u32, rtcp: bool) {
+    /// Drains up to the batch's free room from one socket; true when the
+    /// socket has nothing more (it returned less than asked).
+    fn receive_from(&mut self, leg: u32, rtcp: bool) -> bool {
         let Some((local, socket)) = self.socket(leg, rtcp) else {
-            return;
+            return true;
         };
         let (local, fd) = (*local, socket.as_raw_fd());
         let room = BURST - self.filled;
@@ -144,13 +154,15 @@ impl SocketIo {
             }
         };
         for (d, (bytes, source)) in self.batch[self.filled..].iter_mut().zip(&results[..received]) {
-            let Some(source) = *source else { continue };
-            d.len = (*bytes).min(BUF_LEN);
+            // UDP always names its source; were one missing, the datagram
+            // stays in place (buffers are positional) as an empty one.
+            d.len = if source.is_some() { (*bytes).min(BUF_LEN) } else { 0 };
             d.local = local;
-            d.source = source;
+            d.source = source.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
             d.out = None;
-            self.filled += 1;
         }
+        self.filled += received;
+        received < room
     }
 }
 
@@ -166,21 +178,27 @@ impl PacketIo for SocketIo {
 
     fn rx_burst(&mut self, wait: Option<Duration>) -> &mut [SocketDatagram] {
         self.filled = 0;
-        let timeout = match wait {
-            Some(d) => EpollTimeout::try_from(d).unwrap_or(EpollTimeout::NONE),
-            None => EpollTimeout::ZERO,
-        };
-        let ready = self.epoll.wait(&mut self.events, timeout).unwrap_or(0);
-        for i in 0..ready {
-            let data = self.events[i].data();
-            if data == WAKER_TOKEN {
-                let _ = self.waker.read();
-                continue;
+        if self.ready_next == self.ready.len() {
+            let timeout = match wait {
+                Some(d) => EpollTimeout::try_from(d).unwrap_or(EpollTimeout::NONE),
+                None => EpollTimeout::ZERO,
+            };
+            let n = self.epoll.wait(&mut self.events, timeout).unwrap_or(0);
+            self.ready.clear();
+            self.ready_next = 0;
+            for event in &self.events[..n] {
+                if event.data() == WAKER_TOKEN {
+                    let _ = self.waker.read();
+                } else {
+                    self.ready.push(event.data());
+                }
             }
-            if self.filled == BURST {
-                break; // level-triggered: the rest are reported again next time
+        }
+        while self.filled < BURST && self.ready_next < self.ready.len() {
+            let token = self.ready[self.ready_next];
+            if self.receive_from((token >> 1) as u32, token & 1 == 1) {
+                self.ready_next += 1;
             }
-            self.receive_from((data >> 1) as u32, data & 1 == 1);
         }
         &mut self.batch[..self.filled]
     }

@@ -116,6 +116,22 @@ impl SessionTable {
         (entry != NO_LEG).then_some((entry >> 1, entry & 1 == 1))
     }
 
+    /// Where the flow-index entry of `local` lives (for prefetching).
+    #[inline]
+    pub fn flow_entry_addr(&self, local: LocalEndpoint) -> Option<*const u8> {
+        self.flow_index(local).and_then(|i| self.flow.get(i)).map(|e| std::ptr::from_ref(e).cast())
+    }
+
+    /// Where a leg pair and its slot live (for prefetching).
+    #[inline]
+    pub fn session_addrs(&self, leg: u32) -> [*const u8; 3] {
+        let base = (leg & !1) as usize;
+        let legs = self.legs.get(base..base + 2).map_or(std::ptr::null(), |l| l.as_ptr().cast());
+        let end = self.legs.get(base + 1).map_or(std::ptr::null(), |l| std::ptr::from_ref(l).cast());
+        let slot = self.slots.get((leg / 2) as usize).map_or(std::ptr::null(), |s| std::ptr::from_ref(s).cast());
+        [legs, end, slot]
+    }
+
     pub fn install(
         &mut self,
         id: SessionId,

@@ -152,6 +152,13 @@ fn runtime_dirs(prefix: &str) -> Vec<PathBuf> {
 
 /// Initialises EAL, finds, configures and starts the media port and the TAP
 /// port, and creates the mbuf pool: one spec, for the one worker.
+/// A locally administered unicast MAC (02:...) derived from the device name.
+fn local_mac(device: &str) -> [u8; 6] {
+    let h = device.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let b = h.to_be_bytes();
+    [0x02, b[3], b[4], b[5], b[6], b[7]]
+}
+
 pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
     if config.workers != 1 {
         return Err(format!(
@@ -211,7 +218,16 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
         port.start()
     };
     setup(&mut port).map_err(|e| format!("DPDK device '{}': {e}", d.port))?;
-    let mac = port.mac_addr().map_err(|e| format!("DPDK device '{}': {e}", d.port))?;
+    let mut mac = port.mac_addr().map_err(|e| format!("DPDK device '{}': {e}", d.port))?;
+    if mac == [0; 6] {
+        // A device without an address of its own (net_ring, some virtual
+        // functions): a locally administered unicast MAC, stable for the port.
+        mac = local_mac(&d.port);
+        if let Err(e) = port.set_mac_addr(mac) {
+            tracing::debug!(device = %d.port, error = %e, "device keeps no MAC; using one in software");
+        }
+        tracing::info!(device = %d.port, mac = %EthernetAddress(mac), "device has no MAC: using a locally administered one");
+    }
     if config.media_ips.iter().any(IpAddr::is_ipv6) {
         // Neighbor Solicitations go to solicited-node multicast groups.
         if let Err(e) = port.allmulticast(true) {
@@ -643,6 +659,11 @@ impl PacketIo for DpdkIo {
     }
 
     fn detach(&mut self, _leg: u32) {}
+
+    #[inline]
+    fn prefetch(line: *const u8) {
+        dpdk_sys::prefetch(line);
+    }
 
     fn housekeeping(&mut self) {
         if let (Some(tap), Some(port)) = (self.devices.tap.as_mut(), self.devices.port.as_mut()) {
