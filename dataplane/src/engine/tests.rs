@@ -257,3 +257,17 @@ fn removed_session_stops_relaying() {
     let (v, _) = send(&mut e, 0, 20000, A, rtp(0, 1, 1, 1));
     assert_eq!(v, Verdict::Drop(DropReason::NoSession));
 }
+
+#[test]
+fn paced_scan_covers_the_table_once_per_sweep() {
+    let (mut e, id) = engine_with_session(signalled(A, B));
+    // 1.5 s after start: a sweep and a half, capped at the whole table (16 slots).
+    e.scan_timeouts_paced(Now { us: 1_500_000 });
+    assert_eq!(e.shared.events.pop(), Some(Event::MediaTimeout { session: id }));
+    e.scan_timeouts_paced(Now { us: 1_500_000 });
+    assert!(e.shared.events.pop().is_none(), "no time passed, nothing scanned");
+    assert_eq!(e.scan_cursor, 0, "the whole table, once");
+    // A quarter sweep later: a quarter of the table.
+    e.scan_timeouts_paced(Now { us: 1_750_000 });
+    assert_eq!(e.scan_cursor, 4);
+}

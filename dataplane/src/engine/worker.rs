@@ -12,10 +12,10 @@ use std::time::Instant;
 
 /// Bursts between two looks at the command queue while busy.
 const CONTROL_EVERY: u64 = 16;
+/// How many datagrams ahead of the one being relayed its state is prefetched.
+const AHEAD: usize = 4;
 /// Commands applied per look, so a flood of them cannot starve the packets.
 const COMMANDS_PER_TICK: usize = 256;
-/// Sessions checked for media timeout per look.
-const TIMEOUT_SCAN_PER_TICK: usize = 4096;
 
 pub fn run(engine: Engine, io: AnyIo, commands: &ArrayQueue<WorkerCommand>, epoch: Instant) {
     match io {
@@ -41,20 +41,29 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
         let batch = io.rx_burst(idle.then_some(IDLE_WAIT));
         let received = batch.len();
         let t = now(epoch);
-        // Warm the burst's session state in two waves (flow entries, then
-        // what they point at), so the misses overlap instead of queuing.
-        for dg in batch.iter() {
+        // Software pipelining: while datagram i is relayed, the session
+        // state of i + AHEAD is on its way from memory, and the flow-index
+        // entry of i + 2 * AHEAD (which says where that state is). Far
+        // enough ahead to hide a memory access, near enough not to swamp
+        // the CPU's few outstanding-miss slots (a whole burst at once did).
+        for dg in batch.iter().take(2 * AHEAD) {
             if let Some(line) = engine.flow_line(dg) {
                 Io::prefetch(line);
             }
         }
-        for dg in batch.iter() {
-            for line in engine.session_lines(dg) {
-                Io::prefetch(line);
-            }
+        for dg in batch.iter().take(AHEAD) {
+            engine.session_lines(dg, Io::prefetch);
         }
-        for dg in batch.iter_mut() {
-            engine.relay(t, dg);
+        for i in 0..received {
+            if let Some(dg) = batch.get(i + 2 * AHEAD) {
+                if let Some(line) = engine.flow_line(dg) {
+                    Io::prefetch(line);
+                }
+            }
+            if let Some(dg) = batch.get(i + AHEAD) {
+                engine.session_lines(dg, Io::prefetch);
+            }
+            engine.relay(t, &mut batch[i]);
         }
         if received > 0 {
             io.tx_burst(counters);
@@ -70,7 +79,7 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
                 let Some(cmd) = commands.pop() else { break };
                 apply(&mut engine, &mut io, t, cmd);
             }
-            engine.scan_timeouts(t, TIMEOUT_SCAN_PER_TICK);
+            engine.scan_timeouts_paced(t);
             io.housekeeping();
             if shared.stop.load(Ordering::Acquire) {
                 break;

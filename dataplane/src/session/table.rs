@@ -122,14 +122,13 @@ impl SessionTable {
         self.flow_index(local).and_then(|i| self.flow.get(i)).map(|e| std::ptr::from_ref(e).cast())
     }
 
-    /// Where a leg pair and its slot live (for prefetching).
+    /// The memory of a leg pair (start, bytes) and of its slot (for prefetching).
     #[inline]
-    pub fn session_addrs(&self, leg: u32) -> [*const u8; 3] {
+    pub fn session_memory(&self, leg: u32) -> ((*const u8, usize), *const u8) {
         let base = (leg & !1) as usize;
-        let legs = self.legs.get(base..base + 2).map_or(std::ptr::null(), |l| l.as_ptr().cast());
-        let end = self.legs.get(base + 1).map_or(std::ptr::null(), |l| std::ptr::from_ref(l).cast());
+        let legs = self.legs.get(base..base + 2).map_or((std::ptr::null(), 0), |l| (l.as_ptr().cast(), size_of_val(l)));
         let slot = self.slots.get((leg / 2) as usize).map_or(std::ptr::null(), |s| std::ptr::from_ref(s).cast());
-        [legs, end, slot]
+        (legs, slot)
     }
 
     pub fn install(
