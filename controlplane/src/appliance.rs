@@ -45,8 +45,13 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(Arc::new(store))
 }
 
-/// Binds the SIP listeners (UDP, TCP, TLS) and starts the SIP service.
-async fn start_sip(config: &Config, tls: &TlsIdentity, store: Arc<dyn Store>) -> Result<(), StartError> {
+/// Binds the SIP listeners (UDP, TCP, TLS) and starts the SIP service;
+/// returns the stack's counters.
+async fn start_sip(
+    config: &Config,
+    tls: &TlsIdentity,
+    store: Arc<dyn Store>,
+) -> Result<Arc<crate::sip::transport::SipStats>, StartError> {
     let listeners = crate::sip::transport::Listeners {
         udp: config.listen.sip_udp,
         tcp: config.listen.sip_tcp,
@@ -54,8 +59,9 @@ async fn start_sip(config: &Config, tls: &TlsIdentity, store: Arc<dyn Store>) ->
     };
     let (sip, events) = crate::sip::transport::start(listeners).await?;
     tracing::info!(udp = %sip.udp, tcp = %sip.tcp, tls = ?sip.tls, "SIP listening");
+    let stats = sip.stats.clone();
     tokio::spawn(crate::sip::service::run(sip, events, store));
-    Ok(())
+    Ok(stats)
 }
 
 /// The TLS identity the signaling and HTTPS listeners will present.
@@ -89,10 +95,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         ports = %format!("{}-{}", config.dataplane.ports.start(), config.dataplane.ports.end()),
         "dataplane started"
     );
-    if let Err(e) = start_sip(&config, &_tls, _store.clone()).await {
-        dataplane.stop();
-        return Err(e);
-    }
+    let sip_stats = match start_sip(&config, &_tls, _store.clone()).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            dataplane.stop();
+            return Err(e);
+        }
+    };
 
     let listener = match tokio::net::TcpListener::bind(config.listen.admin).await {
         Ok(l) => l,
@@ -123,7 +132,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         https_listener,
         https_tls,
         crate::api::router(api),
-        https_counters,
+        https_counters.clone(),
         async move {
             let _ = https_stopped.await;
         },
@@ -131,9 +140,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(https = %config.listen.https, "REST API listening");
     // ---- end https listener ------------------------------------------------
     let events = Arc::new(EventLog::default());
+    let mut metrics = Metrics::new(handle.clone(), &config.appliance.id, &config.appliance.region);
+    metrics.register_sip(sip_stats);
+    metrics.register_https(https_counters);
     let state = Arc::new(AdminState {
         dataplane: handle.clone(),
-        metrics: Metrics::new(handle.clone(), &config.appliance.id, &config.appliance.region),
+        metrics,
         events: events.clone(),
         admin_token: config.listen.admin_token.clone(),
     });

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use test_harness::admin::metric_sum_with;
 use test_harness::appliance::{Appliance, ApplianceConfig};
 use test_harness::topology::{MediaLan, Peer};
 
@@ -121,6 +122,10 @@ fn options_from_sipp_is_answered_200_over_udp_and_tcp() {
         let (ok, log) = rig.sipp(&rig.carrier, "options.xml", 5, transport);
         assert!(ok, "sipp OPTIONS over {transport}:\n{log}\nappliance:\n{}", rig.app.stderr());
     }
+    let metrics = rig.app.admin.metrics().unwrap();
+    let options = metric_sum_with(&metrics, "bridgehead_sip_requests_received_total", "method=\"OPTIONS\"");
+    let ok = metric_sum_with(&metrics, "bridgehead_sip_responses_sent_total", "class=\"2xx\"");
+    assert!(options >= Some(10) && ok >= Some(10), "OPTIONS {options:?}, 2xx sent {ok:?}:\n{metrics}");
 }
 
 #[test]

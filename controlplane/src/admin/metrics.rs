@@ -54,6 +54,17 @@ impl Metrics {
         Metrics { registry, sessions_created, sessions_deleted, session_refusals }
     }
 
+    /// Adds the SIP stack's counters (requests and responses by method and
+    /// class, transactions, connections).
+    pub fn register_sip(&mut self, stats: std::sync::Arc<crate::sip::transport::SipStats>) {
+        self.registry.register_collector(Box::new(SipCollector { stats }));
+    }
+
+    /// Adds the HTTPS listener's connection counters.
+    pub fn register_https(&mut self, counters: std::sync::Arc<crate::https::HttpsCounters>) {
+        self.registry.register_collector(Box::new(HttpsCollector { counters }));
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -138,6 +149,84 @@ impl Collector for DataplaneCollector {
             "Dataplane workers running their loop",
             self.dataplane.running_workers() as i64,
         )?;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SipCollector {
+    stats: std::sync::Arc<crate::sip::transport::SipStats>,
+}
+
+impl Collector for SipCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::sip::transport::COUNTED_METHODS;
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        {
+            let mut family = encoder.encode_descriptor(
+                "sip_requests_received",
+                "SIP requests received, by method",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, c) in s.requests_in.iter().enumerate() {
+                let method = COUNTED_METHODS.get(i).copied().unwrap_or("other");
+                ConstCounter::new(c.load(Relaxed)).encode(family.encode_family(&[("method", method)])?)?;
+            }
+        }
+        for (name, help, counters) in [
+            ("sip_responses_received", "SIP responses received, by class", &s.responses_in),
+            ("sip_responses_sent", "SIP responses sent, by class", &s.responses_out),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (i, c) in counters.iter().enumerate() {
+                let class = format!("{}xx", i + 1);
+                ConstCounter::new(c.load(Relaxed)).encode(family.encode_family(&[("class", class.as_str())])?)?;
+            }
+        }
+        for (name, help, value) in [
+            ("sip_requests_sent", "SIP requests sent (retransmissions included)", s.requests_out.load(Relaxed)),
+            ("sip_rejected", "Malformed SIP requests answered statelessly (400, 505, ...)", s.rejected.load(Relaxed)),
+            ("sip_dropped", "SIP messages dropped unanswered (unparsable)", s.dropped.load(Relaxed)),
+        ] {
+            ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+        for (name, help, value) in [
+            ("sip_transactions_client", "Client transactions alive", s.transactions_client.load(Relaxed)),
+            ("sip_transactions_server", "Server transactions alive", s.transactions_server.load(Relaxed)),
+            ("sip_connections", "SIP TCP and TLS connections open", s.connections.load(Relaxed)),
+        ] {
+            ConstGauge::new(value as i64).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct HttpsCollector {
+    counters: std::sync::Arc<crate::https::HttpsCounters>,
+}
+
+impl Collector for HttpsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.counters;
+        for (name, help, value) in [
+            ("https_connections_accepted", "HTTPS connections accepted", c.accepted.load(Relaxed)),
+            (
+                "https_handshake_failures",
+                "HTTPS connections whose TLS handshake failed or timed out",
+                c.handshake_failures.load(Relaxed),
+            ),
+            (
+                "https_connection_errors",
+                "HTTPS connections ended by an HTTP protocol error",
+                c.connection_errors.load(Relaxed),
+            ),
+        ] {
+            ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
         Ok(())
     }
 }

@@ -51,12 +51,32 @@ pub enum Command {
     Ack2xx { peer: Peer, ack: Request },
 }
 
+/// Methods counted by name; the rest count as `other`.
+pub const COUNTED_METHODS: [&str; 13] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "UPDATE",
+    "PRACK",
+    "INFO",
+    "REFER",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "MESSAGE",
+];
+
 /// Counters of the stack, read at scrape time.
 #[derive(Debug, Default)]
 pub struct SipStats {
-    pub requests_in: AtomicU64,
-    pub responses_in: AtomicU64,
-    pub messages_out: AtomicU64,
+    /// Requests received, by [`COUNTED_METHODS`] index (last: other).
+    pub requests_in: [AtomicU64; COUNTED_METHODS.len() + 1],
+    /// Responses received and sent, by class (index 0: 1xx ... 5: 6xx).
+    pub responses_in: [AtomicU64; 6],
+    pub responses_out: [AtomicU64; 6],
+    pub requests_out: AtomicU64,
     /// Malformed requests answered statelessly (400, 505, ...).
     pub rejected: AtomicU64,
     /// Garbage dropped without an answer.
@@ -93,6 +113,10 @@ impl SipHandle {
     pub fn ack_2xx(&self, peer: Peer, ack: Request) {
         let _ = self.commands.send(Command::Ack2xx { peer, ack });
     }
+}
+
+fn class_index(code: u16) -> usize {
+    usize::from(code / 100).clamp(1, 6) - 1
 }
 
 struct Inbound {
@@ -289,7 +313,16 @@ impl Core {
     fn on_inbound(&mut self, msg: Inbound, policy: &Policy) {
         match verdict_with(msg.bytes, policy) {
             Verdict::Accept(m) => {
-                let counter = if m.as_request().is_some() { &self.stats.requests_in } else { &self.stats.responses_in };
+                let counter = match &m {
+                    super::Message::Request(r) => {
+                        let i = COUNTED_METHODS
+                            .iter()
+                            .position(|c| *c == r.method.as_str())
+                            .unwrap_or(COUNTED_METHODS.len());
+                        &self.stats.requests_in[i]
+                    }
+                    super::Message::Response(r) => &self.stats.responses_in[class_index(r.code)],
+                };
                 counter.fetch_add(1, Relaxed);
                 self.layer.received(Instant::now(), msg.peer, m);
             }
@@ -331,7 +364,11 @@ impl Core {
     }
 
     fn send(&mut self, send: Send) {
-        self.stats.messages_out.fetch_add(1, Relaxed);
+        // A response starts "SIP/2.0 NNN"; anything else we send is a request.
+        match send.bytes.strip_prefix(b"SIP/2.0 ").and_then(|r| std::str::from_utf8(r.get(..3)?).ok()?.parse().ok()) {
+            Some(code) => self.stats.responses_out[class_index(code)].fetch_add(1, Relaxed),
+            None => self.stats.requests_out.fetch_add(1, Relaxed),
+        };
         match send.peer.connection {
             None => {
                 // UDP sends never block for long; try_send_to avoids an await
