@@ -902,6 +902,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_with_and_without_its_accounts() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bridgehead.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        Config::parse_str(&text).unwrap();
+        // The commented [[accounts]] block, uncommented, is valid too.
+        let at = text.find("# [[accounts]]").unwrap();
+        let block: Vec<&str> = text[at..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect();
+        let c = Config::parse_str(&format!("{}{}\n", &text[..at], block.join("\n"))).unwrap();
+        assert_eq!(c.accounts.len(), 1);
+    }
+
+    #[test]
     fn store_and_tls_sections() {
         let c = Config::parse_str("[appliance]\nstate_dir = \"/var/lib/bh\"\n").unwrap();
         assert_eq!(c.store, StoreConfig::Sqlite(PathBuf::from("/var/lib/bh/bridgehead.db")));
