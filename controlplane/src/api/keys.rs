@@ -7,9 +7,7 @@
 //!   key cannot mint more keys or revoke the others.
 //! - Deleting a key announces it on [`super::ApiState::revocations`], so
 //!   that client sessions whose access tokens it signed can be closed.
-//! - Renaming (`FriendlyName` on update) needs a store operation that does
-//!   not exist yet: an update that changes nothing answers the key, one that
-//!   renames it answers 405 with a message saying so.
+//! - Updating renames the key (`FriendlyName`); the secret never changes.
 
 use super::auth::{Caller, Credential};
 use super::error::{code, ApiError};
@@ -87,11 +85,13 @@ pub async fn update(
     let name = friendly_name(&form)?;
     let key = find(&state, &caller, &segment, uri.path()).await?;
     match name {
-        Some(name) if name != key.friendly_name => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            code::METHOD_NOT_ALLOWED,
-            "renaming an API key is not available on this appliance yet; create a new key with the name instead",
-        )),
+        Some(name) if name != key.friendly_name => {
+            let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
+            let renamed = blocking(move || store.rename_api_key(&account, &key.sid, &name))
+                .await?
+                .map_err(|e| ApiError::from_store(e, &path))?;
+            Ok(Json(render(&renamed, false)))
+        }
         _ => Ok(Json(render(&key, false))),
     }
 }

@@ -188,6 +188,8 @@ pub trait Store: Send + Sync {
     /// The account's keys, oldest first.
     fn api_keys(&self, account: &AccountSid) -> Result<Vec<ApiKey>, StoreError>;
     fn delete_api_key(&self, account: &AccountSid, sid: &ApiKeySid) -> Result<(), StoreError>;
+    /// Renames a key of `account` (its secret never changes).
+    fn rename_api_key(&self, account: &AccountSid, sid: &ApiKeySid, friendly_name: &str) -> Result<ApiKey, StoreError>;
 
     // ---- applications ---------------------------------------------------
 

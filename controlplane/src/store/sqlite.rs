@@ -629,6 +629,21 @@ impl Store for SqliteStore {
         })
     }
 
+    fn rename_api_key(&self, account: &AccountSid, sid: &ApiKeySid, friendly_name: &str) -> Result<ApiKey, StoreError> {
+        self.write(|c| {
+            let mut key = c
+                .prepare_cached(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE sid = ?1 AND account_sid = ?2"))?
+                .query_row(params![sid, account], api_key_from_row)
+                .optional()?
+                .ok_or_else(|| StoreError::not_found("API key", sid))?;
+            key.friendly_name = friendly_name.to_string();
+            key.validate()?;
+            c.prepare_cached("UPDATE api_keys SET friendly_name = ?2 WHERE sid = ?1")?
+                .execute(params![sid, friendly_name])?;
+            Ok(key)
+        })
+    }
+
     fn create_application(&self, app: &Application) -> Result<(), StoreError> {
         self.write(|c| insert_application(c, app))
     }

@@ -191,6 +191,12 @@ fn api_keys() {
     assert!(store.api_keys(&ac(2)).unwrap().is_empty());
     assert_conflict(store.create_api_key(&key));
     assert_not_found(store.create_api_key(&ApiKey::generate(ac(7), "x".into())), "account");
+    // Renamed: the name changes, the secret does not; another account cannot.
+    let renamed = store.rename_api_key(&ac(1), &key.sid, "renamed").unwrap();
+    assert_eq!((renamed.friendly_name.as_str(), &renamed.secret), ("renamed", &key.secret));
+    assert_eq!(store.api_key(&key.sid).unwrap().friendly_name, "renamed");
+    assert_not_found(store.rename_api_key(&ac(2), &key.sid, "mine"), "API key");
+    assert!(store.rename_api_key(&ac(1), &key.sid, &"x".repeat(65)).is_err(), "too long a name");
     // Another account cannot delete it.
     assert_not_found(store.delete_api_key(&ac(2), &key.sid), "API key");
     store.delete_api_key(&ac(1), &key.sid).unwrap();
