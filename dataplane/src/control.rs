@@ -533,7 +533,11 @@ impl DataplaneHandle {
                 ssrc_rewrite: s.ssrc_rewrite,
                 pt_map: s.pt_map.pairs().to_vec(),
                 clock_rate: s.clock_rate,
-                counters: self.inner.shared.legs[id.slot() as usize * 2 + side].snapshot(),
+                counters: {
+                    let first = id.slot() as usize * 2;
+                    let legs = &self.inner.shared.legs;
+                    legs[first + side].snapshot(&legs[first + (side ^ 1)])
+                },
             }
         };
         SessionInfo {

@@ -117,15 +117,17 @@ pub struct WorkerSnapshot {
     pub idle_loops: u64,
 }
 
-/// One leg's counters. `rx` counts what its peer sent to the appliance on this
-/// leg, `tx` what the appliance sent out of it.
+/// One leg's counters, all written when a packet arrives on this leg (one
+/// cache line per packet). `rx` counts what its peer sent to the appliance on
+/// this leg, `relayed` what of it went out of the other leg; the other leg's
+/// `tx` in a [`LegSnapshot`] is this leg's `relayed`.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct LegCounters {
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
+    pub relayed_packets: AtomicU64,
+    pub relayed_bytes: AtomicU64,
     pub dropped: AtomicU64,
     /// RFC 3550 cumulative loss of the RTP received on this leg (two's complement).
     pub lost: AtomicU64,
@@ -138,8 +140,8 @@ impl LegCounters {
         for c in [
             &self.rx_packets,
             &self.rx_bytes,
-            &self.tx_packets,
-            &self.tx_bytes,
+            &self.relayed_packets,
+            &self.relayed_bytes,
             &self.dropped,
             &self.lost,
             &self.jitter,
@@ -148,12 +150,14 @@ impl LegCounters {
         }
     }
 
-    pub fn snapshot(&self) -> LegSnapshot {
+    /// This leg's figures; `other` is the session's other leg, whose relayed
+    /// packets are what went out of this one.
+    pub fn snapshot(&self, other: &LegCounters) -> LegSnapshot {
         LegSnapshot {
             rx_packets: self.rx_packets.load(Relaxed),
             rx_bytes: self.rx_bytes.load(Relaxed),
-            tx_packets: self.tx_packets.load(Relaxed),
-            tx_bytes: self.tx_bytes.load(Relaxed),
+            tx_packets: other.relayed_packets.load(Relaxed),
+            tx_bytes: other.relayed_bytes.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             lost: self.lost.load(Relaxed) as i64,
             jitter: self.jitter.load(Relaxed),

@@ -12,7 +12,7 @@ pub mod worker;
 
 use crate::control::{Command, Event, Shared};
 use crate::session::table::SessionTable;
-use crate::session::LocalEndpoint;
+use crate::session::{LocalEndpoint, PeerAddr};
 use crate::wire::{classify, rtp};
 use checksum_delta::ChecksumDelta;
 use counters::{bump, DropReason};
@@ -96,25 +96,17 @@ impl Engine {
     }
 
     /// Calls `touch` with every cache line `relay` will use for this
-    /// datagram's session: both legs (all their lines: a pair spans about
-    /// six), the slot, and both legs' counters. Call it once the flow entry
-    /// is warm, so that this lookup itself does not miss.
+    /// datagram's session: the receiving leg's hot line, the sending leg's
+    /// two, and the receiving leg's counters. Call it once the flow entry is
+    /// warm, so that this lookup itself does not miss.
     #[inline]
     pub fn session_lines<D: Datagram>(&self, dg: &D, mut touch: impl FnMut(*const u8)) {
         let Some((leg, _)) = self.table.lookup(dg.local()) else { return };
-        let ((legs, len), slot) = self.table.session_memory(leg);
-        let mut offset = 0;
-        while offset < len {
-            touch(legs.wrapping_add(offset));
-            offset += 64;
+        for line in self.table.session_lines(leg) {
+            touch(line);
         }
-        touch(legs.wrapping_add(len - 1));
-        touch(slot);
-        let g = self.global_leg(leg);
-        for i in [g, g ^ 1] {
-            if let Some(c) = self.shared.legs.get(i) {
-                touch(std::ptr::from_ref(c).cast());
-            }
+        if let Some(c) = self.shared.legs.get(self.global_leg(leg)) {
+            touch(std::ptr::from_ref(c).cast());
         }
     }
 
@@ -163,12 +155,13 @@ impl Engine {
         let (rx, _) = self.table.leg_pair_mut(leg);
         let (remote, latched) =
             if rtcp_port { (&mut rx.rtcp_remote, &mut rx.rtcp_latched) } else { (&mut rx.remote, &mut rx.latched) };
+        let source = PeerAddr::new(src);
         // Source: strict legs accept only their peer; others latch the first source.
         match *remote {
-            Some(r) if r == src => {}
-            Some(_) if rx.settings.strict => return self.reject(Some(leg), DropReason::WrongSource),
+            r if r == source => {}
+            r if r.is_some() && rx.strict => return self.reject(Some(leg), DropReason::WrongSource),
             _ if !*latched => {
-                *remote = Some(src);
+                *remote = source;
                 *latched = true;
                 if let Some(session) = self.table.slot_mut(leg).id {
                     self.emit(Event::Latched { session, side: (leg & 1) as u8, rtcp: rtcp_port, remote: src });
@@ -182,7 +175,7 @@ impl Engine {
         } else {
             (tx.remote, tx.local)
         };
-        let Some(dest) = dest else {
+        let Some(dest) = dest.get() else {
             return self.reject(Some(leg), DropReason::NoDestination);
         };
 
@@ -197,7 +190,7 @@ impl Engine {
                 return self.reject(Some(leg), DropReason::Malformed);
             }
             let (ssrc, seq, ts) = (packet.ssrc(), packet.sequence_number(), packet.timestamp());
-            let clock_rate = rx.settings.clock_rate.max(1);
+            let clock_rate = rx.clock_rate;
             // u64 holds microseconds x 192 kHz for 3,000 years; a constant divisor is a multiply.
             let arrival = (now.us.wrapping_mul(u64::from(clock_rate)) / 1_000_000) as u32;
             rx.stats.update(seq, ts, arrival);
@@ -205,7 +198,7 @@ impl Engine {
             lc.jitter.store(u64::from(rx.stats.jitter()), std::sync::atomic::Ordering::Relaxed);
 
             let pt = packet.payload_type();
-            let out_pt = tx.settings.pt_map.map(pt);
+            let out_pt = tx.pt_map.map(pt);
             if out_pt != pt {
                 // The low byte of its 16-bit word changes (marker kept); the
                 // high byte is unchanged and cancels out of the checksum.
@@ -214,7 +207,7 @@ impl Engine {
                 delta.replace16(u16::from(marker | pt), u16::from(marker | out_pt));
             }
             if let Some(rewrite) = &mut tx.rewrite {
-                let (o_ssrc, o_seq, o_ts) = rewrite.apply(ssrc, seq, ts, tx.settings.clock_rate.max(1));
+                let (o_ssrc, o_seq, o_ts) = rewrite.apply(ssrc, seq, ts, tx.clock_rate);
                 packet.set_ssrc(o_ssrc);
                 packet.set_sequence_number(o_seq);
                 packet.set_timestamp(o_ts);
@@ -224,10 +217,10 @@ impl Engine {
             }
         }
         let out_leg = leg ^ 1;
-        self.table.slot_mut(leg).last_activity_ms = now.ms();
-        let tc = &self.shared.legs[gleg ^ 1];
-        bump(&tc.tx_packets, 1);
-        bump(&tc.tx_bytes, len as u64);
+        self.table.leg_pair_mut(leg).0.last_rx_ms = now.ms() as u32;
+        let lc = &self.shared.legs[gleg];
+        bump(&lc.relayed_packets, 1);
+        bump(&lc.relayed_bytes, len as u64);
         dg.readdress(out_leg, from, dest, delta);
         Verdict::Forward
     }
@@ -291,12 +284,13 @@ impl Engine {
             if self.scan_cursor >= count {
                 self.scan_cursor = 0;
             }
+            let silent_ms = self.table.silence_ms(local, now.ms() as u32);
             let slot = self.table.slot_by_index(local);
             let Some(id) = slot.id else { continue };
-            if !slot.timeout_reported && now.ms().saturating_sub(slot.last_activity_ms) >= timeout_ms {
+            if !slot.timeout_reported && u64::from(silent_ms) >= timeout_ms {
                 slot.timeout_reported = true;
                 self.emit(Event::MediaTimeout { session: id });
-            } else if slot.timeout_reported && now.ms().saturating_sub(slot.last_activity_ms) < timeout_ms {
+            } else if slot.timeout_reported && u64::from(silent_ms) < timeout_ms {
                 // Media came back: a later silence is reported again.
                 slot.timeout_reported = false;
             }

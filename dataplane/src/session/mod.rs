@@ -42,6 +42,62 @@ impl std::fmt::Display for SessionId {
     }
 }
 
+/// A peer's transport address in 20 bytes (`Option<SocketAddr>` takes 32):
+/// small enough that a leg's hot state fits one cache line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// IPv4 addresses are stored in the first four bytes.
+    ip: [u8; 16],
+    port: u16,
+    kind: u8,
+}
+
+const PEER_NONE: u8 = 0;
+const PEER_V4: u8 = 4;
+const PEER_V6: u8 = 6;
+
+impl PeerAddr {
+    pub const NONE: PeerAddr = PeerAddr { ip: [0; 16], port: 0, kind: PEER_NONE };
+
+    #[inline]
+    pub fn new(addr: SocketAddr) -> PeerAddr {
+        let mut ip = [0u8; 16];
+        let kind = match addr.ip() {
+            std::net::IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                PEER_V4
+            }
+            std::net::IpAddr::V6(v6) => {
+                ip = v6.octets();
+                PEER_V6
+            }
+        };
+        PeerAddr { ip, port: addr.port(), kind }
+    }
+
+    #[inline]
+    pub fn from_option(addr: Option<SocketAddr>) -> PeerAddr {
+        addr.map_or(PeerAddr::NONE, PeerAddr::new)
+    }
+
+    #[inline]
+    pub fn is_some(&self) -> bool {
+        self.kind != PEER_NONE
+    }
+
+    #[inline]
+    pub fn get(&self) -> Option<SocketAddr> {
+        match self.kind {
+            PEER_V4 => {
+                let [a, b, c, d, ..] = self.ip;
+                Some(SocketAddr::from(([a, b, c, d], self.port)))
+            }
+            PEER_V6 => Some(SocketAddr::from((self.ip, self.port))),
+            _ => None,
+        }
+    }
+}
+
 /// Maps incoming RTP payload types to the numbers the other leg negotiated.
 /// Small and fixed: a call carries a handful of payload types.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,5 +155,25 @@ impl Default for LegSettings {
             pt_map: PayloadTypeMap::default(),
             clock_rate: 8000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addr_round_trips_both_families_and_none() {
+        for text in ["192.0.2.7:4000", "[2001:db8::7]:30000", "0.0.0.0:0"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(PeerAddr::new(addr).get(), Some(addr));
+        }
+        assert_eq!(PeerAddr::NONE.get(), None);
+        assert_eq!(PeerAddr::from_option(None), PeerAddr::NONE);
+        assert_ne!(
+            PeerAddr::new("192.0.2.7:4000".parse().unwrap()),
+            PeerAddr::new("[::c000:207]:4000".parse().unwrap())
+        );
+        assert_eq!(std::mem::size_of::<PeerAddr>(), 20);
     }
 }

@@ -13,31 +13,44 @@
 
 use super::receive_stats::ReceiveStats;
 use super::rewrite::StreamRewrite;
-use super::{LegSettings, LocalEndpoint, SessionId};
+use super::{LegSettings, LocalEndpoint, PayloadTypeMap, PeerAddr, SessionId};
 use std::net::SocketAddr;
 
 pub const NO_LEG: u32 = u32::MAX;
 
+/// One leg's state, laid out for the packet path: what a receiving leg
+/// reads for every packet is in its first cache line; what the sending leg
+/// adds (rewrite, payload-type map) and RTCP's own address come after.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
 pub struct Leg {
-    pub local: LocalEndpoint,
-    pub settings: LegSettings,
+    // First cache line: every packet.
     /// Where packets for this leg's peer go: signalled, then latched.
-    pub remote: Option<SocketAddr>,
+    pub remote: PeerAddr,
+    pub local: LocalEndpoint,
     /// The remote was learned from traffic since the last update.
     pub latched: bool,
-    /// Where RTCP sent on the odd port goes: signalled port + 1, then latched.
-    pub rtcp_remote: Option<SocketAddr>,
+    /// Drop packets from any source but the remote address.
+    pub strict: bool,
     pub rtcp_latched: bool,
+    /// RTP clock rate of the stream received on this leg.
+    pub clock_rate: u32,
+    pub stats: ReceiveStats,
+    /// When this leg last received a packet (or was installed), in
+    /// milliseconds of the dataplane clock, wrapping every 49 days: the
+    /// timeout scan compares it with `wrapping_sub` once a second.
+    pub last_rx_ms: u32,
+    // Second cache line: the stream sent out of this leg, and RTCP.
     /// Rewrite state of the stream sent out of this leg, when enabled.
     pub rewrite: Option<StreamRewrite>,
-    pub stats: ReceiveStats,
+    pub pt_map: PayloadTypeMap,
+    /// Where RTCP sent on the odd port goes: signalled port + 1, then latched.
+    pub rtcp_remote: PeerAddr,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Slot {
     pub id: Option<SessionId>,
-    pub last_activity_ms: u64,
     pub timeout_reported: bool,
 }
 
@@ -122,13 +135,16 @@ impl SessionTable {
         self.flow_index(local).and_then(|i| self.flow.get(i)).map(|e| std::ptr::from_ref(e).cast())
     }
 
-    /// The memory of a leg pair (start, bytes) and of its slot (for prefetching).
+    /// The cache lines a packet received on `leg` uses: the receiving leg's
+    /// first line and the sending leg's first two (for prefetching).
     #[inline]
-    pub fn session_memory(&self, leg: u32) -> ((*const u8, usize), *const u8) {
-        let base = (leg & !1) as usize;
-        let legs = self.legs.get(base..base + 2).map_or((std::ptr::null(), 0), |l| (l.as_ptr().cast(), size_of_val(l)));
-        let slot = self.slots.get((leg / 2) as usize).map_or(std::ptr::null(), |s| std::ptr::from_ref(s).cast());
-        (legs, slot)
+    pub fn session_lines(&self, leg: u32) -> [*const u8; 3] {
+        let line = |i: u32, offset: usize| {
+            self.legs
+                .get(i as usize)
+                .map_or(std::ptr::null(), |l| std::ptr::from_ref(l).cast::<u8>().wrapping_add(offset))
+        };
+        [line(leg, 0), line(leg ^ 1, 0), line(leg ^ 1, 64)]
     }
 
     pub fn install(
@@ -159,7 +175,10 @@ impl SessionTable {
             self.legs[leg] = Leg { local: locals[side], ..Leg::default() };
             self.apply_settings(leg, settings[side], id);
         }
-        self.slots[local] = Slot { id: Some(id), last_activity_ms: now_ms, timeout_reported: false };
+        for leg in &mut self.legs[local * 2..local * 2 + 2] {
+            leg.last_rx_ms = now_ms as u32;
+        }
+        self.slots[local] = Slot { id: Some(id), timeout_reported: false };
         Ok(())
     }
 
@@ -171,10 +190,13 @@ impl SessionTable {
             (true, None) => Some(StreamRewrite::new(ssrc_for(id, leg as u32 & 1))),
             (false, _) => None,
         };
-        l.settings = settings;
-        l.remote = settings.remote;
+        l.strict = settings.strict;
+        l.clock_rate = settings.clock_rate.max(1);
+        l.pt_map = settings.pt_map;
+        l.remote = PeerAddr::from_option(settings.remote);
         l.latched = false;
-        l.rtcp_remote = settings.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)));
+        l.rtcp_remote =
+            PeerAddr::from_option(settings.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1))));
         l.rtcp_latched = false;
         l.rewrite = rewrite;
     }
@@ -227,6 +249,16 @@ impl SessionTable {
     #[inline]
     pub fn slot_mut(&mut self, leg: u32) -> &mut Slot {
         &mut self.slots[(leg / 2) as usize]
+    }
+
+    /// How long the session in local slot `local` has carried no packet
+    /// either way, in ms (`now_ms` on the same wrapping clock as `last_rx_ms`).
+    pub fn silence_ms(&self, local: usize, now_ms: u32) -> u32 {
+        let since = |leg: &Leg| now_ms.wrapping_sub(leg.last_rx_ms);
+        match self.legs.get(local * 2..local * 2 + 2) {
+            Some([a, b]) => since(a).min(since(b)),
+            _ => 0,
+        }
     }
 
     pub fn slot_count(&self) -> usize {
@@ -319,6 +351,13 @@ mod tests {
         t.install(new, [ep(20004), ep(20006)], [LegSettings::default(); 2], 0).unwrap();
         assert_eq!(t.remove(old), Err(TableError::NotFound(old)));
         assert!(t.lookup(ep(20004)).is_some());
+    }
+
+    #[test]
+    fn a_legs_hot_state_fits_its_first_cache_line() {
+        assert_eq!(std::mem::align_of::<Leg>(), 64);
+        assert!(std::mem::offset_of!(Leg, last_rx_ms) + 4 <= 64);
+        assert!(std::mem::offset_of!(Leg, pt_map) + std::mem::size_of::<PayloadTypeMap>() <= 128);
     }
 
     #[test]
