@@ -15,16 +15,8 @@ packages=(
   pkg-config clang libclang-dev      # bindgen for dpdk-sys
   iproute2 util-linux procps         # ip (the TAP of the DPDK part), taskset/setpriv, kill
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/lib.sh
+ensure_packages "${packages[@]}"
 # The Debian package starts rtpengine as a service; the benchmark runs its
 # own instance and wants the cores to itself.
 if systemctl is-active --quiet rtpengine-daemon 2>/dev/null; then

@@ -14,16 +14,8 @@ packages=(
   procps iputils-ping                # sysctl; ping for the DPDK exception path
   python3 python3-venv               # Twilio's helper library checks our webhook signatures
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/lib.sh
+ensure_packages "${packages[@]}"
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
 # Twilio's own helper library (PyPI `twilio`), in a virtualenv under target/.

@@ -113,40 +113,11 @@ pub fn status_callback(call: &CallFacts, event: &ProgressEvent) -> Vec<(String, 
     params
 }
 
-/// `Thu, 01 Jan 1970 00:00:00 +0000`: the format of Twilio's `Timestamp`.
-/// Times before 1970 are written as the epoch (the appliance has no such calls).
+/// `Thu, 01 Jan 1970 00:00:00 +0000`: the format of Twilio's `Timestamp`
+/// (the store's formatting, so that records and webhooks agree).
 pub fn rfc2822(at: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic
-/// Gregorian; Howard Hinnant's well-known algorithm, restricted to days >= 0.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    crate::store::Timestamp::from_unix_ms(ms).rfc2822().to_string()
 }
 
 fn pair(name: &str, value: &str) -> (String, String) {
