@@ -54,6 +54,47 @@ pub enum Action {
     Terminated,
 }
 
+/// The three timers of a transaction, by role: retransmit (A, E, G), give
+/// up (B, F, H) and linger to absorb retransmissions (D, K, I, J).
+#[derive(Debug, Default)]
+struct TxTimers {
+    retransmit: Option<(Instant, Duration)>,
+    give_up: Option<Instant>,
+    linger_until: Option<Instant>,
+}
+
+/// Which timer fired, most important first.
+enum Fired {
+    GiveUp,
+    LingerOver,
+    /// Retransmit now; the interval that just ran out.
+    Retransmit(Duration),
+    Nothing,
+}
+
+impl TxTimers {
+    fn fire(&self, now: Instant) -> Fired {
+        if self.give_up.is_some_and(|t| now >= t) {
+            Fired::GiveUp
+        } else if self.linger_until.is_some_and(|t| now >= t) {
+            Fired::LingerOver
+        } else {
+            match self.retransmit {
+                Some((at, interval)) if now >= at => Fired::Retransmit(interval),
+                _ => Fired::Nothing,
+            }
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        [self.retransmit.map(|(at, _)| at), self.give_up, self.linger_until].into_iter().flatten().min()
+    }
+
+    fn clear(&mut self) {
+        *self = TxTimers::default();
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientState {
     Calling,
@@ -72,12 +113,8 @@ pub struct ClientTransaction {
     state: ClientState,
     request: Bytes,
     ack: Option<Bytes>,
-    /// Next retransmission (timer A or E) and its interval.
-    retransmit: Option<(Instant, Duration)>,
-    /// Timer B or F: give up waiting for a final response.
-    deadline: Option<Instant>,
-    /// Timer D or K: absorb response retransmissions, then terminate.
-    linger_until: Option<Instant>,
+    /// A or E (retransmit), B or F (give up), D or K (absorb retransmitted responses).
+    clock: TxTimers,
     actions: VecDeque<Action>,
 }
 
@@ -92,9 +129,7 @@ impl ClientTransaction {
             state: if invite { ClientState::Calling } else { ClientState::Trying },
             request: request.clone(),
             ack: None,
-            retransmit,
-            deadline: Some(now + timers.t1 * 64),
-            linger_until: None,
+            clock: TxTimers { retransmit, give_up: Some(now + timers.t1 * 64), linger_until: None },
             actions: VecDeque::from([Action::Transmit(request)]),
         }
     }
@@ -113,7 +148,7 @@ impl ClientTransaction {
                     self.state = Proceeding;
                     if self.invite {
                         // INVITE: retransmissions stop once the far end answered at all.
-                        self.retransmit = None;
+                        self.clock.retransmit = None;
                     }
                 }
                 self.actions.push_back(Action::Deliver(status));
@@ -150,54 +185,47 @@ impl ClientTransaction {
 
     fn complete(&mut self, now: Instant, linger: Duration) {
         self.state = ClientState::Completed;
-        self.retransmit = None;
-        self.deadline = None;
+        self.clock.clear();
         // Over a reliable transport there is nothing to absorb.
-        let linger = if self.reliable { Duration::ZERO } else { linger };
-        self.linger_until = Some(now + linger);
-        if linger.is_zero() {
+        if self.reliable {
             self.terminate();
+        } else {
+            self.clock.linger_until = Some(now + linger);
         }
     }
 
     fn terminate(&mut self) {
         self.state = ClientState::Terminated;
-        self.retransmit = None;
-        self.deadline = None;
-        self.linger_until = None;
+        self.clock.clear();
         self.actions.push_back(Action::Terminated);
     }
 
     /// Fires the timers that are due.
     pub fn on_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.deadline {
-            if now >= deadline {
+        match self.clock.fire(now) {
+            Fired::GiveUp => {
                 self.actions.push_back(Action::Timeout);
                 self.terminate();
-                return;
             }
-        }
-        if let Some(until) = self.linger_until {
-            if now >= until {
-                self.terminate();
-                return;
-            }
-        }
-        if let Some((at, interval)) = self.retransmit {
-            if now >= at {
+            Fired::LingerOver => self.terminate(),
+            Fired::Retransmit(interval) => {
                 self.actions.push_back(Action::Transmit(self.request.clone()));
-                // INVITE doubles without bound (until B); others cap at T2.
-                let next = if self.invite { interval * 2 } else { (interval * 2).min(self.timers.t2) };
-                // Non-INVITE in Proceeding retransmits every T2 (17.1.2.2).
-                let next = if !self.invite && self.state == ClientState::Proceeding { self.timers.t2 } else { next };
-                self.retransmit = Some((now + next, next));
+                // INVITE doubles without bound (until B); others cap at T2,
+                // and retransmit every T2 once in Proceeding (17.1.2.2).
+                let next = match (self.invite, self.state) {
+                    (true, _) => interval * 2,
+                    (false, ClientState::Proceeding) => self.timers.t2,
+                    (false, _) => (interval * 2).min(self.timers.t2),
+                };
+                self.clock.retransmit = Some((now + next, next));
             }
+            Fired::Nothing => {}
         }
     }
 
     /// When `on_timeout` should next be called.
     pub fn next_timeout(&self) -> Option<Instant> {
-        [self.retransmit.map(|(at, _)| at), self.deadline, self.linger_until].into_iter().flatten().min()
+        self.clock.next()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -222,12 +250,9 @@ pub struct ServerTransaction {
     timers: Timers,
     state: ServerState,
     last_response: Option<Bytes>,
-    /// Timer G: retransmit a 300-699 final to an INVITE until the ACK.
-    retransmit: Option<(Instant, Duration)>,
-    /// Timer H: give up waiting for that ACK.
-    deadline: Option<Instant>,
-    /// Timer I or J: absorb retransmissions, then terminate.
-    linger_until: Option<Instant>,
+    /// G (retransmit a 300-699 final to an INVITE until the ACK), H (give up
+    /// waiting for it), I or J (absorb retransmitted requests).
+    clock: TxTimers,
     actions: VecDeque<Action>,
 }
 
@@ -239,9 +264,7 @@ impl ServerTransaction {
             timers,
             state: if invite { ServerState::Proceeding } else { ServerState::Trying },
             last_response: None,
-            retransmit: None,
-            deadline: None,
-            linger_until: None,
+            clock: TxTimers::default(),
             actions: VecDeque::new(),
         }
     }
@@ -263,12 +286,11 @@ impl ServerTransaction {
     pub fn on_ack(&mut self, now: Instant) {
         if self.invite && self.state == ServerState::Completed {
             self.state = ServerState::Confirmed;
-            self.retransmit = None;
-            self.deadline = None;
-            let linger = if self.reliable { Duration::ZERO } else { self.timers.t4 };
-            self.linger_until = Some(now + linger);
-            if linger.is_zero() {
+            self.clock.clear();
+            if self.reliable {
                 self.terminate();
+            } else {
+                self.clock.linger_until = Some(now + self.timers.t4);
             }
         }
     }
@@ -292,53 +314,42 @@ impl ServerTransaction {
         self.state = ServerState::Completed;
         if self.invite {
             if !self.reliable {
-                self.retransmit = Some((now + self.timers.t1, self.timers.t1));
+                self.clock.retransmit = Some((now + self.timers.t1, self.timers.t1));
             }
-            self.deadline = Some(now + self.timers.t1 * 64);
+            self.clock.give_up = Some(now + self.timers.t1 * 64);
+        } else if self.reliable {
+            self.terminate();
         } else {
-            let linger = if self.reliable { Duration::ZERO } else { self.timers.t1 * 64 };
-            self.linger_until = Some(now + linger);
-            if linger.is_zero() {
-                self.terminate();
-            }
+            self.clock.linger_until = Some(now + self.timers.t1 * 64);
         }
     }
 
     fn terminate(&mut self) {
         self.state = ServerState::Terminated;
-        self.retransmit = None;
-        self.deadline = None;
-        self.linger_until = None;
+        self.clock.clear();
         self.actions.push_back(Action::Terminated);
     }
 
     pub fn on_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.deadline {
-            if now >= deadline {
+        match self.clock.fire(now) {
+            Fired::GiveUp => {
                 self.actions.push_back(Action::Timeout);
                 self.terminate();
-                return;
             }
-        }
-        if let Some(until) = self.linger_until {
-            if now >= until {
-                self.terminate();
-                return;
-            }
-        }
-        if let Some((at, interval)) = self.retransmit {
-            if now >= at {
+            Fired::LingerOver => self.terminate(),
+            Fired::Retransmit(interval) => {
                 if let Some(r) = &self.last_response {
                     self.actions.push_back(Action::Transmit(r.clone()));
                 }
                 let next = (interval * 2).min(self.timers.t2);
-                self.retransmit = Some((now + next, next));
+                self.clock.retransmit = Some((now + next, next));
             }
+            Fired::Nothing => {}
         }
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        [self.retransmit.map(|(at, _)| at), self.deadline, self.linger_until].into_iter().flatten().min()
+        self.clock.next()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
