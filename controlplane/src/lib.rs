@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod api;
 pub mod appliance;
+pub mod call;
 pub mod config;
 pub mod https;
 pub mod instructions;

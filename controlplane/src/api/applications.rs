@@ -81,8 +81,7 @@ pub async fn fetch(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
     let sid = sid_in_segment(&segment, ApplicationSid::parse, uri.path())?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    let app = blocking(move || store.application(&account, &sid)).await?.map_err(|e| ApiError::from_store(e, &path))?;
+    let app = state.store_op(&caller, uri.path(), move |store, account| store.application(account, &sid)).await?;
     Ok(Json(render(&app)))
 }
 
@@ -95,10 +94,11 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let sid = sid_in_segment(&segment, ApplicationSid::parse, uri.path())?;
     let changes = Changes::parse(&form)?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    let app = blocking(move || store.update_application(&account, &sid, &|app| changes.apply(app)))
-        .await?
-        .map_err(|e| ApiError::from_store(e, &path))?;
+    let app = state
+        .store_op(&caller, uri.path(), move |store, account| {
+            store.update_application(account, &sid, &|app| changes.apply(app))
+        })
+        .await?;
     Ok(Json(render(&app)))
 }
 
@@ -109,8 +109,7 @@ pub async fn delete(
     OriginalUri(uri): OriginalUri,
 ) -> Result<StatusCode, ApiError> {
     let sid = sid_in_segment(&segment, ApplicationSid::parse, uri.path())?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    blocking(move || store.delete_application(&account, &sid)).await?.map_err(|e| ApiError::from_store(e, &path))?;
+    state.store_op(&caller, uri.path(), move |store, account| store.delete_application(account, &sid)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -109,10 +109,9 @@ pub async fn list(
     let query = Params::from_query(&uri);
     let paging = Paging::from_query(&query)?;
     let filter = filter(&query)?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    let page = blocking(move || store.calls(&account, &filter, paging.request()))
-        .await?
-        .map_err(|e| ApiError::from_store(e, &path))?;
+    let page = state
+        .store_op(&caller, uri.path(), move |store, account| store.calls(account, &filter, paging.request()))
+        .await?;
     let filters: Vec<(&str, String)> =
         FILTERS.iter().flat_map(|f| query.all(f).into_iter().map(move |v| (*f, v))).collect();
     let items = page.items.iter().map(render).collect();
@@ -126,8 +125,7 @@ pub async fn fetch(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
     let sid = sid_in_segment(&segment, CallSid::parse, uri.path())?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    let call = blocking(move || store.call(&account, &sid)).await?.map_err(|e| ApiError::from_store(e, &path))?;
+    let call = state.store_op(&caller, uri.path(), move |store, account| store.call(account, &sid)).await?;
     Ok(Json(render(&call)))
 }
 

@@ -39,8 +39,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     require_auth_token(&caller)?;
     let paging = Paging::from_query(&Params::from_query(&uri))?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    let keys = blocking(move || store.api_keys(&account)).await?.map_err(|e| ApiError::from_store(e, &path))?;
+    let keys = state.store_op(&caller, uri.path(), move |store, account| store.api_keys(account)).await?;
     let (keys, has_more) = page_of(keys, paging);
     let items = keys.iter().map(|k| render(k, false)).collect();
     Ok(Json(envelope(uri.path(), &[], paging, has_more, "keys", items)))

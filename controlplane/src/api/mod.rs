@@ -128,6 +128,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 /// Runs a store call on the blocking pool.
+impl ApiState {
+    /// Runs `op` against the store for `caller`'s account, off the async
+    /// runtime (the store is synchronous); a store error becomes the API's
+    /// answer for `path` (404 for a missing object, 409, 400, 500).
+    pub(crate) async fn store_op<T: Send + 'static>(
+        &self,
+        caller: &Caller,
+        path: &str,
+        op: impl FnOnce(&dyn Store, &AccountSid) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (store, account) = (self.store.clone(), caller.sid().clone());
+        blocking(move || op(store.as_ref(), &account)).await?.map_err(|e| ApiError::from_store(e, path))
+    }
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
 }

@@ -106,8 +106,7 @@ pub async fn fetch(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Json<Value>, ApiError> {
     let sid = sid_in_segment(&segment, PhoneNumberSid::parse, uri.path())?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    let record = blocking(move || store.number(&account, &sid)).await?.map_err(|e| ApiError::from_store(e, &path))?;
+    let record = state.store_op(&caller, uri.path(), move |store, account| store.number(account, &sid)).await?;
     Ok(Json(render(&record)))
 }
 
@@ -145,8 +144,7 @@ pub async fn delete(
     OriginalUri(uri): OriginalUri,
 ) -> Result<StatusCode, ApiError> {
     let sid = sid_in_segment(&segment, PhoneNumberSid::parse, uri.path())?;
-    let (store, account, path) = (state.store.clone(), caller.sid().clone(), uri.path().to_string());
-    blocking(move || store.delete_number(&account, &sid)).await?.map_err(|e| ApiError::from_store(e, &path))?;
+    state.store_op(&caller, uri.path(), move |store, account| store.delete_number(account, &sid)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
