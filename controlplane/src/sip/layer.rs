@@ -334,6 +334,48 @@ impl Layer {
         self.sends.push_back(Send { peer, bytes });
     }
 
+    /// Cancels our INVITE `invite` (RFC 3261 9.1): a CANCEL with the INVITE's
+    /// Request-URI, top Via (same branch), From, To, Call-ID, CSeq number
+    /// and Route, sent as its own non-INVITE client transaction to the same
+    /// peer. `None` when the INVITE's transaction is over (nothing to cancel).
+    pub fn send_cancel(&mut self, now: Instant, invite: &TxKey) -> Option<TxKey> {
+        let entry = self.clients.get(invite).filter(|_| invite.method == Method::Invite)?;
+        let (peer, request) = (entry.peer, &entry.request);
+        let mut cancel = request.clone();
+        cancel.method = Method::Cancel;
+        cancel.body = Bytes::new();
+        let mut headers = super::Headers::new();
+        let mut top_via = true;
+        for h in request.headers.iter() {
+            let keep = match h.id() {
+                HeaderName::Via => std::mem::replace(&mut top_via, false),
+                HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::Route
+                | HeaderName::MaxForwards => true,
+                _ => false,
+            };
+            if keep {
+                headers.push(h.clone());
+            }
+        }
+        let seq = request.headers.cseq().ok()?.seq;
+        headers.push(Header::new(HeaderName::CSeq, format!("{seq} CANCEL")));
+        cancel.headers = headers;
+        let key = TxKey { branch: invite.branch.clone(), method: Method::Cancel };
+        let tx = ClientTransaction::new(
+            now,
+            false,
+            Bytes::from(cancel.to_bytes()),
+            peer.transport.is_reliable(),
+            self.timers,
+        );
+        self.clients.insert(key.clone(), ClientEntry { tx, peer, request: cancel });
+        self.drain_client(&key, None);
+        Some(key)
+    }
+
     /// The request we sent in client transaction `key` (to build its ACK or CANCEL).
     pub fn client_request(&self, key: &TxKey) -> Option<(&Request, Peer)> {
         self.clients.get(key).map(|e| (&e.request, e.peer))

@@ -221,3 +221,38 @@ fn rfc2543_requests_without_a_branch_still_form_transactions() {
     assert!(events(&mut l).is_empty());
     assert_eq!(sends(&mut l).len(), 1);
 }
+
+#[test]
+fn cancel_of_our_invite_reuses_its_branch_and_is_its_own_transaction() {
+    let t0 = Instant::now();
+    let mut l = Layer::new(Timers::default(), 7);
+    let (invite, sent) = outgoing(&mut l, t0);
+    l.received(t0, peer(), response_to(&sent, "180 Ringing", "far"));
+    events(&mut l);
+    let cancel_key = l.send_cancel(t0, &invite).expect("INVITE still pending");
+    let cancel = sends(&mut l).remove(0);
+    assert!(cancel.starts_with("CANCEL sip:+15550100001@192.0.2.1 SIP/2.0\r\n"), "{cancel}");
+    assert!(cancel.contains(&format!("branch={}", invite.branch)) && cancel.contains("CSeq: 1 CANCEL"), "{cancel}");
+    assert!(!cancel.contains(";tag=far"), "the To of the INVITE, without the response's tag: {cancel}");
+    // The 200 to the CANCEL goes to the CANCEL, the 487 to the INVITE (which the layer ACKs).
+    let via = cancel.lines().find(|l| l.starts_with("Via:")).unwrap();
+    let ok = format!(
+        "SIP/2.0 200 OK\n{via}\nFrom: <sip:carrier@192.0.2.10>;tag=c1\nTo: <sip:+15550100001@192.0.2.1>;tag=far\n\
+         Call-ID: call-1@192.0.2.10\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
+    );
+    l.received(t0, peer(), parse(&ok));
+    l.received(t0, peer(), response_to(&sent, "487 Request Terminated", "far"));
+    let got: Vec<(Method, u16)> = events(&mut l)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Response { key, response } => Some((key.method, response.code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [(Method::Cancel, 200), (Method::Invite, 487)]);
+    assert_eq!(cancel_key.method, Method::Cancel);
+    assert!(sends(&mut l).iter().any(|s| s.starts_with("ACK ")), "the 487 is acknowledged");
+    // Nothing left to cancel once the INVITE's transaction is over.
+    l.on_timeout(t0 + Duration::from_secs(40));
+    assert!(l.send_cancel(t0 + Duration::from_secs(40), &invite).is_none());
+}
