@@ -7,7 +7,7 @@ use crate::ffi;
 use crate::mbuf::Mbuf;
 
 /// How many mbufs a [`Burst`] holds: DPDK's customary burst size.
-pub const BURST_SIZE: usize = 32;
+pub const BURST_SIZE: usize = 64;
 
 /// Up to [`BURST_SIZE`] owned mbufs in a fixed array. Slots `0..len` hold
 /// mbufs this burst owns; the rest are unused. Whatever is still in it when

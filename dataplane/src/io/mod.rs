@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Most datagrams handled per burst.
-pub const BURST: usize = 32;
+pub const BURST: usize = 64;
 
 pub trait PacketIo {
     type Datagram: Datagram;

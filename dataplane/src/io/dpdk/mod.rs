@@ -291,6 +291,7 @@ impl DpdkSpec {
                 addressing,
                 neighbours: NeighbourTable::new(),
                 pending: [None; MAX_PENDING],
+                learned: [(IpAddr::from([0, 0, 0, 0]), EthernetAddress([0; 6]), 0); LEARNED_MEMO],
                 epoch: Instant::now(),
                 stats: DpdkStats::default(),
             }),
@@ -347,8 +348,25 @@ struct Context {
     neighbours: NeighbourTable,
     /// Next hops to send a request for.
     pending: [Option<IpAddr>; MAX_PENDING],
+    /// What media packets taught the table lately, direct-mapped by source
+    /// address: a peer keeps sending from the same MAC, so most packets
+    /// find their (address, MAC) here and skip the table entirely.
+    learned: [(IpAddr, EthernetAddress, u64); LEARNED_MEMO],
     epoch: Instant,
     stats: DpdkStats,
+}
+
+/// Entries of [`Context::learned`].
+const LEARNED_MEMO: usize = 64;
+/// A neighbour confirmed by traffic is written to the table at most this often.
+const RELEARN_AFTER_MS: u64 = 1_000;
+
+fn memo_slot(ip: IpAddr) -> usize {
+    let low = match ip {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => (u128::from(a) as u32) ^ ((u128::from(a) >> 64) as u32),
+    };
+    (low.wrapping_mul(0x9e37_79b9) >> 26) as usize % LEARNED_MEMO
 }
 
 /// Why a readdressed datagram was not sent.
@@ -366,8 +384,13 @@ impl Context {
 
     #[inline]
     fn learn(&mut self, ip: IpAddr, mac: EthernetAddress, now_ms: u64) {
+        let slot = &mut self.learned[memo_slot(ip)];
+        if slot.0 == ip && slot.1 == mac && now_ms.saturating_sub(slot.2) < RELEARN_AFTER_MS {
+            return;
+        }
         if self.addressing.is_neighbour(ip) {
             self.neighbours.learn(ip, mac, now_ms);
+            *slot = (ip, mac, now_ms);
         }
     }
 
