@@ -35,6 +35,7 @@
 //! }
 //! ```
 
+pub mod digest;
 pub mod framing;
 pub mod header;
 pub mod layer;
