@@ -2,10 +2,13 @@
 //! event pump from a [`Config`], and stops them in order on SIGTERM/SIGINT.
 
 use crate::admin::{self, events::EventLog, metrics::Metrics, AdminState};
+use crate::call::shell::ShellConfig;
 use crate::config::{Config, StoreConfig};
+use crate::instructions::http::{WebhookClient, WebhookConfig};
+use crate::instructions::interpreter::Limits;
 use crate::store::{SqliteStore, Store};
 use crate::tls::TlsIdentity;
-use dataplane::Dataplane;
+use dataplane::{Dataplane, DataplaneHandle};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +48,15 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(Arc::new(store))
 }
 
-/// Binds the SIP listeners (UDP, TCP, TLS) and starts the SIP service;
-/// returns the stack's counters.
-async fn start_sip(
+/// Binds the SIP listeners (UDP, TCP, TLS) and starts the call layer on
+/// them; returns the stack's counters, the call layer's counters, the REST
+/// API's door to live calls and the webhook client (for its metrics).
+async fn start_calls(
     config: &Config,
     tls: &TlsIdentity,
     store: Arc<dyn Store>,
-) -> Result<Arc<crate::sip::transport::SipStats>, StartError> {
+    dataplane: DataplaneHandle,
+) -> Result<CallLayer, StartError> {
     let listeners = crate::sip::transport::Listeners {
         udp: config.listen.sip_udp,
         tcp: config.listen.sip_tcp,
@@ -59,9 +64,33 @@ async fn start_sip(
     };
     let (sip, events) = crate::sip::transport::start(listeners).await?;
     tracing::info!(udp = %sip.udp, tcp = %sip.tcp, tls = ?sip.tls, "SIP listening");
-    let stats = sip.stats.clone();
-    tokio::spawn(crate::sip::service::run(sip, events, store));
-    Ok(stats)
+    let sip_stats = sip.stats.clone();
+    let webhook_config = WebhookConfig {
+        timeout: config.calls.webhook_timeout,
+        accept_invalid_certs: config.calls.webhook_insecure_tls,
+        ..WebhookConfig::default()
+    };
+    let webhooks = WebhookClient::new(webhook_config).map_err(|e| StartError::Task(e.to_string()))?;
+    // Peers must reach what we put in Contact: the SIP address, or the
+    // media address when SIP listens on every interface.
+    let sip_ip = match config.listen.sip_udp.ip() {
+        ip if ip.is_unspecified() => config.dataplane.media_ips[0],
+        ip => ip,
+    };
+    let shell = ShellConfig {
+        local_sip: std::net::SocketAddr::new(sip_ip, sip.udp.port()).to_string(),
+        limits: Limits::default(),
+        max_calls: config.calls.max_calls,
+    };
+    let (call_stats, control) = crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone());
+    Ok(CallLayer { sip_stats, call_stats, control, webhooks })
+}
+
+struct CallLayer {
+    sip_stats: Arc<crate::sip::transport::SipStats>,
+    call_stats: Arc<crate::call::shell::CallStats>,
+    control: Arc<crate::call::control::ShellControl>,
+    webhooks: WebhookClient,
 }
 
 /// The TLS identity the signaling and HTTPS listeners will present.
@@ -95,8 +124,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         ports = %format!("{}-{}", config.dataplane.ports.start(), config.dataplane.ports.end()),
         "dataplane started"
     );
-    let sip_stats = match start_sip(&config, &_tls, _store.clone()).await {
-        Ok(stats) => stats,
+    let calls = match start_calls(&config, &_tls, _store.clone(), handle.clone()).await {
+        Ok(calls) => calls,
         Err(e) => {
             dataplane.stop();
             return Err(e);
@@ -125,7 +154,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             return Err(e.into());
         }
     };
-    let api = crate::api::ApiState::new(_store.clone(), None);
+    let api = crate::api::ApiState::new(_store.clone(), Some(calls.control.clone()));
     let https_counters = Arc::new(crate::https::HttpsCounters::default());
     let (stop_https, https_stopped) = tokio::sync::oneshot::channel::<()>();
     let https = tokio::spawn(crate::https::serve(
@@ -141,7 +170,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // ---- end https listener ------------------------------------------------
     let events = Arc::new(EventLog::default());
     let mut metrics = Metrics::new(handle.clone(), &config.appliance.id, &config.appliance.region);
-    metrics.register_sip(sip_stats);
+    metrics.register_sip(calls.sip_stats.clone());
+    metrics.register_calls(calls.call_stats.clone(), calls.webhooks.collector());
     metrics.register_https(https_counters);
     let state = Arc::new(AdminState {
         dataplane: handle.clone(),

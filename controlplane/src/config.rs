@@ -24,8 +24,23 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// The `[[accounts]]` tables, written to the store on first start.
     pub accounts: Vec<AccountSeed>,
+    pub calls: CallsConfig,
     /// Where the configuration came from, for log lines and error messages.
     pub source: Option<PathBuf>,
+}
+
+/// How calls run (`[calls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallsConfig {
+    /// A webhook (voice URL, action, redirect) must answer within this
+    /// (`webhook_timeout_s`, Twilio's 15 s), else the fallback URL is tried.
+    pub webhook_timeout: Duration,
+    /// Calls at once (`max_calls`); more INVITEs get 503. Default: half the
+    /// dataplane's sessions (a bridged call holds one, plus headroom).
+    pub max_calls: usize,
+    /// Accept the customer app's self-signed certificate
+    /// (`webhook_insecure_tls`): for labs only.
+    pub webhook_insecure_tls: bool,
 }
 
 /// Where durable state lives (`[store] url`).
@@ -111,7 +126,7 @@ impl Config {
     fn from_table(root: &Table, source: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         let mut r = Reader::default();
         for key in root.keys() {
-            if !["appliance", "listen", "dataplane", "accounts", "store", "tls"].contains(&key.as_str())
+            if !["appliance", "listen", "dataplane", "accounts", "store", "tls", "calls"].contains(&key.as_str())
                 && !RESERVED_SECTIONS.contains(&key.as_str())
             {
                 r.error(key, "unknown section");
@@ -151,9 +166,28 @@ impl Config {
         let store = r.store(root, &appliance.state_dir);
         let tls = r.tls(root);
         let accounts = r.accounts(root);
+        let calls = r.section(root, "calls", &["webhook_timeout_s", "max_calls", "webhook_insecure_tls"]);
+        let calls = CallsConfig {
+            webhook_timeout: r
+                .integer(&calls, "calls.webhook_timeout_s", 1..=600)
+                .map_or(Duration::from_secs(15), |v| Duration::from_secs(v as u64)),
+            max_calls: r
+                .integer(&calls, "calls.max_calls", 1..=10_000_000)
+                .map_or((dataplane.sessions / 2).max(1), |v| v as usize),
+            webhook_insecure_tls: r.boolean(&calls, "calls.webhook_insecure_tls").unwrap_or(false),
+        };
         let errors = std::mem::take(&mut r.errors);
         if errors.is_empty() {
-            Ok(Config { appliance, listen, dataplane, store, tls, accounts, source: source.map(Path::to_path_buf) })
+            Ok(Config {
+                appliance,
+                listen,
+                dataplane,
+                store,
+                tls,
+                accounts,
+                calls,
+                source: source.map(Path::to_path_buf),
+            })
         } else {
             Err(errors)
         }
@@ -256,6 +290,16 @@ impl Reader {
             }
             other => {
                 self.error(key, format!("must be an integer, not {}", other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, table: &Table, key: &str) -> Option<bool> {
+        match self.leaf(table, key)? {
+            Value::Boolean(b) => Some(*b),
+            other => {
+                self.error(key, format!("must be true or false, not {}", other.type_str()));
                 None
             }
         }

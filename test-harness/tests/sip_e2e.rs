@@ -95,15 +95,21 @@ fn torture_messages() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The status the appliance must answer `bytes` from the carrier with, or
-/// None for no answer: the parser's verdict, then the service's rule
-/// (OPTIONS 200, other requests from a trunk 501 until calls land).
+/// None for no answer: the parser's verdict, then the call layer's rule
+/// (OPTIONS 200; an in-dialog request of no call 481; a new INVITE from a
+/// trunk to a number no account has 404; other methods outside a dialog 405).
 fn expected(bytes: &[u8]) -> Option<u16> {
     match verdict(bytes) {
-        Verdict::Accept(Message::Request(r)) => match r.method.as_str() {
-            "OPTIONS" => Some(200),
-            "ACK" => None,
-            _ => Some(501),
-        },
+        Verdict::Accept(Message::Request(r)) => {
+            let in_dialog = r.headers.to_addr().ok().and_then(|t| t.tag().map(|_| ())).is_some();
+            match r.method.as_str() {
+                "OPTIONS" => Some(200),
+                "ACK" => None,
+                _ if in_dialog => Some(481),
+                "INVITE" => Some(404),
+                _ => Some(405),
+            }
+        }
         Verdict::Accept(Message::Response(_)) | Verdict::Drop { .. } => None,
         Verdict::Reject { status, response, .. } => response.map(|_| status),
     }

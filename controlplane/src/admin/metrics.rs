@@ -61,6 +61,16 @@ impl Metrics {
     }
 
     /// Adds the HTTPS listener's connection counters.
+    /// The call layer's counters and its webhook client's.
+    pub fn register_calls(
+        &mut self,
+        stats: std::sync::Arc<crate::call::shell::CallStats>,
+        webhooks: crate::instructions::http::WebhookCollector,
+    ) {
+        self.registry.register_collector(Box::new(CallCollector { stats }));
+        self.registry.register_collector(Box::new(webhooks));
+    }
+
     pub fn register_https(&mut self, counters: std::sync::Arc<crate::https::HttpsCounters>) {
         self.registry.register_collector(Box::new(HttpsCollector { counters }));
     }
@@ -198,6 +208,62 @@ impl Collector for SipCollector {
             ("sip_connections", "SIP TCP and TLS connections open", s.connections.load(Relaxed)),
         ] {
             ConstGauge::new(value as i64).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct CallCollector {
+    stats: std::sync::Arc<crate::call::shell::CallStats>,
+}
+
+impl Collector for CallCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::call::shell::{END_STATUSES, REFUSALS};
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let active = i64::try_from(s.active.load(Relaxed)).unwrap_or(i64::MAX);
+        ConstGauge::new(active).encode(encoder.encode_descriptor(
+            "calls_active",
+            "Calls in progress (inbound legs with their dialed legs)",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "calls_started",
+                "Call legs started, by direction",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, direction) in ["inbound", "outbound-api", "outbound-dial"].iter().enumerate() {
+                ConstCounter::new(s.started[i].load(Relaxed))
+                    .encode(family.encode_family(&[("direction", *direction)])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "calls_ended",
+                "Inbound calls ended, by final status",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, status) in END_STATUSES.iter().enumerate() {
+                ConstCounter::new(s.ended[i].load(Relaxed))
+                    .encode(family.encode_family(&[("status", status.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "calls_refused",
+                "INVITEs refused before a call existed, by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, reason) in REFUSALS.iter().enumerate() {
+                ConstCounter::new(s.refused[i].load(Relaxed)).encode(family.encode_family(&[("reason", *reason)])?)?;
+            }
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use dataplane::session::{LegSettings, PayloadTypeMap, SessionId};
 use super::dialog::{cancel_for, contact_uri, with_sdp, Dialog};
 use super::{CallConfig, Input, Output, RequestTag};
 use crate::instructions::interpreter::{self, DialCallStatus, DialOutcome};
-use crate::instructions::twiml::{Dial, DialNoun, RejectReason};
+use crate::instructions::twiml::{Dial, DialNoun, RejectReason, StatusCallback};
 use crate::sdp::negotiate::{accept_offer, answer_codecs, payload_type_map, Codec, LegMedia, LocalSdp};
 use crate::sdp::{Direction, SessionDescription};
 use crate::sip::layer::{Event, Peer, Transport, TxKey};
@@ -85,6 +85,8 @@ struct Fork {
     sdp: LocalSdp,
     /// The status its call record ends with when we cancel it.
     cancel_status: CallStatus,
+    /// A 180 or 183 came (the `ringing` event was given).
+    rang: bool,
 }
 
 struct DialRun {
@@ -547,11 +549,14 @@ impl Call {
         let Some(local) = self.local(CALLEE) else { return };
         for noun in dial.nouns.iter().take(crate::instructions::twiml::MAX_DIAL_NOUNS) {
             let index = self.forks.len();
-            let target = match noun {
-                DialNoun::Number(n) => self.number_target(&n.number),
-                DialNoun::Sip(s) => sip_target(&s.uri),
+            // `to` as the call record and webhooks show it: the number, or the URI.
+            let (target, status_callback, to) = match noun {
+                DialNoun::Number(n) => {
+                    (self.number_target(&n.number), n.status_callback.clone(), dialed_digits(&n.number))
+                }
+                DialNoun::Sip(s) => (sip_target(&s.uri), s.status_callback.clone(), s.uri.trim().to_owned()),
                 // `<Client>` comes with client signaling; others are refused by the interpreter.
-                _ => None,
+                _ => (None, StatusCallback::default(), String::new()),
             };
             let sid = CallSid::generate().as_str().to_string();
             let Some((uri, peer)) = target else {
@@ -571,6 +576,7 @@ impl Call {
                     media: None,
                     sdp: LocalSdp::new(0, local.ip()),
                     cancel_status: CallStatus::Failed,
+                    rang: false,
                 });
                 continue;
             };
@@ -594,7 +600,12 @@ impl Call {
             h.push(Header::new(HeaderName::CSeq, "1 INVITE"));
             h.push(Header::new(HeaderName::Contact, format!("<sip:bridgehead@{}>", self.cfg.local_sip)));
             with_sdp(&mut invite.headers, &mut invite.body, offer);
-            self.out.push_back(Output::ChildCall { call_sid: sid.clone(), from: caller_id.clone(), to: uri.clone() });
+            self.out.push_back(Output::ChildCall {
+                call_sid: sid.clone(),
+                from: caller_id.clone(),
+                to,
+                status_callback,
+            });
             let update = CallUpdate {
                 status: Some(CallStatus::Ringing),
                 start_time: Some(self.timestamp(now)),
@@ -612,6 +623,7 @@ impl Call {
                 media: None,
                 sdp,
                 cancel_status: CallStatus::Canceled,
+                rang: false,
             });
             self.send_request(peer, invite, Purpose::Invite(index));
         }
@@ -619,7 +631,7 @@ impl Call {
     }
 
     fn number_target(&self, number: &str) -> Option<(String, Peer)> {
-        let digits: String = number.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect();
+        let digits = dialed_digits(number);
         let peer = self.cfg.trunk?;
         if digits.is_empty() {
             return None;
@@ -885,6 +897,9 @@ impl Call {
             if !current || code == 100 {
                 return;
             }
+            if !std::mem::replace(&mut self.forks[i].rang, true) {
+                self.out.push_back(Output::ChildRinging { call_sid: self.forks[i].sid.clone() });
+            }
             let early = SessionDescription::parse(&response.body).ok().and_then(|s| LegMedia::from_sdp(&s).ok());
             match early {
                 Some(media) => self.early_media(now, i, media),
@@ -1142,6 +1157,11 @@ impl Call {
         }
         self.respond_to(&relay.request, &relay.key, 200, sdp);
     }
+}
+
+/// A loosely written number (`+1 555 010-0002`) as dialed: digits and `+`.
+fn dialed_digits(number: &str) -> String {
+    number.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect()
 }
 
 fn secs(d: Duration) -> u32 {

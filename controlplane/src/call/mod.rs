@@ -47,7 +47,10 @@
 //! - `hangupOnStar` and `record` belong to the media services (ignored).
 
 mod b2bua;
+pub mod control;
 mod dialog;
+pub mod records;
+pub mod shell;
 
 pub use b2bua::Call;
 
@@ -57,6 +60,7 @@ use std::time::Instant;
 use dataplane::session::{LegSettings, SessionId};
 
 use crate::instructions::interpreter;
+use crate::instructions::twiml::StatusCallback;
 use crate::sip::layer::{Event, Peer, TxKey};
 use crate::sip::message::{Request, Response};
 use crate::store::{CallUpdate, Timestamp};
@@ -157,6 +161,13 @@ pub enum Output {
         call_sid: String,
         from: String,
         to: String,
+        /// The noun's `statusCallback` (its progress events go there).
+        status_callback: StatusCallback,
+    },
+    /// Child leg `call_sid` is ringing (its first 180 or 183): the
+    /// `ringing` progress event (the record already says `ringing`).
+    ChildRinging {
+        call_sid: String,
     },
     /// Update the call record `call_sid` (this call or a child).
     Record {

@@ -224,8 +224,8 @@ fn carrier_call_dialed_out_answered_and_hung_up_by_the_carrier() {
     assert_eq!(offer.audio().unwrap().port, 20002);
     assert_eq!(offer.audio().unwrap().formats, ["0", "8", "101"]);
     let child = match &out[0] {
-        Output::ChildCall { call_sid, from, to } => {
-            assert_eq!((from.as_str(), to.as_str()), ("+15550100009", "sip:+15550100002@198.51.100.1:5060"));
+        Output::ChildCall { call_sid, from, to, .. } => {
+            assert_eq!((from.as_str(), to.as_str()), ("+15550100009", "+15550100002"));
             call_sid.clone()
         }
         other => panic!("{other:?}"),
@@ -237,7 +237,8 @@ fn carrier_call_dialed_out_answered_and_hung_up_by_the_carrier() {
     assert!(h.sip(Event::Response { key: inv_key.clone(), response: reply(&inv, 100, "", None) }).is_empty());
     let out = h.sip(Event::Response { key: inv_key.clone(), response: reply(&inv, 180, "callee", None) });
     assert_eq!(codes(&out), [180]);
-    let (k, _, r) = responded(&out[0]).unwrap();
+    assert_eq!(out[0], Output::ChildRinging { call_sid: child.clone() });
+    let (k, _, r) = responded(&out[1]).unwrap();
     assert_eq!(k, &key("inv", Method::Invite));
     assert_eq!(r.headers.to_addr().unwrap().tag(), Some(format!("t{SID}").as_str()));
     assert!(h.sip(Event::Response { key: inv_key.clone(), response: reply(&inv, 180, "callee", None) }).is_empty());

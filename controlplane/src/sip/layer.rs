@@ -308,8 +308,22 @@ impl Layer {
 
     /// Sends `request` to `peer` in a new client transaction. The layer adds
     /// the top Via (with a new branch and `rport`) from `via_sent_by`.
-    pub fn send_request(&mut self, now: Instant, peer: Peer, via_sent_by: &str, mut request: Request) -> TxKey {
+    pub fn send_request(&mut self, now: Instant, peer: Peer, via_sent_by: &str, request: Request) -> TxKey {
         let branch = self.new_branch();
+        self.send_request_on_branch(now, peer, via_sent_by, branch, request)
+    }
+
+    /// [`send_request`](Self::send_request) with a branch the caller chose
+    /// (unique, `z9hG4bK`-prefixed), so that it knows the transaction's key
+    /// before the request leaves: a response can then never outrun the key.
+    pub fn send_request_on_branch(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        via_sent_by: &str,
+        branch: String,
+        mut request: Request,
+    ) -> TxKey {
         let via = format!("SIP/2.0/{} {via_sent_by};branch={branch};rport", peer.transport.via_name());
         request.headers.insert(0, Header::new(HeaderName::Via, via));
         let key = TxKey { branch, method: request.method.clone() };

@@ -42,7 +42,6 @@ pub mod layer;
 mod lex;
 pub mod message;
 pub mod serialize;
-pub mod service;
 pub mod transaction;
 pub mod transport;
 pub mod typed;

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Where the SIP listeners bind; `tls` needs the appliance's certificate.
 pub struct Listeners {
@@ -46,9 +46,24 @@ pub enum TransportError {
 /// What the transaction user asks of the stack.
 #[derive(Debug)]
 pub enum Command {
-    Respond { key: TxKey, response: Response },
-    Request { peer: Peer, request: Request, reply: oneshot::Sender<TxKey> },
-    Ack2xx { peer: Peer, ack: Request },
+    Respond {
+        key: TxKey,
+        response: Response,
+    },
+    /// `branch` is chosen by the handle (see [`SipHandle::request`]).
+    Request {
+        peer: Peer,
+        request: Request,
+        branch: String,
+    },
+    Ack2xx {
+        peer: Peer,
+        ack: Request,
+    },
+    /// CANCEL our INVITE `invite` (`Layer::send_cancel`).
+    Cancel {
+        invite: TxKey,
+    },
 }
 
 /// Methods counted by name; the rest count as `other`.
@@ -95,6 +110,14 @@ pub struct SipHandle {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub tls: Option<SocketAddr>,
+    branches: Arc<BranchSource>,
+}
+
+/// Branches for the requests the user sends: unique per process and salted
+/// per start, so two appliances (or two runs) do not collide.
+struct BranchSource {
+    salt: u64,
+    next: AtomicU64,
 }
 
 impl SipHandle {
@@ -102,12 +125,20 @@ impl SipHandle {
         let _ = self.commands.send(Command::Respond { key, response });
     }
 
-    /// Sends a request in a new client transaction; the key comes back once
-    /// it is sent (the stack adds the top Via).
-    pub async fn request(&self, peer: Peer, request: Request) -> Option<TxKey> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Request { peer, request, reply }).ok()?;
-        rx.await.ok()
+    /// Sends a request in a new client transaction (the stack adds the top
+    /// Via) and returns its key at once: the branch is chosen here, so the
+    /// caller can route the responses before the request has even left.
+    pub fn request(&self, peer: Peer, request: Request) -> TxKey {
+        let n = self.branches.next.fetch_add(1, Relaxed);
+        let branch = format!("z9hG4bKbh{:x}.{n:x}", self.branches.salt);
+        let key = TxKey { branch: branch.clone(), method: request.method.clone() };
+        let _ = self.commands.send(Command::Request { peer, request, branch });
+        key
+    }
+
+    /// Cancels our INVITE `invite` (nothing happens if its transaction is over).
+    pub fn cancel(&self, invite: TxKey) {
+        let _ = self.commands.send(Command::Cancel { invite });
     }
 
     pub fn ack_2xx(&self, peer: Peer, ack: Request) {
@@ -168,7 +199,10 @@ pub async fn start(listeners: Listeners) -> Result<(SipHandle, mpsc::UnboundedRe
         via_tcp: via_host(local_tcp),
     };
     tokio::spawn(core.run(inbound_rx, conn_rx, command_rx));
-    let handle = SipHandle { commands: command_tx, stats, udp: local_udp, tcp: local_tcp, tls: local_tls };
+    let mut salt = [0u8; 8];
+    let _ = getrandom::fill(&mut salt);
+    let branches = Arc::new(BranchSource { salt: u64::from_le_bytes(salt) >> 16, next: AtomicU64::new(1) });
+    let handle = SipHandle { commands: command_tx, stats, udp: local_udp, tcp: local_tcp, tls: local_tls, branches };
     Ok((handle, event_rx))
 }
 
@@ -351,10 +385,12 @@ impl Core {
         let now = Instant::now();
         match command {
             Command::Respond { key, response } => self.layer.respond(now, &key, response),
-            Command::Request { peer, request, reply } => {
+            Command::Request { peer, request, branch } => {
                 let via = self.via_for(&peer).to_string();
-                let key = self.layer.send_request(now, peer, &via, request);
-                let _ = reply.send(key);
+                self.layer.send_request_on_branch(now, peer, &via, branch, request);
+            }
+            Command::Cancel { invite } => {
+                self.layer.send_cancel(now, &invite);
             }
             Command::Ack2xx { peer, ack } => {
                 let via = self.via_for(&peer).to_string();

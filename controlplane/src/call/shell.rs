@@ -1,0 +1,854 @@
+//! The call shell: the one task that runs every call of the appliance.
+//!
+//! It owns the sans-IO cores ([`Call`] and its [`Interpreter`]) and does
+//! their I/O: SIP through the transport's [`SipHandle`], media through the
+//! [`DataplaneHandle`], documents and status callbacks through the
+//! [`WebhookClient`], records through the [`RecordWriter`]. It never waits
+//! on I/O itself: store lookups and webhook fetches run as spawned tasks
+//! whose results come back on a channel, so one slow customer app or one
+//! slow disk write never holds up another call.
+//!
+//! ```text
+//!  SIP events ──────┐                       ┌──▶ SipHandle (respond, request, ACK, CANCEL)
+//!  lookups/fetches ─┼─▶ route to the call ─▶ │──▶ DataplaneHandle (create/update/delete)
+//!  REST commands ───┤   (server tx, client   │──▶ WebhookClient (documents, callbacks)
+//!  earliest timer ──┘    tx, Call-ID)        └──▶ RecordWriter (call records, in order)
+//! ```
+//!
+//! Routing: the inbound INVITE's server transaction, the keys of the
+//! requests a call sent, and every Call-ID of the call (its inbound dialog
+//! and each fork's) lead to the call. Timers: one heap of (deadline, call)
+//! with lazy invalidation; a call is re-armed after each input it handles.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use dataplane::control::SessionRequest;
+use dataplane::DataplaneHandle;
+use tokio::sync::{mpsc, oneshot};
+
+use super::records::{RecordWriter, StoreWrite};
+use super::{Call, CallConfig, Input, Output};
+use crate::instructions::fetch::{Fetch, FetchId, FetchPurpose};
+use crate::instructions::http::WebhookClient;
+use crate::instructions::interpreter::{self, CallContext, ErrorRecord, Interpreter, Limits, Webhook};
+use crate::instructions::method::Method as HttpMethod;
+use crate::instructions::params::{self, CallFacts, ProgressEvent};
+use crate::instructions::twiml::StatusCallback;
+use crate::sip::layer::{Event, Peer, Transport, TxKey};
+use crate::sip::message::{Method, Request, Response};
+use crate::sip::transport::SipHandle;
+use crate::sip::uri::{Host, Uri};
+use crate::sip::{Header, HeaderName};
+use crate::store::{
+    Account, Application, CallRecord, CallSid, CallStatus, CallUpdate, Direction, HttpMethod as StoreMethod, Store,
+    Timestamp, Trunk, E164,
+};
+
+/// What the shell is told once, at start.
+#[derive(Debug, Clone)]
+pub struct ShellConfig {
+    /// `host:port` for our Contact and From headers: an address peers reach.
+    pub local_sip: String,
+    pub limits: Limits,
+    /// Calls at once; more are refused with 503 (and cost nothing).
+    pub max_calls: usize,
+}
+
+/// Counters of the call layer, read at scrape time.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub active: AtomicU64,
+    /// Calls started, by direction (inbound, outbound-api, outbound-dial).
+    pub started: [AtomicU64; 3],
+    /// Calls ended, by end status ([`END_STATUSES`] order).
+    pub ended: [AtomicU64; 5],
+    /// INVITEs refused before a call existed: no trunk allows the source,
+    /// unknown number, no application, over capacity, store failure.
+    pub refused: [AtomicU64; 5],
+}
+
+/// The end statuses counted by [`CallStats::ended`].
+pub const END_STATUSES: [CallStatus; 5] =
+    [CallStatus::Completed, CallStatus::Busy, CallStatus::NoAnswer, CallStatus::Failed, CallStatus::Canceled];
+/// Why an INVITE was refused, as counted by [`CallStats::refused`].
+pub const REFUSALS: [&str; 5] = ["no_trunk", "unknown_number", "no_application", "capacity", "store_error"];
+
+fn direction_index(d: Direction) -> usize {
+    match d {
+        Direction::Inbound => 0,
+        Direction::OutboundApi => 1,
+        Direction::OutboundDial => 2,
+    }
+}
+
+/// A request of the REST API to a live call.
+#[derive(Debug)]
+pub enum Control {
+    /// New instructions for the call (`Url`/`Twiml` on `Calls/{CA}.json`).
+    /// `twiml`: the document itself (`Twiml`), given in place of a fetch.
+    Redirect { sid: CallSid, url: String, method: HttpMethod, twiml: Option<String>, reply: oneshot::Sender<bool> },
+    /// `Status=completed` or `canceled`: end the call.
+    Hangup { sid: CallSid, reply: oneshot::Sender<bool> },
+}
+
+/// How an INVITE's lookup came out.
+enum Route {
+    Call(Box<Admitted>),
+    Refuse(u16, usize),
+}
+
+/// Everything the store said about a call it admits.
+struct Admitted {
+    account: Account,
+    app: Application,
+    trunk: Trunk,
+    to: E164,
+}
+
+/// Results of work the shell started.
+enum Done {
+    Routed { key: TxKey, peer: Peer, request: Request, route: Route },
+    Document { call: u64, input: interpreter::Input },
+}
+
+/// The per-call facts the webhooks repeat, and where callbacks go.
+struct CallInfo {
+    facts: CallFacts,
+    auth_token: String,
+    /// The application's status callback: the `completed` event of the call.
+    app_callback: Option<Webhook>,
+    /// The voice URL: the base of relative URLs in inline TwiML.
+    facts_url: String,
+    /// Each child leg's facts and its noun's status callback.
+    children: HashMap<String, (CallFacts, StatusCallback, u32)>,
+    sequence: u32,
+}
+
+struct Entry {
+    call: Call,
+    /// Made when the call says `RunInstructions` (its offer was acceptable).
+    context: Option<CallContext>,
+    interpreter: Option<Interpreter>,
+    info: CallInfo,
+    /// The interpreter's `Wait` deadline.
+    wait: Option<Instant>,
+    /// The deadline this call has in the timer heap.
+    armed: Option<Instant>,
+    call_ids: Vec<String>,
+    server_keys: Vec<TxKey>,
+    client_keys: Vec<TxKey>,
+    answered_at: Option<SystemTime>,
+    counted_end: bool,
+    /// A REST redirect's inline TwiML, for the fetch it causes.
+    inline: Option<String>,
+}
+
+/// Starts the shell on the current runtime; returns its counters and the
+/// REST API's door to live calls.
+pub fn spawn(
+    cfg: ShellConfig,
+    sip: SipHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+    store: Arc<dyn Store>,
+    dataplane: DataplaneHandle,
+    webhooks: WebhookClient,
+) -> (Arc<CallStats>, Arc<super::control::ShellControl>) {
+    let stats = Arc::new(CallStats::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shell = Shell::new(cfg, sip, store.clone(), dataplane, webhooks, stats.clone());
+    tokio::spawn(shell.run(events, rx));
+    (stats, Arc::new(super::control::ShellControl { tx, store }))
+}
+
+pub struct Shell {
+    cfg: ShellConfig,
+    sip: SipHandle,
+    store: Arc<dyn Store>,
+    dataplane: DataplaneHandle,
+    webhooks: WebhookClient,
+    records: RecordWriter,
+    stats: Arc<CallStats>,
+    calls: HashMap<u64, Entry>,
+    by_call_id: HashMap<String, u64>,
+    by_server_tx: HashMap<TxKey, u64>,
+    by_client_tx: HashMap<TxKey, u64>,
+    by_sid: HashMap<String, u64>,
+    /// INVITEs being looked up: a CANCEL meanwhile is remembered here.
+    pending: HashMap<TxKey, bool>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_id: u64,
+    next_fetch: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: Option<mpsc::UnboundedReceiver<Done>>,
+    /// The same instant and wall-clock time, for records.
+    epoch: (Instant, Timestamp),
+}
+
+impl Shell {
+    pub fn new(
+        cfg: ShellConfig,
+        sip: SipHandle,
+        store: Arc<dyn Store>,
+        dataplane: DataplaneHandle,
+        webhooks: WebhookClient,
+        stats: Arc<CallStats>,
+    ) -> Shell {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let records = RecordWriter::start(store.clone());
+        Shell {
+            cfg,
+            sip,
+            store,
+            dataplane,
+            webhooks,
+            records,
+            stats,
+            calls: HashMap::new(),
+            by_call_id: HashMap::new(),
+            by_server_tx: HashMap::new(),
+            by_client_tx: HashMap::new(),
+            by_sid: HashMap::new(),
+            pending: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            next_fetch: 1,
+            done_tx,
+            done_rx: Some(done_rx),
+            epoch: (Instant::now(), Timestamp::now()),
+        }
+    }
+
+    /// Runs until the SIP stack goes away.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let Some(mut done) = self.done_rx.take() else { return };
+        loop {
+            let deadline = self.timers.peek().map(|Reverse((at, _))| *at);
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_sip(event),
+                    None => return,
+                },
+                Some(d) = done.recv() => self.on_done(d),
+                Some(c) = control.recv() => self.on_control(c),
+                () = sleep => self.on_timers(),
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ SIP
+
+    fn on_sip(&mut self, event: Event) {
+        let id = match &event {
+            Event::Request { key, peer, request } => {
+                let call_id = request.headers.call_id().ok().map(str::to_owned);
+                match call_id.as_ref().and_then(|c| self.by_call_id.get(c)) {
+                    Some(&id) => Some(id),
+                    None => return self.new_request(key.clone(), *peer, request.clone()),
+                }
+            }
+            Event::Ack { request, .. } => request.headers.call_id().ok().and_then(|c| self.by_call_id.get(c)).copied(),
+            Event::Cancelled { invite } => {
+                if let Some(cancelled) = self.pending.get_mut(invite) {
+                    *cancelled = true;
+                    return;
+                }
+                self.by_server_tx.get(invite).copied()
+            }
+            Event::AckTimeout { key } => self.by_server_tx.get(key).copied(),
+            Event::Response { key, .. } | Event::Timeout { key } => self.by_client_tx.get(key).copied(),
+        };
+        if let Some(id) = id {
+            self.feed(id, Input::Sip(event));
+        }
+    }
+
+    /// A request outside every call we know.
+    fn new_request(&mut self, key: TxKey, peer: Peer, request: Request) {
+        let in_dialog = request.headers.to_addr().ok().and_then(|t| t.tag().map(|_| ())).is_some();
+        match request.method {
+            Method::Options => {
+                let mut response = Response::for_request(&request, 200, "");
+                response.set_to_tag(&random_tag());
+                response.headers.push(Header::new(HeaderName::Allow, ALLOW));
+                response.headers.push(Header::new(HeaderName::Accept, "application/sdp"));
+                self.sip.respond(key, response);
+            }
+            Method::Invite if !in_dialog => self.admit(key, peer, request),
+            _ if in_dialog => self.refuse(key, &request, 481),
+            _ => self.refuse(key, &request, 405),
+        }
+    }
+
+    fn refuse(&self, key: TxKey, request: &Request, code: u16) {
+        let mut response = Response::for_request(request, code, "");
+        response.set_to_tag(&random_tag());
+        if code == 405 {
+            response.headers.push(Header::new(HeaderName::Allow, ALLOW));
+        }
+        self.sip.respond(key, response);
+    }
+
+    /// Looks the INVITE up (trunk by source address, number, application,
+    /// account) off the task; [`Shell::on_routed`] takes it from there.
+    fn admit(&mut self, key: TxKey, peer: Peer, request: Request) {
+        if self.calls.len() >= self.cfg.max_calls {
+            self.stats.refused[3].fetch_add(1, Relaxed);
+            return self.refuse(key, &request, 503);
+        }
+        self.pending.insert(key.clone(), false);
+        let store = self.store.clone();
+        let done = self.done_tx.clone();
+        let number = request.uri().ok().and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
+        tokio::task::spawn_blocking(move || {
+            let route = lookup(&*store, peer.addr.ip(), number.as_deref());
+            let _ = done.send(Done::Routed { key, peer, request, route });
+        });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Routed { key, peer, request, route } => self.on_routed(key, peer, request, route),
+            Done::Document { call, input } => {
+                if let Some(entry) = self.calls.get_mut(&call) {
+                    if let Some(interpreter) = entry.interpreter.as_mut() {
+                        interpreter.handle_input(Instant::now(), input);
+                    }
+                    self.pump(call);
+                }
+            }
+        }
+    }
+
+    fn on_routed(&mut self, key: TxKey, peer: Peer, request: Request, route: Route) {
+        let cancelled = self.pending.remove(&key).unwrap_or(false);
+        let admitted = match route {
+            Route::Refuse(code, why) => {
+                self.stats.refused[why].fetch_add(1, Relaxed);
+                return self.refuse(key, &request, code);
+            }
+            Route::Call(a) => a,
+        };
+        if cancelled {
+            return self.refuse(key, &request, 487);
+        }
+        let Admitted { account, app, trunk, to } = *admitted;
+        let sid = CallSid::generate();
+        let from_addr = request.headers.from_addr().ok();
+        let from = from_addr
+            .as_ref()
+            .and_then(|f| f.uri().ok())
+            .and_then(|u| u.as_sip().and_then(|s| s.user.clone()))
+            .unwrap_or_else(|| "anonymous".into());
+        let caller_name = from_addr.as_ref().and_then(|f| f.display_name()).map(|n| n.into_owned());
+        let facts = CallFacts {
+            call_sid: sid.as_str().to_owned(),
+            account_sid: account.sid.as_str().to_owned(),
+            from: from.clone(),
+            to: to.as_str().to_owned(),
+            direction: Direction::Inbound,
+            forwarded_from: diversion(&request),
+            caller_name,
+            parent_call_sid: None,
+        };
+        let mut record =
+            CallRecord::new(account.sid.clone(), from, to.as_str().to_owned(), Direction::Inbound, CallStatus::Ringing);
+        record.sid = sid.clone();
+        record.application_sid = Some(app.sid.clone());
+        record.trunk = Some(trunk.name.clone());
+        self.records.send(StoreWrite::Insert(Box::new(record)));
+
+        let voice = Webhook { url: app.voice_url.clone().unwrap_or_default(), method: http_method(app.voice_method) };
+        let fallback =
+            app.voice_fallback_url.clone().map(|url| Webhook { url, method: http_method(app.voice_fallback_method) });
+        let context = CallContext { call: facts.clone(), voice, fallback, answered: false, limits: self.cfg.limits };
+        let app_callback =
+            app.status_callback.clone().map(|url| Webhook { url, method: http_method(app.status_callback_method) });
+        let config = CallConfig {
+            call_sid: sid.as_str().to_owned(),
+            local_sip: self.cfg.local_sip.clone(),
+            trunk: trunk_peer(&trunk.outbound),
+            wall_clock: self.epoch.1,
+            epoch: self.epoch.0,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let call_id = request.headers.call_id().map(str::to_owned).unwrap_or_default();
+        let entry = Entry {
+            call: Call::new(config),
+            context: Some(context),
+            interpreter: None,
+            info: CallInfo {
+                facts,
+                auth_token: account.auth_token.clone(),
+                app_callback,
+                facts_url: app.voice_url.clone().unwrap_or_default(),
+                children: HashMap::new(),
+                sequence: 0,
+            },
+            wait: None,
+            armed: None,
+            call_ids: vec![call_id.clone()],
+            server_keys: vec![key.clone()],
+            client_keys: Vec::new(),
+            answered_at: None,
+            counted_end: false,
+            inline: None,
+        };
+        self.calls.insert(id, entry);
+        self.by_call_id.insert(call_id, id);
+        self.by_server_tx.insert(key.clone(), id);
+        self.by_sid.insert(sid.as_str().to_owned(), id);
+        self.stats.active.fetch_add(1, Relaxed);
+        self.stats.started[direction_index(Direction::Inbound)].fetch_add(1, Relaxed);
+        self.feed(id, Input::InboundInvite { key, peer, request });
+    }
+
+    // ------------------------------------------------------------ REST
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Redirect { sid, url, method, twiml, reply } => {
+                let Some(&id) = self.by_sid.get(sid.as_str()) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                let Some(entry) = self.calls.get_mut(&id) else { return };
+                let live = !entry.call.is_ended();
+                if let (true, Some(i)) = (live, entry.interpreter.as_mut()) {
+                    // Inline TwiML: the fetch this asks for is answered with it.
+                    let url = if twiml.is_some() { entry.info.facts_url.clone() } else { url };
+                    entry.inline = twiml;
+                    i.handle_input(Instant::now(), interpreter::Input::Redirected { url, method });
+                }
+                let _ = reply.send(live && entry.interpreter.is_some());
+                self.pump(id);
+            }
+            Control::Hangup { sid, reply } => {
+                let Some(&id) = self.by_sid.get(sid.as_str()) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                let _ = reply.send(true);
+                self.feed(id, Input::Interpreter(interpreter::Output::Hangup));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ timers
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.calls.get_mut(&id) else { continue };
+            if entry.armed != Some(at) {
+                continue; // superseded
+            }
+            entry.armed = None;
+            if entry.wait.is_some_and(|w| w <= now) {
+                entry.wait = None;
+                if let Some(i) = entry.interpreter.as_mut() {
+                    i.handle_input(now, interpreter::Input::Timeout);
+                }
+            }
+            if entry.call.next_timeout().is_some_and(|t| t <= now) {
+                entry.call.handle_input(now, Input::Timeout);
+            }
+            self.pump(id);
+        }
+    }
+
+    fn arm(&mut self, id: u64) {
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        let next = entry.call.next_timeout().into_iter().chain(entry.wait).min();
+        if next != entry.armed {
+            entry.armed = next;
+            if let Some(at) = next {
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ the cores
+
+    fn feed(&mut self, id: u64, input: Input) {
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        entry.call.handle_input(Instant::now(), input);
+        self.pump(id);
+    }
+
+    /// Moves outputs between the call, its interpreter and the world until
+    /// both are quiet.
+    fn pump(&mut self, id: u64) {
+        loop {
+            let Some(entry) = self.calls.get_mut(&id) else { return };
+            if let Some(out) = entry.call.poll_output() {
+                self.on_call_output(id, out);
+                continue;
+            }
+            let out = entry.interpreter.as_mut().and_then(Interpreter::poll_output);
+            match out {
+                Some(out) => self.on_interpreter_output(id, out),
+                None => break,
+            }
+        }
+        self.arm(id);
+        self.maybe_forget(id);
+    }
+
+    fn on_interpreter_output(&mut self, id: u64, out: interpreter::Output) {
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        match out {
+            interpreter::Output::Fetch(fetch) => {
+                let token = entry.info.auth_token.clone();
+                if let (FetchPurpose::Instructions, Some(doc)) = (fetch.purpose, entry.inline.take()) {
+                    let input = interpreter::Input::Document { fetch: fetch.id, url: fetch.url, body: Ok(doc) };
+                    let _ = self.done_tx.send(Done::Document { call: id, input });
+                    return;
+                }
+                match fetch.purpose {
+                    FetchPurpose::Notification => {
+                        self.webhooks.notify(fetch, &token);
+                    }
+                    FetchPurpose::Instructions => {
+                        let webhooks = self.webhooks.clone();
+                        let done = self.done_tx.clone();
+                        tokio::spawn(async move {
+                            let input = webhooks.document(&fetch, &token).await;
+                            let _ = done.send(Done::Document { call: id, input });
+                        });
+                    }
+                }
+            }
+            interpreter::Output::Wait { until } => entry.wait = Some(until),
+            interpreter::Output::Error(error) => {
+                let ErrorRecord { code, message, url } = error;
+                let message = match url {
+                    Some(url) => format!("{message} ({url})"),
+                    None => message,
+                };
+                tracing::info!(call = %entry.info.facts.call_sid, code = code.0, %message, "instructions error");
+                let update =
+                    CallUpdate { error_code: Some(code.0), error_message: Some(message), ..CallUpdate::default() };
+                let sid = entry.info.facts.call_sid.clone();
+                self.record(&sid, update);
+            }
+            interpreter::Output::Done => {}
+            other => entry.call.handle_input(Instant::now(), Input::Interpreter(other)),
+        }
+    }
+
+    fn on_call_output(&mut self, id: u64, out: Output) {
+        let now = Instant::now();
+        match out {
+            Output::Respond { key, response } => self.sip.respond(key, response),
+            Output::SendRequest { peer, request, tag } => {
+                let call_id = request.headers.call_id().ok().map(str::to_owned);
+                let key = self.sip.request(peer, request);
+                self.by_client_tx.insert(key.clone(), id);
+                let Some(entry) = self.calls.get_mut(&id) else { return };
+                entry.client_keys.push(key.clone());
+                if let Some(call_id) = call_id {
+                    if !entry.call_ids.contains(&call_id) {
+                        entry.call_ids.push(call_id.clone());
+                        self.by_call_id.insert(call_id, id);
+                    }
+                }
+                entry.call.handle_input(now, Input::RequestSent { tag, key });
+            }
+            Output::SendAck2xx { peer, request } => self.sip.ack_2xx(peer, request),
+            Output::SendCancel { invite, .. } => {
+                // The layer builds the CANCEL from the INVITE it sent.
+                self.sip.cancel(invite.clone());
+                let cancel = TxKey { branch: invite.branch, method: Method::Cancel };
+                self.by_client_tx.insert(cancel.clone(), id);
+                if let Some(entry) = self.calls.get_mut(&id) {
+                    entry.client_keys.push(cancel);
+                }
+            }
+            Output::CreateMedia { legs, rtcp_mux } => {
+                let input = match self.dataplane.create_session(SessionRequest { legs, rtcp_mux }) {
+                    Ok(info) => Input::MediaReady { session: info.id, local: [info.legs[0].local, info.legs[1].local] },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no media session for a call");
+                        Input::MediaFailed
+                    }
+                };
+                if let Some(entry) = self.calls.get_mut(&id) {
+                    entry.call.handle_input(now, input);
+                }
+            }
+            Output::UpdateMedia { session, side, settings } => {
+                if let Err(e) = self.dataplane.update_session(session, side, settings) {
+                    tracing::warn!(error = %e, "media session update failed");
+                }
+            }
+            Output::DeleteMedia { session } => {
+                let _ = self.dataplane.delete_session(session);
+            }
+            Output::RunInstructions => {
+                // Its first output is the voice URL's fetch.
+                let Some(entry) = self.calls.get_mut(&id) else { return };
+                if let Some(context) = entry.context.take() {
+                    entry.interpreter = Some(Interpreter::new(context));
+                }
+            }
+            Output::ToInterpreter(input) => {
+                let Some(entry) = self.calls.get_mut(&id) else { return };
+                if let Some(i) = entry.interpreter.as_mut() {
+                    i.handle_input(now, input);
+                }
+            }
+            Output::ChildCall { call_sid, from, to, status_callback } => {
+                self.child_call(id, call_sid, from, to, status_callback)
+            }
+            Output::ChildRinging { call_sid } => self.child_progress(id, &call_sid, params::CallStatus::Ringing, None),
+            Output::Record { call_sid, update } => self.on_record(id, call_sid, update),
+            Output::Ended => {
+                let Some(entry) = self.calls.get_mut(&id) else { return };
+                if let Some(i) = entry.interpreter.as_mut() {
+                    i.handle_input(now, interpreter::Input::CallEnded);
+                }
+            }
+        }
+    }
+
+    fn child_call(&mut self, id: u64, sid: String, from: String, to: String, callback: StatusCallback) {
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        let parent = &entry.info.facts;
+        let Ok(child_sid) = CallSid::parse(&sid) else { return };
+        let Ok(account) = crate::store::AccountSid::parse(&parent.account_sid) else { return };
+        let mut record =
+            CallRecord::new(account, from.clone(), to.clone(), Direction::OutboundDial, CallStatus::Queued);
+        record.sid = child_sid;
+        record.parent_call_sid = CallSid::parse(&parent.call_sid).ok();
+        let facts = CallFacts {
+            call_sid: sid.clone(),
+            account_sid: parent.account_sid.clone(),
+            from,
+            to,
+            direction: Direction::OutboundDial,
+            forwarded_from: None,
+            caller_name: None,
+            parent_call_sid: Some(parent.call_sid.clone()),
+        };
+        entry.info.children.insert(sid.clone(), (facts, callback, 0));
+        self.stats.started[direction_index(Direction::OutboundDial)].fetch_add(1, Relaxed);
+        self.records.send(StoreWrite::Insert(Box::new(record)));
+        self.child_progress(id, &sid, params::CallStatus::Initiated, None);
+    }
+
+    /// A progress event of child leg `sid` to its noun's status callback,
+    /// if it asked for that event.
+    fn child_progress(&mut self, id: u64, sid: &str, status: params::CallStatus, duration_s: Option<u64>) {
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        let token = entry.info.auth_token.clone();
+        let Some((facts, callback, sequence)) = entry.info.children.get_mut(sid) else { return };
+        let Some(url) = callback.url.clone() else { return };
+        let wanted = match status {
+            params::CallStatus::Initiated => callback.events.initiated,
+            params::CallStatus::Ringing => callback.events.ringing,
+            params::CallStatus::InProgress => callback.events.answered,
+            _ => callback.events.completed,
+        };
+        if !wanted {
+            return;
+        }
+        let event = ProgressEvent { status, duration_s, at: SystemTime::now(), sequence_number: *sequence };
+        *sequence += 1;
+        let fetch = Fetch {
+            id: FetchId(0),
+            url,
+            method: callback.method,
+            params: params::status_callback(facts, &event),
+            purpose: FetchPurpose::Notification,
+        };
+        self.webhooks.notify(fetch, &token);
+    }
+
+    fn on_record(&mut self, id: u64, sid: String, update: CallUpdate) {
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        let is_parent = sid == entry.info.facts.call_sid;
+        if let Some(status) = update.status {
+            let progress = match status {
+                CallStatus::InProgress => Some(params::CallStatus::InProgress),
+                s if s.is_final() => Some(to_params_status(s)),
+                _ => None,
+            };
+            if is_parent {
+                if status == CallStatus::InProgress {
+                    entry.answered_at = Some(SystemTime::now());
+                }
+                if status.is_final() && !std::mem::replace(&mut entry.counted_end, true) {
+                    if let Some(i) = END_STATUSES.iter().position(|s| *s == status) {
+                        self.stats.ended[i].fetch_add(1, Relaxed);
+                    }
+                    self.app_completed(id, status, update.duration_s);
+                }
+            } else if let Some(progress) = progress {
+                let duration = status.is_final().then(|| u64::from(update.duration_s.unwrap_or(0)));
+                self.child_progress(id, &sid, progress, duration);
+            }
+        }
+        self.record(&sid, update);
+    }
+
+    /// The `completed` event of the call to the application's status
+    /// callback (Twilio calls it when the call ends).
+    fn app_completed(&mut self, id: u64, status: CallStatus, duration_s: Option<u32>) {
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        let Some(callback) = entry.info.app_callback.clone() else { return };
+        let event = ProgressEvent {
+            status: to_params_status(status),
+            duration_s: Some(u64::from(duration_s.unwrap_or(0))),
+            at: SystemTime::now(),
+            sequence_number: entry.info.sequence,
+        };
+        entry.info.sequence += 1;
+        self.next_fetch += 1;
+        let fetch = Fetch {
+            id: FetchId(self.next_fetch),
+            url: callback.url,
+            method: callback.method,
+            params: params::status_callback(&entry.info.facts, &event),
+            purpose: FetchPurpose::Notification,
+        };
+        let token = entry.info.auth_token.clone();
+        self.webhooks.notify(fetch, &token);
+    }
+
+    fn record(&self, sid: &str, update: CallUpdate) {
+        if let Ok(sid) = CallSid::parse(sid) {
+            self.records.send(StoreWrite::Update(sid, Box::new(update)));
+        }
+    }
+
+    /// Drops a call that is over: ended, its instructions done, no fork
+    /// still being cancelled.
+    fn maybe_forget(&mut self, id: u64) {
+        let Some(entry) = self.calls.get(&id) else { return };
+        let interpreter_done = entry.interpreter.as_ref().is_none_or(Interpreter::is_done);
+        if !(entry.call.is_ended() && interpreter_done && !entry.call.has_open_forks()) {
+            return;
+        }
+        let Some(entry) = self.calls.remove(&id) else { return };
+        for c in &entry.call_ids {
+            self.by_call_id.remove(c);
+        }
+        for k in &entry.server_keys {
+            self.by_server_tx.remove(k);
+        }
+        for k in &entry.client_keys {
+            self.by_client_tx.remove(k);
+        }
+        self.by_sid.remove(&entry.info.facts.call_sid);
+        self.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
+
+/// The store's part of admitting an INVITE.
+fn lookup(store: &dyn Store, source: IpAddr, number: Option<&str>) -> Route {
+    let trunk = match store.trunk_for_source(source) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Route::Refuse(403, 0),
+        Err(e) => {
+            tracing::error!(error = %e, "trunk lookup failed");
+            return Route::Refuse(500, 4);
+        }
+    };
+    let Some(to) = number.and_then(|n| E164::parse(n).ok()) else { return Route::Refuse(404, 1) };
+    let (number, app) = match store.route_number(&to) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Route::Refuse(404, 1),
+        Err(e) => {
+            tracing::error!(error = %e, "number lookup failed");
+            return Route::Refuse(500, 4);
+        }
+    };
+    // A number of another account than the trunk's is not this trunk's to call.
+    if number.account_sid != trunk.account_sid {
+        return Route::Refuse(404, 1);
+    }
+    let Some(app) = app.filter(|a| a.voice_url.is_some()) else { return Route::Refuse(480, 2) };
+    match store.account(&number.account_sid) {
+        Ok(account) => Route::Call(Box::new(Admitted { account, app, trunk, to })),
+        Err(e) => {
+            tracing::error!(error = %e, "account lookup failed");
+            Route::Refuse(500, 4)
+        }
+    }
+}
+
+/// The trunk's outbound destination (`sip:host:port;transport=...`, host an
+/// IP address) as a peer; `None` when it is not usable.
+fn trunk_peer(outbound: &str) -> Option<Peer> {
+    let uri = Uri::parse(outbound.trim()).ok()?;
+    let sip = uri.as_sip()?;
+    let ip: IpAddr = match &sip.host {
+        Host::V4(a) => IpAddr::V4(*a),
+        Host::V6(a) => IpAddr::V6(*a),
+        Host::Name(_) => return None,
+    };
+    let transport = match sip.transport().map(str::to_ascii_lowercase).as_deref() {
+        Some("tcp") => Transport::Tcp,
+        Some("tls") => Transport::Tls,
+        _ => Transport::Udp,
+    };
+    let default_port = if transport == Transport::Tls { 5061 } else { 5060 };
+    Some(Peer { transport, addr: SocketAddr::new(ip, sip.port.unwrap_or(default_port)), connection: None })
+}
+
+/// The number that forwarded the call, from a `Diversion` header.
+fn diversion(request: &Request) -> Option<String> {
+    let text = request.headers.get_named("Diversion")?.value_str()?;
+    let start = text.find("sip:").map(|i| i + 4).or_else(|| text.find("tel:").map(|i| i + 4))?;
+    let rest = &text[start..];
+    let end = rest.find(['@', '>', ';']).unwrap_or(rest.len());
+    Some(rest[..end].to_owned()).filter(|s| !s.is_empty())
+}
+
+fn http_method(m: StoreMethod) -> HttpMethod {
+    match m {
+        StoreMethod::Get => HttpMethod::Get,
+        StoreMethod::Post => HttpMethod::Post,
+    }
+}
+
+fn to_params_status(s: CallStatus) -> params::CallStatus {
+    match s {
+        CallStatus::Queued => params::CallStatus::Queued,
+        CallStatus::Ringing => params::CallStatus::Ringing,
+        CallStatus::InProgress => params::CallStatus::InProgress,
+        CallStatus::Completed => params::CallStatus::Completed,
+        CallStatus::Busy => params::CallStatus::Busy,
+        CallStatus::NoAnswer => params::CallStatus::NoAnswer,
+        CallStatus::Failed => params::CallStatus::Failed,
+        CallStatus::Canceled => params::CallStatus::Canceled,
+    }
+}
+
+fn random_tag() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    format!("bh{:x}", u64::from_le_bytes(b))
+}
