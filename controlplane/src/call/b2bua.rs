@@ -15,6 +15,7 @@ use crate::instructions::interpreter::{self, DialCallStatus, DialOutcome};
 use crate::instructions::twiml::{Dial, DialNoun, RejectReason, StatusCallback};
 use crate::sdp::negotiate::{accept_offer, answer_codecs, payload_type_map, Codec, LegMedia, LocalSdp};
 use crate::sdp::{Direction, SessionDescription};
+use crate::sip::digest::Credentials;
 use crate::sip::layer::{Event, Peer, Transport, TxKey};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::uri::{Host, Scheme, Uri};
@@ -87,6 +88,10 @@ struct Fork {
     cancel_status: CallStatus,
     /// A 180 or 183 came (the `ringing` event was given).
     rang: bool,
+    /// For a 401/407 from the callee's side (the trunk's, or `<Sip>`'s).
+    credentials: Option<Credentials>,
+    /// Challenges answered (at most one).
+    auth_tries: u8,
 }
 
 struct DialRun {
@@ -550,13 +555,24 @@ impl Call {
         for noun in dial.nouns.iter().take(crate::instructions::twiml::MAX_DIAL_NOUNS) {
             let index = self.forks.len();
             // `to` as the call record and webhooks show it: the number, or the URI.
-            let (target, status_callback, to) = match noun {
-                DialNoun::Number(n) => {
-                    (self.number_target(&n.number), n.status_callback.clone(), dialed_digits(&n.number))
-                }
-                DialNoun::Sip(s) => (sip_target(&s.uri), s.status_callback.clone(), s.uri.trim().to_owned()),
+            let (target, status_callback, to, credentials) = match noun {
+                DialNoun::Number(n) => (
+                    self.number_target(&n.number),
+                    n.status_callback.clone(),
+                    dialed_digits(&n.number),
+                    self.cfg.trunk_credentials.clone(),
+                ),
+                DialNoun::Sip(s) => (
+                    sip_target(&s.uri),
+                    s.status_callback.clone(),
+                    s.uri.trim().to_owned(),
+                    s.username
+                        .clone()
+                        .zip(s.password.clone())
+                        .map(|(username, password)| Credentials { username, password }),
+                ),
                 // `<Client>` comes with client signaling; others are refused by the interpreter.
-                _ => (None, StatusCallback::default(), String::new()),
+                _ => (None, StatusCallback::default(), String::new(), None),
             };
             let sid = CallSid::generate().as_str().to_string();
             let Some((uri, peer)) = target else {
@@ -577,6 +593,8 @@ impl Call {
                     sdp: LocalSdp::new(0, local.ip()),
                     cancel_status: CallStatus::Failed,
                     rang: false,
+                    credentials: None,
+                    auth_tries: 0,
                 });
                 continue;
             };
@@ -624,6 +642,8 @@ impl Call {
                 sdp,
                 cancel_status: CallStatus::Canceled,
                 rang: false,
+                credentials,
+                auth_tries: 0,
             });
             self.send_request(peer, invite, Purpose::Invite(index));
         }
@@ -917,6 +937,9 @@ impl Call {
             }
             return;
         }
+        if (code == 401 || code == 407) && self.answer_challenge(i, &response) {
+            return;
+        }
         if code >= 300 {
             return self.fork_failed(now, i, code);
         }
@@ -959,6 +982,34 @@ impl Call {
             self.respond_inbound(200, sdp);
             self.answered(now, codecs);
         }
+    }
+
+    /// Sends fork `i`'s INVITE again with the digest answer to `challenge`
+    /// (CSeq + 1, a new transaction); false when it has no credentials, was
+    /// cancelled meanwhile, or its credentials were refused already.
+    fn answer_challenge(&mut self, i: usize, challenge: &Response) -> bool {
+        let fork = &mut self.forks[i];
+        let Some(credentials) = fork.credentials.as_ref() else { return false };
+        // Each INVITE starts without a nonce, so a fresh challenge never
+        // needs more than one answer: a second means the credentials are wrong.
+        if fork.auth_tries >= 1 || !matches!(fork.state, ForkState::Calling | ForkState::Proceeding) {
+            return false;
+        }
+        fork.auth_tries += 1;
+        let mut invite = fork.invite.clone();
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+        invite.headers.set(HeaderName::CSeq, format!("{seq} INVITE"));
+        // Unpredictable to the server (the call SID is random), fresh per try.
+        let cnonce = format!("{}{}{}", self.cfg.call_sid, i, fork.auth_tries);
+        if crate::sip::digest::authorize(&mut invite, challenge, credentials, &cnonce).is_err() {
+            return false;
+        }
+        fork.invite = invite.clone();
+        fork.key = None;
+        fork.state = ForkState::Calling;
+        let peer = fork.peer;
+        self.send_request(peer, invite, Purpose::Invite(i));
+        true
     }
 
     fn early_media(&mut self, _now: Instant, i: usize, media: LegMedia) {

@@ -61,6 +61,7 @@ use dataplane::session::{LegSettings, SessionId};
 
 use crate::instructions::interpreter;
 use crate::instructions::twiml::StatusCallback;
+use crate::sip::digest::Credentials;
 use crate::sip::layer::{Event, Peer, TxKey};
 use crate::sip::message::{Request, Response};
 use crate::store::{CallUpdate, Timestamp};
@@ -80,6 +81,8 @@ pub struct CallConfig {
     /// Where `<Number>` INVITEs go (the trunk's outbound destination);
     /// `None`: numbers cannot be dialed (the fork fails).
     pub trunk: Option<Peer>,
+    /// What the trunk knows us by, for its digest challenges.
+    pub trunk_credentials: Option<Credentials>,
     /// The wall-clock time that corresponds to `epoch`, for call records:
     /// the core reads neither clock.
     pub wall_clock: Timestamp,

@@ -382,6 +382,11 @@ impl Shell {
             call_sid: sid.as_str().to_owned(),
             local_sip: self.cfg.local_sip.clone(),
             trunk: trunk_peer(&trunk.outbound),
+            trunk_credentials: trunk
+                .username
+                .clone()
+                .zip(trunk.password.clone())
+                .map(|(username, password)| crate::sip::digest::Credentials { username, password }),
             wall_clock: self.epoch.1,
             epoch: self.epoch.0,
         };

@@ -106,6 +106,7 @@ impl H {
             call_sid: SID.into(),
             local_sip: "192.0.2.1:5060".into(),
             trunk: Some(trunk()),
+            trunk_credentials: Some(Credentials { username: "bh".into(), password: "secret".into() }),
             wall_clock: Timestamp::from_unix_ms(1_700_000_000_000),
             epoch: now,
         };
@@ -528,4 +529,35 @@ fn unanswered_forks_time_out_as_failed() {
     let (k, _, _) = h.sent(0);
     let out = h.sip(Event::Timeout { key: k });
     assert_eq!(outcome(&out).unwrap().status, DialCallStatus::Failed);
+}
+
+#[test]
+fn trunk_digest_challenge_is_answered_once_then_refusal_fails_the_fork() {
+    let (mut h, _) = H::start();
+    h.interp(dial(ONE_NUMBER));
+    let (k1, _, inv1) = h.sent(0);
+    let mut challenge = reply(&inv1, 407, "proxy", None);
+    challenge.headers.push(crate::sip::Header::new(
+        HeaderName::ProxyAuthenticate,
+        r#"Digest realm="carrier", nonce="abc123", qop="auth", algorithm=MD5"#,
+    ));
+    // The layer ACKs the 407; the call sends the INVITE again, answered.
+    let out = h.sip(Event::Response { key: k1, response: challenge.clone() });
+    assert!(codes(&out).is_empty(), "{out:?}");
+    let (k2, peer, inv2) = h.sent(1);
+    assert_eq!(peer, trunk());
+    assert_eq!(header(&inv2, HeaderName::CSeq), "2 INVITE");
+    assert_eq!(header(&inv2, HeaderName::CallId), header(&inv1, HeaderName::CallId));
+    let auth = header(&inv2, HeaderName::ProxyAuthorization);
+    assert!(auth.starts_with("Digest ") && auth.contains(r#"username="bh""#) && auth.contains(r#"realm="carrier""#));
+    assert_eq!(inv2.body, inv1.body, "the same offer");
+
+    // Challenged again: the credentials were refused, the fork fails (no third try).
+    let mut again = reply(&inv2, 407, "proxy", None);
+    again.headers = challenge.headers.clone();
+    again.headers.set(HeaderName::CSeq, "2 INVITE");
+    let out = h.sip(Event::Response { key: k2, response: again });
+    assert_eq!(h.sent.len(), 2, "no third INVITE");
+    let failed = outcome(&out).expect("the dial is over");
+    assert_eq!(failed.status, DialCallStatus::Failed);
 }
