@@ -118,6 +118,8 @@ enum Media {
 #[derive(Debug, Clone, PartialEq)]
 enum Purpose {
     Invite(usize),
+    /// The INVITE of an originated call.
+    Originate,
     /// A re-INVITE/UPDATE relayed to `to`, answering `from`'s `key`.
     Relay(Box<Relay>),
     Bye,
@@ -132,9 +134,21 @@ struct Relay {
     offer: LegMedia,
 }
 
+/// The first leg of a call we place (REST), until it is answered and
+/// becomes the call's `inbound` (its "caller" side, with a UAC dialog).
+struct Origination {
+    peer: Peer,
+    invite: Request,
+    key: Option<TxKey>,
+    state: ForkState,
+    deadline: Instant,
+    rang: bool,
+}
+
 pub struct Call {
     cfg: CallConfig,
     inbound: Option<Inbound>,
+    origination: Option<Origination>,
     media: Media,
     forks: Vec<Fork>,
     dial: Option<DialRun>,
@@ -145,6 +159,8 @@ pub struct Call {
     tags: HashMap<RequestTag, Purpose>,
     sent: HashMap<TxKey, Purpose>,
     relay_pending: bool,
+    /// Our description toward an originated leg, until it answers.
+    pending_sdp: Option<LocalSdp>,
     next_tag: u32,
     generation: u32,
     ended: bool,
@@ -156,6 +172,7 @@ impl Call {
         Call {
             cfg,
             inbound: None,
+            origination: None,
             media: Media::None,
             forks: Vec::new(),
             dial: None,
@@ -166,6 +183,7 @@ impl Call {
             tags: HashMap::new(),
             sent: HashMap::new(),
             relay_pending: false,
+            pending_sdp: None,
             next_tag: 0,
             generation: 0,
             ended: false,
@@ -188,14 +206,17 @@ impl Call {
         }
         let dial = self.dial.as_ref().filter(|d| !d.outcome_sent && self.bridge.is_none()).map(|d| d.deadline);
         let bridge = self.bridge.as_ref().map(|b| b.until);
-        dial.into_iter().chain(bridge).min()
+        let origination =
+            self.origination.as_ref().filter(|o| matches!(o.state, ForkState::Calling | ForkState::Proceeding));
+        dial.into_iter().chain(bridge).chain(origination.map(|o| o.deadline)).min()
     }
 
     /// Forks still waiting for a final response after CANCEL: the shell
     /// keeps routing their responses here (to send the CANCEL a provisional
     /// response allows, or ACK+BYE a late 2xx), also after [`Output::Ended`].
     pub fn has_open_forks(&self) -> bool {
-        self.forks.iter().any(|f| matches!(f.state, ForkState::CancelWanted | ForkState::Cancelling))
+        let cancelling = |s: ForkState| matches!(s, ForkState::CancelWanted | ForkState::Cancelling);
+        self.forks.iter().any(|f| cancelling(f.state)) || self.origination.as_ref().is_some_and(|o| cancelling(o.state))
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input) {
@@ -206,6 +227,7 @@ impl Call {
         }
         match input {
             Input::InboundInvite { key, peer, request } => self.on_invite(now, key, peer, request),
+            Input::Originate { peer, uri, from, timeout } => self.on_originate(now, peer, uri, from, timeout),
             Input::Interpreter(out) => self.on_interpreter(now, out),
             Input::Sip(event) => self.on_sip(now, event),
             Input::RequestSent { tag, key } => {
@@ -213,12 +235,18 @@ impl Call {
                     if let Purpose::Invite(i) = purpose {
                         self.forks[i].key = Some(key.clone());
                     }
+                    if let (Purpose::Originate, Some(o)) = (&purpose, self.origination.as_mut()) {
+                        o.key = Some(key.clone());
+                    }
                     self.sent.insert(key, purpose);
                 }
             }
             Input::MediaReady { session, local } => self.on_media_ready(now, session, local),
             Input::MediaFailed => {
                 self.media = Media::None;
+                if self.inbound.is_none() && self.origination.is_some() {
+                    return self.finish(now, CallStatus::Failed);
+                }
                 self.fail_unanswered(now, 503, CallStatus::Failed);
             }
             Input::Timeout => self.on_timeout(now),
@@ -377,6 +405,9 @@ impl Call {
             return;
         }
         self.media = Media::Ready { session, local };
+        if self.origination.is_some() {
+            return self.send_origination(now, local[CALLER]);
+        }
         let id = u64::try_from(self.cfg.wall_clock.unix_ms()).unwrap_or(0);
         if let Some(inbound) = self.inbound.as_mut() {
             inbound.sdp = Some(LocalSdp::new(id, local[CALLER].ip()));
@@ -473,6 +504,11 @@ impl Call {
     /// `<Hangup>`, the end of the document, or an error: BYE an answered
     /// caller, refuse an unanswered one.
     fn hang_up(&mut self, now: Instant) {
+        if self.inbound.is_none() && self.origination.is_some() {
+            // Ended (REST) before the callee answered.
+            self.cancel_origination();
+            return self.finish(now, CallStatus::Canceled);
+        }
         let Some(state) = self.inbound.as_ref().map(|i| i.state) else { return };
         match state {
             InboundState::Answered => {
@@ -754,6 +790,12 @@ impl Call {
     }
 
     fn on_timeout(&mut self, now: Instant) {
+        let ringing =
+            self.origination.as_ref().filter(|o| matches!(o.state, ForkState::Calling | ForkState::Proceeding));
+        if ringing.is_some_and(|o| now >= o.deadline) {
+            self.cancel_origination();
+            return self.finish(now, CallStatus::NoAnswer);
+        }
         if let Some(b) = self.bridge.as_ref() {
             if now >= b.until {
                 // timeLimit: both sides are hung up.
@@ -785,6 +827,7 @@ impl Call {
             Event::Response { key, response } => self.on_response(now, key, response),
             Event::Timeout { key } => match self.sent.remove(&key) {
                 Some(Purpose::Invite(i)) => self.fork_failed(now, i, 408),
+                Some(Purpose::Originate) => self.origination_failed(now, 408),
                 Some(Purpose::Relay(relay)) => {
                     self.relay_pending = false;
                     self.respond_to(&relay.request, &relay.key, 408, None);
@@ -890,6 +933,12 @@ impl Call {
                 }
                 self.on_fork_response(now, i, response);
             }
+            Some(Purpose::Originate) => {
+                if response.code >= 200 {
+                    self.sent.remove(&key);
+                }
+                self.on_origination_response(now, response);
+            }
             Some(Purpose::Relay(relay)) if response.code >= 200 => {
                 self.sent.remove(&key);
                 self.on_relay_answer(*relay, response);
@@ -981,6 +1030,148 @@ impl Call {
             let sdp = self.caller_sdp(&codecs, answer.direction);
             self.respond_inbound(200, sdp);
             self.answered(now, codecs);
+        }
+    }
+
+    // ------------------------------------------------------------ origination (REST calls)
+
+    fn on_originate(&mut self, now: Instant, peer: Peer, uri: String, from: String, timeout: Duration) {
+        if self.inbound.is_some() || self.origination.is_some() {
+            return;
+        }
+        let mut invite = Request {
+            method: Method::Invite,
+            uri: Bytes::from(uri.clone()),
+            headers: Headers::new(),
+            body: Bytes::new(),
+        };
+        let h = &mut invite.headers;
+        h.push(Header::new(HeaderName::MaxForwards, "70"));
+        h.push(Header::new(
+            HeaderName::From,
+            format!("<sip:{from}@{}>;tag=o{}", self.cfg.local_sip, self.cfg.call_sid),
+        ));
+        h.push(Header::new(HeaderName::To, format!("<{uri}>")));
+        h.push(Header::new(HeaderName::CallId, format!("{}@bridgehead", self.cfg.call_sid)));
+        h.push(Header::new(HeaderName::CSeq, "1 INVITE"));
+        h.push(Header::new(HeaderName::Contact, format!("<sip:bridgehead@{}>", self.cfg.local_sip)));
+        self.origination = Some(Origination {
+            peer,
+            invite,
+            key: None,
+            state: ForkState::Calling,
+            deadline: now + timeout,
+            rang: false,
+        });
+        self.media = Media::Creating;
+        self.out.push_back(Output::CreateMedia { legs: [LegSettings::default(); 2], rtcp_mux: false });
+    }
+
+    /// The media is ready: offer PCMU, PCMA and telephone-event on our address.
+    fn send_origination(&mut self, now: Instant, local: SocketAddr) {
+        let Some(o) = self.origination.as_mut() else { return };
+        let id = u64::try_from(self.cfg.wall_clock.unix_ms()).unwrap_or(0);
+        let mut sdp = LocalSdp::new(id, local.ip());
+        let codecs = [(Codec::Pcmu, 0), (Codec::Pcma, 8), (Codec::TelephoneEvent, 101)];
+        let offer = sdp.describe(local.port(), &codecs, Direction::SendRecv, None).to_string();
+        with_sdp(&mut o.invite.headers, &mut o.invite.body, offer);
+        let (peer, invite) = (o.peer, o.invite.clone());
+        // Kept to answer with later offers; the dialog comes with the 2xx.
+        self.pending_sdp = Some(sdp);
+        let update = CallUpdate {
+            status: Some(CallStatus::Ringing),
+            start_time: Some(self.timestamp(now)),
+            ..CallUpdate::default()
+        };
+        self.record(self.cfg.call_sid.clone(), update);
+        self.send_request(peer, invite, Purpose::Originate);
+    }
+
+    fn on_origination_response(&mut self, now: Instant, response: Response) {
+        let code = response.code;
+        let Some(o) = self.origination.as_mut() else { return };
+        if code < 200 {
+            match o.state {
+                ForkState::Calling => o.state = ForkState::Proceeding,
+                ForkState::CancelWanted => {
+                    o.state = ForkState::Proceeding;
+                    self.cancel_origination();
+                    return;
+                }
+                _ => {}
+            }
+            if code > 100 && !std::mem::replace(&mut o.rang, true) {
+                self.out.push_back(Output::ChildRinging { call_sid: self.cfg.call_sid.clone() });
+            }
+            return;
+        }
+        if code >= 300 {
+            return self.origination_failed(now, code);
+        }
+        let Some(mut dialog) = Dialog::as_uac(&o.invite, &response, o.peer) else { return };
+        let cseq = response.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        self.out.push_back(Output::SendAck2xx { peer: dialog.peer, request: dialog.ack(cseq) });
+        let answer = SessionDescription::parse(&response.body).ok().and_then(|s| LegMedia::from_sdp(&s).ok());
+        let usable = matches!(o.state, ForkState::Calling | ForkState::Proceeding) && !self.ended;
+        let (true, Some(answer)) = (usable, answer) else {
+            // Cancelled meanwhile, or an answer we cannot use: hang up on it.
+            let bye = dialog.request(Method::Bye);
+            o.state = ForkState::Done(code);
+            let peer = dialog.peer;
+            self.send_request(peer, bye, Purpose::Bye);
+            if usable {
+                self.finish(now, CallStatus::Failed);
+            }
+            return;
+        };
+        o.state = ForkState::Answered;
+        let codecs = answer.codecs.clone();
+        let local_tag = format!("o{}", self.cfg.call_sid);
+        let key = o.key.clone().unwrap_or(TxKey { branch: String::new(), method: Method::Invite });
+        let invite = o.invite.clone();
+        self.inbound = Some(Inbound {
+            key,
+            invite,
+            dialog,
+            local_tag,
+            media: answer,
+            state: InboundState::Answered,
+            answered_codecs: None,
+            answered_at: None,
+            ringing_sent: true,
+            sdp: self.pending_sdp.take(),
+        });
+        self.update_media(CALLER);
+        self.answered(now, codecs);
+        self.out.push_back(Output::RunInstructions);
+    }
+
+    fn origination_failed(&mut self, now: Instant, code: u16) {
+        let Some(o) = self.origination.as_mut() else { return };
+        let was = o.state;
+        o.state = ForkState::Done(code);
+        if self.ended || matches!(was, ForkState::Done(_)) {
+            return;
+        }
+        let status = match code {
+            486 | 600 => CallStatus::Busy,
+            408 | 480 | 487 => CallStatus::NoAnswer,
+            _ => CallStatus::Failed,
+        };
+        self.finish(now, status);
+    }
+
+    /// CANCELs the originated INVITE (now, or at its first provisional response).
+    fn cancel_origination(&mut self) {
+        let Some(o) = self.origination.as_mut() else { return };
+        match (o.state, o.key.clone()) {
+            (ForkState::Proceeding, Some(key)) => {
+                o.state = ForkState::Cancelling;
+                let request = cancel_for(&o.invite);
+                self.out.push_back(Output::SendCancel { peer: o.peer, request, invite: key });
+            }
+            (ForkState::Calling, _) | (ForkState::Proceeding, None) => o.state = ForkState::CancelWanted,
+            _ => {}
         }
     }
 
@@ -1232,7 +1423,7 @@ fn caller_user(invite: &Request) -> String {
 
 /// Where a `<Sip>` URI goes: its host must be an IP address (no DNS in the
 /// core); port and transport from the URI.
-fn sip_target(uri: &str) -> Option<(String, Peer)> {
+pub(crate) fn sip_target(uri: &str) -> Option<(String, Peer)> {
     let parsed = Uri::parse(uri.trim()).ok()?;
     let sip = parsed.as_sip()?;
     let ip: IpAddr = match &sip.host {

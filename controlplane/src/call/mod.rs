@@ -52,6 +52,7 @@ mod dialog;
 pub mod records;
 pub mod shell;
 
+pub(crate) use b2bua::sip_target;
 pub use b2bua::Call;
 
 use std::net::SocketAddr;
@@ -93,6 +94,11 @@ pub struct CallConfig {
 pub enum Input {
     /// The INVITE that creates the call (trunk and number already checked).
     InboundInvite { key: TxKey, peer: Peer, request: Request },
+    /// Place the call (a REST-created call): its first leg is our INVITE to
+    /// `uri` at `peer`, from `from` (a user part); unanswered after
+    /// `timeout` it is cancelled (`no-answer`). Answered, the instructions
+    /// run ([`Output::RunInstructions`]) on an answered call.
+    Originate { peer: Peer, uri: String, from: String, timeout: std::time::Duration },
     /// What the interpreter asked for. Only `Answer`, `StartDial`,
     /// `CancelDial`, `Hangup` and `Reject` concern the call; the rest is
     /// ignored.
@@ -167,8 +173,8 @@ pub enum Output {
         /// The noun's `statusCallback` (its progress events go there).
         status_callback: StatusCallback,
     },
-    /// Child leg `call_sid` is ringing (its first 180 or 183): the
-    /// `ringing` progress event (the record already says `ringing`).
+    /// Leg `call_sid` (a child, or an originated call itself) is ringing
+    /// (its first 180 or 183): the `ringing` progress event.
     ChildRinging {
         call_sid: String,
     },

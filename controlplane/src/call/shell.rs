@@ -38,7 +38,7 @@ use crate::instructions::http::WebhookClient;
 use crate::instructions::interpreter::{self, CallContext, ErrorRecord, Interpreter, Limits, Webhook};
 use crate::instructions::method::Method as HttpMethod;
 use crate::instructions::params::{self, CallFacts, ProgressEvent};
-use crate::instructions::twiml::StatusCallback;
+use crate::instructions::twiml::{CallProgressEvents, StatusCallback};
 use crate::sip::layer::{Event, Peer, Transport, TxKey};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::transport::SipHandle;
@@ -94,6 +94,29 @@ pub enum Control {
     Redirect { sid: CallSid, url: String, method: HttpMethod, twiml: Option<String>, reply: oneshot::Sender<bool> },
     /// `Status=completed` or `canceled`: end the call.
     Hangup { sid: CallSid, reply: oneshot::Sender<bool> },
+    /// Place a call (`POST Calls.json`); its record is written already.
+    Create(Box<Originated>),
+}
+
+/// A call the REST API places, with everything the store said about it.
+#[derive(Debug)]
+pub struct Originated {
+    pub facts: CallFacts,
+    pub auth_token: String,
+    /// Where the INVITE goes, and its Request-URI.
+    pub peer: Peer,
+    pub uri: String,
+    /// The user part of our From.
+    pub from_user: String,
+    pub timeout: std::time::Duration,
+    /// The account's trunk, for `<Dial><Number>` in its instructions.
+    pub trunk: Option<Peer>,
+    pub credentials: Option<crate::sip::digest::Credentials>,
+    pub voice: Webhook,
+    pub fallback: Option<Webhook>,
+    /// `Twiml` given instead of a URL: the first document.
+    pub inline: Option<String>,
+    pub callback: StatusCallback,
 }
 
 /// How an INVITE's lookup came out.
@@ -120,13 +143,11 @@ enum Done {
 struct CallInfo {
     facts: CallFacts,
     auth_token: String,
-    /// The application's status callback: the `completed` event of the call.
-    app_callback: Option<Webhook>,
     /// The voice URL: the base of relative URLs in inline TwiML.
     facts_url: String,
-    /// Each child leg's facts and its noun's status callback.
-    children: HashMap<String, (CallFacts, StatusCallback, u32)>,
-    sequence: u32,
+    /// Every leg (the call itself too) by SID: its facts, where its
+    /// progress events go, and its callbacks' next `SequenceNumber`.
+    legs: HashMap<String, (CallFacts, StatusCallback, u32)>,
 }
 
 struct Entry {
@@ -182,7 +203,6 @@ pub struct Shell {
     pending: HashMap<TxKey, bool>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     next_id: u64,
-    next_fetch: u64,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: Option<mpsc::UnboundedReceiver<Done>>,
     /// The same instant and wall-clock time, for records.
@@ -216,7 +236,6 @@ impl Shell {
             pending: HashMap::new(),
             timers: BinaryHeap::new(),
             next_id: 1,
-            next_fetch: 1,
             done_tx,
             done_rx: Some(done_rx),
             epoch: (Instant::now(), Timestamp::now()),
@@ -376,8 +395,12 @@ impl Shell {
         let fallback =
             app.voice_fallback_url.clone().map(|url| Webhook { url, method: http_method(app.voice_fallback_method) });
         let context = CallContext { call: facts.clone(), voice, fallback, answered: false, limits: self.cfg.limits };
-        let app_callback =
-            app.status_callback.clone().map(|url| Webhook { url, method: http_method(app.status_callback_method) });
+        // Twilio calls an application's status callback when the call ends.
+        let callback = StatusCallback {
+            url: app.status_callback.clone(),
+            method: http_method(app.status_callback_method),
+            events: CallProgressEvents::default(),
+        };
         let config = CallConfig {
             call_sid: sid.as_str().to_owned(),
             local_sip: self.cfg.local_sip.clone(),
@@ -398,12 +421,10 @@ impl Shell {
             context: Some(context),
             interpreter: None,
             info: CallInfo {
+                legs: HashMap::from([(facts.call_sid.clone(), (facts.clone(), callback, 0))]),
                 facts,
                 auth_token: account.auth_token.clone(),
-                app_callback,
                 facts_url: app.voice_url.clone().unwrap_or_default(),
-                children: HashMap::new(),
-                sequence: 0,
             },
             wait: None,
             armed: None,
@@ -443,6 +464,7 @@ impl Shell {
                 let _ = reply.send(live && entry.interpreter.is_some());
                 self.pump(id);
             }
+            Control::Create(call) => self.originate(*call),
             Control::Hangup { sid, reply } => {
                 let Some(&id) = self.by_sid.get(sid.as_str()) else {
                     let _ = reply.send(false);
@@ -452,6 +474,61 @@ impl Shell {
                 self.feed(id, Input::Interpreter(interpreter::Output::Hangup));
             }
         }
+    }
+
+    fn originate(&mut self, call: Originated) {
+        let Originated {
+            facts,
+            auth_token,
+            peer,
+            uri,
+            from_user,
+            timeout,
+            trunk,
+            credentials,
+            voice,
+            fallback,
+            inline,
+            callback,
+        } = call;
+        let sid = facts.call_sid.clone();
+        let config = CallConfig {
+            call_sid: sid.clone(),
+            local_sip: self.cfg.local_sip.clone(),
+            trunk,
+            trunk_credentials: credentials,
+            wall_clock: self.epoch.1,
+            epoch: self.epoch.0,
+        };
+        let facts_url = voice.url.clone();
+        let context = CallContext { call: facts.clone(), voice, fallback, answered: true, limits: self.cfg.limits };
+        let id = self.next_id;
+        self.next_id += 1;
+        let entry = Entry {
+            call: Call::new(config),
+            context: Some(context),
+            interpreter: None,
+            info: CallInfo {
+                legs: HashMap::from([(sid.clone(), (facts.clone(), callback, 0))]),
+                facts,
+                auth_token,
+                facts_url,
+            },
+            wait: None,
+            armed: None,
+            call_ids: Vec::new(),
+            server_keys: Vec::new(),
+            client_keys: Vec::new(),
+            answered_at: None,
+            counted_end: false,
+            inline,
+        };
+        self.calls.insert(id, entry);
+        self.by_sid.insert(sid.clone(), id);
+        self.stats.active.fetch_add(1, Relaxed);
+        self.stats.started[direction_index(Direction::OutboundApi)].fetch_add(1, Relaxed);
+        self.progress(id, &sid, params::CallStatus::Initiated, None);
+        self.feed(id, Input::Originate { peer, uri, from: from_user, timeout });
     }
 
     // ------------------------------------------------------------ timers
@@ -625,7 +702,7 @@ impl Shell {
             Output::ChildCall { call_sid, from, to, status_callback } => {
                 self.child_call(id, call_sid, from, to, status_callback)
             }
-            Output::ChildRinging { call_sid } => self.child_progress(id, &call_sid, params::CallStatus::Ringing, None),
+            Output::ChildRinging { call_sid } => self.progress(id, &call_sid, params::CallStatus::Ringing, None),
             Output::Record { call_sid, update } => self.on_record(id, call_sid, update),
             Output::Ended => {
                 let Some(entry) = self.calls.get_mut(&id) else { return };
@@ -655,18 +732,18 @@ impl Shell {
             caller_name: None,
             parent_call_sid: Some(parent.call_sid.clone()),
         };
-        entry.info.children.insert(sid.clone(), (facts, callback, 0));
+        entry.info.legs.insert(sid.clone(), (facts, callback, 0));
         self.stats.started[direction_index(Direction::OutboundDial)].fetch_add(1, Relaxed);
         self.records.send(StoreWrite::Insert(Box::new(record)));
-        self.child_progress(id, &sid, params::CallStatus::Initiated, None);
+        self.progress(id, &sid, params::CallStatus::Initiated, None);
     }
 
-    /// A progress event of child leg `sid` to its noun's status callback,
-    /// if it asked for that event.
-    fn child_progress(&mut self, id: u64, sid: &str, status: params::CallStatus, duration_s: Option<u64>) {
+    /// A progress event of leg `sid` to its status callback, if it asked
+    /// for that event.
+    fn progress(&mut self, id: u64, sid: &str, status: params::CallStatus, duration_s: Option<u64>) {
         let Some(entry) = self.calls.get_mut(&id) else { return };
         let token = entry.info.auth_token.clone();
-        let Some((facts, callback, sequence)) = entry.info.children.get_mut(sid) else { return };
+        let Some((facts, callback, sequence)) = entry.info.legs.get_mut(sid) else { return };
         let Some(url) = callback.url.clone() else { return };
         let wanted = match status {
             params::CallStatus::Initiated => callback.events.initiated,
@@ -706,38 +783,14 @@ impl Shell {
                     if let Some(i) = END_STATUSES.iter().position(|s| *s == status) {
                         self.stats.ended[i].fetch_add(1, Relaxed);
                     }
-                    self.app_completed(id, status, update.duration_s);
                 }
-            } else if let Some(progress) = progress {
+            }
+            if let Some(progress) = progress {
                 let duration = status.is_final().then(|| u64::from(update.duration_s.unwrap_or(0)));
-                self.child_progress(id, &sid, progress, duration);
+                self.progress(id, &sid, progress, duration);
             }
         }
         self.record(&sid, update);
-    }
-
-    /// The `completed` event of the call to the application's status
-    /// callback (Twilio calls it when the call ends).
-    fn app_completed(&mut self, id: u64, status: CallStatus, duration_s: Option<u32>) {
-        let Some(entry) = self.calls.get_mut(&id) else { return };
-        let Some(callback) = entry.info.app_callback.clone() else { return };
-        let event = ProgressEvent {
-            status: to_params_status(status),
-            duration_s: Some(u64::from(duration_s.unwrap_or(0))),
-            at: SystemTime::now(),
-            sequence_number: entry.info.sequence,
-        };
-        entry.info.sequence += 1;
-        self.next_fetch += 1;
-        let fetch = Fetch {
-            id: FetchId(self.next_fetch),
-            url: callback.url,
-            method: callback.method,
-            params: params::status_callback(&entry.info.facts, &event),
-            purpose: FetchPurpose::Notification,
-        };
-        let token = entry.info.auth_token.clone();
-        self.webhooks.notify(fetch, &token);
     }
 
     fn record(&self, sid: &str, update: CallUpdate) {
@@ -806,7 +859,7 @@ fn lookup(store: &dyn Store, source: IpAddr, number: Option<&str>) -> Route {
 
 /// The trunk's outbound destination (`sip:host:port;transport=...`, host an
 /// IP address) as a peer; `None` when it is not usable.
-fn trunk_peer(outbound: &str) -> Option<Peer> {
+pub(crate) fn trunk_peer(outbound: &str) -> Option<Peer> {
     let uri = Uri::parse(outbound.trim()).ok()?;
     let sip = uri.as_sip()?;
     let ip: IpAddr = match &sip.host {

@@ -561,3 +561,69 @@ fn trunk_digest_challenge_is_answered_once_then_refusal_fails_the_fork() {
     let failed = outcome(&out).expect("the dial is over");
     assert_eq!(failed.status, DialCallStatus::Failed);
 }
+
+#[test]
+fn originated_call_rings_is_answered_runs_instructions_and_hangs_up() {
+    let mut h = H::new();
+    let uri = "sip:+15550100002@198.51.100.1:5060".to_string();
+    let out = h.input(Input::Originate {
+        peer: trunk(),
+        uri: uri.clone(),
+        from: "+15550100001".into(),
+        timeout: Duration::from_secs(30),
+    });
+    assert!(matches!(out[..], [Output::CreateMedia { .. }]), "{out:?}");
+    let out = h.input(Input::MediaReady {
+        session: SessionId(7),
+        local: [LOCAL[0].parse().unwrap(), LOCAL[1].parse().unwrap()],
+    });
+    assert_eq!(statuses(&out, SID), [CallStatus::Ringing]);
+    let (k, peer, inv) = h.sent(0);
+    assert_eq!((peer, inv.uri_str()), (trunk(), uri.as_str()));
+    let offer = media_of(&inv.body);
+    assert_eq!(offer.remote, Some(LOCAL[0].parse().unwrap()), "our caller-side address");
+    assert_eq!(h.call.next_timeout(), Some(h.now + Duration::from_secs(30)));
+
+    let out = h.sip(Event::Response { key: k.clone(), response: reply(&inv, 180, "callee", None) });
+    assert_eq!(out, [Output::ChildRinging { call_sid: SID.into() }]);
+    h.now += Duration::from_secs(2);
+    let sdp = callee_sdp(7000, "sendrecv");
+    let out = h.sip(Event::Response { key: k, response: reply(&inv, 200, "callee", Some(&sdp)) });
+    assert!(matches!(&out[0], Output::SendAck2xx { request, .. } if request.method == Method::Ack));
+    assert!(out.iter().any(|o| matches!(o, Output::UpdateMedia { side: 0, settings, .. }
+        if settings.remote == Some("198.51.100.20:7000".parse().unwrap()))));
+    assert_eq!(statuses(&out, SID), [CallStatus::InProgress]);
+    assert_eq!(out.last(), Some(&Output::RunInstructions));
+    assert_eq!(h.call.next_timeout(), None);
+
+    // The instructions end: BYE to the callee, the record completed.
+    h.now += Duration::from_secs(5);
+    let out = h.interp(Iout::Hangup);
+    let (_, _, bye) = h.sent(1);
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(bye.uri_str(), "sip:callee@198.51.100.20:5060");
+    assert_eq!(statuses(&out, SID), [CallStatus::Completed]);
+    assert_eq!(out.last(), Some(&Output::Ended));
+}
+
+#[test]
+fn originated_call_unanswered_is_cancelled_at_its_timeout() {
+    let mut h = H::new();
+    h.input(Input::Originate {
+        peer: trunk(),
+        uri: "sip:+15550100002@198.51.100.1:5060".into(),
+        from: "+15550100001".into(),
+        timeout: Duration::from_secs(10),
+    });
+    h.input(Input::MediaReady { session: SessionId(7), local: [LOCAL[0].parse().unwrap(), LOCAL[1].parse().unwrap()] });
+    let (k, _, inv) = h.sent(0);
+    h.sip(Event::Response { key: k.clone(), response: reply(&inv, 180, "callee", None) });
+    h.now += Duration::from_secs(10);
+    let out = h.input(Input::Timeout);
+    assert!(out.iter().any(|o| matches!(o, Output::SendCancel { invite, .. } if *invite == k)), "{out:?}");
+    assert_eq!(statuses(&out, SID), [CallStatus::NoAnswer]);
+    assert!(h.call.is_ended() && h.call.has_open_forks(), "the CANCEL is still out");
+    // The 487 closes it.
+    h.sip(Event::Response { key: k, response: reply(&inv, 487, "callee", None) });
+    assert!(!h.call.has_open_forks());
+}
