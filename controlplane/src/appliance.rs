@@ -61,6 +61,13 @@ async fn start_calls(
         udp: config.listen.sip_udp,
         tcp: config.listen.sip_tcp,
         tls: Some((config.listen.sip_tls, tls.server_config(&[])?)),
+        tls_client: Some(Arc::new(
+            crate::instructions::http::tls_config(&WebhookConfig {
+                accept_invalid_certs: config.calls.sip_tls_insecure,
+                ..WebhookConfig::default()
+            })
+            .map_err(|e| StartError::Task(e.to_string()))?,
+        )),
     };
     let (sip, events) = crate::sip::transport::start(listeners).await?;
     tracing::info!(udp = %sip.udp, tcp = %sip.tcp, tls = ?sip.tls, "SIP listening");

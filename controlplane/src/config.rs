@@ -41,6 +41,9 @@ pub struct CallsConfig {
     /// Accept the customer app's self-signed certificate
     /// (`webhook_insecure_tls`): for labs only.
     pub webhook_insecure_tls: bool,
+    /// Accept any certificate from the SIP peers we connect to over TLS
+    /// (`sip_tls_insecure`): for labs only.
+    pub sip_tls_insecure: bool,
 }
 
 /// Where durable state lives (`[store] url`).
@@ -166,7 +169,8 @@ impl Config {
         let store = r.store(root, &appliance.state_dir);
         let tls = r.tls(root);
         let accounts = r.accounts(root);
-        let calls = r.section(root, "calls", &["webhook_timeout_s", "max_calls", "webhook_insecure_tls"]);
+        let calls =
+            r.section(root, "calls", &["webhook_timeout_s", "max_calls", "webhook_insecure_tls", "sip_tls_insecure"]);
         let calls = CallsConfig {
             webhook_timeout: r
                 .integer(&calls, "calls.webhook_timeout_s", 1..=600)
@@ -175,6 +179,7 @@ impl Config {
                 .integer(&calls, "calls.max_calls", 1..=10_000_000)
                 .map_or((dataplane.sessions / 2).max(1), |v| v as usize),
             webhook_insecure_tls: r.boolean(&calls, "calls.webhook_insecure_tls").unwrap_or(false),
+            sip_tls_insecure: r.boolean(&calls, "calls.sip_tls_insecure").unwrap_or(false),
         };
         let errors = std::mem::take(&mut r.errors);
         if errors.is_empty() {

@@ -359,7 +359,9 @@ fn classify(error: &reqwest::Error, host: &str, timeout: Duration) -> FetchError
 }
 
 /// rustls with the ring provider, the public roots and the configured extras.
-fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, WebhookClientError> {
+/// The TLS client configuration of `config` (also used for the SIP TLS
+/// connections we open, with the same trust).
+pub(crate) fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, WebhookClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder =
         rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;

@@ -35,6 +35,8 @@ pub struct Listeners {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// For the TLS connections we open (toward `sips:` trunks and URIs).
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,9 +158,12 @@ struct Inbound {
 }
 
 enum ConnectionEvent {
-    Opened(u64, mpsc::UnboundedSender<Bytes>),
-    Closed(u64),
+    Opened(Peer, mpsc::UnboundedSender<Bytes>),
+    Closed(Peer),
 }
+
+/// Names every connection, accepted or opened.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// Binds the listeners and starts the stack; events for the transaction
 /// user arrive on the returned receiver.
@@ -186,6 +191,7 @@ pub async fn start(listeners: Listeners) -> Result<(SipHandle, mpsc::UnboundedRe
     tokio::spawn(udp_reader(udp.clone(), inbound_tx.clone()));
     tokio::spawn(stream_acceptor(tcp, None, Transport::Tcp, inbound_tx.clone(), conn_tx.clone(), stats.clone()));
     if let Some((l, acceptor)) = tls {
+        let (inbound_tx, conn_tx) = (inbound_tx.clone(), conn_tx.clone());
         tokio::spawn(stream_acceptor(l, Some(acceptor), Transport::Tls, inbound_tx, conn_tx, stats.clone()));
     }
     let via_host = |a: SocketAddr| a.to_string();
@@ -197,6 +203,13 @@ pub async fn start(listeners: Listeners) -> Result<(SipHandle, mpsc::UnboundedRe
         stats: stats.clone(),
         via_udp: via_host(local_udp),
         via_tcp: via_host(local_tcp),
+        by_addr: HashMap::new(),
+        dialer: Dialer {
+            inbound: inbound_tx,
+            connections: conn_tx,
+            stats: stats.clone(),
+            tls: listeners.tls_client.map(tokio_rustls::TlsConnector::from),
+        },
     };
     tokio::spawn(core.run(inbound_rx, conn_rx, command_rx));
     let mut salt = [0u8; 8];
@@ -225,37 +238,44 @@ async fn stream_acceptor(
     connections: mpsc::UnboundedSender<ConnectionEvent>,
     stats: Arc<SipStats>,
 ) {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
     loop {
         let Ok((stream, addr)) = listener.accept().await else { continue };
-        let id = NEXT.fetch_add(1, Relaxed);
+        let id = NEXT_CONNECTION.fetch_add(1, Relaxed);
         let peer = Peer { transport, addr, connection: Some(id) };
         let (inbound, connections, stats, tls) = (inbound.clone(), connections.clone(), stats.clone(), tls.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => serve_stream(s, peer, inbound, connections, stats).await,
+                    Ok(s) => serve_stream(s, peer, inbound, connections, stats, None).await,
                     Err(e) => tracing::debug!(%addr, error = %e, "SIP TLS handshake failed"),
                 },
-                None => serve_stream(stream, peer, inbound, connections, stats).await,
+                None => serve_stream(stream, peer, inbound, connections, stats, None).await,
             }
         });
     }
 }
 
 /// Reads messages off one connection and writes what the core sends to it.
+/// `queue`: the channel of a connection we opened, which the core already
+/// writes to (messages wait there while it connects).
 async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + std::marker::Send + 'static>(
     stream: S,
     peer: Peer,
     inbound: mpsc::Sender<Inbound>,
     connections: mpsc::UnboundedSender<ConnectionEvent>,
     stats: Arc<SipStats>,
+    queue: Option<(mpsc::UnboundedSender<Bytes>, mpsc::UnboundedReceiver<Bytes>)>,
 ) {
-    let Some(id) = peer.connection else { return };
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
-    let _ = connections.send(ConnectionEvent::Opened(id, out_tx.clone()));
+    let (out_tx, mut out_rx) = match queue {
+        Some(q) => q,
+        None => {
+            let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+            let _ = connections.send(ConnectionEvent::Opened(peer, tx.clone()));
+            (tx, rx)
+        }
+    };
     stats.connections.fetch_add(1, Relaxed);
     let write = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
@@ -292,14 +312,66 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + std::marker::Send + 's
             }
         }
     }
-    let _ = connections.send(ConnectionEvent::Closed(id));
+    let _ = connections.send(ConnectionEvent::Closed(peer));
     stats.connections.fetch_sub(1, Relaxed);
     drop(out_tx);
     let _ = write.await;
 }
 
+/// What opening a connection needs.
+struct Dialer {
+    inbound: mpsc::Sender<Inbound>,
+    connections: mpsc::UnboundedSender<ConnectionEvent>,
+    stats: Arc<SipStats>,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Dialer {
+    /// Opens a connection to `peer` (TCP, or TLS over it) in the background
+    /// and returns its sender at once: what is sent meanwhile waits in it.
+    /// If the connection fails, the queue is dropped and the transactions
+    /// time out (408), as for a peer that does not answer.
+    fn open(&self, transport: Transport, addr: SocketAddr) -> (Peer, mpsc::UnboundedSender<Bytes>) {
+        let id = NEXT_CONNECTION.fetch_add(1, Relaxed);
+        let peer = Peer { transport, addr, connection: Some(id) };
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let queue = (tx.clone(), rx);
+        let (inbound, connections, stats) = (self.inbound.clone(), self.connections.clone(), self.stats.clone());
+        let tls = self.tls.clone();
+        tokio::spawn(async move {
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
+            let stream = match connect {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return fail(&connections, peer, &e.to_string()),
+                Err(_) => return fail(&connections, peer, "connect timed out"),
+            };
+            let _ = stream.set_nodelay(true);
+            if transport != Transport::Tls {
+                return serve_stream(stream, peer, inbound, connections, stats, Some(queue)).await;
+            }
+            let Some(connector) = tls else { return fail(&connections, peer, "no TLS client configuration") };
+            let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+            match connector.connect(name, stream).await {
+                Ok(s) => serve_stream(s, peer, inbound, connections, stats, Some(queue)).await,
+                Err(e) => fail(&connections, peer, &e.to_string()),
+            }
+        });
+        (peer, tx)
+    }
+}
+
+fn fail(connections: &mpsc::UnboundedSender<ConnectionEvent>, peer: Peer, why: &str) {
+    tracing::info!(peer = %peer.addr, transport = ?peer.transport, error = why, "SIP connection failed");
+    let _ = connections.send(ConnectionEvent::Closed(peer));
+}
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Core {
     layer: Layer,
+    /// Connections by where they go, for requests that name no connection.
+    by_addr: HashMap<(Transport, SocketAddr), u64>,
+    dialer: Dialer,
     udp: Arc<UdpSocket>,
     connections: HashMap<u64, mpsc::UnboundedSender<Bytes>>,
     events: mpsc::UnboundedSender<Event>,
@@ -331,8 +403,18 @@ impl Core {
                     self.on_inbound(msg, policy);
                 }
                 Some(event) = connections.recv() => match event {
-                    ConnectionEvent::Opened(id, tx) => { self.connections.insert(id, tx); }
-                    ConnectionEvent::Closed(id) => { self.connections.remove(&id); }
+                    ConnectionEvent::Opened(peer, tx) => {
+                        let id = peer.connection.unwrap_or_default();
+                        self.connections.insert(id, tx);
+                        self.by_addr.entry((peer.transport, peer.addr)).or_insert(id);
+                    }
+                    ConnectionEvent::Closed(peer) => {
+                        let id = peer.connection.unwrap_or_default();
+                        self.connections.remove(&id);
+                        if self.by_addr.get(&(peer.transport, peer.addr)) == Some(&id) {
+                            self.by_addr.remove(&(peer.transport, peer.addr));
+                        }
+                    }
                 },
                 command = commands.recv() => match command {
                     Some(c) => self.on_command(c),
@@ -405,7 +487,25 @@ impl Core {
             Some(code) => self.stats.responses_out[class_index(code)].fetch_add(1, Relaxed),
             None => self.stats.requests_out.fetch_add(1, Relaxed),
         };
-        match send.peer.connection {
+        let connection = match (send.peer.connection, send.peer.transport) {
+            (None, Transport::Tcp | Transport::Tls) => {
+                // A request toward a peer over a connection-oriented transport:
+                // reuse a connection to it, or open one.
+                let key = (send.peer.transport, send.peer.addr);
+                match self.by_addr.get(&key) {
+                    Some(&id) => Some(id),
+                    None => {
+                        let (peer, tx) = self.dialer.open(send.peer.transport, send.peer.addr);
+                        let id = peer.connection.unwrap_or_default();
+                        self.connections.insert(id, tx);
+                        self.by_addr.insert(key, id);
+                        Some(id)
+                    }
+                }
+            }
+            (c, _) => c,
+        };
+        match connection {
             None => {
                 // UDP sends never block for long; try_send_to avoids an await
                 // in the middle of the layer's work.
