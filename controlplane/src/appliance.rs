@@ -89,8 +89,9 @@ async fn start_calls(
         limits: Limits::default(),
         max_calls: config.calls.max_calls,
     };
-    let (call_stats, control) = crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone());
-    Ok(CallLayer { sip_stats, call_stats, control, webhooks })
+    let (call_stats, control, media_timeouts) =
+        crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone());
+    Ok(CallLayer { sip_stats, call_stats, control, webhooks, media_timeouts })
 }
 
 struct CallLayer {
@@ -98,6 +99,7 @@ struct CallLayer {
     call_stats: Arc<crate::call::shell::CallStats>,
     control: Arc<crate::call::control::ShellControl>,
     webhooks: WebhookClient,
+    media_timeouts: tokio::sync::mpsc::UnboundedSender<dataplane::session::SessionId>,
 }
 
 /// The TLS identity the signaling and HTTPS listeners will present.
@@ -186,7 +188,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         events: events.clone(),
         admin_token: config.listen.admin_token.clone(),
     });
-    let pump = tokio::spawn(admin::events::pump(handle.clone(), events));
+    let pump = tokio::spawn(admin::events::pump(handle.clone(), events, Some(calls.media_timeouts.clone())));
     tracing::info!(
         appliance = %config.appliance.id,
         region = %config.appliance.region,

@@ -62,8 +62,13 @@ impl EventLog {
     }
 }
 
-/// Moves the dataplane's events into the log until the process stops.
-pub async fn pump(dataplane: DataplaneHandle, log: std::sync::Arc<EventLog>) {
+/// Moves the dataplane's events into the log until the process stops, and
+/// tells the call layer (`timeouts`) which sessions went silent.
+pub async fn pump(
+    dataplane: DataplaneHandle,
+    log: std::sync::Arc<EventLog>,
+    timeouts: Option<tokio::sync::mpsc::UnboundedSender<dataplane::session::SessionId>>,
+) {
     let mut tick = tokio::time::interval(PUMP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -74,7 +79,12 @@ pub async fn pump(dataplane: DataplaneHandle, log: std::sync::Arc<EventLog>) {
         }
         for e in &events {
             match e {
-                Event::MediaTimeout { session } => tracing::info!(%session, "media timeout"),
+                Event::MediaTimeout { session } => {
+                    tracing::info!(%session, "media timeout");
+                    if let Some(t) = &timeouts {
+                        let _ = t.send(*session);
+                    }
+                }
                 Event::Latched { session, side, rtcp, remote } => {
                     tracing::debug!(%session, side, rtcp, %remote, "leg latched")
                 }

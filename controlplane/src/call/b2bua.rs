@@ -250,6 +250,7 @@ impl Call {
                 self.fail_unanswered(now, 503, CallStatus::Failed);
             }
             Input::Timeout => self.on_timeout(now),
+            Input::MediaTimeout => self.on_media_timeout(now),
         }
     }
 
@@ -787,6 +788,26 @@ impl Call {
         }
         let _ = now;
         self.dial_outcome(DialOutcome { status, dial_call_sid: sid, duration_s: 0 });
+    }
+
+    /// Silence both ways: a dead peer (gone without BYE), unless someone
+    /// put the call on hold, where silence is expected.
+    fn on_media_timeout(&mut self, now: Instant) {
+        let Some(inbound) = self.inbound.as_ref().filter(|i| i.state == InboundState::Answered) else { return };
+        let callee_sends = self
+            .bridge
+            .as_ref()
+            .and_then(|b| self.forks[b.fork].media.as_ref())
+            .is_none_or(|m| m.direction == Direction::SendRecv);
+        if inbound.media.direction != Direction::SendRecv || !callee_sends {
+            return;
+        }
+        let update =
+            CallUpdate { error_message: Some("media timeout: no RTP either way".into()), ..CallUpdate::default() };
+        self.record(self.cfg.call_sid.clone(), update);
+        self.out.push_back(Output::ToInterpreter(interpreter::Input::CallEnded));
+        self.end_dial(now, DialCallStatus::Completed, CallStatus::Completed);
+        self.hang_up(now);
     }
 
     fn on_timeout(&mut self, now: Instant) {

@@ -115,6 +115,10 @@ pub enum Input {
     MediaFailed,
     /// [`Call::next_timeout`] has come.
     Timeout,
+    /// The dataplane saw no packet either way for its media timeout: a
+    /// call whose parties both send (not on hold) is over (`completed`,
+    /// with an error record naming it).
+    MediaTimeout,
 }
 
 #[derive(Debug, Clone, PartialEq)]

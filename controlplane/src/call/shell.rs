@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use dataplane::control::SessionRequest;
+use dataplane::session::SessionId;
 use dataplane::DataplaneHandle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -178,12 +179,13 @@ pub fn spawn(
     store: Arc<dyn Store>,
     dataplane: DataplaneHandle,
     webhooks: WebhookClient,
-) -> (Arc<CallStats>, Arc<super::control::ShellControl>) {
+) -> (Arc<CallStats>, Arc<super::control::ShellControl>, mpsc::UnboundedSender<SessionId>) {
     let stats = Arc::new(CallStats::default());
     let (tx, rx) = mpsc::unbounded_channel();
+    let (timeouts_tx, timeouts) = mpsc::unbounded_channel();
     let shell = Shell::new(cfg, sip, store.clone(), dataplane, webhooks, stats.clone());
-    tokio::spawn(shell.run(events, rx));
-    (stats, Arc::new(super::control::ShellControl { tx, store }))
+    tokio::spawn(shell.run(events, rx, timeouts));
+    (stats, Arc::new(super::control::ShellControl { tx, store }), timeouts_tx)
 }
 
 pub struct Shell {
@@ -199,6 +201,7 @@ pub struct Shell {
     by_server_tx: HashMap<TxKey, u64>,
     by_client_tx: HashMap<TxKey, u64>,
     by_sid: HashMap<String, u64>,
+    by_session: HashMap<SessionId, u64>,
     /// INVITEs being looked up: a CANCEL meanwhile is remembered here.
     pending: HashMap<TxKey, bool>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -233,6 +236,7 @@ impl Shell {
             by_server_tx: HashMap::new(),
             by_client_tx: HashMap::new(),
             by_sid: HashMap::new(),
+            by_session: HashMap::new(),
             pending: HashMap::new(),
             timers: BinaryHeap::new(),
             next_id: 1,
@@ -247,6 +251,7 @@ impl Shell {
         mut self,
         mut events: mpsc::UnboundedReceiver<Event>,
         mut control: mpsc::UnboundedReceiver<Control>,
+        mut media_timeouts: mpsc::UnboundedReceiver<SessionId>,
     ) {
         let Some(mut done) = self.done_rx.take() else { return };
         loop {
@@ -264,6 +269,11 @@ impl Shell {
                 },
                 Some(d) = done.recv() => self.on_done(d),
                 Some(c) = control.recv() => self.on_control(c),
+                Some(session) = media_timeouts.recv() => {
+                    if let Some(&id) = self.by_session.get(&session) {
+                        self.feed(id, Input::MediaTimeout);
+                    }
+                }
                 () = sleep => self.on_timers(),
             }
         }
@@ -668,7 +678,10 @@ impl Shell {
             }
             Output::CreateMedia { legs, rtcp_mux } => {
                 let input = match self.dataplane.create_session(SessionRequest { legs, rtcp_mux }) {
-                    Ok(info) => Input::MediaReady { session: info.id, local: [info.legs[0].local, info.legs[1].local] },
+                    Ok(info) => {
+                        self.by_session.insert(info.id, id);
+                        Input::MediaReady { session: info.id, local: [info.legs[0].local, info.legs[1].local] }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "no media session for a call");
                         Input::MediaFailed
@@ -684,6 +697,7 @@ impl Shell {
                 }
             }
             Output::DeleteMedia { session } => {
+                self.by_session.remove(&session);
                 let _ = self.dataplane.delete_session(session);
             }
             Output::RunInstructions => {

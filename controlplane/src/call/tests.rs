@@ -627,3 +627,35 @@ fn originated_call_unanswered_is_cancelled_at_its_timeout() {
     h.sip(Event::Response { key: k, response: reply(&inv, 487, "callee", None) });
     assert!(!h.call.has_open_forks());
 }
+
+/// A carrier call bridged to one callee (answerOnBridge), callee's SDP `direction`.
+fn bridged(direction: &str) -> H {
+    let (mut h, _) = H::start();
+    h.interp(dial(ONE_NUMBER));
+    let (k, _, inv) = h.sent(0);
+    let sdp = callee_sdp(7000, direction);
+    let out = h.sip(Event::Response { key: k, response: reply(&inv, 200, "callee", Some(&sdp)) });
+    assert_eq!(codes(&out), [200], "{out:?}");
+    h
+}
+
+#[test]
+fn media_timeout_hangs_up_a_bridged_call_both_ways() {
+    let mut h = bridged("sendrecv");
+    let out = h.input(Input::MediaTimeout);
+    let byes: Vec<String> =
+        h.sent.iter().filter(|(_, _, r)| r.method == Method::Bye).map(|(_, _, r)| r.uri_str().to_string()).collect();
+    assert_eq!(byes.len(), 2, "BYE to the callee and to the caller: {byes:?}");
+    assert!(out.iter().any(|o| matches!(o, Output::Record { update, .. }
+        if update.error_message.as_deref().is_some_and(|m| m.contains("media timeout")))));
+    assert_eq!(statuses(&out, SID).last(), Some(&CallStatus::Completed));
+    assert_eq!(out.last(), Some(&Output::Ended));
+}
+
+#[test]
+fn media_timeout_leaves_a_held_call_alone() {
+    let mut h = bridged("sendonly");
+    let out = h.input(Input::MediaTimeout);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!h.call.is_ended());
+}
