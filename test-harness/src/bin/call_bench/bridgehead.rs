@@ -9,7 +9,7 @@
 //! `bridgehead_dataplane_tx_packets_total` on its admin `/metrics`.
 
 use crate::cpu;
-use crate::ladder::System;
+use crate::ladder::{CpuParts, System};
 use crate::netplan::{self, ADMIN_PORT, BRIDGEHEAD, DIALLED, NUMBER, SIP_PORT, TWIML, TWIML_PORT, UAC, UAS};
 use crate::process::Child;
 use crate::rig::Rig;
@@ -24,9 +24,14 @@ const STARTUP: Duration = Duration::from_secs(20);
 const ADMIN_TOKEN: &str = "call-bench-admin";
 const ACCOUNT_SID: &str = "AC0000000000000000000000000ca11be0";
 const APPLICATION_SID: &str = "AP0000000000000000000000000ca11be0";
-/// Media ports: 2,500 calls' worth (a call takes two port pairs), and
-/// within the default open-file limit of 20,000 (a socket per port).
-const MEDIA_PORTS: &str = "20000-29999";
+/// Media ports: 5,000 calls' worth (a call takes two port pairs), as many
+/// as rtpengine gets on the reference side. The socket backend opens a
+/// socket per port in use, so the open-file limit (20,000 on the machine
+/// of docs/benchmarks.md) caps it a little below that.
+const MEDIA_PORTS: &str = "10000-29999";
+/// Session table: the default `max_calls` is half of it, above what the
+/// ports allow.
+const SESSIONS: u32 = 16384;
 
 /// The appliance binary: `--bridgehead`, else `$BRIDGEHEAD_BIN`, else
 /// `bridgehead` beside this program (the same target directory).
@@ -59,7 +64,7 @@ fn config(state_dir: &Path) -> String {
          [listen]\nadmin = \"{BRIDGEHEAD}:{ADMIN_PORT}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
          https = \"{BRIDGEHEAD}:8443\"\nsip_udp = \"{sip}\"\nsip_tcp = \"{sip}\"\nsip_tls = \"{BRIDGEHEAD}:5061\"\n\n\
          [dataplane]\nbackend = \"sockets\"\nmedia_ip = \"{BRIDGEHEAD}\"\nports = \"{MEDIA_PORTS}\"\n\
-         sessions = 8192\nmedia_timeout_s = 30\n\n\
+         sessions = {SESSIONS}\nmedia_timeout_s = 30\n\n\
          [[accounts]]\nsid = \"{ACCOUNT_SID}\"\nauth_token = \"call-bench-auth-token\"\n\n\
          [[accounts.applications]]\nsid = \"{APPLICATION_SID}\"\n\
          voice_url = \"http://{TWIML}:{TWIML_PORT}/voice\"\nvoice_method = \"POST\"\n\n\
@@ -135,16 +140,21 @@ impl System for Appliance {
         netplan::sip(BRIDGEHEAD)
     }
 
-    fn cpu(&self) -> Result<Vec<(&'static str, f64)>> {
-        Ok(vec![("bridgehead", cpu::tree_seconds(self.bridgehead.pid())?)])
+    /// By thread name: where the time goes inside the process.
+    fn cpu(&self) -> Result<CpuParts> {
+        cpu::by_thread_name(self.bridgehead.pid())
     }
 
-    fn helper_cpu(&self) -> Result<Vec<(&'static str, f64)>> {
-        Ok(vec![("twiml", cpu::tree_seconds(self.twiml.pid())?)])
+    fn helper_cpu(&self) -> Result<CpuParts> {
+        Ok(vec![("twiml".into(), cpu::tree_seconds(self.twiml.pid())?)])
     }
 
     fn relayed_packets(&self) -> Option<u64> {
         metric_sum(&self.admin.metrics().ok()?, "bridgehead_dataplane_tx_packets")
+    }
+
+    fn media_drops(&self) -> Vec<(String, u64)> {
+        self.admin.metrics().map(|text| drops_by_reason(&text)).unwrap_or_default()
     }
 
     fn webhooks(&self) -> Option<u64> {
@@ -163,9 +173,36 @@ impl System for Appliance {
     }
 }
 
+/// `bridgehead_dataplane_drops_total{worker="0",reason="x"} N`, summed
+/// over workers.
+fn drops_by_reason(metrics: &str) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("bridgehead_dataplane_drops_total{") else { continue };
+        let Some((labels, value)) = rest.split_once("} ") else { continue };
+        let Some(reason) = labels.split(',').find_map(|l| l.trim().strip_prefix("reason=")) else { continue };
+        let (reason, n) = (reason.trim_matches('"'), value.trim().parse::<f64>().unwrap_or(0.0) as u64);
+        match out.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, total)) => *total += n,
+            None => out.push((reason.to_string(), n)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_add_up_over_workers() {
+        let text = "# TYPE bridgehead_dataplane_drops counter\n\
+                    bridgehead_dataplane_drops_total{worker=\"0\",reason=\"no_session\"} 3\n\
+                    bridgehead_dataplane_drops_total{worker=\"1\",reason=\"no_session\"} 4\n\
+                    bridgehead_dataplane_drops_total{worker=\"1\",reason=\"strict\"} 1\n\
+                    bridgehead_dataplane_rx_packets_total{worker=\"0\"} 99\n";
+        assert_eq!(drops_by_reason(text), vec![("no_session".to_string(), 7), ("strict".to_string(), 1)]);
+    }
 
     #[test]
     fn config_is_accepted_by_the_appliance() {

@@ -91,6 +91,35 @@ pub fn tree_seconds(root: u32) -> Result<f64> {
     Ok(ticks as f64 / USER_HZ)
 }
 
+/// CPU seconds of one process, split by thread name: threads named alike
+/// but for a number at the end (`dp-worker-0`, `dp-worker-1`) add up; what
+/// exited threads and reaped children used is `other`. The parts add up to
+/// the process's time.
+pub fn by_thread_name(pid: u32) -> Result<Vec<(String, f64)>> {
+    let total = stat(pid).with_context(|| format!("/proc/{pid}/stat: no such process"))?;
+    let mut parts: Vec<(String, u64)> = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("/proc/{pid}/task"))?;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(comm), Some(t)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")).ok().as_deref().and_then(parse),
+        ) else {
+            continue; // exited meanwhile
+        };
+        let name = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches(['-', '_', ' ']);
+        let name = if name.is_empty() { comm.trim() } else { name };
+        match parts.iter_mut().find(|(n, _)| n == name) {
+            Some((_, ticks)) => *ticks += t.own,
+            None => parts.push((name.to_string(), t.own)),
+        }
+    }
+    let live: u64 = parts.iter().map(|(_, t)| t).sum();
+    parts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    parts.push(("other".into(), (total.own + total.reaped).saturating_sub(live)));
+    Ok(parts.into_iter().map(|(n, t)| (n, t as f64 / USER_HZ)).collect())
+}
+
 /// CPU seconds of the children this process has reaped so far: a step's
 /// sipp UAC, once waited for, lands here.
 pub fn reaped_by_us_seconds() -> Result<f64> {
@@ -115,5 +144,7 @@ mod tests {
         assert!(reaped_by_us_seconds().is_ok());
         let me = ProcessId { pid: std::process::id(), start: stat(std::process::id()).map_or(0, |s| s.start) };
         assert!(same_process(me));
+        let parts = by_thread_name(std::process::id()).unwrap();
+        assert_eq!(parts.last().map(|(n, _)| n.as_str()), Some("other"));
     }
 }

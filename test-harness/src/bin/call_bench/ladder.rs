@@ -21,6 +21,9 @@ use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// CPU seconds by part (a process, or a group of a process's threads).
+pub type CpuParts = Vec<(String, f64)>;
+
 /// What the ladder needs from a system under test.
 pub trait System {
     /// Its name in the table.
@@ -29,15 +32,19 @@ pub trait System {
     fn tag(&self) -> &'static str;
     /// Where the caller sends its INVITEs.
     fn sip_target(&self) -> SocketAddr;
-    /// CPU seconds so far of each of its processes.
-    fn cpu(&self) -> Result<Vec<(&'static str, f64)>>;
+    /// CPU seconds so far of its parts; they add up to its time.
+    fn cpu(&self) -> Result<CpuParts>;
     /// CPU seconds so far of what serves it without being part of it (the
     /// customer's app).
-    fn helper_cpu(&self) -> Result<Vec<(&'static str, f64)>> {
+    fn helper_cpu(&self) -> Result<CpuParts> {
         Ok(Vec::new())
     }
     /// Media packets its anchor says it relayed so far.
     fn relayed_packets(&self) -> Option<u64>;
+    /// Packets its anchor refused so far, by reason.
+    fn media_drops(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
     /// Webhook requests the customer's app answered so far.
     fn webhooks(&self) -> Option<u64> {
         None
@@ -91,8 +98,10 @@ pub struct Step {
     /// The anchor's own count of relayed packets, per successful call.
     pub relayed_per_call: Option<f64>,
     pub webhooks: Option<u64>,
-    pub sut_cpu: Vec<(&'static str, f64)>,
-    pub helper_cpu: Vec<(&'static str, f64)>,
+    pub sut_cpu: CpuParts,
+    pub helper_cpu: CpuParts,
+    /// Packets the anchor refused during the step, by reason.
+    pub media_drops: Vec<(String, u64)>,
     pub caller_cpu: f64,
     pub callee_cpu: f64,
     /// Calls that did not complete.
@@ -220,6 +229,7 @@ impl Ladder {
         let (sut0, helper0) = (system.cpu()?, system.helper_cpu()?);
         let (callee0, reaped0) = (cpu::tree_seconds(callee_pid)?, cpu::reaped_by_us_seconds()?);
         let (echo0, relayed0, hooks0) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
+        let drops0 = system.media_drops();
 
         let caller = sipp::run_caller(rig, system.sip_target(), rate, calls, tag)?;
         std::thread::sleep(SETTLE);
@@ -227,6 +237,15 @@ impl Ladder {
         let (sut1, helper1) = (system.cpu()?, system.helper_cpu()?);
         let (callee1, reaped1) = (cpu::tree_seconds(callee_pid)?, cpu::reaped_by_us_seconds()?);
         let (echo1, relayed1, hooks1) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
+        let media_drops = system
+            .media_drops()
+            .into_iter()
+            .map(|(reason, n)| {
+                let before = drops0.iter().find(|(r, _)| *r == reason).map_or(0, |(_, b)| *b);
+                (reason, n.saturating_sub(before))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
 
         let rtp_back = echo1 - echo0;
         let rtp_expected = RTP_PACKETS_PER_CALL * caller.successful;
@@ -260,6 +279,7 @@ impl Ladder {
             webhooks: hooks0.zip(hooks1).map(|(a, b)| b.saturating_sub(a)),
             sut_cpu: differences(&sut0, &sut1),
             helper_cpu: differences(&helper0, &helper1),
+            media_drops,
             caller_cpu: reaped1 - reaped0,
             callee_cpu: callee1 - callee0,
             failed_calls,
@@ -271,8 +291,13 @@ impl Ladder {
     }
 }
 
-fn differences(before: &[(&'static str, f64)], after: &[(&'static str, f64)]) -> Vec<(&'static str, f64)> {
-    after.iter().map(|(name, b)| (*name, b - before.iter().find(|(n, _)| n == name).map_or(0.0, |(_, a)| *a))).collect()
+/// Part by part, `after - before`; a part in only one of them counts as 0
+/// in the other, so the differences add up to the difference of the sums.
+fn differences(before: &[(String, f64)], after: &[(String, f64)]) -> CpuParts {
+    let value = |parts: &[(String, f64)], name: &str| parts.iter().find(|(n, _)| n == name).map_or(0.0, |(_, v)| *v);
+    let mut names: Vec<&String> = after.iter().map(|(n, _)| n).collect();
+    names.extend(before.iter().map(|(n, _)| n).filter(|n| after.iter().all(|(a, _)| a != *n)));
+    names.into_iter().map(|n| (n.clone(), value(after, n) - value(before, n))).collect()
 }
 
 /// One line of progress on stderr.
@@ -296,6 +321,10 @@ fn describe_failure(s: &Step) -> String {
         " (placed {}, completed {}, failed {})",
         s.caller.created, s.caller.successful, s.caller.failed
     ));
+    if !s.media_drops.is_empty() {
+        let drops: Vec<String> = s.media_drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        text.push_str(&format!("; the anchor dropped packets: {}", drops.join(", ")));
+    }
     for (complaint, n) in &s.caller.errors {
         let short: String = complaint.chars().take(240).collect();
         text.push_str(&format!("\n    sipp, {n} times: {short}"));

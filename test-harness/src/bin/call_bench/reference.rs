@@ -10,7 +10,7 @@
 
 use crate::bencode::Value;
 use crate::cpu;
-use crate::ladder::System;
+use crate::ladder::{CpuParts, System};
 use crate::netplan::{self, DIALLED, KAMAILIO, RTPENGINE, RTPENGINE_NG_PORT, SIP_PORT, UAS};
 use crate::process::Child;
 use crate::rig::{which, Rig};
@@ -92,6 +92,15 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// A counter of rtpengine's `totalstatistics` (calls already deleted).
+    fn total(&self, key: &str) -> Option<u64> {
+        let reply = self.ng.request(&Value::dict([("command", Value::str("statistics"))])).ok()?;
+        let n = reply.get("statistics")?.get("totalstatistics")?.get(key)?.as_int()?;
+        u64::try_from(n).ok()
+    }
+}
+
 impl System for Reference {
     fn label(&self) -> &'static str {
         "reference"
@@ -105,17 +114,19 @@ impl System for Reference {
         netplan::sip(KAMAILIO)
     }
 
-    fn cpu(&self) -> Result<Vec<(&'static str, f64)>> {
+    fn cpu(&self) -> Result<CpuParts> {
         Ok(vec![
-            ("kamailio", cpu::tree_seconds(self.kamailio.pid())?),
-            ("rtpengine", cpu::tree_seconds(self.rtpengine.pid())?),
+            ("kamailio".into(), cpu::tree_seconds(self.kamailio.pid())?),
+            ("rtpengine".into(), cpu::tree_seconds(self.rtpengine.pid())?),
         ])
     }
 
     fn relayed_packets(&self) -> Option<u64> {
-        let reply = self.ng.request(&Value::dict([("command", Value::str("statistics"))])).ok()?;
-        let n = reply.get("statistics")?.get("totalstatistics")?.get("relayedpackets")?.as_int()?;
-        u64::try_from(n).ok()
+        self.total("relayedpackets")
+    }
+
+    fn media_drops(&self) -> Vec<(String, u64)> {
+        self.total("relayedpacketerrors").map(|n| vec![("relay errors".to_string(), n)]).unwrap_or_default()
     }
 
     fn check_running(&mut self) -> Result<()> {
