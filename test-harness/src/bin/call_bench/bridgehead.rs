@@ -153,8 +153,17 @@ impl System for Appliance {
         metric_sum(&self.admin.metrics().ok()?, "bridgehead_dataplane_tx_packets")
     }
 
-    fn media_drops(&self) -> Vec<(String, u64)> {
-        self.admin.metrics().map(|text| drops_by_reason(&text)).unwrap_or_default()
+    fn trouble(&self) -> Vec<(String, u64)> {
+        let Ok(text) = self.admin.metrics() else { return Vec::new() };
+        let mut out = by_label(&text, "bridgehead_dataplane_drops_total", "reason", "media dropped");
+        out.extend(by_label(&text, "bridgehead_calls_refused_total", "reason", "calls refused"));
+        out.extend(by_label(&text, "bridgehead_dataplane_session_refusals_total", "reason", "sessions refused"));
+        out.extend(by_label(&text, "bridgehead_calls_ended_total", "status", "calls ended"));
+        out
+    }
+
+    fn calls_up(&self) -> Option<u64> {
+        metric_sum(&self.admin.metrics().ok()?, "bridgehead_dataplane_sessions")
     }
 
     fn webhooks(&self) -> Option<u64> {
@@ -173,18 +182,20 @@ impl System for Appliance {
     }
 }
 
-/// `bridgehead_dataplane_drops_total{worker="0",reason="x"} N`, summed
-/// over workers.
-fn drops_by_reason(metrics: &str) -> Vec<(String, u64)> {
+/// The samples of one counter family summed by one label, named
+/// `<what> <label value>`: `bridgehead_dataplane_drops_total{worker="0",
+/// reason="strict"} 3` becomes `media dropped strict`.
+fn by_label(metrics: &str, family: &str, label: &str, what: &str) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = Vec::new();
+    let key = format!("{label}=");
     for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("bridgehead_dataplane_drops_total{") else { continue };
+        let Some(rest) = line.strip_prefix(family).and_then(|r| r.strip_prefix('{')) else { continue };
         let Some((labels, value)) = rest.split_once("} ") else { continue };
-        let Some(reason) = labels.split(',').find_map(|l| l.trim().strip_prefix("reason=")) else { continue };
-        let (reason, n) = (reason.trim_matches('"'), value.trim().parse::<f64>().unwrap_or(0.0) as u64);
-        match out.iter_mut().find(|(r, _)| r == reason) {
+        let Some(v) = labels.split(',').find_map(|l| l.trim().strip_prefix(key.as_str())) else { continue };
+        let (name, n) = (format!("{what} {}", v.trim_matches('"')), value.trim().parse::<f64>().unwrap_or(0.0) as u64);
+        match out.iter_mut().find(|(r, _)| *r == name) {
             Some((_, total)) => *total += n,
-            None => out.push((reason.to_string(), n)),
+            None => out.push((name, n)),
         }
     }
     out
@@ -195,13 +206,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drops_add_up_over_workers() {
+    fn counters_add_up_by_label() {
         let text = "# TYPE bridgehead_dataplane_drops counter\n\
                     bridgehead_dataplane_drops_total{worker=\"0\",reason=\"no_session\"} 3\n\
                     bridgehead_dataplane_drops_total{worker=\"1\",reason=\"no_session\"} 4\n\
                     bridgehead_dataplane_drops_total{worker=\"1\",reason=\"strict\"} 1\n\
                     bridgehead_dataplane_rx_packets_total{worker=\"0\"} 99\n";
-        assert_eq!(drops_by_reason(text), vec![("no_session".to_string(), 7), ("strict".to_string(), 1)]);
+        assert_eq!(
+            by_label(text, "bridgehead_dataplane_drops_total", "reason", "media dropped"),
+            vec![("media dropped no_session".to_string(), 7), ("media dropped strict".to_string(), 1)]
+        );
     }
 
     #[test]

@@ -41,10 +41,15 @@ pub trait System {
     }
     /// Media packets its anchor says it relayed so far.
     fn relayed_packets(&self) -> Option<u64>;
-    /// Packets its anchor refused so far, by reason.
-    fn media_drops(&self) -> Vec<(String, u64)> {
+    /// Counters of trouble (packets dropped, calls refused, by reason),
+    /// read before and after each step; those that grew are shown for a
+    /// step that failed.
+    fn trouble(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+    /// Calls (media sessions) still up: a step starts once the last one's
+    /// are gone.
+    fn calls_up(&self) -> Option<u64>;
     /// Webhook requests the customer's app answered so far.
     fn webhooks(&self) -> Option<u64> {
         None
@@ -83,6 +88,9 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// retransmissions) should not land in the next.
 const PAUSE: Duration = Duration::from_secs(2);
 const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// How long a step waits for the calls of the one before to end (a failed
+/// step can leave calls that end only by timeout).
+const IDLE_WITHIN: Duration = Duration::from_secs(30);
 /// The share of the rate the caller must keep.
 const RATE_KEPT: f64 = 0.9;
 
@@ -100,8 +108,10 @@ pub struct Step {
     pub webhooks: Option<u64>,
     pub sut_cpu: CpuParts,
     pub helper_cpu: CpuParts,
-    /// Packets the anchor refused during the step, by reason.
-    pub media_drops: Vec<(String, u64)>,
+    /// The system's trouble counters that grew during the step.
+    pub trouble: Vec<(String, u64)>,
+    /// Calls of earlier steps still up when this one started.
+    pub leftover_calls: u64,
     pub caller_cpu: f64,
     pub callee_cpu: f64,
     /// Calls that did not complete.
@@ -225,11 +235,12 @@ impl Ladder {
         tag: &str,
     ) -> Result<Step> {
         let calls = ((f64::from(rate) * seconds).round() as u64).max(1);
+        let leftover_calls = wait_idle(system);
         let callee_pid = callee.child.pid();
         let (sut0, helper0) = (system.cpu()?, system.helper_cpu()?);
         let (callee0, reaped0) = (cpu::tree_seconds(callee_pid)?, cpu::reaped_by_us_seconds()?);
         let (echo0, relayed0, hooks0) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
-        let drops0 = system.media_drops();
+        let trouble0 = system.trouble();
 
         let caller = sipp::run_caller(rig, system.sip_target(), rate, calls, tag)?;
         std::thread::sleep(SETTLE);
@@ -237,12 +248,12 @@ impl Ladder {
         let (sut1, helper1) = (system.cpu()?, system.helper_cpu()?);
         let (callee1, reaped1) = (cpu::tree_seconds(callee_pid)?, cpu::reaped_by_us_seconds()?);
         let (echo1, relayed1, hooks1) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
-        let media_drops = system
-            .media_drops()
+        let trouble = system
+            .trouble()
             .into_iter()
-            .map(|(reason, n)| {
-                let before = drops0.iter().find(|(r, _)| *r == reason).map_or(0, |(_, b)| *b);
-                (reason, n.saturating_sub(before))
+            .map(|(what, n)| {
+                let before = trouble0.iter().find(|(w, _)| *w == what).map_or(0, |(_, b)| *b);
+                (what, n.saturating_sub(before))
             })
             .filter(|(_, n)| *n > 0)
             .collect();
@@ -279,7 +290,8 @@ impl Ladder {
             webhooks: hooks0.zip(hooks1).map(|(a, b)| b.saturating_sub(a)),
             sut_cpu: differences(&sut0, &sut1),
             helper_cpu: differences(&helper0, &helper1),
-            media_drops,
+            trouble,
+            leftover_calls,
             caller_cpu: reaped1 - reaped0,
             callee_cpu: callee1 - callee0,
             failed_calls,
@@ -298,6 +310,19 @@ fn differences(before: &[(String, f64)], after: &[(String, f64)]) -> CpuParts {
     let mut names: Vec<&String> = after.iter().map(|(n, _)| n).collect();
     names.extend(before.iter().map(|(n, _)| n).filter(|n| after.iter().all(|(a, _)| a != *n)));
     names.into_iter().map(|n| (n.clone(), value(after, n) - value(before, n))).collect()
+}
+
+/// Waits until the system has no call up (at most `IDLE_WITHIN`); returns
+/// how many were still up.
+fn wait_idle<S: System>(system: &S) -> u64 {
+    let deadline = std::time::Instant::now() + IDLE_WITHIN;
+    loop {
+        let up = system.calls_up().unwrap_or(0);
+        if up == 0 || std::time::Instant::now() >= deadline {
+            return up;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// One line of progress on stderr.
@@ -321,9 +346,12 @@ fn describe_failure(s: &Step) -> String {
         " (placed {}, completed {}, failed {})",
         s.caller.created, s.caller.successful, s.caller.failed
     ));
-    if !s.media_drops.is_empty() {
-        let drops: Vec<String> = s.media_drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        text.push_str(&format!("; the anchor dropped packets: {}", drops.join(", ")));
+    if !s.trouble.is_empty() {
+        let counters: Vec<String> = s.trouble.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        text.push_str(&format!("; the system counted: {}", counters.join(", ")));
+    }
+    if s.leftover_calls > 0 {
+        text.push_str(&format!("; {} calls of the step before were still up when it started", s.leftover_calls));
     }
     for (complaint, n) in &s.caller.errors {
         let short: String = complaint.chars().take(240).collect();

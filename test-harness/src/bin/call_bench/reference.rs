@@ -93,10 +93,11 @@ impl Reference {
 }
 
 impl Reference {
-    /// A counter of rtpengine's `totalstatistics` (calls already deleted).
-    fn total(&self, key: &str) -> Option<u64> {
+    /// A figure of rtpengine's `statistics`: `totalstatistics` (calls
+    /// already deleted) or `currentstatistics`.
+    fn statistic(&self, group: &str, key: &str) -> Option<u64> {
         let reply = self.ng.request(&Value::dict([("command", Value::str("statistics"))])).ok()?;
-        let n = reply.get("statistics")?.get("totalstatistics")?.get(key)?.as_int()?;
+        let n = reply.get("statistics")?.get(group)?.get(key)?.as_int()?;
         u64::try_from(n).ok()
     }
 }
@@ -122,11 +123,25 @@ impl System for Reference {
     }
 
     fn relayed_packets(&self) -> Option<u64> {
-        self.total("relayedpackets")
+        self.statistic("totalstatistics", "relayedpackets")
     }
 
-    fn media_drops(&self) -> Vec<(String, u64)> {
-        self.total("relayedpacketerrors").map(|n| vec![("relay errors".to_string(), n)]).unwrap_or_default()
+    fn trouble(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (key, name) in [
+            ("relayedpacketerrors", "rtpengine relay errors"),
+            ("timeoutsessions", "rtpengine calls timed out"),
+            ("rejectedsessions", "rtpengine calls rejected"),
+        ] {
+            if let Some(n) = self.statistic("totalstatistics", key) {
+                out.push((name.to_string(), n));
+            }
+        }
+        out
+    }
+
+    fn calls_up(&self) -> Option<u64> {
+        self.statistic("currentstatistics", "sessionstotal")
     }
 
     fn check_running(&mut self) -> Result<()> {
