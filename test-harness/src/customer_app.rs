@@ -211,6 +211,19 @@ impl CustomerApp {
         Ok(r.json::<List>()?.requests)
     }
 
+    /// Every request received so far, on any path, oldest first.
+    pub fn all_requests(&self) -> Result<Vec<AppRequest>> {
+        #[derive(Deserialize)]
+        struct List {
+            requests: Vec<AppRequest>,
+        }
+        let r = self.control.request("GET", "/_control/requests", None, CONTROL_TIMEOUT)?;
+        if r.status != 200 {
+            bail!("listing requests: status {}: {}", r.status, r.body);
+        }
+        Ok(r.json::<List>()?.requests)
+    }
+
     /// Waits up to `within` until `path` has received at least `count`
     /// requests; returns them all (fewer if time ran out).
     pub fn wait_requests(&self, path: &str, count: usize, within: Duration) -> Result<Vec<AppRequest>> {

@@ -19,6 +19,7 @@ pub mod appliance;
 pub mod customer_app;
 pub mod netns;
 pub mod rtp;
+pub mod sipp;
 pub mod topology;
 
 use std::time::{Duration, Instant};

@@ -258,3 +258,17 @@ pub fn assert_relayed_verbatim(what: &str, sent: &[Stamp], got: &[Received], fro
         assert_eq!((h.version, h.ssrc, h.seq, h.ts), (2, s.ssrc, s.seq, s.ts), "{what}: packet {i} header rewritten");
     }
 }
+
+/// Checks that `got` holds the packets of `sent`, in order, each payload
+/// exactly as its sender made it and every packet from `from`; the headers
+/// may have been rewritten on the way (a B2BUA may renumber a stream).
+pub fn assert_payloads_delivered(what: &str, sent: &[Stamp], got: &[Received], from: SocketAddr) {
+    assert_eq!(got.len(), sent.len(), "{what}: received {} of {} packets", got.len(), sent.len());
+    for (i, (s, r)) in sent.iter().zip(got).enumerate() {
+        assert_eq!(r.from, from, "{what}: packet {i} came from {} instead of {from}", r.from);
+        assert_eq!(r.origin, Some(*s), "{what}: packet {i} is not the one sent {i}th (out of order or foreign)");
+        assert!(r.intact, "{what}: packet {i} (seq {}) payload changed", s.seq);
+        let h = r.header.expect("origin implies a header");
+        assert_eq!((h.version, h.pt), (2, PT_PCMU), "{what}: packet {i} is not RTP/PCMU");
+    }
+}
