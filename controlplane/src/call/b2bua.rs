@@ -251,6 +251,10 @@ impl Call {
             }
             Input::Timeout => self.on_timeout(now),
             Input::MediaTimeout => self.on_media_timeout(now),
+            Input::Hangup => {
+                self.out.push_back(Output::ToInterpreter(interpreter::Input::CallEnded));
+                self.hang_up(now);
+            }
         }
     }
 
@@ -513,10 +517,10 @@ impl Call {
         let Some(state) = self.inbound.as_ref().map(|i| i.state) else { return };
         match state {
             InboundState::Answered => {
+                // A bridge ends `completed` (BYE, its record, the dial's
+                // outcome); forks still ringing are cancelled.
+                self.end_dial(now, DialCallStatus::Completed, CallStatus::Canceled);
                 self.bye(Party::Caller);
-                if let Some(b) = self.bridge.take() {
-                    self.bye(Party::Fork(b.fork));
-                }
                 self.finish(now, CallStatus::Completed);
             }
             InboundState::Ringing => {
@@ -548,7 +552,7 @@ impl Call {
             return;
         }
         if let Some(d) = self.dial.as_ref().filter(|d| !d.outcome_sent).map(|d| d.generation) {
-            self.cancel_forks(d, None);
+            self.cancel_forks(now, d, None);
         }
         if let Some(session) = self.session() {
             self.out.push_back(Output::DeleteMedia { session });
@@ -697,7 +701,9 @@ impl Call {
     }
 
     /// CANCELs the forks of dial `generation` but `except`.
-    fn cancel_forks(&mut self, generation: u32, except: Option<usize>) {
+    /// Each one's record ends with its `cancel_status` (`canceled` unless the
+    /// dial set another, such as `no-answer` at its timeout).
+    fn cancel_forks(&mut self, now: Instant, generation: u32, except: Option<usize>) {
         for i in 0..self.forks.len() {
             if Some(i) == except || self.forks[i].generation != generation {
                 continue;
@@ -705,8 +711,10 @@ impl Call {
             match self.forks[i].state {
                 ForkState::Calling => self.forks[i].state = ForkState::CancelWanted,
                 ForkState::Proceeding => self.send_cancel(i),
-                _ => {}
+                _ => continue,
             }
+            let (sid, status) = (self.forks[i].sid.clone(), self.forks[i].cancel_status);
+            self.status_record(now, sid, status);
         }
     }
 
@@ -759,10 +767,8 @@ impl Call {
             .collect();
         for &i in &ringing {
             self.forks[i].cancel_status = fork_status;
-            let sid = self.forks[i].sid.clone();
-            self.status_record(now, sid, fork_status);
         }
-        self.cancel_forks(generation, None);
+        self.cancel_forks(now, generation, None);
         let sid = self.forks.iter().rev().find(|f| f.generation == generation).map(|f| f.sid.clone());
         self.dial_outcome(DialOutcome { status, dial_call_sid: sid, duration_s: 0 });
     }
@@ -1042,7 +1048,7 @@ impl Call {
         let sid = fork.sid.clone();
         let limit = self.dial.as_ref().map_or(Duration::from_secs(4 * 3600), |d| d.time_limit);
         self.bridge = Some(Bridge { fork: i, at: now, until: now + limit });
-        self.cancel_forks(generation, Some(i));
+        self.cancel_forks(now, generation, Some(i));
         let update = CallUpdate { status: Some(CallStatus::InProgress), ..CallUpdate::default() };
         self.record(sid, update);
         self.update_media(CALLEE);

@@ -115,6 +115,10 @@ pub enum Input {
     MediaFailed,
     /// [`Call::next_timeout`] has come.
     Timeout,
+    /// End the call from outside (REST `Status=completed`/`canceled`): the
+    /// instructions stop, a bridge ends `completed`, BYE to an answered
+    /// caller, a final response to a ringing one, CANCEL of our INVITE.
+    Hangup,
     /// The dataplane saw no packet either way for its media timeout: a
     /// call whose parties both send (not on hold) is over (`completed`,
     /// with an error record naming it).

@@ -481,7 +481,7 @@ impl Shell {
                     return;
                 };
                 let _ = reply.send(true);
-                self.feed(id, Input::Interpreter(interpreter::Output::Hangup));
+                self.feed(id, Input::Hangup);
             }
         }
     }

@@ -659,3 +659,48 @@ fn media_timeout_leaves_a_held_call_alone() {
     assert!(out.is_empty(), "{out:?}");
     assert!(!h.call.is_ended());
 }
+
+#[test]
+fn hangup_from_outside_ends_the_bridge_with_its_record_and_outcome() {
+    let mut h = bridged("sendrecv");
+    h.now += Duration::from_secs(4);
+    let out = h.input(Input::Hangup);
+    assert_eq!(out[0], Output::ToInterpreter(interpreter::Input::CallEnded));
+    let child_final: Vec<&CallUpdate> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Record { call_sid, update } if call_sid != SID => Some(update),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(child_final.len(), 1, "{out:?}");
+    assert_eq!(child_final[0].status, Some(CallStatus::Completed));
+    assert_eq!(child_final[0].duration_s, Some(4));
+    assert_eq!(outcome(&out).map(|o| o.status), Some(DialCallStatus::Completed));
+    assert_eq!(h.sent.iter().filter(|(_, _, r)| r.method == Method::Bye).count(), 2);
+    assert_eq!(out.last(), Some(&Output::Ended));
+}
+
+#[test]
+fn the_forks_that_lose_a_parallel_dial_end_canceled() {
+    let (mut h, _) = H::start();
+    let out = h.interp(dial(
+        r#"<Response><Dial answerOnBridge="true"><Number>+15550100002</Number><Number>+15550100003</Number></Dial></Response>"#,
+    ));
+    let sids: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ChildCall { call_sid, .. } => Some(call_sid.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sids.len(), 2);
+    let (k0, _, inv0) = h.sent(0);
+    let (k1, _, inv1) = h.sent(1);
+    h.sip(Event::Response { key: k0, response: reply(&inv0, 180, "a", None) });
+    let sdp = callee_sdp(7000, "sendrecv");
+    let out = h.sip(Event::Response { key: k1, response: reply(&inv1, 200, "b", Some(&sdp)) });
+    assert_eq!(statuses(&out, &sids[0]), [CallStatus::Canceled], "{out:?}");
+    assert_eq!(statuses(&out, &sids[1]), [CallStatus::InProgress]);
+    assert!(out.iter().any(|o| matches!(o, Output::SendCancel { .. })));
+}
