@@ -886,6 +886,33 @@ fn redirect_verb_runs_the_next_document() {
     assert_record(record(&calls, "sid", &sid), "completed", "inbound", CALLER, NUMBER);
 }
 
+/// Two `<Number>`s ring at once; the first to answer is bridged, the other
+/// gets CANCEL.
+#[test]
+fn parallel_numbers_first_answer_wins_and_the_other_is_cancelled() {
+    let rig = Rig::new();
+    rig.twiml(
+        "/voice",
+        &format!("<Response><Dial><Number>{RINGS}</Number><Number>{CALLEE}</Number></Dial></Response>"),
+    );
+    let mut p = rig.dial_in("uac_call.xml", NUMBER, 2);
+    let call = rig.bridged(&mut p, CALLEE);
+    rig.expect_log(&mut p.callee, "the losing fork is cancelled", |l| l.event == "cancelled");
+    rig.poke(&p.caller, &call.caller_call_id, "hangup");
+    rig.finished(p.caller, "caller");
+    rig.finished(p.callee, "callee");
+    rig.no_media_left();
+
+    let sid = call_sid(&rig.only_request("/voice"));
+    let calls = rig.final_calls(3);
+    assert_record(record(&calls, "sid", &sid), "completed", "inbound", CALLER, NUMBER);
+    let winner = record(&calls, "to", CALLEE);
+    assert_record(winner, "completed", "outbound-dial", CALLER, CALLEE);
+    let loser = record(&calls, "to", RINGS);
+    assert_record(loser, "canceled", "outbound-dial", CALLER, RINGS);
+    assert_eq!((winner["parent_call_sid"].as_str(), loser["parent_call_sid"].as_str()), (Some(&*sid), Some(&*sid)));
+}
+
 /// The callee puts the call on hold (re-INVITE a=sendonly) and takes it
 /// back (sendrecv): each offer reaches the caller with the appliance's
 /// address and the same direction, each answer comes back; media flows
@@ -951,6 +978,31 @@ fn rest_redirect_of_a_live_call_runs_new_instructions() {
     let calls = rig.final_calls(2);
     assert_record(record(&calls, "sid", &sid), "completed", "inbound", CALLER, NUMBER);
     assert_record(record(&calls, "parent_call_sid", &sid), "completed", "outbound-dial", CALLER, CALLEE);
+}
+
+/// `POST /Calls/{sid}.json` with `Status=completed` hangs up a live call:
+/// both parties get BYE.
+#[test]
+fn rest_hangup_of_a_live_call() {
+    let rig = Rig::new();
+    rig.twiml("/voice", &format!("<Response><Dial><Number>{CALLEE}</Number></Dial></Response>"));
+    rig.accept_callbacks(&["/status"]);
+    let mut p = rig.dial_in("uac_call.xml", NUMBER, 1);
+    rig.bridged(&mut p, CALLEE);
+    let sid = call_sid(&rig.only_request("/voice"));
+
+    let updated = rig.rest("update", serde_json::json!({"sid": sid, "status": "completed"}));
+    assert_eq!(updated["sid"], sid.as_str(), "{updated:#}\n{}", rig.context());
+    let caller = rig.finished(p.caller, "caller");
+    assert!(caller.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", caller.report);
+    let callee = rig.finished(p.callee, "callee");
+    assert!(callee.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", callee.report);
+    rig.no_media_left();
+
+    let calls = rig.final_calls(2);
+    assert_record(record(&calls, "sid", &sid), "completed", "inbound", CALLER, NUMBER);
+    assert_record(record(&calls, "parent_call_sid", &sid), "completed", "outbound-dial", CALLER, CALLEE);
+    assert_callbacks(&rig.exactly_requests("/status", 1), &sid, &["completed"]);
 }
 
 /// `POST /Calls.json` places a call through the trunk; once answered, its
