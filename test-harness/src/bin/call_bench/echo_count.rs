@@ -49,6 +49,22 @@ impl EchoCount {
         bail!("{path}: no socket {} (the callee's media socket)", self.local)
     }
 
+    /// Datagrams any UDP socket of the namespace dropped for a full receive
+    /// buffer so far (`RcvbufErrors` of `/proc/net/snmp`), the counted
+    /// socket's included.
+    pub fn namespace_overflows(&self) -> Result<u64> {
+        let path = format!("/proc/{}/net/snmp", self.pid);
+        let snmp = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+        let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "RcvbufErrors")
+            .and_then(|(_, v)| v.parse().ok())
+            .with_context(|| format!("{path}: no Udp RcvbufErrors"))
+    }
+
     /// Fills the socket's receive buffer until the kernel starts dropping.
     pub fn prime(&self, rig: &Rig, to: SocketAddrV4) -> Result<()> {
         let before = self.count()?;

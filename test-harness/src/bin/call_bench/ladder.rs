@@ -81,9 +81,13 @@ impl Default for Ladder {
 /// caches, and shows at once whether calls go through at all.
 const WARMUP_RATE: u32 = 20;
 const WARMUP_SECONDS: f64 = 1.0;
-/// After the last call's BYE: late counters (rtpengine counts a call's
-/// packets when it deletes the call) and the last retransmissions.
-const SETTLE: Duration = Duration::from_millis(300);
+/// After the caller's last BYE was answered, the system has this long to
+/// release every call (its media session gone: the callee's leg hung up,
+/// rtpengine's call deleted); a call still up then is a failed call.
+const RELEASE_WITHIN: Duration = Duration::from_secs(3);
+/// Then late counters (rtpengine counts a call's packets when it deletes
+/// the call) and the last retransmissions.
+const SETTLE: Duration = Duration::from_millis(200);
 /// Between steps; longer after a failed one, whose stragglers (unanswered
 /// retransmissions) should not land in the next.
 const PAUSE: Duration = Duration::from_secs(2);
@@ -91,6 +95,8 @@ const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// How long a step waits for the calls of the one before to end (a failed
 /// step can leave calls that end only by timeout).
 const IDLE_WITHIN: Duration = Duration::from_secs(30);
+/// Idle CPU is measured over this, before the warm-up.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
 /// The share of the rate the caller must keep.
 const RATE_KEPT: f64 = 0.9;
 
@@ -114,8 +120,10 @@ pub struct Step {
     pub leftover_calls: u64,
     pub caller_cpu: f64,
     pub callee_cpu: f64,
-    /// Calls that did not complete.
+    /// Calls that did not complete, or were still up `RELEASE_WITHIN`
+    /// after the caller's last BYE was answered.
     pub failed_calls: u64,
+    pub unreleased_calls: u64,
     pub achieved_cps: f64,
     pub passed: bool,
     pub why: Option<String>,
@@ -141,6 +149,9 @@ pub struct SideResult {
     pub steps: Vec<Step>,
     /// Index in `steps` of the highest passing rate.
     pub best: Option<usize>,
+    /// CPU the system used with no call, in cores (CPU-seconds a second):
+    /// a cost that weighs on the figures of the low rates.
+    pub idle_cores: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -162,6 +173,7 @@ impl Ladder {
             Ok(c) => c,
             Err(e) => return SideResult::failed(format!("{label}: the sipp callee did not start: {e:#}")),
         };
+        result.idle_cores = idle_cores(system).ok();
         eprintln!("call-bench: {label}: warm-up, {WARMUP_RATE} calls/s for {WARMUP_SECONDS} s");
         let warmup = self.step(rig, system, &callee, WARMUP_RATE, WARMUP_SECONDS, &format!("{}-warmup", system.tag()));
         match warmup {
@@ -241,14 +253,19 @@ impl Ladder {
         let (callee0, reaped0) = (cpu::tree_seconds(callee_pid)?, cpu::reaped_by_us_seconds()?);
         let (echo0, relayed0, hooks0) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
         let trouble0 = system.trouble();
+        let overflows0 = callee.echo.namespace_overflows()?;
 
         let caller = sipp::run_caller(rig, system.sip_target(), rate, calls, tag)?;
+        let unreleased_calls = wait_released(system);
         std::thread::sleep(SETTLE);
 
         let (sut1, helper1) = (system.cpu()?, system.helper_cpu()?);
         let (callee1, reaped1) = (cpu::tree_seconds(callee_pid)?, cpu::reaped_by_us_seconds()?);
         let (echo1, relayed1, hooks1) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
-        let trouble = system
+        // Every packet counted as back overflowed the callee's socket; the
+        // rest overflowed some other socket (SIP, the anchor's, the caller's).
+        let overflows = (callee.echo.namespace_overflows()? - overflows0).saturating_sub(echo1 - echo0);
+        let mut trouble: Vec<(String, u64)> = system
             .trouble()
             .into_iter()
             .map(|(what, n)| {
@@ -257,10 +274,13 @@ impl Ladder {
             })
             .filter(|(_, n)| *n > 0)
             .collect();
+        if overflows > 0 {
+            trouble.push(("UDP datagrams dropped by the kernel for a full receive buffer".into(), overflows));
+        }
 
         let rtp_back = echo1 - echo0;
         let rtp_expected = RTP_PACKETS_PER_CALL * caller.successful;
-        let failed_calls = calls.saturating_sub(caller.successful);
+        let failed_calls = (calls.saturating_sub(caller.successful) + unreleased_calls).min(calls);
         let media_failed_calls = rtp_expected.saturating_sub(rtp_back).div_ceil(RTP_PACKETS_PER_CALL);
         // The calls were placed over the run minus the last call's length.
         let placing = caller.wall_s - HOLD_SECONDS - caller.setup_s.unwrap_or(0.0);
@@ -269,7 +289,9 @@ impl Ladder {
             Some(p.clone())
         } else if (failed_calls + media_failed_calls) * 1000 >= calls {
             Some(format!(
-                "{failed_calls} calls failed, {} of {rtp_expected} RTP packets missing",
+                "{failed_calls} calls failed ({unreleased_calls} of them still up {} s after the caller's last BYE), \
+                 {} of {rtp_expected} RTP packets missing",
+                RELEASE_WITHIN.as_secs(),
                 rtp_expected.saturating_sub(rtp_back)
             ))
         } else if achieved_cps < RATE_KEPT * f64::from(rate) {
@@ -295,6 +317,7 @@ impl Ladder {
             caller_cpu: reaped1 - reaped0,
             callee_cpu: callee1 - callee0,
             failed_calls,
+            unreleased_calls,
             achieved_cps,
             passed: why.is_none(),
             why,
@@ -310,6 +333,27 @@ fn differences(before: &[(String, f64)], after: &[(String, f64)]) -> CpuParts {
     let mut names: Vec<&String> = after.iter().map(|(n, _)| n).collect();
     names.extend(before.iter().map(|(n, _)| n).filter(|n| after.iter().all(|(a, _)| a != *n)));
     names.into_iter().map(|n| (n.clone(), value(after, n) - value(before, n))).collect()
+}
+
+/// CPU the system uses over `IDLE_WINDOW` with no calls, in cores.
+fn idle_cores<S: System>(system: &S) -> Result<f64> {
+    let sum = |parts: CpuParts| parts.iter().map(|(_, v)| v).sum::<f64>();
+    let (before, start) = (sum(system.cpu()?), std::time::Instant::now());
+    std::thread::sleep(IDLE_WINDOW);
+    Ok((sum(system.cpu()?) - before) / start.elapsed().as_secs_f64())
+}
+
+/// Waits up to `RELEASE_WITHIN` for the system to release every call;
+/// returns how many are still up.
+fn wait_released<S: System>(system: &S) -> u64 {
+    let deadline = std::time::Instant::now() + RELEASE_WITHIN;
+    loop {
+        let up = system.calls_up().unwrap_or(0);
+        if up == 0 || std::time::Instant::now() >= deadline {
+            return up;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits until the system has no call up (at most `IDLE_WITHIN`); returns
@@ -328,10 +372,11 @@ fn wait_idle<S: System>(system: &S) -> u64 {
 /// One line of progress on stderr.
 fn progress(s: &Step) -> String {
     format!(
-        "{} calls/s: {} calls, {} failed, RTP back {}/{}, {:.2} CPU-s per 1,000 calls: {}",
+        "{} calls/s: {} calls, {} failed ({} not released), RTP back {}/{}, {:.2} CPU-s per 1,000 calls: {}",
         s.rate,
         s.calls,
         s.failed_calls,
+        s.unreleased_calls,
         s.rtp_back,
         s.rtp_expected,
         s.sut_per_1000(),

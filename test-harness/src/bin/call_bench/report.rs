@@ -72,15 +72,26 @@ impl Report {
         }
         println!();
         let (ours, reference) = (best(&self.bridgehead), best(&self.reference));
+        let idle = |side: &Option<SideResult>| side.as_ref().and_then(|s| s.idle_cores);
+        let idle_text = |side: &Option<SideResult>| {
+            idle(side).map_or(String::new(), |c| format!("; idle it takes {:.1} % of a core", c * 100.0))
+        };
         if let Some(s) = reference {
-            println!("reference:  {} calls/s, {:.3} CPU-s per 1,000 calls ({})", s.rate, s.sut_per_1000(), split(s));
+            println!(
+                "reference:  {} calls/s, {:.3} CPU-s per 1,000 calls ({}){}",
+                s.rate,
+                s.sut_per_1000(),
+                split(s),
+                idle_text(&self.reference)
+            );
         }
         if let Some(s) = ours {
             println!(
-                "bridgehead: {} calls/s, {:.3} CPU-s per 1,000 calls; its TwiML server {:.3} more",
+                "bridgehead: {} calls/s, {:.3} CPU-s per 1,000 calls; its TwiML server {:.3} more{}",
                 s.rate,
                 s.sut_per_1000(),
-                helper_per_1000(s).unwrap_or(0.0)
+                helper_per_1000(s).unwrap_or(0.0),
+                idle_text(&self.bridgehead)
             );
         }
         let cps_ratio = ours.zip(reference).map(|(o, r)| f64::from(o.rate) / f64::from(r.rate));
@@ -107,6 +118,8 @@ impl Report {
             "ref_rtpengine_cpu_s_per_1000_calls": part(reference, "rtpengine"),
             "caller_cpu_s_per_1000_calls": ours.map(|s| s.per_1000(s.caller_cpu)),
             "ref_caller_cpu_s_per_1000_calls": reference.map(|s| s.per_1000(s.caller_cpu)),
+            "idle_cores": idle(&self.bridgehead),
+            "ref_idle_cores": idle(&self.reference),
             "setup_ms": ours.and_then(|s| s.caller.setup_s).map(|v| v * 1000.0),
             "ref_setup_ms": reference.and_then(|s| s.caller.setup_s).map(|v| v * 1000.0),
             "step_seconds": self.ladder.step_seconds,
