@@ -263,6 +263,13 @@ impl Rig {
     }
 
     fn with_outbound(outbound: &str) -> Rig {
+        Rig::configured(outbound, "", |_| {})
+    }
+
+    /// The trunk sends `<Number>`s to `outbound`, with `trunk_keys` (TOML
+    /// lines) added to its table; `tune` changes the rest of the
+    /// appliance's configuration (sections go at the end of `extra`).
+    fn configured(outbound: &str, trunk_keys: &str, tune: impl FnOnce(&mut ApplianceConfig)) -> Rig {
         let mut lan = MediaLan::new().expect("media LAN (the end-to-end tests need root)");
         let carrier = lan.add_peer("carrier").expect("carrier");
         let callee = lan.add_peer("callee").expect("callee");
@@ -272,7 +279,8 @@ impl Rig {
             .expect("customer app (python3 with the twilio package)");
         let mut config = ApplianceConfig::sockets(lan.media_ip());
         config.https = Some(HTTPS);
-        config.extra = accounts(&customer, outbound);
+        config.extra = accounts(&customer, outbound) + trunk_keys;
+        tune(&mut config);
         let app = Appliance::start(config, Some(&lan.app)).expect("appliance");
         Rig { app, customer, carrier, callee, stranger, lan }
     }
@@ -1231,4 +1239,267 @@ fn redirect_loop_is_cut_11215() {
     let (rig, _) = call_fails_with("<Response><Redirect>/bare</Redirect></Response>", 11215);
     let fetched = rig.customer.requests("/bare").unwrap().len();
     assert!((2..=11).contains(&fetched), "the loop was followed {fetched} times before it was cut");
+}
+
+// ------------------------------------------------------- trunk digest
+
+/// The trunk's credentials, and the callee's realm and nonce.
+const TRUNK_USER: &str = "bridgehead-e2e";
+const TRUNK_PASSWORD: &str = "trunk-secret-9f2c";
+const REALM: &str = "callee.e2e";
+const NONCE: &str = "5ca1ab1e0ddba11";
+
+/// Checks a digest `Authorization`/`Proxy-Authorization` value with
+/// Python's hashlib (RFC 2617, MD5, with or without qop): prints one JSON
+/// line, the value's parameters and whether its `response` is the one
+/// PASSWORD gives for METHOD.
+///
+/// usage: python3 -c DIGEST_CHECK VALUE METHOD PASSWORD
+const DIGEST_CHECK: &str = r#"
+import hashlib, json, re, sys
+value, method, password = sys.argv[1:4]
+if not value.startswith("Digest "):
+    raise SystemExit("not a Digest credential: " + value)
+params = {k.lower(): (q if q else t) for k, q, t in re.findall(r'([A-Za-z-]+)=(?:"([^"]*)"|([^\s,]+))', value[7:])}
+md5 = lambda s: hashlib.md5(s.encode()).hexdigest()
+ha1 = md5("%s:%s:%s" % (params.get("username", ""), params.get("realm", ""), password))
+ha2 = md5("%s:%s" % (method, params.get("uri", "")))
+if "qop" in params:
+    want = md5(":".join([ha1, params.get("nonce", ""), params.get("nc", ""), params.get("cnonce", ""), params["qop"], ha2]))
+else:
+    want = md5("%s:%s:%s" % (ha1, params.get("nonce", ""), ha2))
+print(json.dumps({"params": params, "valid": want == params.get("response")}))
+"#;
+
+/// The challenge the callee answers the first INVITE with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Challenge {
+    /// 401 with `WWW-Authenticate`: the answer is an `Authorization`.
+    Unauthorized,
+    /// 407 with `Proxy-Authenticate`: the answer is a `Proxy-Authorization`.
+    Proxy,
+}
+
+impl Challenge {
+    fn code(self) -> u16 {
+        match self {
+            Challenge::Unauthorized => 401,
+            Challenge::Proxy => 407,
+        }
+    }
+
+    /// The answer's header, as uas_digest.xml logs it.
+    fn answer_header(self) -> &'static str {
+        match self {
+            Challenge::Unauthorized => "authorization",
+            Challenge::Proxy => "proxy-authorization",
+        }
+    }
+}
+
+/// What the appliance answered a challenge with (uas_digest.xml's log).
+#[derive(Debug)]
+struct Offered {
+    call_id: String,
+    /// The challenged INVITE's CSeq number, and the answering one's.
+    cseqs: (u32, u32),
+    ruri: String,
+    /// Whether sipp's own `<verifyauth>` accepted it (meaningful after a 401 only).
+    sipp_verified: bool,
+    value: String,
+}
+
+impl Offered {
+    /// The parameters of the credentials, and whether `password` gives
+    /// their response.
+    fn check(&self, password: &str) -> (Value, bool) {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(DIGEST_CHECK)
+            .args([&self.value, "INVITE", password])
+            .output()
+            .expect("python3 for the digest check");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("digest check of {self:?}: {e} ({})\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr))
+        });
+        (v["params"].clone(), v["valid"] == true)
+    }
+}
+
+impl Rig {
+    /// A trunk with digest credentials `user`/`password`.
+    fn with_trunk_credentials(user: &str, password: &str) -> Rig {
+        let keys = format!("username = \"{user}\"\npassword = \"{password}\"\n");
+        Rig::configured(&format!("sip:{CALLEE_IP}:{CALLEE_SIP_PORT}"), &keys, |_| {})
+    }
+
+    /// The callee behind the trunk wanting credentials (uas_digest.xml):
+    /// challenges with `challenge`, and its sipp checks against the
+    /// trunk's real credentials.
+    fn digest_callee(&self, rtp: &RtpEndpoint, challenge: Challenge) -> SippRun {
+        Sipp::new("uas_digest.xml", SocketAddr::new(IpAddr::V4(self.callee.ip), CALLEE_SIP_PORT))
+            .set("challenge", challenge.code())
+            .key("realm", REALM)
+            .key("nonce", NONCE)
+            .key("auth_user", TRUNK_USER)
+            .key("auth_pass", TRUNK_PASSWORD)
+            .key("rtp_ip", rtp.local_addr().ip())
+            .key("rtp_port", rtp.local_addr().port())
+            .key("tr_param", "udp")
+            .set("media_ip", MEDIA_IP)
+            .start_in(&self.callee.ns)
+            .unwrap_or_else(|e| panic!("starting the digest callee's sipp: {e:#}\n{}", self.context()))
+    }
+
+    /// Waits for the INVITE answering `challenge` and reads its credentials.
+    fn offered(&self, callee: &mut SippRun, challenge: Challenge) -> Offered {
+        let challenged = self.expect_log(callee, "the callee challenges the first INVITE", |l| l.event == "challenged");
+        self.expect_log(callee, "the appliance's ACK of the challenge", |l| l.event == "challenge-acked");
+        let header = challenge.answer_header();
+        let line = self.expect_log(callee, "the INVITE with credentials", |l| {
+            l.event == "credentials" && l.get("header") == Some(header)
+        });
+        let cseq = |l: &LogLine| l.get("cseq").and_then(|c| c.parse::<u32>().ok());
+        let answering = callee.logs().into_iter().find(|l| l.event == "sdp" && l.get("event") == Some("invite"));
+        let answering = answering.unwrap_or_else(|| panic!("no sdp line beside {line:?}"));
+        let value = line.raw.split_once(" value=").map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+        assert_eq!(challenged.get("call_id"), line.get("call_id"), "the answer is in the challenged call");
+        Offered {
+            call_id: line.get("call_id").unwrap_or_default().to_owned(),
+            cseqs: (cseq(&challenged).unwrap_or(0), cseq(&answering).unwrap_or(0)),
+            ruri: line.get("ruri").unwrap_or_default().to_owned(),
+            sipp_verified: line.get("sipp_verified") == Some("true"),
+            value,
+        }
+    }
+}
+
+/// Checks that credentials answer the callee's challenge for
+/// `TRUNK_USER` (realm, nonce, uri, qop, nc, CSeq); returns whether their
+/// response is the one `password` gives.
+fn assert_digest_answers_the_challenge(offered: &Offered, password: &str) -> bool {
+    assert!(!offered.value.is_empty(), "no credentials in the answering INVITE: {offered:#?}");
+    let (params, valid) = offered.check(password);
+    let p = |k: &str| params[k].as_str().map(str::to_owned);
+    assert_eq!(p("username").as_deref(), Some(TRUNK_USER), "{offered:#?}");
+    assert_eq!(p("realm").as_deref(), Some(REALM), "{offered:#?}");
+    assert_eq!(p("nonce").as_deref(), Some(NONCE), "{offered:#?}");
+    assert_eq!(p("uri"), Some(offered.ruri.clone()), "uri is the Request-URI: {offered:#?}");
+    assert_eq!(p("qop").as_deref(), Some("auth"), "{offered:#?}");
+    assert_eq!(p("nc").as_deref(), Some("00000001"), "{offered:#?}");
+    assert!(p("cnonce").is_some_and(|c| !c.is_empty()), "qop=auth needs a cnonce: {offered:#?}");
+    assert!(p("algorithm").is_none_or(|a| a.eq_ignore_ascii_case("MD5")), "{offered:#?}");
+    assert_eq!(offered.cseqs, (1, 2), "the answering INVITE is the next CSeq in the same Call-ID: {offered:#?}");
+    valid
+}
+
+/// A trunk's digest challenge answered: the callee checks the answer and
+/// takes the call; media flows, the caller hangs up, both records say
+/// `completed`.
+fn digest_challenge_is_answered(challenge: Challenge) {
+    let rig = Rig::with_trunk_credentials(TRUNK_USER, TRUNK_PASSWORD);
+    rig.twiml("/voice", &format!("<Response><Dial><Number>{CALLEE}</Number></Dial></Response>"));
+    let carrier_rtp = rig.carrier.endpoint().unwrap();
+    let callee_rtp = rig.callee.endpoint().unwrap();
+    let mut callee = rig.digest_callee(&callee_rtp, challenge);
+    let caller = rig.caller("uac_call.xml", NUMBER, &carrier_rtp);
+
+    let offered = rig.offered(&mut callee, challenge);
+    assert!(
+        assert_digest_answers_the_challenge(&offered, TRUNK_PASSWORD),
+        "the response is not the one the trunk's password gives: {offered:#?}\n{}",
+        rig.context()
+    );
+    if challenge == Challenge::Unauthorized {
+        assert!(offered.sipp_verified, "sipp's <verifyauth> refused what hashlib accepted: {offered:#?}");
+    }
+    rig.poke(&callee, &offered.call_id, "accept");
+
+    let mut p = Parties { caller, callee, carrier_rtp, callee_rtp };
+    let call = rig.bridged(&mut p, CALLEE);
+    rig.poke(&p.caller, &call.caller_call_id, "hangup");
+    rig.finished(p.caller, "caller");
+    let callee = rig.finished(p.callee, "callee");
+    assert!(callee.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", callee.report);
+    rig.no_media_left();
+
+    let sid = call_sid(&rig.only_request("/voice"));
+    let calls = rig.final_calls(2);
+    assert_record(record(&calls, "sid", &sid), "completed", "inbound", CALLER, NUMBER);
+    assert_record(record(&calls, "parent_call_sid", &sid), "completed", "outbound-dial", CALLER, CALLEE);
+    assert!(!rig.app.stderr().contains(TRUNK_PASSWORD), "the trunk's password is in the appliance's log");
+}
+
+/// The callee answers the first INVITE with 407 Proxy-Authenticate; the
+/// appliance sends it again (CSeq 2) with a Proxy-Authorization built from
+/// the trunk's `username`/`password`, and the call goes through.
+#[test]
+fn trunk_digest_challenge_is_answered() {
+    digest_challenge_is_answered(Challenge::Proxy);
+}
+
+/// The same with 401 WWW-Authenticate, where sipp's own `<verifyauth>`
+/// (which reads `Authorization` only) checks the answer too.
+#[test]
+fn trunk_digest_401_challenge_is_answered() {
+    digest_challenge_is_answered(Challenge::Unauthorized);
+}
+
+/// The trunk's password is wrong: the callee challenges the answer again,
+/// the appliance gives up on that leg (no third INVITE), the dial fails,
+/// and with nothing after the `<Dial>` the unanswered caller is refused.
+#[test]
+fn trunk_digest_with_a_wrong_password_fails_the_dial() {
+    const WRONG: &str = "not-the-trunk-secret";
+    let rig = Rig::with_trunk_credentials(TRUNK_USER, WRONG);
+    rig.twiml(
+        "/voice",
+        &format!(r#"<Response><Dial answerOnBridge="true"><Number>{CALLEE}</Number></Dial></Response>"#),
+    );
+    rig.accept_callbacks(&["/status"]);
+    let carrier_rtp = rig.carrier.endpoint().unwrap();
+    let callee_rtp = rig.callee.endpoint().unwrap();
+    let mut callee = rig.digest_callee(&callee_rtp, Challenge::Proxy);
+    let caller = rig.caller("uac_refused.xml", NUMBER, &carrier_rtp);
+
+    let offered = rig.offered(&mut callee, Challenge::Proxy);
+    assert!(!assert_digest_answers_the_challenge(&offered, TRUNK_PASSWORD), "a wrong password passed: {offered:#?}");
+    assert!(offered.check(WRONG).1, "the answer is not even right for the password configured: {offered:#?}");
+    rig.poke(&callee, &offered.call_id, "refuse");
+    rig.expect_log(&mut callee, "the appliance ACKs the second challenge", |l| l.event == "refused");
+
+    let status = rig.refused_with(caller, "caller");
+    assert!(status >= 400, "the caller is refused, not answered: {status}");
+    let callee = rig.finished(callee, "callee");
+    assert_eq!(
+        invite_cseqs_received(&callee.messages),
+        vec![1, 2],
+        "the appliance tries its credentials once:\n{}",
+        callee.report
+    );
+    rig.no_media_left();
+
+    let sid = call_sid(&rig.only_request("/voice"));
+    let calls = rig.final_calls(2);
+    assert_record(record(&calls, "sid", &sid), "failed", "inbound", CALLER, NUMBER);
+    assert_record(record(&calls, "parent_call_sid", &sid), "failed", "outbound-dial", CALLER, CALLEE);
+    assert_callbacks(&rig.exactly_requests("/status", 1), &sid, &["failed"]);
+}
+
+/// The CSeq numbers of the INVITEs in a sipp message trace that sipp
+/// received, each once (a retransmission is the same INVITE).
+fn invite_cseqs_received(trace: &str) -> Vec<u32> {
+    let mut seen: Vec<u32> = trace
+        .split("-----------------------------------------------")
+        .filter(|m| m.contains("message received"))
+        .filter(|m| m.lines().any(|l| l.starts_with("INVITE sip:")))
+        .filter_map(|m| {
+            let cseq = m.lines().find_map(|l| l.strip_prefix("CSeq:"))?;
+            cseq.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
 }
