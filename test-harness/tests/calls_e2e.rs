@@ -1503,3 +1503,226 @@ fn invite_cseqs_received(trace: &str) -> Vec<u32> {
     seen.dedup();
     seen
 }
+
+// ------------------------------------------------------- TLS toward the trunk
+
+/// Where the callee's TLS relay listens: the trunk's `outbound` port.
+const CALLEE_TLS_PORT: u16 = 5081;
+
+/// A TLS server relay for sipp: accepts TLS on LISTEN_IP:LISTEN_PORT with
+/// CERT/KEY and carries each connection in clear to TARGET (source address
+/// LISTEN_IP). Prints "listening", then "tls <version> <cipher>" per
+/// connection, and per message start line it passes "from-appliance
+/// <METHOD>" or "from-callee <status>". One thread per connection, one
+/// select loop, the TLS side non-blocking (as the client relay above).
+const TLS_SERVER_RELAY: &str = r#"
+import re, select, socket, ssl, sys, threading
+listen_ip, listen_port, target_ip, target_port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((listen_ip, listen_port))
+server.listen(8)
+lock = threading.Lock()
+REQUEST = re.compile(rb"(?m)^([A-Z]+) sip:\S+ SIP/2\.0\r?$")
+STATUS = re.compile(rb"(?m)^SIP/2\.0 (\d{3}) ")
+
+def say(*words):
+    with lock:
+        print(*words, flush=True)
+
+say("listening")
+
+def send_all(sock, data):
+    while data:
+        try:
+            data = data[sock.send(data):]
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            select.select([], [sock], [], 1)
+
+def relay(tls, plain):
+    tls.setblocking(False)
+    try:
+        while True:
+            ready = [tls] if tls.pending() else select.select([plain, tls], [], [])[0]
+            for s in ready:
+                try:
+                    data = s.recv(65536)
+                except ssl.SSLWantReadError:
+                    continue
+                if not data:
+                    return
+                if s is tls:
+                    for m in REQUEST.finditer(data):
+                        say("from-appliance", m.group(1).decode())
+                else:
+                    for m in STATUS.finditer(data):
+                        say("from-callee", m.group(1).decode())
+                send_all(plain if s is tls else tls, data)
+    except OSError:
+        pass
+    finally:
+        plain.close()
+        tls.close()
+
+while True:
+    raw, _ = server.accept()
+    try:
+        tls = ctx.wrap_socket(raw, server_side=True)
+    except (ssl.SSLError, OSError) as e:
+        say("handshake-failed", e)
+        raw.close()
+        continue
+    plain = socket.create_connection((target_ip, target_port), source_address=(listen_ip, 0))
+    say("tls", tls.version(), tls.cipher()[0])
+    threading.Thread(target=relay, args=(tls, plain), daemon=True).start()
+"#;
+
+/// A TLS server relay in the callee's namespace, with a throwaway
+/// self-signed certificate; killed on drop.
+struct TlsServerRelay {
+    child: Child,
+    dir: ScratchDir,
+}
+
+impl TlsServerRelay {
+    fn start(rig: &Rig, listen: SocketAddr, target: SocketAddr) -> TlsServerRelay {
+        let dir = ScratchDir::new("tls-server-relay").unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "1", "-subj", "/CN=callee", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl for the callee's certificate");
+        assert!(made.status.success(), "openssl req: {}", String::from_utf8_lossy(&made.stderr));
+        let child = rig
+            .callee
+            .ns
+            .command(Path::new("python3"))
+            .arg("-c")
+            .arg(TLS_SERVER_RELAY)
+            .args([listen.ip().to_string(), listen.port().to_string(), target.ip().to_string()])
+            .arg(target.port().to_string())
+            .args([&cert, &key])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("stdout.txt")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap())
+            .spawn()
+            .expect("python3 for the TLS server relay");
+        let relay = TlsServerRelay { child, dir };
+        let said = settle(SIGNAL, || Ok(relay.said()), |s| s.contains("listening")).unwrap();
+        assert!(said.contains("listening"), "the TLS server relay did not start: {said}\n{}", relay.stderr());
+        relay
+    }
+
+    fn said(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.txt")).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsServerRelay {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- TLS server relay ---\nstdout:\n{}\nstderr:\n{}", self.said(), self.stderr());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The trunk's outbound URI says `transport=tls`: the appliance opens TLS
+/// to the callee (a relay in front of a TCP sipp, its certificate
+/// self-signed, accepted with `sip_tls_insecure`), and the dialog's ACK and
+/// BYE reuse that connection, the callee's Contact naming the same address.
+#[test]
+fn tls_toward_the_trunk() {
+    let outbound = format!("sip:{CALLEE_IP}:{CALLEE_TLS_PORT};transport=tls");
+    let rig = Rig::configured(&outbound, "", |c| c.extra.push_str("\n[calls]\nsip_tls_insecure = true\n"));
+    rig.twiml("/voice", &format!("<Response><Dial><Number>{CALLEE}</Number></Dial></Response>"));
+    let tls_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_TLS_PORT);
+    let sipp_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_SIP_PORT);
+    let relay = TlsServerRelay::start(&rig, tls_addr, sipp_addr);
+
+    let carrier_rtp = rig.carrier.endpoint().unwrap();
+    let callee_rtp = rig.callee.endpoint().unwrap();
+    let callee = Sipp::new("uas_callee_relayed.xml", sipp_addr)
+        .transport(Transport::Tcp)
+        .key("contact", format!("{tls_addr};transport=tls"))
+        .key("via", format!("TLS {tls_addr}"))
+        .key("rtp_ip", callee_rtp.local_addr().ip())
+        .key("rtp_port", callee_rtp.local_addr().port())
+        .set("media_ip", MEDIA_IP)
+        .start_in(&rig.callee.ns)
+        .unwrap_or_else(|e| panic!("starting the relayed callee's sipp: {e:#}\n{}", rig.context()));
+    let caller = rig.caller("uac_call.xml", NUMBER, &carrier_rtp);
+    let mut p = Parties { caller, callee, carrier_rtp, callee_rtp };
+    let call = rig.bridged(&mut p, CALLEE);
+    rig.poke(&p.caller, &call.caller_call_id, "hangup");
+    rig.finished(p.caller, "caller");
+    let callee = rig.finished(p.callee, "callee");
+    assert!(callee.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", callee.report);
+    assert!(
+        callee.messages.contains("Via: SIP/2.0/TLS ") || callee.messages.contains("Via: SIP/2.0/tls "),
+        "the INVITE's Via says TLS:\n{}",
+        callee.report
+    );
+    rig.no_media_left();
+
+    let said = relay.said();
+    let sessions: Vec<&str> = said.lines().filter(|l| l.starts_with("tls ")).collect();
+    assert_eq!(sessions.len(), 1, "one TLS connection carries the dialog: {said}\n{}", relay.stderr());
+    assert!(sessions[0].starts_with("tls TLSv1.3") || sessions[0].starts_with("tls TLSv1.2"), "{said}");
+    let from_appliance: Vec<&str> = said.lines().filter_map(|l| l.strip_prefix("from-appliance ")).collect();
+    assert_eq!(from_appliance, ["INVITE", "ACK", "BYE"], "requests through the relay: {said}");
+    let from_callee: Vec<&str> = said.lines().filter_map(|l| l.strip_prefix("from-callee ")).collect();
+    assert_eq!(from_callee, ["180", "200", "200"], "responses through the relay: {said}");
+
+    let sid = call_sid(&rig.only_request("/voice"));
+    let calls = rig.final_calls(2);
+    assert_record(record(&calls, "sid", &sid), "completed", "inbound", CALLER, NUMBER);
+    assert_record(record(&calls, "parent_call_sid", &sid), "completed", "outbound-dial", CALLER, CALLEE);
+}
+
+// ------------------------------------------------------- media timeout
+
+/// `[dataplane] media_timeout_s = 2`: a bridged call whose parties stop
+/// sending is hung up both ways about 2 s later; the call's record is
+/// `completed` and its `error_message` says why.
+#[test]
+fn media_timeout_ends_a_call_whose_parties_went_silent() {
+    let rig = Rig::configured(&format!("sip:{CALLEE_IP}:{CALLEE_SIP_PORT}"), "", |c| c.media_timeout_s = 2);
+    rig.twiml("/voice", &format!("<Response><Dial><Number>{CALLEE}</Number></Dial></Response>"));
+    rig.accept_callbacks(&["/status"]);
+    let mut p = rig.dial_in("uac_call.xml", NUMBER, 1);
+    rig.bridged(&mut p, CALLEE);
+    let silent_since = std::time::Instant::now();
+
+    let bye = |l: &LogLine| l.event == "bye" && l.get("event") == Some("received");
+    rig.expect_log(&mut p.caller, "the appliance's BYE to the silent caller", bye);
+    let after = silent_since.elapsed();
+    rig.expect_log(&mut p.callee, "the appliance's BYE to the silent callee", bye);
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(8)).contains(&after),
+        "hung up {after:?} after the media stopped, with a 2 s media timeout"
+    );
+    rig.finished(p.caller, "caller");
+    rig.finished(p.callee, "callee");
+    rig.no_media_left();
+
+    let sid = call_sid(&rig.only_request("/voice"));
+    let calls = rig.final_calls(2);
+    let parent = record(&calls, "sid", &sid);
+    assert_record(parent, "completed", "inbound", CALLER, NUMBER);
+    let message = parent["error_message"].as_str().unwrap_or_default();
+    assert!(message.to_ascii_lowercase().contains("media timeout"), "the record says why: {parent:#}");
+    assert_record(record(&calls, "parent_call_sid", &sid), "completed", "outbound-dial", CALLER, CALLEE);
+    assert_callbacks(&rig.exactly_requests("/status", 1), &sid, &["completed"]);
+}
