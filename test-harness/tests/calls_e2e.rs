@@ -1726,3 +1726,44 @@ fn media_timeout_ends_a_call_whose_parties_went_silent() {
     assert_record(record(&calls, "parent_call_sid", &sid), "completed", "outbound-dial", CALLER, CALLEE);
     assert_callbacks(&rig.exactly_requests("/status", 1), &sid, &["completed"]);
 }
+
+/// Without `sip_tls_insecure` the callee's self-signed certificate is
+/// refused: no INVITE reaches it, and the failed connection fails the
+/// dial at once (RFC 3261 8.1.3.1: a transport error counts as a 503), so
+/// the unanswered caller is refused in seconds, the child record `failed`.
+#[test]
+fn tls_toward_the_trunk_refuses_an_untrusted_certificate() {
+    let outbound = format!("sip:{CALLEE_IP}:{CALLEE_TLS_PORT};transport=tls");
+    let rig = Rig::with_outbound(&outbound);
+    rig.twiml(
+        "/voice",
+        &format!(r#"<Response><Dial answerOnBridge="true"><Number>{CALLEE}</Number></Dial></Response>"#),
+    );
+    let tls_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_TLS_PORT);
+    let sipp_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_SIP_PORT);
+    let relay = TlsServerRelay::start(&rig, tls_addr, sipp_addr);
+    let carrier_rtp = rig.carrier.endpoint().unwrap();
+    let started = std::time::Instant::now();
+    let caller = rig.caller("uac_refused.xml", NUMBER, &carrier_rtp);
+    // Waits longer than it should take, to tell "late" from "never".
+    let outcome = caller.wait(Duration::from_secs(50)).unwrap_or_else(|e| panic!("caller: {e:#}\n{}", rig.context()));
+    let took = started.elapsed();
+    let finals: Vec<u16> = outcome.statuses_received().into_iter().filter(|s| *s >= 200).collect();
+    let said = relay.said();
+    assert!(said.contains("handshake-failed"), "the appliance tried TLS and gave up on the handshake: {said}");
+    assert!(!said.contains("from-appliance"), "nothing went through the relay: {said}");
+    rig.no_media_left();
+
+    let sid = call_sid(&rig.only_request("/voice"));
+    let calls = rig.final_calls(2);
+    let child = record(&calls, "parent_call_sid", &sid);
+    assert!(
+        took < Duration::from_secs(10) && child["status"] == "failed",
+        "the refused connection should fail the dial at once: the caller's final {finals:?} came after {took:?}, \
+         the child record is {child:#}\n{}",
+        rig.context()
+    );
+    assert!(outcome.success() && finals.first().is_some_and(|s| *s >= 400), "{}", outcome.report);
+    assert_record(record(&calls, "sid", &sid), "failed", "inbound", CALLER, NUMBER);
+    assert_record(child, "failed", "outbound-dial", CALLER, CALLEE);
+}

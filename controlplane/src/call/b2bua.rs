@@ -1217,8 +1217,10 @@ impl Call {
         let mut invite = fork.invite.clone();
         let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
         invite.headers.set(HeaderName::CSeq, format!("{seq} INVITE"));
-        // Unpredictable to the server (the call SID is random), fresh per try.
-        let cnonce = format!("{}{}{}", self.cfg.call_sid, i, fork.auth_tries);
+        // Fresh and unpredictable per try (RFC 7616 3.4: it protects against chosen-plaintext).
+        let mut random = [0u8; 12];
+        let _ = getrandom::fill(&mut random);
+        let cnonce: String = random.iter().map(|b| format!("{b:02x}")).collect();
         if crate::sip::digest::authorize(&mut invite, challenge, credentials, &cnonce).is_err() {
             return false;
         }

@@ -495,6 +495,23 @@ impl Layer {
         self.acked.retain(|_, a| a.forget > now);
     }
 
+    /// The connection toward `addr` over `transport` could not be opened or
+    /// broke: every client transaction waiting on it ends as if the peer
+    /// had answered 503 (RFC 3261 8.1.3.1), at once rather than at Timer B.
+    pub fn transport_failed(&mut self, transport: Transport, addr: SocketAddr) {
+        let failed: Vec<TxKey> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| e.peer.transport == transport && e.peer.addr == addr)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in failed {
+            let Some(entry) = self.clients.remove(&key) else { continue };
+            let response = Response::for_request(&entry.request, 503, "Service Unavailable");
+            self.events.push_back(Event::Response { key, response });
+        }
+    }
+
     /// When [`Layer::on_timeout`] should run next.
     pub fn next_timeout(&self) -> Option<Instant> {
         let clients = self.clients.values().filter_map(|e| e.tx.next_timeout());

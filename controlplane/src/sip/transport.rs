@@ -412,6 +412,10 @@ impl Core {
                         let id = peer.connection.unwrap_or_default();
                         self.connections.remove(&id);
                         if self.by_addr.get(&(peer.transport, peer.addr)) == Some(&id) {
+                            // Requests waiting on this connection will get no answer.
+                            self.layer.transport_failed(peer.transport, peer.addr);
+                        }
+                        if self.by_addr.get(&(peer.transport, peer.addr)) == Some(&id) {
                             self.by_addr.remove(&(peer.transport, peer.addr));
                         }
                     }

@@ -256,3 +256,21 @@ fn cancel_of_our_invite_reuses_its_branch_and_is_its_own_transaction() {
     l.on_timeout(t0 + Duration::from_secs(40));
     assert!(l.send_cancel(t0 + Duration::from_secs(40), &invite).is_none());
 }
+
+#[test]
+fn a_failed_connection_ends_its_requests_as_503_at_once() {
+    let t0 = Instant::now();
+    let mut l = Layer::new(Timers::default(), 1);
+    let (key, _) = outgoing(&mut l, t0);
+    l.transport_failed(Transport::Tcp, peer().addr);
+    assert!(events(&mut l).is_empty(), "another transport's failure is not this one's");
+    l.transport_failed(peer().transport, peer().addr);
+    match &events(&mut l)[..] {
+        [Event::Response { key: k, response }] => {
+            assert_eq!((k, response.code), (&key, 503));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.transactions().0, 0);
+    assert!(sends(&mut l).is_empty(), "nothing is sent over the failed transport");
+}
