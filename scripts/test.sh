@@ -13,6 +13,7 @@ packages=(
   sip-tester                         # sipp, the SIP peer of the end-to-end tests
   procps iputils-ping                # sysctl; ping for the DPDK exception path
   python3 python3-venv               # Twilio's helper library checks our webhook signatures
+  openssl                            # throwaway certificates for the SIP-over-TLS tests
 )
 source scripts/lib.sh
 ensure_packages "${packages[@]}"
