@@ -21,6 +21,12 @@ const FILLER_LEN: usize = 172;
 /// 256 such datagrams on loopback).
 const MAX_FILLERS: usize = 20_000;
 
+#[derive(Debug, Clone, Copy)]
+pub struct UdpCounters {
+    pub rcvbuf_errors: u64,
+    pub no_ports: u64,
+}
+
 pub struct EchoCount {
     /// The callee's pid: its `/proc/<pid>/net/udp` is the namespace's table.
     pid: u32,
@@ -49,20 +55,24 @@ impl EchoCount {
         bail!("{path}: no socket {} (the callee's media socket)", self.local)
     }
 
-    /// Datagrams any UDP socket of the namespace dropped for a full receive
-    /// buffer so far (`RcvbufErrors` of `/proc/net/snmp`), the counted
-    /// socket's included.
-    pub fn namespace_overflows(&self) -> Result<u64> {
+    /// The namespace's UDP counters (`/proc/net/snmp`, line `Udp:`):
+    /// `RcvbufErrors` (datagrams any socket dropped for a full receive
+    /// buffer, the counted socket's included) and `NoPorts` (datagrams to a
+    /// port no socket is bound to).
+    pub fn namespace_udp(&self) -> Result<UdpCounters> {
         let path = format!("/proc/{}/net/snmp", self.pid);
         let snmp = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
         let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
-        names
-            .split_whitespace()
-            .zip(values.split_whitespace())
-            .find(|(n, _)| *n == "RcvbufErrors")
-            .and_then(|(_, v)| v.parse().ok())
-            .with_context(|| format!("{path}: no Udp RcvbufErrors"))
+        let field = |name: &str| {
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .with_context(|| format!("{path}: no Udp {name}"))
+        };
+        Ok(UdpCounters { rcvbuf_errors: field("RcvbufErrors")?, no_ports: field("NoPorts")? })
     }
 
     /// Fills the socket's receive buffer until the kernel starts dropping.

@@ -232,6 +232,15 @@ impl Ladder {
                 std::thread::sleep(PAUSE_AFTER_FAILURE);
             }
         }
+        if let Some(f) = callee.failures().filter(|f| f.failed > 0) {
+            result.notes.push(format!(
+                "{label}: the callee counted {} failed calls over the side, {} of them with no ACK or no BYE \
+                 within 20 s (its statistics: {}-uas.csv; the last step's may come later)",
+                f.failed,
+                f.timed_out,
+                system.tag()
+            ));
+        }
         drop(callee);
         result
     }
@@ -253,7 +262,7 @@ impl Ladder {
         let (callee0, reaped0) = (cpu::tree_seconds(callee_pid)?, cpu::reaped_by_us_seconds()?);
         let (echo0, relayed0, hooks0) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
         let trouble0 = system.trouble();
-        let overflows0 = callee.echo.namespace_overflows()?;
+        let udp0 = callee.echo.namespace_udp()?;
 
         let caller = sipp::run_caller(rig, system.sip_target(), rate, calls, tag)?;
         let unreleased_calls = wait_released(system);
@@ -264,7 +273,9 @@ impl Ladder {
         let (echo1, relayed1, hooks1) = (callee.echo.count()?, system.relayed_packets(), system.webhooks());
         // Every packet counted as back overflowed the callee's socket; the
         // rest overflowed some other socket (SIP, the anchor's, the caller's).
-        let overflows = (callee.echo.namespace_overflows()? - overflows0).saturating_sub(echo1 - echo0);
+        let udp1 = callee.echo.namespace_udp()?;
+        let overflows = (udp1.rcvbuf_errors - udp0.rcvbuf_errors).saturating_sub(echo1 - echo0);
+        let no_ports = udp1.no_ports - udp0.no_ports;
         let mut trouble: Vec<(String, u64)> = system
             .trouble()
             .into_iter()
@@ -276,6 +287,9 @@ impl Ladder {
             .collect();
         if overflows > 0 {
             trouble.push(("UDP datagrams dropped by the kernel for a full receive buffer".into(), overflows));
+        }
+        if no_ports > 0 {
+            trouble.push(("UDP datagrams to a port nobody listens on".into(), no_ports));
         }
 
         let rtp_back = echo1 - echo0;

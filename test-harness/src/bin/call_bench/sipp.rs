@@ -36,11 +36,30 @@ fn sipp() -> Result<PathBuf> {
 pub struct Callee {
     pub child: Child,
     pub echo: EchoCount,
+    stats: PathBuf,
+}
+
+/// The callee's own count of failed calls so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CalleeFailures {
+    pub failed: u64,
+    /// Of which: no ACK or no BYE within its receive timeout (20 s).
+    pub timed_out: u64,
+}
+
+impl Callee {
+    /// From its statistics file (written every second).
+    pub fn failures(&self) -> Option<CalleeFailures> {
+        let row = last_row(&std::fs::read_to_string(&self.stats).ok()?)?;
+        let n = |k: &str| row.get(k).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        Some(CalleeFailures { failed: n("FailedCall(C)"), timed_out: n("FailedTimeoutOnRecv(C)") })
+    }
 }
 
 /// Starts the callee (uas.xml) and primes the counter on its media socket.
 pub fn start_callee(rig: &Rig, tag: &str) -> Result<Callee> {
     let errors = rig.dir().join(format!("{tag}-uas-errors.log"));
+    let stats = rig.dir().join(format!("{tag}-uas.csv"));
     let args = [
         "-sf",
         &rig.uas_xml.to_string_lossy(),
@@ -59,6 +78,11 @@ pub fn start_callee(rig: &Rig, tag: &str) -> Result<Callee> {
         "-recv_timeout",
         CALLEE_RECV_TIMEOUT_MS,
         "-nostdin",
+        "-trace_stat",
+        "-stf",
+        &stats.to_string_lossy(),
+        "-fd",
+        "1",
         "-trace_err",
         "-error_file",
         &errors.to_string_lossy(),
@@ -78,7 +102,7 @@ pub fn start_callee(rig: &Rig, tag: &str) -> Result<Callee> {
         std::thread::sleep(Duration::from_millis(20));
     }
     echo.prime(rig, netplan::uas_media()).context("priming the callee's media socket")?;
-    Ok(Callee { child, echo })
+    Ok(Callee { child, echo, stats })
 }
 
 /// What one run of the caller did.
