@@ -121,10 +121,24 @@ pub struct Originated {
 }
 
 /// How an INVITE's lookup came out.
+#[derive(Clone)]
 enum Route {
-    Call(Box<Admitted>),
+    Call(Arc<Admitted>),
     Refuse(u16, usize),
 }
+
+/// Routes looked up, by (source address, number), valid while the store's
+/// configuration version is the one they were read at: a carrier sends
+/// every call from a handful of addresses to a set of numbers, and most
+/// INVITEs then need no store access at all.
+#[derive(Default)]
+struct RouteCache {
+    version: u64,
+    routes: HashMap<(IpAddr, Option<String>), Route>,
+}
+
+/// Entries kept at most; the cache starts over beyond.
+const ROUTE_CACHE_MAX: usize = 65_536;
 
 /// Everything the store said about a call it admits.
 struct Admitted {
@@ -136,8 +150,18 @@ struct Admitted {
 
 /// Results of work the shell started.
 enum Done {
-    Routed { key: TxKey, peer: Peer, request: Request, route: Route },
-    Document { call: u64, input: interpreter::Input },
+    /// `version`: the store's configuration version read before the lookup.
+    Routed {
+        key: TxKey,
+        peer: Peer,
+        request: Request,
+        route: Route,
+        version: Option<u64>,
+    },
+    Document {
+        call: u64,
+        input: interpreter::Input,
+    },
 }
 
 /// The per-call facts the webhooks repeat, and where callbacks go.
@@ -202,6 +226,7 @@ pub struct Shell {
     by_client_tx: HashMap<TxKey, u64>,
     by_sid: HashMap<String, u64>,
     by_session: HashMap<SessionId, u64>,
+    route_cache: RouteCache,
     /// INVITEs being looked up: a CANCEL meanwhile is remembered here.
     pending: HashMap<TxKey, bool>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -238,6 +263,7 @@ impl Shell {
             by_sid: HashMap::new(),
             by_session: HashMap::new(),
             pending: HashMap::new(),
+            route_cache: RouteCache::default(),
             timers: BinaryHeap::new(),
             next_id: 1,
             done_tx,
@@ -340,18 +366,40 @@ impl Shell {
             return self.refuse(key, &request, 503);
         }
         self.pending.insert(key.clone(), false);
+        let number = request.uri().ok().and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
+        let version = self.store.config_version();
+        if let Some(v) = version {
+            if self.route_cache.version != v {
+                self.route_cache = RouteCache { version: v, routes: HashMap::new() };
+            }
+            if let Some(route) = self.route_cache.routes.get(&(peer.addr.ip(), number.clone())) {
+                let route = route.clone();
+                return self.on_routed(key, peer, request, route);
+            }
+        }
         let store = self.store.clone();
         let done = self.done_tx.clone();
-        let number = request.uri().ok().and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
         tokio::task::spawn_blocking(move || {
             let route = lookup(&*store, peer.addr.ip(), number.as_deref());
-            let _ = done.send(Done::Routed { key, peer, request, route });
+            let _ = done.send(Done::Routed { key, peer, request, route, version });
         });
     }
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Routed { key, peer, request, route } => self.on_routed(key, peer, request, route),
+            Done::Routed { key, peer, request, route, version } => {
+                let cacheable = !matches!(route, Route::Refuse(_, 4));
+                if let (Some(v), true) = (version, cacheable) {
+                    if self.route_cache.version == v && self.store.config_version() == Some(v) {
+                        if self.route_cache.routes.len() >= ROUTE_CACHE_MAX {
+                            self.route_cache.routes.clear();
+                        }
+                        let number = request.uri().ok().and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
+                        self.route_cache.routes.insert((peer.addr.ip(), number), route.clone());
+                    }
+                }
+                self.on_routed(key, peer, request, route)
+            }
             Done::Document { call, input } => {
                 if let Some(entry) = self.calls.get_mut(&call) {
                     if let Some(interpreter) = entry.interpreter.as_mut() {
@@ -375,7 +423,7 @@ impl Shell {
         if cancelled {
             return self.refuse(key, &request, 487);
         }
-        let Admitted { account, app, trunk, to } = *admitted;
+        let Admitted { account, app, trunk, to } = &*admitted;
         let sid = CallSid::generate();
         let from_addr = request.headers.from_addr().ok();
         let from = from_addr
@@ -863,7 +911,7 @@ fn lookup(store: &dyn Store, source: IpAddr, number: Option<&str>) -> Route {
     }
     let Some(app) = app.filter(|a| a.voice_url.is_some()) else { return Route::Refuse(480, 2) };
     match store.account(&number.account_sid) {
-        Ok(account) => Route::Call(Box::new(Admitted { account, app, trunk, to })),
+        Ok(account) => Route::Call(Arc::new(Admitted { account, app, trunk, to })),
         Err(e) => {
             tracing::error!(error = %e, "account lookup failed");
             Route::Refuse(500, 4)

@@ -18,7 +18,8 @@ use super::message::{Message, Method, Request, Response};
 use super::transaction::{Action, ClientTransaction, ServerTransaction, Timers};
 use super::{Header, HeaderName};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -127,6 +128,23 @@ pub struct Layer {
     sends: std::collections::VecDeque<Send>,
     next_branch: u64,
     branch_salt: u64,
+    /// Every deadline ever armed, earliest first, naming what it is for in
+    /// `timer_refs`. An entry whose owner is gone or re-armed later is
+    /// stale and skipped when it comes up, so arming is O(log n) and
+    /// nothing is scanned: with thousands of transactions, scanning them
+    /// all for the next deadline on every message was most of the work.
+    timer_heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_refs: HashMap<u64, TimerRef>,
+    next_timer: u64,
+}
+
+/// What a deadline in the timer heap belongs to.
+#[derive(Debug, Clone)]
+enum TimerRef {
+    Client(TxKey),
+    Server(TxKey),
+    Accepted((Bytes, u32)),
+    Acked((Bytes, u32)),
 }
 
 fn dialog_key(headers: &super::Headers) -> Option<(Bytes, u32)> {
@@ -179,6 +197,9 @@ impl Layer {
             sends: Default::default(),
             next_branch: 0,
             branch_salt,
+            timer_heap: BinaryHeap::new(),
+            timer_refs: HashMap::new(),
+            next_timer: 0,
         }
     }
 
@@ -260,6 +281,9 @@ impl Layer {
     fn new_server(&mut self, _now: Instant, key: TxKey, peer: Peer, request: Request) {
         let invite = request.method == Method::Invite;
         let tx = ServerTransaction::new(invite, peer.transport.is_reliable(), self.timers);
+        if let Some(at) = tx.next_timeout() {
+            self.arm(at, TimerRef::Server(key.clone()));
+        }
         self.servers.insert(key, ServerEntry { tx, peer, request });
     }
 
@@ -289,6 +313,8 @@ impl Layer {
             let peer = entry.peer;
             if let Some(d) = dialog_key(&entry.request.headers) {
                 let reliable = peer.transport.is_reliable();
+                let first = if reliable { now + self.timers.t1 * 64 } else { now + self.timers.t1 };
+                self.arm(first, TimerRef::Accepted(d.clone()));
                 self.accepted.insert(
                     d,
                     Accepted {
@@ -296,7 +322,7 @@ impl Layer {
                         peer,
                         bytes,
                         // Over TCP the 2xx is not retransmitted, but the ACK is still awaited.
-                        next: if reliable { now + self.timers.t1 * 64 } else { now + self.timers.t1 },
+                        next: first,
                         interval: self.timers.t1,
                         give_up: now + self.timers.t1 * 64,
                     },
@@ -343,7 +369,9 @@ impl Layer {
         ack.headers.insert(0, Header::new(HeaderName::Via, via));
         let bytes = Bytes::from(ack.to_bytes());
         if let Some(d) = dialog_key(&ack.headers) {
-            self.acked.insert(d, Acked { peer, bytes: bytes.clone(), forget: now + self.timers.t1 * 64 });
+            let forget = now + self.timers.t1 * 64;
+            self.arm(forget, TimerRef::Acked(d.clone()));
+            self.acked.insert(d, Acked { peer, bytes: bytes.clone(), forget });
         }
         self.sends.push_back(Send { peer, bytes });
     }
@@ -400,6 +428,12 @@ impl Layer {
         self.servers.get(key).map(|e| (&e.request, e.peer))
     }
 
+    fn arm(&mut self, at: Instant, what: TimerRef) {
+        self.next_timer += 1;
+        self.timer_heap.push(Reverse((at, self.next_timer)));
+        self.timer_refs.insert(self.next_timer, what);
+    }
+
     fn drain_server(&mut self, key: &TxKey) {
         let Some(entry) = self.servers.get_mut(key) else { return };
         let peer = entry.peer;
@@ -415,6 +449,8 @@ impl Layer {
         }
         if done {
             self.servers.remove(key);
+        } else if let Some(at) = self.servers.get_mut(key).and_then(|e| e.tx.next_timeout()) {
+            self.arm(at, TimerRef::Server(key.clone()));
         }
     }
 
@@ -447,52 +483,56 @@ impl Layer {
         }
         if done {
             self.clients.remove(key);
+        } else if let Some(at) = self.clients.get_mut(key).and_then(|e| e.tx.next_timeout()) {
+            self.arm(at, TimerRef::Client(key.clone()));
         }
     }
 
     /// Fires what is due.
     pub fn on_timeout(&mut self, now: Instant) {
-        let due: Vec<TxKey> = self
-            .clients
-            .iter()
-            .filter(|(_, e)| e.tx.next_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            if let Some(e) = self.clients.get_mut(&key) {
-                e.tx.on_timeout(now);
+        while let Some(&Reverse((at, id))) = self.timer_heap.peek() {
+            if at > now {
+                break;
             }
-            self.drain_client(&key, None);
-        }
-        let due: Vec<TxKey> = self
-            .servers
-            .iter()
-            .filter(|(_, e)| e.tx.next_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            if let Some(e) = self.servers.get_mut(&key) {
-                e.tx.on_timeout(now);
+            self.timer_heap.pop();
+            let Some(what) = self.timer_refs.remove(&id) else { continue };
+            match what {
+                TimerRef::Client(key) => {
+                    let Some(e) = self.clients.get_mut(&key) else { continue };
+                    // Stale unless the transaction's own deadline has come.
+                    if e.tx.next_timeout().is_some_and(|t| t <= now) {
+                        e.tx.on_timeout(now);
+                        self.drain_client(&key, None);
+                    }
+                }
+                TimerRef::Server(key) => {
+                    let Some(e) = self.servers.get_mut(&key) else { continue };
+                    if e.tx.next_timeout().is_some_and(|t| t <= now) {
+                        e.tx.on_timeout(now);
+                        self.drain_server(&key);
+                    }
+                }
+                TimerRef::Accepted(d) => {
+                    let Some(a) = self.accepted.get_mut(&d) else { continue };
+                    if now >= a.give_up {
+                        if let Some(a) = self.accepted.remove(&d) {
+                            self.events.push_back(Event::AckTimeout { key: a.key });
+                        }
+                    } else if now >= a.next {
+                        self.sends.push_back(Send { peer: a.peer, bytes: a.bytes.clone() });
+                        a.interval = (a.interval * 2).min(self.timers.t2);
+                        a.next = now + a.interval;
+                        let at = a.next.min(a.give_up);
+                        self.arm(at, TimerRef::Accepted(d));
+                    }
+                }
+                TimerRef::Acked(d) => {
+                    if self.acked.get(&d).is_some_and(|a| a.forget <= now) {
+                        self.acked.remove(&d);
+                    }
+                }
             }
-            self.drain_server(&key);
         }
-        let t2 = self.timers.t2;
-        let mut gave_up = Vec::new();
-        for (d, a) in self.accepted.iter_mut() {
-            if now >= a.give_up {
-                gave_up.push(d.clone());
-            } else if now >= a.next {
-                self.sends.push_back(Send { peer: a.peer, bytes: a.bytes.clone() });
-                a.interval = (a.interval * 2).min(t2);
-                a.next = now + a.interval;
-            }
-        }
-        for d in gave_up {
-            if let Some(a) = self.accepted.remove(&d) {
-                self.events.push_back(Event::AckTimeout { key: a.key });
-            }
-        }
-        self.acked.retain(|_, a| a.forget > now);
     }
 
     /// The connection toward `addr` over `transport` could not be opened or
@@ -513,12 +553,9 @@ impl Layer {
     }
 
     /// When [`Layer::on_timeout`] should run next.
+    /// (It may be a little early: a stale deadline costs one empty wakeup.)
     pub fn next_timeout(&self) -> Option<Instant> {
-        let clients = self.clients.values().filter_map(|e| e.tx.next_timeout());
-        let servers = self.servers.values().filter_map(|e| e.tx.next_timeout());
-        let accepted = self.accepted.values().map(|a| a.next.min(a.give_up));
-        let acked = self.acked.values().map(|a| a.forget);
-        clients.chain(servers).chain(accepted).chain(acked).min()
+        self.timer_heap.peek().map(|Reverse((at, _))| *at)
     }
 }
 

@@ -158,6 +158,14 @@ pub struct CallUpdate {
     pub error_message: Option<String>,
 }
 
+/// One write of the call layer, applied in order with others by
+/// [`Store::write_calls`](super::Store::write_calls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallWrite {
+    Insert(Box<CallRecord>),
+    Update(CallSid, Box<CallUpdate>),
+}
+
 /// Which call records a list returns (the REST API's `To`, `From`,
 /// `Status`, `ParentCallSid`, `StartTime>=`, `StartTime<` filters). Every
 /// filter that is set must match.

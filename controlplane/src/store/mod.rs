@@ -43,7 +43,7 @@ mod trunk;
 
 pub use account::{Account, AccountStatus, ApiKey};
 pub use application::{check_http_url, Application, HttpMethod};
-pub use call_record::{CallFilter, CallRecord, CallStatus, CallUpdate, Direction};
+pub use call_record::{CallFilter, CallRecord, CallStatus, CallUpdate, CallWrite, Direction};
 pub use phone_number::{E164Error, PhoneNumber, E164};
 pub use seed::{seed, AccountSeed, SeedReport};
 pub use sid::{random_secret, AccountSid, ApiKeySid, ApplicationSid, CallSid, PhoneNumberSid, SidError};
@@ -245,6 +245,30 @@ pub trait Store: Send + Sync {
     fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError>;
     /// Applies the set fields of `update` and returns the record as stored.
     fn update_call(&self, sid: &CallSid, update: &CallUpdate) -> Result<CallRecord, StoreError>;
+    /// A number that changes whenever accounts, keys, applications, numbers
+    /// or trunks change through this store, so that a caller may keep what
+    /// it looked up (the call layer's routing cache) until it does. `None`:
+    /// changes cannot be seen (another process writes too); do not cache.
+    fn config_version(&self) -> Option<u64> {
+        None
+    }
+
+    /// Applies `writes` in order as one transaction: all or none. The call
+    /// layer batches its record writes this way, one commit for many
+    /// calls' progress instead of one each. An update of a call that does
+    /// not exist is skipped, not an error (its insert failed and was said).
+    fn write_calls(&self, writes: &[CallWrite]) -> Result<(), StoreError> {
+        for w in writes {
+            match w {
+                CallWrite::Insert(record) => self.insert_call(record)?,
+                CallWrite::Update(sid, update) => match self.update_call(sid, update) {
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
     fn call(&self, account: &AccountSid, sid: &CallSid) -> Result<CallRecord, StoreError>;
     /// The account's calls that pass `filter`, newest first.
     fn calls(

@@ -54,6 +54,8 @@ pub enum Durability {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Counts configuration writes (see [`Store::config_version`]).
+    version: std::sync::atomic::AtomicU64,
     path: PathBuf,
 }
 
@@ -92,7 +94,7 @@ impl SqliteStore {
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))
             .map_err(open_err)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(SqliteStore { conn: Mutex::new(conn), version: Default::default(), path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -124,7 +126,17 @@ impl SqliteStore {
         f(&self.lock())
     }
 
+    /// A write of configuration (accounts, keys, applications, numbers,
+    /// trunks): what callers may have cached goes stale.
     fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let out = self.write_records(f);
+        // Bumped after the commit (and after a failed one too: harmless).
+        self.version.fetch_add(1, std::sync::atomic::Ordering::Release);
+        out
+    }
+
+    /// A write of call records only: nothing cached depends on them.
+    fn write_records<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
@@ -132,6 +144,47 @@ impl SqliteStore {
         Ok(out)
     }
 }
+
+/// Inserts one call record (inside the caller's transaction).
+fn insert_call_row(c: &Connection, call: &CallRecord) -> Result<(), StoreError> {
+    c.prepare_cached(&format!(
+        "INSERT INTO calls ({CALL_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    ))?
+    .execute(params![
+        call.sid,
+        call.account_sid,
+        call.parent_call_sid,
+        call.from,
+        call.to,
+        call.direction,
+        call.status,
+        call.start_time,
+        call.end_time,
+        call.duration_s,
+        call.answered_by,
+        call.error_code,
+        call.error_message,
+        call.application_sid,
+        call.trunk,
+        call.date_created,
+        call.date_updated
+    ])
+    .map_err(|e| insert_error(e, || format!("call {} exists", call.sid), &call.account_sid))?;
+    Ok(())
+}
+
+/// The update of a call record: only the fields given change.
+const UPDATE_CALL: &str = "UPDATE calls SET \
+   status = coalesce(?2, status), \
+   start_time = coalesce(?3, start_time), \
+   end_time = coalesce(?4, end_time), \
+   duration_s = coalesce(?5, duration_s), \
+   answered_by = coalesce(?6, answered_by), \
+   error_code = coalesce(?7, error_code), \
+   error_message = coalesce(?8, error_message), \
+   date_updated = max(?9, date_updated) \
+ WHERE sid = ?1";
 
 /// Creates the file readable and writable by its owner only (it holds auth
 /// tokens and secrets) if it does not exist yet. SQLite gives its `-wal` and
@@ -881,37 +934,39 @@ impl Store for SqliteStore {
     }
 
     fn insert_call(&self, call: &CallRecord) -> Result<(), StoreError> {
-        self.write(|c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO calls ({CALL_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-            ))?
-            .execute(params![
-                call.sid,
-                call.account_sid,
-                call.parent_call_sid,
-                call.from,
-                call.to,
-                call.direction,
-                call.status,
-                call.start_time,
-                call.end_time,
-                call.duration_s,
-                call.answered_by,
-                call.error_code,
-                call.error_message,
-                call.application_sid,
-                call.trunk,
-                call.date_created,
-                call.date_updated
-            ])
-            .map_err(|e| insert_error(e, || format!("call {} exists", call.sid), &call.account_sid))?;
+        self.write_records(|c| insert_call_row(c, call))
+    }
+
+    fn config_version(&self) -> Option<u64> {
+        Some(self.version.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn write_calls(&self, writes: &[CallWrite]) -> Result<(), StoreError> {
+        self.write_records(|c| {
+            for w in writes {
+                match w {
+                    CallWrite::Insert(call) => insert_call_row(c, call)?,
+                    CallWrite::Update(sid, update) => {
+                        c.prepare_cached(UPDATE_CALL)?.execute(params![
+                            sid,
+                            update.status,
+                            update.start_time,
+                            update.end_time,
+                            update.duration_s,
+                            update.answered_by,
+                            update.error_code,
+                            update.error_message,
+                            Timestamp::now()
+                        ])?;
+                    }
+                }
+            }
             Ok(())
         })
     }
 
     fn update_call(&self, sid: &CallSid, update: &CallUpdate) -> Result<CallRecord, StoreError> {
-        self.write(|c| {
+        self.write_records(|c| {
             c.prepare_cached(&format!(
                 "UPDATE calls SET \
                    status = coalesce(?2, status), \

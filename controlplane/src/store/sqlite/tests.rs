@@ -724,3 +724,30 @@ fn committed_writes_survive_kill_9() {
         committed.len()
     );
 }
+
+#[test]
+fn call_writes_are_applied_in_order_in_one_transaction() {
+    let (_dir, store) = with_accounts();
+    let record =
+        CallRecord::new(ac(1), "+15550100009".into(), "+15550100001".into(), Direction::Inbound, CallStatus::Ringing);
+    let sid = record.sid.clone();
+    let done = CallUpdate { status: Some(CallStatus::Completed), duration_s: Some(7), ..CallUpdate::default() };
+    let ghost = CallSid::generate();
+    store
+        .write_calls(&[
+            CallWrite::Insert(Box::new(record.clone())),
+            CallWrite::Update(sid.clone(), Box::new(done)),
+            // An update of a call that is not there is skipped.
+            CallWrite::Update(ghost.clone(), Box::default()),
+        ])
+        .unwrap();
+    let stored = store.call(&ac(1), &sid).unwrap();
+    assert_eq!((stored.status, stored.duration_s), (CallStatus::Completed, Some(7)));
+    assert_not_found(store.call(&ac(1), &ghost), "call");
+
+    // All or nothing: a batch with a duplicate insert writes none of it.
+    let other = CallRecord::new(ac(1), "a".into(), "b".into(), Direction::Inbound, CallStatus::Ringing);
+    let failed = store.write_calls(&[CallWrite::Insert(Box::new(other.clone())), CallWrite::Insert(Box::new(record))]);
+    assert_conflict(failed);
+    assert_not_found(store.call(&ac(1), &other.sid), "call");
+}
