@@ -134,7 +134,7 @@ mod tests {
             StoreWrite::Update(a.sid.clone(), up(CallStatus::InProgress, None)),
             StoreWrite::Update(b.clone(), up(CallStatus::Completed, Some(9))),
             StoreWrite::Update(a.sid.clone(), up(CallStatus::Completed, Some(3))),
-            StoreWrite::Update(b.clone(), Box::new(CallUpdate::default())),
+            StoreWrite::Update(b.clone(), Box::default()),
         ];
         let out = coalesce(batch);
         assert_eq!(out.len(), 2);
