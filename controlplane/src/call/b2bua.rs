@@ -642,22 +642,9 @@ impl Call {
             let id = u64::try_from(self.cfg.wall_clock.unix_ms()).unwrap_or(0) + index as u64 + 1;
             let mut sdp = LocalSdp::new(id, local.ip());
             let offer = sdp.describe(local.port(), &codecs, direction, ptime).to_string();
-            let mut invite = Request {
-                method: Method::Invite,
-                uri: Bytes::from(uri.clone()),
-                headers: Headers::new(),
-                body: Bytes::new(),
-            };
-            let h = &mut invite.headers;
-            h.push(Header::new(HeaderName::MaxForwards, "70"));
-            h.push(Header::new(
-                HeaderName::From,
-                format!("<sip:{caller_id}@{}>;tag=f{index}{}", self.cfg.local_sip, self.cfg.call_sid),
-            ));
-            h.push(Header::new(HeaderName::To, format!("<{uri}>")));
-            h.push(Header::new(HeaderName::CallId, format!("{}-{index}@bridgehead", self.cfg.call_sid)));
-            h.push(Header::new(HeaderName::CSeq, "1 INVITE"));
-            h.push(Header::new(HeaderName::Contact, format!("<sip:bridgehead@{}>", self.cfg.local_sip)));
+            let tag = format!("f{index}{}", self.cfg.call_sid);
+            let call_id = format!("{}-{index}@bridgehead", self.cfg.call_sid);
+            let mut invite = new_invite(&uri, &caller_id, &tag, &call_id, &self.cfg.local_sip);
             with_sdp(&mut invite.headers, &mut invite.body, offer);
             self.out.push_back(Output::ChildCall {
                 call_sid: sid.clone(),
@@ -1066,22 +1053,8 @@ impl Call {
         if self.inbound.is_some() || self.origination.is_some() {
             return;
         }
-        let mut invite = Request {
-            method: Method::Invite,
-            uri: Bytes::from(uri.clone()),
-            headers: Headers::new(),
-            body: Bytes::new(),
-        };
-        let h = &mut invite.headers;
-        h.push(Header::new(HeaderName::MaxForwards, "70"));
-        h.push(Header::new(
-            HeaderName::From,
-            format!("<sip:{from}@{}>;tag=o{}", self.cfg.local_sip, self.cfg.call_sid),
-        ));
-        h.push(Header::new(HeaderName::To, format!("<{uri}>")));
-        h.push(Header::new(HeaderName::CallId, format!("{}@bridgehead", self.cfg.call_sid)));
-        h.push(Header::new(HeaderName::CSeq, "1 INVITE"));
-        h.push(Header::new(HeaderName::Contact, format!("<sip:bridgehead@{}>", self.cfg.local_sip)));
+        let (tag, call_id) = (format!("o{}", self.cfg.call_sid), format!("{}@bridgehead", self.cfg.call_sid));
+        let invite = new_invite(&uri, &from, &tag, &call_id, &self.cfg.local_sip);
         self.origination = Some(Origination {
             peer,
             invite,
@@ -1428,6 +1401,19 @@ impl Call {
         }
         self.respond_to(&relay.request, &relay.key, 200, sdp);
     }
+}
+
+/// A new INVITE of ours (without Via and body): from `from_user` at our
+/// address with `tag`, to `uri`, in dialog `call_id`.
+fn new_invite(uri: &str, from_user: &str, tag: &str, call_id: &str, local_sip: &str) -> Request {
+    let mut headers = Headers::new();
+    headers.push(Header::new(HeaderName::MaxForwards, "70"));
+    headers.push(Header::new(HeaderName::From, format!("<sip:{from_user}@{local_sip}>;tag={tag}")));
+    headers.push(Header::new(HeaderName::To, format!("<{uri}>")));
+    headers.push(Header::new(HeaderName::CallId, call_id.to_owned()));
+    headers.push(Header::new(HeaderName::CSeq, "1 INVITE"));
+    headers.push(Header::new(HeaderName::Contact, format!("<sip:bridgehead@{local_sip}>")));
+    Request { method: Method::Invite, uri: Bytes::from(uri.to_owned()), headers, body: Bytes::new() }
 }
 
 /// A loosely written number (`+1 555 010-0002`) as dialed: digits and `+`.

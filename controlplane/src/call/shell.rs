@@ -22,7 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -40,10 +40,9 @@ use crate::instructions::interpreter::{self, CallContext, ErrorRecord, Interpret
 use crate::instructions::method::Method as HttpMethod;
 use crate::instructions::params::{self, CallFacts, ProgressEvent};
 use crate::instructions::twiml::{CallProgressEvents, StatusCallback};
-use crate::sip::layer::{Event, Peer, Transport, TxKey};
+use crate::sip::layer::{Event, Peer, TxKey};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::transport::SipHandle;
-use crate::sip::uri::{Host, Uri};
 use crate::sip::{Header, HeaderName};
 use crate::store::{
     Account, Application, CallRecord, CallSid, CallStatus, CallUpdate, Direction, HttpMethod as StoreMethod, Store,
@@ -922,20 +921,7 @@ fn lookup(store: &dyn Store, source: IpAddr, number: Option<&str>) -> Route {
 /// The trunk's outbound destination (`sip:host:port;transport=...`, host an
 /// IP address) as a peer; `None` when it is not usable.
 pub(crate) fn trunk_peer(outbound: &str) -> Option<Peer> {
-    let uri = Uri::parse(outbound.trim()).ok()?;
-    let sip = uri.as_sip()?;
-    let ip: IpAddr = match &sip.host {
-        Host::V4(a) => IpAddr::V4(*a),
-        Host::V6(a) => IpAddr::V6(*a),
-        Host::Name(_) => return None,
-    };
-    let transport = match sip.transport().map(str::to_ascii_lowercase).as_deref() {
-        Some("tcp") => Transport::Tcp,
-        Some("tls") => Transport::Tls,
-        _ => Transport::Udp,
-    };
-    let default_port = if transport == Transport::Tls { 5061 } else { 5060 };
-    Some(Peer { transport, addr: SocketAddr::new(ip, sip.port.unwrap_or(default_port)), connection: None })
+    super::sip_target(outbound).map(|(_, peer)| peer)
 }
 
 /// The number that forwarded the call, from a `Diversion` header.

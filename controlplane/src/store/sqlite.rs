@@ -174,6 +174,21 @@ fn insert_call_row(c: &Connection, call: &CallRecord) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// The parameters of [`UPDATE_CALL`].
+fn update_params<'a>(sid: &'a CallSid, u: &'a CallUpdate, now: &'a Timestamp) -> impl rusqlite::Params + 'a {
+    params_from_iter::<[&dyn ToSql; 9]>([
+        sid,
+        &u.status,
+        &u.start_time,
+        &u.end_time,
+        &u.duration_s,
+        &u.answered_by,
+        &u.error_code,
+        &u.error_message,
+        now,
+    ])
+}
+
 /// The update of a call record: only the fields given change.
 const UPDATE_CALL: &str = "UPDATE calls SET \
    status = coalesce(?2, status), \
@@ -947,17 +962,7 @@ impl Store for SqliteStore {
                 match w {
                     CallWrite::Insert(call) => insert_call_row(c, call)?,
                     CallWrite::Update(sid, update) => {
-                        c.prepare_cached(UPDATE_CALL)?.execute(params![
-                            sid,
-                            update.status,
-                            update.start_time,
-                            update.end_time,
-                            update.duration_s,
-                            update.answered_by,
-                            update.error_code,
-                            update.error_message,
-                            Timestamp::now()
-                        ])?;
+                        c.prepare_cached(UPDATE_CALL)?.execute(update_params(sid, update, &Timestamp::now()))?;
                     }
                 }
             }
@@ -967,34 +972,10 @@ impl Store for SqliteStore {
 
     fn update_call(&self, sid: &CallSid, update: &CallUpdate) -> Result<CallRecord, StoreError> {
         self.write_records(|c| {
-            c.prepare_cached(&format!(
-                "UPDATE calls SET \
-                   status = coalesce(?2, status), \
-                   start_time = coalesce(?3, start_time), \
-                   end_time = coalesce(?4, end_time), \
-                   duration_s = coalesce(?5, duration_s), \
-                   answered_by = coalesce(?6, answered_by), \
-                   error_code = coalesce(?7, error_code), \
-                   error_message = coalesce(?8, error_message), \
-                   date_updated = max(?9, date_updated) \
-                 WHERE sid = ?1 RETURNING {CALL_COLUMNS}"
-            ))?
-            .query_row(
-                params![
-                    sid,
-                    update.status,
-                    update.start_time,
-                    update.end_time,
-                    update.duration_s,
-                    update.answered_by,
-                    update.error_code,
-                    update.error_message,
-                    Timestamp::now()
-                ],
-                call_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::not_found("call", sid))
+            c.prepare_cached(&format!("{UPDATE_CALL} RETURNING {CALL_COLUMNS}"))?
+                .query_row(update_params(sid, update, &Timestamp::now()), call_from_row)
+                .optional()?
+                .ok_or_else(|| StoreError::not_found("call", sid))
         })
     }
 
