@@ -643,7 +643,7 @@ impl Call {
             let mut sdp = LocalSdp::new(id, local.ip());
             let offer = sdp.describe(local.port(), &codecs, direction, ptime).to_string();
             let tag = format!("f{index}{}", self.cfg.call_sid);
-            let call_id = format!("{}-{index}@bridgehead", self.cfg.call_sid);
+            let call_id = random_call_id();
             let mut invite = new_invite(&uri, &caller_id, &tag, &call_id, &self.cfg.local_sip);
             with_sdp(&mut invite.headers, &mut invite.body, offer);
             self.out.push_back(Output::ChildCall {
@@ -1053,7 +1053,7 @@ impl Call {
         if self.inbound.is_some() || self.origination.is_some() {
             return;
         }
-        let (tag, call_id) = (format!("o{}", self.cfg.call_sid), format!("{}@bridgehead", self.cfg.call_sid));
+        let (tag, call_id) = (format!("o{}", self.cfg.call_sid), random_call_id());
         let invite = new_invite(&uri, &from, &tag, &call_id, &self.cfg.local_sip);
         self.origination = Some(Origination {
             peer,
@@ -1401,6 +1401,15 @@ impl Call {
         }
         self.respond_to(&relay.request, &relay.key, 200, sdp);
     }
+}
+
+/// A Call-ID for a dialog we start: random, so it tells the far end
+/// nothing about the call (not its SID, not how many legs it has).
+fn random_call_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{hex}@bridgehead")
 }
 
 /// A new INVITE of ours (without Via and body): from `from_user` at our
