@@ -40,4 +40,5 @@ cargo build --workspace --all-targets --features test-harness/dpdk
 echo "==> tests"
 # One test binary at a time keeps the end-to-end suites from fighting over the
 # two cores; inside a binary the tests run in parallel where they are independent.
-cargo test --workspace --features test-harness/dpdk -- --test-threads=2
+# --no-fail-fast: one failing suite must not hide how the others fare.
+cargo test --workspace --no-fail-fast --features test-harness/dpdk -- --test-threads=2

@@ -105,7 +105,14 @@ struct CallLayer {
 /// The TLS identity the signaling and HTTPS listeners will present.
 fn tls_identity(config: &Config) -> Result<TlsIdentity, StartError> {
     let files = config.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
-    let names = vec![config.appliance.id.clone(), "localhost".to_string(), config.dataplane.media_ips[0].to_string()];
+    // Loopback by address too: a box without name resolution (a fresh
+    // chroot, a minimal image) still reaches its own API with TLS verified.
+    let names = vec![
+        config.appliance.id.clone(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        config.dataplane.media_ips[0].to_string(),
+    ];
     let identity = crate::tls::load_or_generate(files, &config.appliance.state_dir, &names)?;
     tracing::info!(origin = ?identity.origin, sha256 = %identity.fingerprint(), "TLS certificate");
     Ok(identity)

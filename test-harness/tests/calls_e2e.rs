@@ -506,8 +506,9 @@ impl Rig {
             .command(Path::new("python3"))
             .arg("-c")
             .arg(REST_CLIENT)
-            // The generated certificate names `localhost` (and the media address).
-            .arg(format!("https://localhost:{}", HTTPS.port()))
+            // The generated certificate names 127.0.0.1 (and localhost, which
+            // a fresh machine may not resolve).
+            .arg(format!("https://{HTTPS}"))
             .args([ACCOUNT, TOKEN])
             .arg(&cafile)
             .arg(op)
