@@ -9,8 +9,10 @@
 //!     │               stops them on SIGTERM/SIGINT
 //!     ├── admin       /live /ready /metrics, /v1/dataplane/...
 //!     │     └── metrics  prometheus-client collectors read at scrape time
-//!     └── store       accounts, keys, applications, numbers, trunks, call
-//!                     records: the `Store` trait, on SQLite (docs/store.md)
+//!     ├── store       accounts, keys, applications, numbers, trunks, call
+//!     │               records: the `Store` trait, on SQLite (docs/store.md)
+//!     └── token       Twilio-shaped access tokens: sans-IO verify, mint
+//!                     (docs/tokens.md)
 //! ```
 //!
 //! Calls, clients, instructions and routes land here in later releases,
@@ -27,3 +29,4 @@ pub mod sdp;
 pub mod sip;
 pub mod store;
 pub mod tls;
+pub mod token;
