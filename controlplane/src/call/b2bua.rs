@@ -1435,7 +1435,7 @@ fn secs(d: Duration) -> u32 {
 }
 
 /// The user part of the caller's From URI (the caller ID passed on).
-fn caller_user(invite: &Request) -> String {
+pub(crate) fn caller_user(invite: &Request) -> String {
     invite
         .headers
         .from_addr()

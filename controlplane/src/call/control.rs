@@ -15,7 +15,7 @@ use crate::instructions::method::Method as HttpMethod;
 use crate::instructions::params::CallFacts;
 use crate::instructions::twiml::{CallProgressEvents, StatusCallback};
 use crate::sip::digest::Credentials;
-use crate::store::{Account, CallRecord, CallSid, CallStatus, Direction, HttpMethod as StoreMethod, Store, E164};
+use crate::store::{Account, CallRecord, CallSid, CallStatus, Direction, Store, E164};
 use std::time::Duration;
 
 /// The base URL of inline TwiML (`Twiml=`): it has none, so relative URLs
@@ -85,8 +85,8 @@ impl CallControl for ShellControl {
             let from_user = from_user(&params.from);
             let (voice, fallback, inline, callback_url, callback_method) = match params.instructions {
                 Instructions::Url { url, method } => (
-                    Webhook { url, method: http(method) },
-                    params.fallback_url.map(|url| Webhook { url, method: http(params.fallback_method) }),
+                    Webhook { url, method: HttpMethod::from(method) },
+                    params.fallback_url.map(|url| Webhook { url, method: HttpMethod::from(params.fallback_method) }),
                     None,
                     params.status_callback,
                     params.status_callback_method,
@@ -105,10 +105,10 @@ impl CallControl for ShellControl {
                         ApiError::bad_request(code::INVALID_APPLICATION_SID, "The application has no voice URL")
                     })?;
                     (
-                        Webhook { url, method: http(app.voice_method) },
+                        Webhook { url, method: HttpMethod::from(app.voice_method) },
                         app.voice_fallback_url
                             .clone()
-                            .map(|url| Webhook { url, method: http(app.voice_fallback_method) }),
+                            .map(|url| Webhook { url, method: HttpMethod::from(app.voice_fallback_method) }),
                         None,
                         params.status_callback.or(app.status_callback.clone()),
                         params.status_callback_method,
@@ -171,7 +171,7 @@ impl CallControl for ShellControl {
                 voice,
                 fallback,
                 inline,
-                callback: StatusCallback { url: callback_url, method: http(callback_method), events },
+                callback: StatusCallback { url: callback_url, method: HttpMethod::from(callback_method), events },
             };
             if self.tx.send(Control::Create(Box::new(call))).is_err() {
                 return Err(ApiError::internal("the call layer is not running"));
@@ -190,7 +190,7 @@ impl CallControl for ShellControl {
                     return Err(not_live());
                 }
                 let (url, method, twiml) = match instructions {
-                    Instructions::Url { url, method } => (url, http(method), None),
+                    Instructions::Url { url, method } => (url, HttpMethod::from(method), None),
                     Instructions::Twiml(doc) => (String::new(), HttpMethod::Post, Some(doc)),
                     Instructions::Application(_) => {
                         return Err(ApiError::bad_request(
@@ -215,13 +215,6 @@ impl CallControl for ShellControl {
             }
             self.record(account, sid).await
         })
-    }
-}
-
-fn http(m: StoreMethod) -> HttpMethod {
-    match m {
-        StoreMethod::Get => HttpMethod::Get,
-        StoreMethod::Post => HttpMethod::Post,
     }
 }
 

@@ -52,8 +52,8 @@ mod dialog;
 pub mod records;
 pub mod shell;
 
-pub(crate) use b2bua::sip_target;
 pub use b2bua::Call;
+pub(crate) use b2bua::{caller_user, sip_target};
 
 use std::net::SocketAddr;
 use std::time::Instant;

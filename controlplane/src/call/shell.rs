@@ -45,8 +45,7 @@ use crate::sip::message::{Method, Request, Response};
 use crate::sip::transport::SipHandle;
 use crate::sip::{Header, HeaderName};
 use crate::store::{
-    Account, Application, CallRecord, CallSid, CallStatus, CallUpdate, Direction, HttpMethod as StoreMethod, Store,
-    Timestamp, Trunk, E164,
+    Account, Application, CallRecord, CallSid, CallStatus, CallUpdate, Direction, Store, Timestamp, Trunk, E164,
 };
 
 /// What the shell is told once, at start.
@@ -168,7 +167,7 @@ struct CallInfo {
     facts: CallFacts,
     auth_token: String,
     /// The voice URL: the base of relative URLs in inline TwiML.
-    facts_url: String,
+    voice_url: String,
     /// Every leg (the call itself too) by SID: its facts, where its
     /// progress events go, and its callbacks' next `SequenceNumber`.
     legs: HashMap<String, (CallFacts, StatusCallback, u32)>,
@@ -187,7 +186,6 @@ struct Entry {
     call_ids: Vec<String>,
     server_keys: Vec<TxKey>,
     client_keys: Vec<TxKey>,
-    answered_at: Option<SystemTime>,
     counted_end: bool,
     /// A REST redirect's inline TwiML, for the fetch it causes.
     inline: Option<String>,
@@ -365,7 +363,7 @@ impl Shell {
             return self.refuse(key, &request, 503);
         }
         self.pending.insert(key.clone(), false);
-        let number = request.uri().ok().and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
+        let number = dialed_user(&request);
         let version = self.store.config_version();
         if let Some(v) = version {
             if self.route_cache.version != v {
@@ -393,7 +391,7 @@ impl Shell {
                         if self.route_cache.routes.len() >= ROUTE_CACHE_MAX {
                             self.route_cache.routes.clear();
                         }
-                        let number = request.uri().ok().and_then(|u| u.as_sip().and_then(|s| s.user.clone()));
+                        let number = dialed_user(&request);
                         self.route_cache.routes.insert((peer.addr.ip(), number), route.clone());
                     }
                 }
@@ -424,12 +422,8 @@ impl Shell {
         }
         let Admitted { account, app, trunk, to } = &*admitted;
         let sid = CallSid::generate();
+        let from = super::caller_user(&request);
         let from_addr = request.headers.from_addr().ok();
-        let from = from_addr
-            .as_ref()
-            .and_then(|f| f.uri().ok())
-            .and_then(|u| u.as_sip().and_then(|s| s.user.clone()))
-            .unwrap_or_else(|| "anonymous".into());
         let caller_name = from_addr.as_ref().and_then(|f| f.display_name()).map(|n| n.into_owned());
         let facts = CallFacts {
             call_sid: sid.as_str().to_owned(),
@@ -448,14 +442,14 @@ impl Shell {
         record.trunk = Some(trunk.name.clone());
         self.records.send(StoreWrite::Insert(Box::new(record)));
 
-        let voice = Webhook { url: app.voice_url.clone().unwrap_or_default(), method: http_method(app.voice_method) };
+        let voice = Webhook { url: app.voice_url.clone().unwrap_or_default(), method: app.voice_method.into() };
         let fallback =
-            app.voice_fallback_url.clone().map(|url| Webhook { url, method: http_method(app.voice_fallback_method) });
+            app.voice_fallback_url.clone().map(|url| Webhook { url, method: app.voice_fallback_method.into() });
         let context = CallContext { call: facts.clone(), voice, fallback, answered: false, limits: self.cfg.limits };
         // Twilio calls an application's status callback when the call ends.
         let callback = StatusCallback {
             url: app.status_callback.clone(),
-            method: http_method(app.status_callback_method),
+            method: app.status_callback_method.into(),
             events: CallProgressEvents::default(),
         };
         let config = CallConfig {
@@ -481,14 +475,13 @@ impl Shell {
                 legs: HashMap::from([(facts.call_sid.clone(), (facts.clone(), callback, 0))]),
                 facts,
                 auth_token: account.auth_token.clone(),
-                facts_url: app.voice_url.clone().unwrap_or_default(),
+                voice_url: app.voice_url.clone().unwrap_or_default(),
             },
             wait: None,
             armed: None,
             call_ids: vec![call_id.clone()],
             server_keys: vec![key.clone()],
             client_keys: Vec::new(),
-            answered_at: None,
             counted_end: false,
             inline: None,
         };
@@ -514,7 +507,7 @@ impl Shell {
                 let live = !entry.call.is_ended();
                 if let (true, Some(i)) = (live, entry.interpreter.as_mut()) {
                     // Inline TwiML: the fetch this asks for is answered with it.
-                    let url = if twiml.is_some() { entry.info.facts_url.clone() } else { url };
+                    let url = if twiml.is_some() { entry.info.voice_url.clone() } else { url };
                     entry.inline = twiml;
                     i.handle_input(Instant::now(), interpreter::Input::Redirected { url, method });
                 }
@@ -557,7 +550,7 @@ impl Shell {
             wall_clock: self.epoch.1,
             epoch: self.epoch.0,
         };
-        let facts_url = voice.url.clone();
+        let voice_url = voice.url.clone();
         let context = CallContext { call: facts.clone(), voice, fallback, answered: true, limits: self.cfg.limits };
         let id = self.next_id;
         self.next_id += 1;
@@ -569,14 +562,13 @@ impl Shell {
                 legs: HashMap::from([(sid.clone(), (facts.clone(), callback, 0))]),
                 facts,
                 auth_token,
-                facts_url,
+                voice_url,
             },
             wait: None,
             armed: None,
             call_ids: Vec::new(),
             server_keys: Vec::new(),
             client_keys: Vec::new(),
-            answered_at: None,
             counted_end: false,
             inline,
         };
@@ -836,14 +828,9 @@ impl Shell {
                 s if s.is_final() => Some(to_params_status(s)),
                 _ => None,
             };
-            if is_parent {
-                if status == CallStatus::InProgress {
-                    entry.answered_at = Some(SystemTime::now());
-                }
-                if status.is_final() && !std::mem::replace(&mut entry.counted_end, true) {
-                    if let Some(i) = END_STATUSES.iter().position(|s| *s == status) {
-                        self.stats.ended[i].fetch_add(1, Relaxed);
-                    }
+            if is_parent && status.is_final() && !std::mem::replace(&mut entry.counted_end, true) {
+                if let Some(i) = END_STATUSES.iter().position(|s| *s == status) {
+                    self.stats.ended[i].fetch_add(1, Relaxed);
                 }
             }
             if let Some(progress) = progress {
@@ -924,6 +911,11 @@ pub(crate) fn trunk_peer(outbound: &str) -> Option<Peer> {
     super::sip_target(outbound).map(|(_, peer)| peer)
 }
 
+/// The user part of the Request-URI: the number dialed.
+fn dialed_user(request: &Request) -> Option<String> {
+    request.uri().ok().and_then(|u| u.as_sip().and_then(|s| s.user.clone()))
+}
+
 /// The number that forwarded the call, from a `Diversion` header.
 fn diversion(request: &Request) -> Option<String> {
     let text = request.headers.get_named("Diversion")?.value_str()?;
@@ -931,13 +923,6 @@ fn diversion(request: &Request) -> Option<String> {
     let rest = &text[start..];
     let end = rest.find(['@', '>', ';']).unwrap_or(rest.len());
     Some(rest[..end].to_owned()).filter(|s| !s.is_empty())
-}
-
-fn http_method(m: StoreMethod) -> HttpMethod {
-    match m {
-        StoreMethod::Get => HttpMethod::Get,
-        StoreMethod::Post => HttpMethod::Post,
-    }
 }
 
 fn to_params_status(s: CallStatus) -> params::CallStatus {

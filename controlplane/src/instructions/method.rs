@@ -20,6 +20,16 @@ impl Method {
     }
 }
 
+/// An application's stored method is a webhook's method.
+impl From<crate::store::HttpMethod> for Method {
+    fn from(m: crate::store::HttpMethod) -> Method {
+        match m {
+            crate::store::HttpMethod::Get => Method::Get,
+            crate::store::HttpMethod::Post => Method::Post,
+        }
+    }
+}
+
 /// The value was neither GET nor POST.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("method must be GET or POST")]
