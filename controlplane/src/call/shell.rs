@@ -306,12 +306,13 @@ impl Shell {
 
     fn on_sip(&mut self, event: Event) {
         let id = match &event {
-            Event::Request { key, peer, request } => {
-                let call_id = request.headers.call_id().ok().map(str::to_owned);
-                match call_id.as_ref().and_then(|c| self.by_call_id.get(c)) {
-                    Some(&id) => Some(id),
-                    None => return self.new_request(key.clone(), *peer, request.clone()),
+            Event::Request { request, .. } => {
+                let known = request.headers.call_id().ok().and_then(|c| self.by_call_id.get(c)).copied();
+                if known.is_none() {
+                    let Event::Request { key, peer, request } = event else { return };
+                    return self.new_request(key, peer, request);
                 }
+                known
             }
             Event::Ack { request, .. } => request.headers.call_id().ok().and_then(|c| self.by_call_id.get(c)).copied(),
             Event::Cancelled { invite } => {
