@@ -25,6 +25,7 @@ pub mod call;
 pub mod config;
 pub mod https;
 pub mod instructions;
+pub mod routes;
 pub mod sdp;
 pub mod sip;
 pub mod store;

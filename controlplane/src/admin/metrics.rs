@@ -75,6 +75,13 @@ impl Metrics {
         self.registry.register_collector(Box::new(HttpsCollector { counters }));
     }
 
+    /// Adds the registered client devices by status
+    /// (`bridgehead_client_devices{status}`), read from `routes` at scrape
+    /// time.
+    pub fn register_routes(&mut self, routes: std::sync::Arc<dyn crate::routes::RouteStore>) {
+        self.registry.register_collector(Box::new(RoutesCollector { routes }));
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -294,5 +301,75 @@ impl Collector for HttpsCollector {
             ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
         Ok(())
+    }
+}
+
+/// Client devices by presence status, counted by the route store.
+struct RoutesCollector {
+    routes: std::sync::Arc<dyn crate::routes::RouteStore>,
+}
+
+impl std::fmt::Debug for RoutesCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutesCollector").field("appliance", &self.routes.appliance()).finish()
+    }
+}
+
+impl Collector for RoutesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::routes::PresenceStatus;
+        let counts = self.routes.counts();
+        let mut family = encoder.encode_descriptor(
+            "client_devices",
+            "Client devices registered (present), by status",
+            None,
+            MetricType::Gauge,
+        )?;
+        // A registered device is never offline: no `offline` series.
+        for status in [PresenceStatus::Available, PresenceStatus::Busy, PresenceStatus::Away] {
+            let n = i64::try_from(counts.of(status)).unwrap_or(i64::MAX);
+            ConstGauge::new(n).encode(family.encode_family(&[("status", status.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::{DeviceId, DeviceRoute, InProcessRoutes, PresenceStatus, RouteStore};
+    use crate::store::AccountSid;
+    use std::sync::Arc;
+
+    #[test]
+    fn client_devices_by_status() {
+        let routes = Arc::new(InProcessRoutes::new("bh-test", 10));
+        let account = AccountSid::parse("AC00000000000000000000000000000001").unwrap();
+        for (d, status) in [(1, PresenceStatus::Available), (2, PresenceStatus::Busy), (3, PresenceStatus::Busy)] {
+            let route = DeviceRoute {
+                device: DeviceId(d),
+                account: account.clone(),
+                identity: format!("user{d}"),
+                status,
+                incoming: true,
+                appliance: "bh-test".into(),
+                registered_at: std::time::SystemTime::UNIX_EPOCH,
+            };
+            routes.register(route).unwrap();
+        }
+        let mut registry = Registry::with_prefix("bridgehead");
+        registry.register_collector(Box::new(RoutesCollector { routes: routes.clone() }));
+        let encode = |registry: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+            out
+        };
+        let text = encode(&registry);
+        assert!(text.contains("# TYPE bridgehead_client_devices gauge"), "{text}");
+        assert!(text.contains("bridgehead_client_devices{status=\"available\"} 1"), "{text}");
+        assert!(text.contains("bridgehead_client_devices{status=\"busy\"} 2"), "{text}");
+        assert!(text.contains("bridgehead_client_devices{status=\"away\"} 0"), "{text}");
+        routes.unregister(DeviceId(2));
+        assert!(encode(&registry).contains("bridgehead_client_devices{status=\"busy\"} 1"), "read at scrape time");
     }
 }

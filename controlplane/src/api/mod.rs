@@ -9,6 +9,7 @@
 //!     /IncomingPhoneNumbers.json, /{PN}   phone_numbers.rs list create | fetch update delete
 //!     /Keys.json, /{SK}.json              keys.rs          list create | fetch update delete
 //!     /Calls.json, /{CA}.json             calls.rs         list create | fetch update
+//!     /Clients.json, /{identity}.json     clients.rs       list | fetch (presence)
 //!
 //!   auth.rs     HTTP Basic: account SID + auth token, or API key SID + secret
 //!   params.rs   form-encoded bodies and query strings, PascalCase names
@@ -24,7 +25,9 @@
 //! through the [`CallControl`] trait; without one (`ApiState::calls` is
 //! `None`) `POST .../Calls.json` and `POST .../Calls/{CA}.json` answer 503.
 //! Deleting an API key is announced on [`ApiState::revocations`] so that
-//! client sessions authenticated with it can be closed.
+//! client sessions authenticated with it can be closed. Client presence is
+//! read from [`ApiState::routes`]; `ApiState::new` gives an empty store
+//! (nothing registers in it), [`ApiState::with_routes`] the appliance's.
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -40,6 +43,7 @@ pub mod accounts;
 pub mod applications;
 pub mod auth;
 pub mod calls;
+pub mod clients;
 pub mod error;
 pub mod keys;
 pub mod paging;
@@ -53,6 +57,7 @@ pub use auth::{Caller, Credential};
 pub use calls::{CallControl, CallFuture, CreateCall, UpdateCall};
 pub use error::ApiError;
 
+use crate::routes::{InProcessRoutes, RouteStore};
 use crate::store::{AccountSid, ApiKeySid, Store};
 use axum::extract::OriginalUri;
 use axum::routing::get;
@@ -82,15 +87,30 @@ pub struct ApiState {
     /// lags behind by more than the channel's capacity sees `Lagged` and
     /// should re-check the keys it relies on against the store.
     pub revocations: broadcast::Sender<KeyRevoked>,
+    /// Presence of client devices (`/Clients.json`).
+    pub routes: Arc<dyn RouteStore>,
 }
 
 impl ApiState {
     /// How many revocations a slow subscriber may fall behind.
     pub const REVOCATION_BACKLOG: usize = 256;
 
+    /// The API over `store`, with `calls` if there is a call layer, and an
+    /// empty route store: `/Clients.json` lists nobody.
     pub fn new(store: Arc<dyn Store>, calls: Option<Arc<dyn CallControl>>) -> Arc<ApiState> {
+        // Limit 0: nothing can register in a store nobody else holds.
+        ApiState::with_routes(store, calls, Arc::new(InProcessRoutes::new("", 0)))
+    }
+
+    /// The API with the appliance's route store, which the client
+    /// signaling registers devices in.
+    pub fn with_routes(
+        store: Arc<dyn Store>,
+        calls: Option<Arc<dyn CallControl>>,
+        routes: Arc<dyn RouteStore>,
+    ) -> Arc<ApiState> {
         let (revocations, _) = broadcast::channel(Self::REVOCATION_BACKLOG);
-        Arc::new(ApiState { store, calls, revocations })
+        Arc::new(ApiState { store, calls, revocations, routes })
     }
 
     /// A receiver of every API key deleted from now on.
@@ -121,6 +141,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(&format!("{ACCOUNT}/Keys/{{sid}}"), get(keys::fetch).post(keys::update).delete(keys::delete))
         .route(&format!("{ACCOUNT}/Calls.json"), get(calls::list).post(calls::create))
         .route(&format!("{ACCOUNT}/Calls/{{sid}}"), get(calls::fetch).post(calls::update))
+        .route(&format!("{ACCOUNT}/Clients.json"), get(clients::list))
+        .route(&format!("{ACCOUNT}/Clients/{{identity}}"), get(clients::fetch))
         .fallback(|OriginalUri(uri): OriginalUri| async move { ApiError::not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state);

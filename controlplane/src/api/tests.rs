@@ -485,3 +485,136 @@ async fn call_control_is_reached_with_checked_parameters() {
         vec!["create client:alice 60".to_string(), format!("update {} Some(Completed)", c.sid)]
     );
 }
+
+/// A fixture whose API reads presence from `routes`.
+fn fixture_with_routes(name: &str, routes: Arc<dyn crate::routes::RouteStore>) -> Fixture {
+    let mut f = fixture(name);
+    f.state = ApiState::with_routes(f.store.clone(), None, routes);
+    f
+}
+
+fn present(routes: &dyn crate::routes::RouteStore, device: u64, account: &str, identity: &str, status: &str) {
+    use crate::routes::{DeviceId, DeviceRoute, PresenceStatus};
+    let route = DeviceRoute {
+        device: DeviceId(device),
+        account: AccountSid::parse(account).unwrap(),
+        identity: identity.into(),
+        status: PresenceStatus::parse(status).unwrap(),
+        incoming: true,
+        appliance: routes.appliance().into(),
+        registered_at: std::time::SystemTime::UNIX_EPOCH,
+    };
+    routes.register(route).unwrap();
+}
+
+fn identities(a: &Answer) -> Vec<String> {
+    a.json["clients"].as_array().unwrap().iter().map(|c| c["identity"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn clients_presence() {
+    let routes = Arc::new(crate::routes::InProcessRoutes::new("bh-test", 100));
+    let f = fixture_with_routes("clients", routes.clone());
+    present(&*routes, 1, AC1, "alice", "busy");
+    present(&*routes, 2, AC1, "alice", "available");
+    present(&*routes, 3, AC1, "carol", "busy");
+    present(&*routes, 4, AC1, "bob", "away");
+    present(&*routes, 5, AC1, "dan smith", "available");
+    present(&*routes, 6, AC2, "alice", "busy");
+    present(&*routes, 7, AC2, "eve", "available");
+
+    let list = f.get(&path("/Clients.json")).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.json);
+    assert_eq!(list.json["clients"][0], serde_json::json!({"identity": "alice", "status": "available", "devices": 2}));
+    assert_eq!(identities(&list), ["alice", "bob", "carol", "dan smith"], "sorted, account 2's eve not among them");
+    assert_eq!(list.json.as_object().unwrap().len(), 9, "the paging envelope and one list key");
+
+    let one = f.get(&path("/Clients/alice.json")).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.json, serde_json::json!({"identity": "alice", "status": "available", "devices": 2}));
+    let spaced = f.get(&path("/Clients/dan%20smith.json")).await;
+    assert_eq!((spaced.json["identity"].as_str(), spaced.json["devices"].as_u64()), (Some("dan smith"), Some(1)));
+    let absent = f.get(&path("/Clients/zed.json")).await;
+    assert_eq!(absent.status, StatusCode::OK, "absence is an answer");
+    assert_eq!(absent.json, serde_json::json!({"identity": "zed", "status": "offline", "devices": 0}));
+    assert_error(&f.get(&path("/Clients/alice")).await, 404, 20404);
+    assert_error(&f.get(&path("/Clients/.json")).await, 404, 20404);
+    assert_error(&f.post(&path("/Clients.json"), "Identity=x").await, 405, 20004);
+
+    // Filters.
+    assert_eq!(identities(&f.get(&path("/Clients.json?Identity=carol")).await), ["carol"]);
+    assert!(identities(&f.get(&path("/Clients.json?Identity=eve")).await).is_empty(), "account 2's identity");
+    assert!(identities(&f.get(&path("/Clients.json?Identity=Alice")).await).is_empty(), "exact");
+    let busy = f.get(&path("/Clients.json?Status=busy")).await;
+    assert_eq!(identities(&busy), ["carol"], "alice is available through her other device");
+    assert_eq!(busy.json["uri"], path("/Clients.json?Status=busy&PageSize=50&Page=0"));
+    assert!(identities(&f.get(&path("/Clients.json?Status=offline")).await).is_empty());
+    assert_eq!(identities(&f.get(&path("/Clients.json?Identity=alice&Status=available")).await), ["alice"]);
+    assert_error(&f.get(&path("/Clients.json?Status=sideways")).await, 400, 20001);
+    assert_error(&f.get(&path("/Clients.json?PageSize=0")).await, 400, 20001);
+
+    // Paging walks the list once, filters kept in the page URIs.
+    let mut seen = Vec::new();
+    let mut next = Some(path("/Clients.json?PageSize=3"));
+    while let Some(uri) = next {
+        let page = f.get(&uri).await;
+        assert_eq!(page.status, StatusCode::OK, "{uri}: {}", page.json);
+        seen.extend(identities(&page));
+        next = page.json["next_page_uri"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen, ["alice", "bob", "carol", "dan smith"]);
+    let filtered = f.get(&path("/Clients.json?Status=available&PageSize=1")).await;
+    assert_eq!(identities(&filtered), ["alice"]);
+    assert_eq!(filtered.json["next_page_uri"], path("/Clients.json?Status=available&PageSize=1&Page=1&PageToken=PT1"));
+    let second = f.get(filtered.json["next_page_uri"].as_str().unwrap()).await;
+    assert_eq!(identities(&second), ["dan smith"]);
+    assert!(second.json["next_page_uri"].is_null());
+
+    // A device going away shows at once.
+    routes.unregister(crate::routes::DeviceId(2));
+    let alice = f.get(&path("/Clients/alice.json")).await;
+    assert_eq!((alice.json["status"].as_str(), alice.json["devices"].as_u64()), (Some("busy"), Some(1)));
+}
+
+#[tokio::test]
+async fn clients_of_another_account_are_invisible() {
+    let routes = Arc::new(crate::routes::InProcessRoutes::new("bh-test", 100));
+    let f = fixture_with_routes("clients-auth", routes.clone());
+    present(&*routes, 1, AC1, "alice", "available");
+    present(&*routes, 2, AC2, "alice", "busy");
+    present(&*routes, 3, AC2, "eve", "away");
+    let list = path("/Clients.json");
+    let one = path("/Clients/alice.json");
+    for uri in [&list, &one] {
+        for auth in [None, Some((AC1, "wrong")), Some((AC2, TOKEN2))] {
+            assert_error(&f.call("GET", uri, auth, None).await, 401, 20003);
+        }
+    }
+    // An API key of the account reads its presence.
+    let by_key = f.call("GET", &list, Some((SK1, SECRET1)), None).await;
+    assert_eq!(identities(&by_key), ["alice"]);
+    // Account 2 sees its own alice, never account 1's.
+    let theirs = format!("/2010-04-01/Accounts/{AC2}");
+    let a2 = f.call("GET", &format!("{theirs}/Clients.json"), Some((AC2, TOKEN2)), None).await;
+    assert_eq!(
+        a2.json["clients"],
+        serde_json::json!([
+            {"identity": "alice", "status": "busy", "devices": 1},
+            {"identity": "eve", "status": "away", "devices": 1},
+        ])
+    );
+    let a2_alice = f.call("GET", &format!("{theirs}/Clients/alice.json"), Some((AC2, TOKEN2)), None).await;
+    assert_eq!(a2_alice.json["status"], "busy");
+    let mine = f.get(&one).await;
+    assert_eq!((mine.json["status"].as_str(), mine.json["devices"].as_u64()), (Some("available"), Some(1)));
+    assert!(identities(&f.get(&path("/Clients.json?Identity=eve")).await).is_empty());
+    assert_eq!(f.get(&path("/Clients/eve.json")).await.json["status"], "offline");
+}
+
+#[tokio::test]
+async fn clients_without_a_route_store_list_nobody() {
+    let f = fixture("clients-none");
+    let list = f.get(&path("/Clients.json")).await;
+    assert_eq!((list.status, list.json["clients"].clone()), (StatusCode::OK, serde_json::json!([])));
+    assert_eq!(f.get(&path("/Clients/alice.json")).await.json["status"], "offline");
+}
