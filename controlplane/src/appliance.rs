@@ -3,9 +3,11 @@
 
 use crate::admin::{self, events::EventLog, metrics::Metrics, AdminState};
 use crate::call::shell::ShellConfig;
+use crate::client::ClientHub;
 use crate::config::{Config, StoreConfig};
 use crate::instructions::http::{WebhookClient, WebhookConfig};
 use crate::instructions::interpreter::Limits;
+use crate::routes::{InProcessRoutes, RouteStore};
 use crate::store::{SqliteStore, Store};
 use crate::tls::TlsIdentity;
 use dataplane::{Dataplane, DataplaneHandle};
@@ -56,6 +58,7 @@ async fn start_calls(
     tls: &TlsIdentity,
     store: Arc<dyn Store>,
     dataplane: DataplaneHandle,
+    clients: ClientLayer,
 ) -> Result<CallLayer, StartError> {
     let listeners = crate::sip::transport::Listeners {
         udp: config.listen.sip_udp,
@@ -90,8 +93,37 @@ async fn start_calls(
         max_calls: config.calls.max_calls,
     };
     let (call_stats, control, media_timeouts) =
-        crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone());
+        crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone(), Some(clients));
     Ok(CallLayer { sip_stats, call_stats, control, webhooks, media_timeouts })
+}
+
+type ClientLayer = (Arc<ClientHub>, tokio::sync::mpsc::UnboundedReceiver<crate::client::ClientEvent>);
+
+/// Client signaling's shared state: presence (the in-process route store)
+/// and the hub of connections, sized from the open-file limit.
+fn client_hub(config: &Config, store: Arc<dyn Store>) -> ClientLayer {
+    let media_sockets = config.dataplane.ports.clone().count();
+    let max_connections = client_connection_limit(media_sockets);
+    let routes: Arc<dyn RouteStore> = Arc::new(InProcessRoutes::new(config.appliance.id.clone(), max_connections));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let hub = ClientHub::new(store, routes, tx, max_connections, config.appliance.id.clone());
+    tracing::info!(max_connections, "client signaling sized");
+    (hub, rx)
+}
+
+/// Client connections the process can hold: its open-file limit less the
+/// media sockets (one per media port) and a reserve for SIP, HTTP,
+/// webhooks and the database. Every connection is one descriptor.
+fn client_connection_limit(media_sockets: usize) -> usize {
+    const RESERVE: usize = 1_000;
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .unwrap_or(1024);
+    limit.saturating_sub(media_sockets + RESERVE).max(16)
 }
 
 struct CallLayer {
@@ -140,7 +172,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         ports = %format!("{}-{}", config.dataplane.ports.start(), config.dataplane.ports.end()),
         "dataplane started"
     );
-    let calls = match start_calls(&config, &_tls, _store.clone(), handle.clone()).await {
+    let (hub, client_events) = client_hub(&config, _store.clone());
+    let calls = match start_calls(&config, &_tls, _store.clone(), handle.clone(), (hub.clone(), client_events)).await {
         Ok(calls) => calls,
         Err(e) => {
             dataplane.stop();
@@ -170,13 +203,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             return Err(e.into());
         }
     };
-    let api = crate::api::ApiState::new(_store.clone(), Some(calls.control.clone()));
+    let api = crate::api::ApiState::with_routes(_store.clone(), Some(calls.control.clone()), hub.routes.clone());
+    hub.spawn_watchers(api.subscribe_revocations());
     let https_counters = Arc::new(crate::https::HttpsCounters::default());
     let (stop_https, https_stopped) = tokio::sync::oneshot::channel::<()>();
     let https = tokio::spawn(crate::https::serve(
         https_listener,
         https_tls,
-        crate::api::router(api),
+        crate::api::router(api).merge(crate::client::ws::router(hub.clone())),
         https_counters.clone(),
         async move {
             let _ = https_stopped.await;
@@ -189,6 +223,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     metrics.register_sip(calls.sip_stats.clone());
     metrics.register_calls(calls.call_stats.clone(), calls.webhooks.collector());
     metrics.register_https(https_counters);
+    metrics.register_routes(hub.routes.clone());
+    metrics.register_collector(Box::new(crate::client::metrics::ClientCollector { hub: hub.clone() }));
     let state = Arc::new(AdminState {
         dataplane: handle.clone(),
         metrics,

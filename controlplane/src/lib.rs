@@ -22,6 +22,7 @@ pub mod admin;
 pub mod api;
 pub mod appliance;
 pub mod call;
+pub mod client;
 pub mod config;
 pub mod https;
 pub mod instructions;

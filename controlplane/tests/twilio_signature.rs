@@ -57,6 +57,7 @@ fn cases() -> Vec<Case> {
         forwarded_from: Some("+15550100009".into()),
         caller_name: Some("Zoë O'Brien & Co".into()),
         parent_call_sid: None,
+        custom: Vec::new(),
     };
     let voice = params::voice_request(&call, CallStatus::Ringing);
     let status = params::status_callback(

@@ -21,6 +21,7 @@ pub mod netns;
 pub mod rtp;
 pub mod sipp;
 pub mod topology;
+pub mod twilio_py;
 pub mod voice_client;
 
 use std::time::{Duration, Instant};

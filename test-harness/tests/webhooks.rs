@@ -37,6 +37,7 @@ fn call() -> CallFacts {
         forwarded_from: None,
         caller_name: Some("Zoë O'Brien & Co".into()),
         parent_call_sid: None,
+        custom: Vec::new(),
     }
 }
 

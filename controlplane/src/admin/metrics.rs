@@ -82,6 +82,11 @@ impl Metrics {
         self.registry.register_collector(Box::new(RoutesCollector { routes }));
     }
 
+    /// Adds a subsystem's own collector (one read at scrape time).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;

@@ -583,7 +583,11 @@ impl Call {
         let codecs = inbound.answered_codecs.clone().unwrap_or_else(|| inbound.media.codecs.clone());
         let direction = inbound.media.direction;
         let ptime = inbound.media.ptime;
-        let caller_id = dial.caller_id.clone().unwrap_or_else(|| caller_user(&inbound.invite));
+        let caller_id = dial
+            .caller_id
+            .clone()
+            .or_else(|| self.cfg.caller_id.clone())
+            .unwrap_or_else(|| caller_user(&inbound.invite));
         self.generation += 1;
         self.last_outcome = None;
         self.dial = Some(DialRun {
@@ -612,7 +616,13 @@ impl Call {
                         .zip(s.password.clone())
                         .map(|(username, password)| Credentials { username, password }),
                 ),
-                // `<Client>` comes with client signaling; others are refused by the interpreter.
+                DialNoun::Client(c) => (
+                    Some(super::client_legs::client_target(&c.identity)),
+                    c.status_callback.clone(),
+                    format!("client:{}", c.identity),
+                    None,
+                ),
+                // The interpreter refuses the others.
                 _ => (None, StatusCallback::default(), String::new(), None),
             };
             let sid = CallSid::generate().as_str().to_string();
@@ -646,6 +656,9 @@ impl Call {
             let call_id = random_call_id();
             let mut invite = new_invite(&uri, &caller_id, &tag, &call_id, &self.cfg.local_sip);
             with_sdp(&mut invite.headers, &mut invite.body, offer);
+            if let DialNoun::Client(c) = noun {
+                super::client_legs::describe_fork(&mut invite.headers, c, &sid, &caller_id);
+            }
             self.out.push_back(Output::ChildCall {
                 call_sid: sid.clone(),
                 from: caller_id.clone(),
@@ -773,8 +786,17 @@ impl Call {
             })
             .collect();
         let Some(codes) = codes else { return };
-        let busy = !codes.is_empty() && codes.iter().all(|c| matches!(c, 486 | 600));
-        let status = if busy { DialCallStatus::Busy } else { DialCallStatus::Failed };
+        let all = |f: fn(u16) -> bool| !codes.is_empty() && codes.iter().all(|c| f(*c));
+        // Nobody there (a `<Client>` with no device present, a 480 from
+        // the far end) is `no-answer`, as the leg's own record says; a
+        // transaction timeout (nothing answered at all) stays `failed`.
+        let status = if all(|c| matches!(c, 486 | 600)) {
+            DialCallStatus::Busy
+        } else if all(|c| c == 480) {
+            DialCallStatus::NoAnswer
+        } else {
+            DialCallStatus::Failed
+        };
         let sid = forks.last().map(|f| f.sid.clone());
         if let Some(d) = self.dial.as_mut() {
             d.outcome_sent = true;

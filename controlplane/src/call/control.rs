@@ -147,6 +147,7 @@ impl CallControl for ShellControl {
                 forwarded_from: None,
                 caller_name: None,
                 parent_call_sid: None,
+                custom: Vec::new(),
             };
             let store = self.store.clone();
             let written = record.clone();

@@ -47,6 +47,7 @@
 //! - `hangupOnStar` and `record` belong to the media services (ignored).
 
 mod b2bua;
+pub mod client_legs;
 pub mod control;
 mod dialog;
 pub mod records;
@@ -84,6 +85,9 @@ pub struct CallConfig {
     pub trunk: Option<Peer>,
     /// What the trunk knows us by, for its digest challenges.
     pub trunk_credentials: Option<Credentials>,
+    /// The caller ID of outbound legs when `<Dial callerId>` is not given
+    /// (a client's `client:alice`); `None`: the user part of the caller's From.
+    pub caller_id: Option<String>,
     /// The wall-clock time that corresponds to `epoch`, for call records:
     /// the core reads neither clock.
     pub wall_clock: Timestamp,

@@ -32,15 +32,19 @@ use dataplane::session::SessionId;
 use dataplane::DataplaneHandle;
 use tokio::sync::{mpsc, oneshot};
 
+use super::client_legs::{self, ClientLegs};
 use super::records::{RecordWriter, StoreWrite};
 use super::{Call, CallConfig, Input, Output};
+use crate::client::protocol::{self as client_protocol, ClientMessage, ServerMessage};
+use crate::client::{ClientEvent, ClientHub, ClientInfo};
 use crate::instructions::fetch::{Fetch, FetchId, FetchPurpose};
 use crate::instructions::http::WebhookClient;
 use crate::instructions::interpreter::{self, CallContext, ErrorRecord, Interpreter, Limits, Webhook};
 use crate::instructions::method::Method as HttpMethod;
 use crate::instructions::params::{self, CallFacts, ProgressEvent};
 use crate::instructions::twiml::{CallProgressEvents, StatusCallback};
-use crate::sip::layer::{Event, Peer, TxKey};
+use crate::routes::DeviceId;
+use crate::sip::layer::{Event, Peer, Transport, TxKey};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::transport::SipHandle;
 use crate::sip::{Header, HeaderName};
@@ -160,6 +164,25 @@ enum Done {
         call: u64,
         input: interpreter::Input,
     },
+    /// What a client leg answered (`client_legs`), for call `call`.
+    Sip {
+        call: u64,
+        event: Event,
+    },
+    /// A client's call, looked up: its account, application and trunk.
+    ClientRouted(Box<ClientCall>),
+    /// A parked client leg's reconnect time is over.
+    ReconnectExpired(String),
+}
+
+/// A call a client places, from its `invite` to the store's answer.
+struct ClientCall {
+    device: DeviceId,
+    client: Arc<ClientInfo>,
+    temp_id: String,
+    sdp: String,
+    params: String,
+    route: Result<(Account, Application, Option<Trunk>), &'static str>,
 }
 
 /// The per-call facts the webhooks repeat, and where callbacks go.
@@ -200,12 +223,17 @@ pub fn spawn(
     store: Arc<dyn Store>,
     dataplane: DataplaneHandle,
     webhooks: WebhookClient,
+    clients: Option<(Arc<ClientHub>, mpsc::UnboundedReceiver<ClientEvent>)>,
 ) -> (Arc<CallStats>, Arc<super::control::ShellControl>, mpsc::UnboundedSender<SessionId>) {
     let stats = Arc::new(CallStats::default());
     let (tx, rx) = mpsc::unbounded_channel();
     let (timeouts_tx, timeouts) = mpsc::unbounded_channel();
-    let shell = Shell::new(cfg, sip, store.clone(), dataplane, webhooks, stats.clone());
-    tokio::spawn(shell.run(events, rx, timeouts));
+    let mut shell = Shell::new(cfg, sip, store.clone(), dataplane, webhooks, stats.clone());
+    let client_events = clients.map(|(hub, events)| {
+        shell.clients = Some(ClientLegs::new(hub));
+        events
+    });
+    tokio::spawn(shell.run(events, rx, timeouts, client_events));
     (stats, Arc::new(super::control::ShellControl { tx, store }), timeouts_tx)
 }
 
@@ -232,6 +260,8 @@ pub struct Shell {
     done_rx: Option<mpsc::UnboundedReceiver<Done>>,
     /// The same instant and wall-clock time, for records.
     epoch: (Instant, Timestamp),
+    /// Client legs, when client signaling runs.
+    clients: Option<ClientLegs>,
 }
 
 impl Shell {
@@ -266,6 +296,7 @@ impl Shell {
             done_tx,
             done_rx: Some(done_rx),
             epoch: (Instant::now(), Timestamp::now()),
+            clients: None,
         }
     }
 
@@ -275,8 +306,10 @@ impl Shell {
         mut events: mpsc::UnboundedReceiver<Event>,
         mut control: mpsc::UnboundedReceiver<Control>,
         mut media_timeouts: mpsc::UnboundedReceiver<SessionId>,
+        client_events: Option<mpsc::UnboundedReceiver<ClientEvent>>,
     ) {
         let Some(mut done) = self.done_rx.take() else { return };
+        let mut client_events = client_events;
         loop {
             let deadline = self.timers.peek().map(|Reverse((at, _))| *at);
             let sleep = async {
@@ -292,6 +325,12 @@ impl Shell {
                 },
                 Some(d) = done.recv() => self.on_done(d),
                 Some(c) = control.recv() => self.on_control(c),
+                Some(event) = async {
+                    match client_events.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.on_client(event),
                 Some(session) = media_timeouts.recv() => {
                     if let Some(&id) = self.by_session.get(&session) {
                         self.feed(id, Input::MediaTimeout);
@@ -406,6 +445,12 @@ impl Shell {
                     self.pump(call);
                 }
             }
+            Done::Sip { call, event } => self.feed(call, Input::Sip(event)),
+            Done::ClientRouted(call) => self.on_client_routed(*call),
+            Done::ReconnectExpired(sid) => {
+                let events = self.clients.as_mut().map(|c| c.reconnect_expired(&sid)).unwrap_or_default();
+                self.client_events(events);
+            }
         }
     }
 
@@ -435,6 +480,7 @@ impl Shell {
             forwarded_from: diversion(&request),
             caller_name,
             parent_call_sid: None,
+            custom: Vec::new(),
         };
         let mut record =
             CallRecord::new(account.sid.clone(), from, to.as_str().to_owned(), Direction::Inbound, CallStatus::Ringing);
@@ -462,6 +508,7 @@ impl Shell {
                 .clone()
                 .zip(trunk.password.clone())
                 .map(|(username, password)| crate::sip::digest::Credentials { username, password }),
+            caller_id: None,
             wall_clock: self.epoch.1,
             epoch: self.epoch.0,
         };
@@ -548,6 +595,7 @@ impl Shell {
             local_sip: self.cfg.local_sip.clone(),
             trunk,
             trunk_credentials: credentials,
+            caller_id: None,
             wall_clock: self.epoch.1,
             epoch: self.epoch.0,
         };
@@ -691,7 +739,21 @@ impl Shell {
     fn on_call_output(&mut self, id: u64, out: Output) {
         let now = Instant::now();
         match out {
-            Output::Respond { key, response } => self.sip.respond(key, response),
+            Output::Respond { key, response } => match self.clients.as_mut() {
+                Some(clients) if clients.owns_server_key(&key) => clients.respond(&key, response),
+                _ => self.sip.respond(key, response),
+            },
+            Output::SendRequest { peer, request, tag } if peer.transport == Transport::Client => {
+                let key = TxKey { branch: format!("z9hG4bKcl{}", random_tag()), method: request.method.clone() };
+                let Some(entry) = self.calls.get_mut(&id) else { return };
+                entry.call.handle_input(now, Input::RequestSent { tag, key: key.clone() });
+                let Ok(account) = crate::store::AccountSid::parse(&entry.info.facts.account_sid) else { return };
+                let events = match self.clients.as_mut() {
+                    Some(clients) => clients.request(id, key, request, &account),
+                    None => Vec::new(),
+                };
+                self.client_events(events);
+            }
             Output::SendRequest { peer, request, tag } => {
                 let call_id = request.headers.call_id().ok().map(str::to_owned);
                 let key = self.sip.request(peer, request);
@@ -706,7 +768,13 @@ impl Shell {
                 }
                 entry.call.handle_input(now, Input::RequestSent { tag, key });
             }
+            Output::SendAck2xx { peer, .. } if peer.transport == Transport::Client => {}
             Output::SendAck2xx { peer, request } => self.sip.ack_2xx(peer, request),
+            Output::SendCancel { invite, .. } if self.clients.as_ref().is_some_and(|c| c.owns_invite(&invite)) => {
+                let cancel = TxKey { branch: invite.branch.clone(), method: Method::Cancel };
+                let events = self.clients.as_mut().map(|c| c.cancel(&invite, cancel)).unwrap_or_default();
+                self.client_events(events);
+            }
             Output::SendCancel { invite, .. } => {
                 // The layer builds the CANCEL from the INVITE it sent.
                 self.sip.cancel(invite.clone());
@@ -785,6 +853,7 @@ impl Shell {
             forwarded_from: None,
             caller_name: None,
             parent_call_sid: Some(parent.call_sid.clone()),
+            custom: Vec::new(),
         };
         entry.info.legs.insert(sid.clone(), (facts, callback, 0));
         self.stats.started[direction_index(Direction::OutboundDial)].fetch_add(1, Relaxed);
@@ -868,7 +937,221 @@ impl Shell {
         }
         self.by_sid.remove(&entry.info.facts.call_sid);
         self.stats.active.fetch_sub(1, Relaxed);
+        if let Some(clients) = self.clients.as_mut() {
+            clients.call_ended(id);
+        }
     }
+
+    // ------------------------------------------------------------ clients
+
+    /// Events of client legs go back to their calls through the done
+    /// channel: never into a call while it is producing outputs.
+    fn client_events(&self, events: client_legs::Events) {
+        for (call, event) in events {
+            let _ = self.done_tx.send(Done::Sip { call, event });
+        }
+    }
+
+    fn on_client(&mut self, event: ClientEvent) {
+        let Some(clients) = self.clients.as_mut() else { return };
+        let events = match event {
+            ClientEvent::Gone { device } => {
+                let (events, parked) = clients.gone(device);
+                for sid in parked {
+                    let done = self.done_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(client_legs::RECONNECT_WITHIN).await;
+                        let _ = done.send(Done::ReconnectExpired(sid));
+                    });
+                }
+                events
+            }
+            ClientEvent::Message { device, client, message } => match message {
+                ClientMessage::Invite { callsid, reconnect: Some(token), .. } => {
+                    if !clients.reconnect(device, &client.account, &client.identity, &token) {
+                        let error = Some((31005, "no call to reconnect to".to_owned()));
+                        clients.hub.send(device, ServerMessage::Hangup { callsid, error });
+                    }
+                    Vec::new()
+                }
+                ClientMessage::Invite { callsid, sdp, params, reconnect: None } => {
+                    self.admit_client(device, client, callsid, sdp, params);
+                    Vec::new()
+                }
+                ClientMessage::Answer { callsid, sdp } => clients.answer(device, &callsid, &sdp),
+                ClientMessage::Reject { callsid } => clients.reject(device, &callsid),
+                ClientMessage::Hangup { callsid } => clients.hangup(device, &callsid),
+                other => {
+                    // DTMF and in-call messages belong to the media services.
+                    tracing::debug!(kind = other.kind(), "client message not acted on");
+                    Vec::new()
+                }
+            },
+        };
+        self.client_events(events);
+    }
+
+    /// A client places a call: look its application and trunk up off the task.
+    fn admit_client(
+        &mut self,
+        device: DeviceId,
+        client: Arc<ClientInfo>,
+        temp_id: String,
+        sdp: String,
+        params: String,
+    ) {
+        if self.calls.len() >= self.cfg.max_calls {
+            self.stats.refused[3].fetch_add(1, Relaxed);
+            if let Some(c) = self.clients.as_ref() {
+                let error = Some((31005, "the appliance is at its call capacity".to_owned()));
+                c.hub.send(device, ServerMessage::Hangup { callsid: temp_id, error });
+            }
+            return;
+        }
+        let store = self.store.clone();
+        let done = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let route = client_lookup(&*store, &client);
+            let call = ClientCall { device, client, temp_id, sdp, params, route };
+            let _ = done.send(Done::ClientRouted(Box::new(call)));
+        });
+    }
+
+    fn on_client_routed(&mut self, call: ClientCall) {
+        let ClientCall { device, client, temp_id, sdp, params, route } = call;
+        let Some(clients) = self.clients.as_mut() else { return };
+        let (account, app, trunk) = match route {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::info!(identity = %client.identity, why, "client call refused");
+                self.stats.refused[2].fetch_add(1, Relaxed);
+                let error = Some((31002, why.to_owned()));
+                clients.hub.send(device, ServerMessage::Hangup { callsid: temp_id, error });
+                return;
+            }
+        };
+        if !clients.hub.connected(device) {
+            return; // gone while we looked
+        }
+        let custom_params = client_protocol::decode_params(&params);
+        let to = custom_params.iter().find(|(k, _)| k == "To").map(|(_, v)| v.clone()).unwrap_or_default();
+        let from = format!("client:{}", client.identity);
+        let sid = CallSid::generate();
+        let mut custom = Vec::new();
+        if let Some(grant) = &client.outgoing {
+            for (k, v) in &grant.params {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                custom.push((k.clone(), v));
+            }
+        }
+        custom.extend(custom_params);
+        // Twilio's own parameters win over custom ones of the same name.
+        custom.retain(|(k, _)| !STANDARD_PARAMS.contains(&k.as_str()));
+        custom.insert(0, ("ApplicationSid".to_owned(), app.sid.as_str().to_owned()));
+        let facts = CallFacts {
+            call_sid: sid.as_str().to_owned(),
+            account_sid: account.sid.as_str().to_owned(),
+            from: from.clone(),
+            to: to.clone(),
+            direction: Direction::Inbound,
+            forwarded_from: None,
+            caller_name: None,
+            parent_call_sid: None,
+            custom,
+        };
+        let mut record =
+            CallRecord::new(account.sid.clone(), from.clone(), to.clone(), Direction::Inbound, CallStatus::Ringing);
+        record.sid = sid.clone();
+        record.application_sid = Some(app.sid.clone());
+        self.records.send(StoreWrite::Insert(Box::new(record)));
+        let voice = Webhook { url: app.voice_url.clone().unwrap_or_default(), method: app.voice_method.into() };
+        let fallback =
+            app.voice_fallback_url.clone().map(|url| Webhook { url, method: app.voice_fallback_method.into() });
+        let context = CallContext { call: facts.clone(), voice, fallback, answered: false, limits: self.cfg.limits };
+        let callback = StatusCallback {
+            url: app.status_callback.clone(),
+            method: app.status_callback_method.into(),
+            events: CallProgressEvents::default(),
+        };
+        let config = CallConfig {
+            call_sid: sid.as_str().to_owned(),
+            local_sip: self.cfg.local_sip.clone(),
+            trunk: trunk.as_ref().and_then(|t| trunk_peer(&t.outbound)),
+            trunk_credentials: trunk.as_ref().and_then(|t| {
+                t.username
+                    .clone()
+                    .zip(t.password.clone())
+                    .map(|(username, password)| crate::sip::digest::Credentials { username, password })
+            }),
+            caller_id: Some(from),
+            wall_clock: self.epoch.1,
+            epoch: self.epoch.0,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let (key, peer, request) =
+            clients.place(id, device, &account.sid, &client.identity, &temp_id, sid.as_str(), &sdp, &to);
+        let entry = Entry {
+            call: Call::new(config),
+            context: Some(context),
+            interpreter: None,
+            info: CallInfo {
+                legs: HashMap::from([(facts.call_sid.clone(), (facts.clone(), callback, 0))]),
+                facts,
+                auth_token: account.auth_token.clone(),
+                voice_url: app.voice_url.clone().unwrap_or_default(),
+            },
+            wait: None,
+            armed: None,
+            call_ids: Vec::new(),
+            server_keys: Vec::new(),
+            client_keys: Vec::new(),
+            counted_end: false,
+            inline: None,
+        };
+        self.calls.insert(id, entry);
+        self.by_sid.insert(sid.as_str().to_owned(), id);
+        self.stats.active.fetch_add(1, Relaxed);
+        self.stats.started[direction_index(Direction::Inbound)].fetch_add(1, Relaxed);
+        self.feed(id, Input::InboundInvite { key, peer, request });
+    }
+}
+
+/// The voice request's own parameters, which custom ones may not replace.
+const STANDARD_PARAMS: [&str; 10] = [
+    "CallSid",
+    "AccountSid",
+    "From",
+    "To",
+    "CallStatus",
+    "ApiVersion",
+    "Direction",
+    "Caller",
+    "Called",
+    "ApplicationSid",
+];
+
+/// The store's part of a client's call: its account, the application of
+/// its token's outgoing grant (with a voice URL), and the account's first
+/// usable trunk for `<Dial><Number>`.
+fn client_lookup(
+    store: &dyn Store,
+    client: &ClientInfo,
+) -> Result<(Account, Application, Option<Trunk>), &'static str> {
+    let grant = client.outgoing.as_ref().ok_or("the token has no outgoing grant")?;
+    let account = store.account(&client.account).map_err(|_| "the account cannot be read")?;
+    let app = store
+        .application(&client.account, &grant.application_sid)
+        .map_err(|_| "the outgoing grant's application does not exist")?;
+    if app.voice_url.is_none() {
+        return Err("the application has no voice URL");
+    }
+    let trunk =
+        store.trunks(&client.account).ok().and_then(|t| t.into_iter().find(|t| trunk_peer(&t.outbound).is_some()));
+    Ok((account, app, trunk))
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";

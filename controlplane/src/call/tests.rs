@@ -107,6 +107,7 @@ impl H {
             local_sip: "192.0.2.1:5060".into(),
             trunk: Some(trunk()),
             trunk_credentials: Some(Credentials { username: "bh".into(), password: "secret".into() }),
+            caller_id: None,
             wall_clock: Timestamp::from_unix_ms(1_700_000_000_000),
             epoch: now,
         };
@@ -529,6 +530,15 @@ fn unanswered_forks_time_out_as_failed() {
     let (k, _, _) = h.sent(0);
     let out = h.sip(Event::Timeout { key: k });
     assert_eq!(outcome(&out).unwrap().status, DialCallStatus::Failed);
+}
+
+#[test]
+fn nobody_there_is_no_answer() {
+    let (mut h, _) = H::start();
+    h.interp(dial(ONE_NUMBER));
+    let (k, _, inv) = h.sent(0);
+    let out = h.sip(Event::Response { key: k, response: reply(&inv, 480, "callee", None) });
+    assert_eq!(outcome(&out).unwrap().status, DialCallStatus::NoAnswer);
 }
 
 #[test]

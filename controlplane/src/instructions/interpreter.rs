@@ -545,6 +545,7 @@ mod tests {
                 forwarded_from: None,
                 caller_name: None,
                 parent_call_sid: None,
+                custom: Vec::new(),
             },
             voice: Webhook { url: VOICE.into(), method: Method::Post },
             fallback: None,

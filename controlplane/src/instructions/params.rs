@@ -56,6 +56,9 @@ pub struct CallFacts {
     pub caller_name: Option<String>,
     /// For `<Dial>` and REST child calls: the call that created this one.
     pub parent_call_sid: Option<String>,
+    /// Parameters the voice request carries beside Twilio's: a client
+    /// call's token `outgoing.params` and the `invite`'s custom parameters.
+    pub custom: Vec<(String, String)>,
 }
 
 /// The parameters of a voice URL request (and of `action`, `<Redirect>` and
@@ -82,6 +85,7 @@ pub fn voice_request(call: &CallFacts, status: CallStatus) -> Vec<(String, Strin
     if let Some(parent) = &call.parent_call_sid {
         params.push(pair("ParentCallSid", parent));
     }
+    params.extend(call.custom.iter().cloned());
     params
 }
 
@@ -139,6 +143,7 @@ mod tests {
             forwarded_from: None,
             caller_name: Some("Ada".into()),
             parent_call_sid: None,
+            custom: Vec::new(),
         }
     }
 

@@ -29,6 +29,9 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    /// A Voice SDK client, reached over its signaling WebSocket
+    /// (`call::client_legs`): never sent to by the SIP layer.
+    Client,
 }
 
 impl Transport {
@@ -41,6 +44,7 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Client => "WSS",
         }
     }
 }

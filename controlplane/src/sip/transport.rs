@@ -463,7 +463,7 @@ impl Core {
     fn via_for(&self, peer: &Peer) -> &str {
         match peer.transport {
             Transport::Udp => &self.via_udp,
-            Transport::Tcp | Transport::Tls => &self.via_tcp,
+            Transport::Tcp | Transport::Tls | Transport::Client => &self.via_tcp,
         }
     }
 

@@ -1,0 +1,816 @@
+//! Clients end to end: Voice SDK clients (a Rust client framing every
+//! message as `@twilio/voice-sdk`'s pstream.ts does, with a plain RTP
+//! endpoint) over WSS `/signal`, tokens minted by Twilio's Python library,
+//! calls to and from them steered by the customer app's TwiML.
+//!
+//! ```text
+//!  carrier 192.0.2.10  sipp uac_call.xml, RTP   ─┐
+//!  callee  192.0.2.11  sipp uas_callee.xml, RTP  ├─ br0 ─ app namespace: bridgehead
+//!  phones  192.0.2.12  VoiceClients + RTP        ─┘        (SIP :5060, media 192.0.2.1,
+//!                                                           WSS + REST 192.0.2.1:8443)
+//!                                                           customer_app.py on 127.0.0.1
+//! ```
+//!
+//! Needs root, sipp and python3 with `twilio` (scripts/test.sh provides
+//! them); fails rather than skips without them.
+
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use test_harness::appliance::{Appliance, ApplianceConfig};
+use test_harness::customer_app::{AppRequest, CustomerApp, Route};
+use test_harness::rtp::{assert_payloads_delivered, Pace, RtpEndpoint, RtpStream};
+use test_harness::settle;
+use test_harness::sipp::{Sipp, SippRun, Transport};
+use test_harness::topology::{MediaLan, Peer, MEDIA_IP};
+use test_harness::twilio_py::{self, RestClient};
+use test_harness::voice_client::{plain_rtp_sdp, sdp_media_addr, temp_call_sid, ConnectOptions, VoiceClient};
+
+const ACCOUNT: &str = "AC0000000000000000000000000000c11e";
+const TOKEN: &str = "clients-e2e-auth-token";
+const KEY: &str = "SK0000000000000000000000000000c11e";
+const SECRET: &str = "clients-e2e-key-secret-0123456789";
+/// A second key of the account, deleted by one test.
+const KEY_REVOKED: &str = "SK000000000000000000000000000dead1";
+const SECRET_REVOKED: &str = "clients-e2e-revoked-secret-012345";
+/// Another account, with its own key: it must never see ours.
+const OTHER_ACCOUNT: &str = "AC000000000000000000000000000000ff";
+const OTHER_TOKEN: &str = "clients-e2e-other-auth-token";
+const OTHER_KEY: &str = "SK000000000000000000000000000000ff";
+const OTHER_SECRET: &str = "clients-e2e-other-secret-01234567";
+
+/// The number the carrier calls: voice URL `/voice`, status callback `/status`.
+const APP_NUMBER: &str = "AP0000000000000000000000000000c101";
+/// The application of the clients' outgoing grant: voice URL `/client-voice`.
+const APP_CLIENT: &str = "AP0000000000000000000000000000c102";
+const NUMBER: &str = "+15550100001";
+const CALLER: &str = "+15550100002";
+/// A number behind the trunk, answered by uas_callee.xml.
+const CALLEE: &str = "+15550100003";
+
+const SIP_UDP: SocketAddr = SocketAddr::new(IpAddr::V4(MEDIA_IP), 5060);
+const HTTPS: SocketAddr = SocketAddr::new(IpAddr::V4(MEDIA_IP), 8443);
+const CARRIER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const CALLEE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+const CARRIER_SIP_PORT: u16 = 5070;
+const CALLEE_SIP_PORT: u16 = 5080;
+
+/// A signaling step must come within this.
+const SIGNAL: Duration = Duration::from_secs(15);
+const SIPP_END: Duration = Duration::from_secs(30);
+const AFTERMATH: Duration = Duration::from_secs(15);
+const PACKETS: usize = 40;
+
+fn accounts(app: &CustomerApp) -> String {
+    format!(
+        r#"
+[[accounts]]
+sid = "{ACCOUNT}"
+auth_token = "{TOKEN}"
+[[accounts.api_keys]]
+sid = "{KEY}"
+secret = "{SECRET}"
+[[accounts.api_keys]]
+sid = "{KEY_REVOKED}"
+secret = "{SECRET_REVOKED}"
+[[accounts.applications]]
+sid = "{APP_NUMBER}"
+voice_url = "{voice}"
+status_callback = "{status}"
+[[accounts.applications]]
+sid = "{APP_CLIENT}"
+voice_url = "{client_voice}"
+status_callback = "{client_status}"
+[[accounts.numbers]]
+number = "{NUMBER}"
+application = "{APP_NUMBER}"
+[[accounts.trunks]]
+name = "carrier"
+allow = ["{CARRIER_IP}/32"]
+outbound = "sip:{CALLEE_IP}:{CALLEE_SIP_PORT}"
+
+[[accounts]]
+sid = "{OTHER_ACCOUNT}"
+auth_token = "{OTHER_TOKEN}"
+[[accounts.api_keys]]
+sid = "{OTHER_KEY}"
+secret = "{OTHER_SECRET}"
+"#,
+        voice = app.url("/voice"),
+        status = app.url("/status"),
+        client_voice = app.url("/client-voice"),
+        client_status = app.url("/client-status"),
+    )
+}
+
+/// What a token should carry (Twilio's `AccessToken` + `VoiceGrant`).
+#[derive(Clone)]
+struct Grant {
+    identity: &'static str,
+    incoming: bool,
+    outgoing: bool,
+    ttl: u64,
+    params: Option<Value>,
+}
+
+impl Grant {
+    fn both(identity: &'static str) -> Grant {
+        Grant { identity, incoming: true, outgoing: true, ttl: 3600, params: None }
+    }
+
+    fn case(&self) -> Value {
+        let mut case = json!({
+            "account": ACCOUNT, "key": KEY, "secret": SECRET,
+            "identity": self.identity, "ttl": self.ttl,
+        });
+        if self.incoming {
+            case["incoming"] = json!(true);
+        }
+        if self.outgoing {
+            case["app"] = json!(APP_CLIENT);
+        }
+        if let Some(p) = &self.params {
+            case["params"] = p.clone();
+        }
+        case
+    }
+}
+
+fn mint(grant: &Grant) -> String {
+    twilio_py::mint(&[grant.case()]).expect("minting with Twilio's library").remove(0)
+}
+
+struct Rig {
+    app: Appliance,
+    customer: CustomerApp,
+    carrier: Peer,
+    callee: Peer,
+    phones: Peer,
+    lan: MediaLan,
+}
+
+/// A client device: its signaling connection and its RTP endpoint.
+struct Device {
+    ws: VoiceClient,
+    rtp: RtpEndpoint,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let mut lan = MediaLan::new().expect("media LAN (the end-to-end tests need root)");
+        let carrier = lan.add_peer("carrier").expect("carrier");
+        let callee = lan.add_peer("callee").expect("callee");
+        let phones = lan.add_peer("phones").expect("phones");
+        assert_eq!((carrier.ip, callee.ip), (CARRIER_IP, CALLEE_IP), "the trunk's addresses");
+        let customer = CustomerApp::start_in(Some(&lan.app), IpAddr::V4(Ipv4Addr::LOCALHOST), TOKEN)
+            .expect("customer app (python3 with the twilio package)");
+        let mut config = ApplianceConfig::sockets(lan.media_ip());
+        config.https = Some(HTTPS);
+        config.extra = accounts(&customer);
+        let app = Appliance::start(config, Some(&lan.app)).expect("appliance");
+        Rig { app, customer, carrier, callee, phones, lan }
+    }
+
+    fn twiml(&self, path: &str, body: &str) {
+        self.customer.set_route(&Route::twiml(path, body)).unwrap();
+    }
+
+    fn accept_callbacks(&self, paths: &[&str]) {
+        for path in paths {
+            self.customer.route(path, 204, "", Duration::ZERO).unwrap();
+        }
+    }
+
+    fn exactly_requests(&self, path: &str, count: usize) -> Vec<AppRequest> {
+        let found = self.customer.wait_requests(path, count, AFTERMATH).unwrap();
+        assert_eq!(found.len(), count, "requests on {path}: {found:#?}\n{}", self.context());
+        found
+    }
+
+    // ------------------------------------------------------------ clients
+
+    /// A WSS connection from the phones' namespace, not yet listening.
+    fn connect(&self) -> VoiceClient {
+        let options = ConnectOptions { ca_pem: Some(self.app.state_dir().join("tls/cert.pem")), ..Default::default() };
+        let url = format!("wss://{HTTPS}/signal");
+        self.phones
+            .ns
+            .run_in(|| VoiceClient::connect_with(&url, &options))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("connecting to /signal: {e:#}\n{}", self.context()))
+    }
+
+    /// Connects and listens with `token`; returns the `connected` payload.
+    fn listening(&self, token: &str) -> (VoiceClient, Value) {
+        let mut ws = self.connect();
+        ws.listen(token).unwrap();
+        let connected =
+            ws.expect("connected", SIGNAL).unwrap_or_else(|e| panic!("connected: {e:#}\n{}", self.context()));
+        (ws, connected)
+    }
+
+    /// A registered device of `grant`'s identity.
+    fn device(&self, grant: &Grant) -> Device {
+        let (mut ws, connected) = self.listening(&mint(grant));
+        assert_eq!(connected["token"]["identity"], grant.identity, "{connected:#}");
+        ws.register().unwrap();
+        ws.expect("ready", SIGNAL).unwrap_or_else(|e| panic!("ready: {e:#}\n{}", self.context()));
+        Device { ws, rtp: self.phones.endpoint().unwrap() }
+    }
+
+    // ------------------------------------------------------------ sipp
+
+    fn carrier_call(&self, rtp: &RtpEndpoint) -> SippRun {
+        Sipp::new("uac_call.xml", SocketAddr::new(IpAddr::V4(self.carrier.ip), CARRIER_SIP_PORT))
+            .remote(SIP_UDP)
+            .transport(Transport::Udp)
+            .service(NUMBER)
+            .key("caller", CALLER)
+            .key("target", SIP_UDP)
+            .key("rtp_ip", rtp.local_addr().ip())
+            .key("rtp_port", rtp.local_addr().port())
+            .key("tr", "UDP")
+            .key("tr_param", "udp")
+            .set("media_ip", MEDIA_IP)
+            .start_in(&self.carrier.ns)
+            .unwrap_or_else(|e| panic!("starting the carrier's sipp: {e:#}\n{}", self.context()))
+    }
+
+    fn callee(&self, rtp: &RtpEndpoint) -> SippRun {
+        Sipp::new("uas_callee.xml", SocketAddr::new(IpAddr::V4(self.callee.ip), CALLEE_SIP_PORT))
+            .transport(Transport::Udp)
+            .calls(1)
+            .key("rtp_ip", rtp.local_addr().ip())
+            .key("rtp_port", rtp.local_addr().port())
+            .key("tr", "UDP")
+            .key("tr_param", "udp")
+            .set("media_ip", MEDIA_IP)
+            .start_in(&self.callee.ns)
+            .unwrap_or_else(|e| panic!("starting the callee's sipp: {e:#}\n{}", self.context()))
+    }
+
+    // ------------------------------------------------------------ media, REST
+
+    /// PACKETS G.711 packets each way between `a` and `b`, each sending to
+    /// the address the appliance gave it; checks payloads at both ends.
+    fn media_flows(&self, what: &str, a: (&RtpEndpoint, SocketAddr), b: (&RtpEndpoint, SocketAddr)) {
+        static SSRC: AtomicU32 = AtomicU32::new(0xc11e_0000);
+        let ssrc = SSRC.fetch_add(2, Ordering::Relaxed);
+        let ((a_rtp, toward_a), (b_rtp, toward_b)) = (a, b);
+        assert_eq!(toward_a.ip(), IpAddr::V4(MEDIA_IP), "{what}: the appliance's address toward a");
+        assert_eq!(toward_b.ip(), IpAddr::V4(MEDIA_IP), "{what}: the appliance's address toward b");
+        a_rtp.drain().unwrap();
+        b_rtp.drain().unwrap();
+        let at_b = b_rtp.receive_in_background(PACKETS, Duration::from_secs(5)).unwrap();
+        let at_a = a_rtp.receive_in_background(PACKETS, Duration::from_secs(5)).unwrap();
+        let pace = Pace::Every(Duration::from_millis(2));
+        let up = a_rtp.send_stream(toward_a, &mut RtpStream::pcmu(ssrc, 1000, 16_000), PACKETS, pace).unwrap();
+        let down = b_rtp.send_stream(toward_b, &mut RtpStream::pcmu(ssrc + 1, 7000, 99_000), PACKETS, pace).unwrap();
+        let (got_b, got_a) = (at_b.join().unwrap().unwrap(), at_a.join().unwrap().unwrap());
+        if got_b.len() != PACKETS || got_a.len() != PACKETS {
+            panic!(
+                "{what}: {} of {PACKETS} packets reached b, {} reached a; sessions: {:#?}\n{}",
+                got_b.len(),
+                got_a.len(),
+                self.app.admin.sessions(),
+                self.context()
+            );
+        }
+        assert_payloads_delivered(&format!("{what}: a -> b"), &up, &got_b, toward_b);
+        assert_payloads_delivered(&format!("{what}: b -> a"), &down, &got_a, toward_a);
+    }
+
+    fn no_media_left(&self) {
+        let list = settle(AFTERMATH, || self.app.admin.sessions(), |l| l.count == 0).unwrap();
+        assert_eq!(list.count, 0, "media sessions left after the call: {list:#?}\n{}", self.context());
+    }
+
+    fn rest_as(&self, account: &str, token: &str, op: &str, args: Value) -> Value {
+        let cafile = self.app.state_dir().join("tls/cert.pem");
+        let client = RestClient {
+            netns: Some(&self.lan.app),
+            base: format!("https://{HTTPS}"),
+            account: account.into(),
+            token: token.into(),
+            cafile: &cafile,
+        };
+        client.run(op, &args).unwrap_or_else(|e| panic!("{e:#}\n{}", self.context()))
+    }
+
+    fn rest(&self, op: &str, args: Value) -> Value {
+        self.rest_as(ACCOUNT, TOKEN, op, args)
+    }
+
+    /// The call records, once `count` of them are final.
+    fn final_calls(&self, count: usize) -> Vec<Value> {
+        let finals = |calls: &Value| {
+            calls.as_array().map_or(0, |a| {
+                a.iter()
+                    .filter(|c| {
+                        matches!(c["status"].as_str(), Some("completed" | "busy" | "no-answer" | "failed" | "canceled"))
+                    })
+                    .count()
+            })
+        };
+        let calls = settle(AFTERMATH, || Ok(self.rest("calls", json!({}))), |c| finals(c) >= count).unwrap();
+        let list = calls.as_array().cloned().unwrap_or_default();
+        assert_eq!((list.len(), finals(&calls)), (count, count), "call records: {calls:#}\n{}", self.context());
+        list
+    }
+
+    fn context(&self) -> String {
+        let stderr = self.app.stderr();
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(120)..].join("\n");
+        let requests = match self.customer.all_requests() {
+            Ok(all) => all
+                .iter()
+                .map(|r| {
+                    let keys = ["CallSid", "CallStatus", "From", "To", "DialCallStatus", "ErrorCode"];
+                    let params: Vec<String> =
+                        keys.iter().filter_map(|k| r.param(k).map(|v| format!("{k}={v}"))).collect();
+                    format!("  {} {} signature_valid={} {}", r.method, r.path, r.signature_valid, params.join(" "))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("  (customer app unreachable: {e:#})"),
+        };
+        format!("--- customer app requests:\n{requests}\n--- appliance log (tail):\n{tail}")
+    }
+}
+
+fn record<'a>(calls: &'a [Value], field: &str, value: &str) -> &'a Value {
+    calls
+        .iter()
+        .find(|c| c[field].as_str() == Some(value))
+        .unwrap_or_else(|| panic!("no call record with {field} = {value}: {calls:#?}"))
+}
+
+fn param<'a>(r: &'a AppRequest, name: &str) -> &'a str {
+    r.param(name).unwrap_or_else(|| panic!("no {name} in {r:#?}"))
+}
+
+/// The address an SDP in a frame's payload gives.
+fn media_of(payload: &Value) -> SocketAddr {
+    let sdp = payload["sdp"].as_str().unwrap_or_else(|| panic!("no sdp in {payload:#}"));
+    sdp_media_addr(sdp).unwrap_or_else(|e| panic!("{e:#}: {sdp}"))
+}
+
+// ---------------------------------------------------------------- calls
+
+/// A carrier call to a number whose app dials `<Client>alice`: both of
+/// alice's devices ring with the SDK's invite, the second answers, the
+/// first gets `cancel`; media flows through the dataplane both ways; the
+/// carrier hangs up and the answering device gets `hangup`.
+#[test]
+fn carrier_call_rings_every_device_and_the_first_answer_wins() {
+    let rig = Rig::new();
+    rig.twiml(
+        "/voice",
+        r#"<Response><Dial><Client statusCallback="/child-status" statusCallbackEvent="initiated ringing answered completed"><Identity>alice</Identity><Parameter name="ticket" value="42 &amp; more"/></Client></Dial></Response>"#,
+    );
+    rig.accept_callbacks(&["/status", "/child-status"]);
+    let alice = Grant { outgoing: false, ..Grant::both("alice") };
+    let mut one = rig.device(&alice);
+    let mut two = rig.device(&alice);
+
+    let carrier_rtp = rig.carrier.endpoint().unwrap();
+    let mut caller = rig.carrier_call(&carrier_rtp);
+
+    let invite_one = one.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let invite_two = two.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let child_sid = invite_one["callsid"].as_str().unwrap().to_owned();
+    assert!(child_sid.starts_with("CA") && child_sid.len() == 34, "{invite_one:#}");
+    assert_eq!(invite_two["callsid"], invite_one["callsid"], "one child call rings every device");
+    let parameters = &invite_one["parameters"];
+    assert_eq!(parameters["CallSid"], child_sid.as_str(), "{invite_one:#}");
+    assert_eq!(parameters["AccountSid"], ACCOUNT, "{invite_one:#}");
+    assert_eq!(parameters["From"], CALLER, "{invite_one:#}");
+    assert_eq!(parameters["To"], "client:alice", "{invite_one:#}");
+    assert_eq!(parameters["Params"], "ticket=42+%26+more", "custom parameters, URL-encoded: {invite_one:#}");
+    let toward_alice = media_of(&invite_one);
+
+    // The caller hears ringing before anyone answers.
+    two.ws.answer(&plain_rtp_sdp(two.rtp.local_addr()), &child_sid).unwrap();
+    let cancel = one.ws.expect("cancel", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(cancel["callsid"], child_sid.as_str());
+
+    let answer = caller
+        .wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("200"))
+        .unwrap_or_else(|e| panic!("the carrier's 200: {e:#}\n{}", rig.context()));
+    let toward_carrier = answer.media().unwrap();
+    let call_id = answer.get("call_id").unwrap().to_owned();
+    rig.media_flows("carrier <-> alice", (&carrier_rtp, toward_carrier), (&two.rtp, toward_alice));
+
+    caller.poke(&call_id, &[("X-Poke", "hangup")]).unwrap();
+    let hangup = two.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(hangup["callsid"], child_sid.as_str());
+    let outcome = caller.wait(SIPP_END).unwrap();
+    assert!(outcome.success(), "{}\n{}", outcome.report, rig.context());
+    rig.no_media_left();
+
+    let voice = rig.exactly_requests("/voice", 1).remove(0);
+    assert!(voice.signature_valid, "{voice:#?}");
+    let sid = param(&voice, "CallSid").to_owned();
+    let calls = rig.final_calls(2);
+    let parent = record(&calls, "sid", &sid);
+    assert_eq!(parent["status"], "completed", "{parent:#}");
+    let child = record(&calls, "sid", &child_sid);
+    assert_eq!(child["parent_call_sid"], sid.as_str(), "{child:#}");
+    assert_eq!(child["to"], "client:alice", "{child:#}");
+    assert_eq!(child["status"], "completed", "{child:#}");
+    assert_eq!(child["direction"], "outbound-dial", "{child:#}");
+    // Callbacks travel independently, as Twilio's do: SequenceNumber orders them.
+    let mut callbacks = rig.exactly_requests("/child-status", 4);
+    callbacks.sort_by_key(|r| param(r, "SequenceNumber").parse::<u32>().unwrap_or(u32::MAX));
+    let events: Vec<String> = callbacks
+        .iter()
+        .map(|r| {
+            assert!(r.signature_valid, "{r:#?}");
+            assert_eq!(param(r, "To"), "client:alice");
+            param(r, "CallStatus").to_owned()
+        })
+        .collect();
+    assert_eq!(events, ["initiated", "ringing", "in-progress", "completed"]);
+}
+
+/// A client places a call with custom parameters: the outgoing grant's
+/// application gets them (with the token's params), signed; its
+/// `<Dial><Number>` goes out through the trunk; the client hangs up.
+#[test]
+fn client_calls_a_number_with_custom_parameters() {
+    let rig = Rig::new();
+    rig.twiml(
+        "/client-voice",
+        &format!(r#"<Response><Dial callerId="{CALLER}"><Number>{CALLEE}</Number></Dial></Response>"#),
+    );
+    rig.accept_callbacks(&["/client-status"]);
+    let grant = Grant { params: Some(json!({"plan": "gold"})), ..Grant::both("alice") };
+    let mut alice = rig.device(&grant);
+    let callee_rtp = rig.callee.endpoint().unwrap();
+    let mut callee = rig.callee(&callee_rtp);
+
+    let temp = temp_call_sid();
+    alice.ws.invite(&plain_rtp_sdp(alice.rtp.local_addr()), &temp, &[("To", CALLEE), ("note", "a b&c")]).unwrap();
+    let invite = callee
+        .wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("invite"))
+        .unwrap_or_else(|e| panic!("the callee's INVITE: {e:#}\n{}", rig.context()));
+    assert_eq!(invite.get("dialed"), Some(CALLEE));
+    assert_eq!(invite.get("from"), Some(CALLER), "the callerId: {invite:?}");
+    // Without answerOnBridge the caller is answered before the dial, as on Twilio.
+    let answer = alice.ws.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let sid = answer["callsid"].as_str().unwrap().to_owned();
+    assert!(sid.starts_with("CA") && sid.len() == 34, "{answer:#}");
+    assert!(answer["reconnect"].as_str().is_some_and(|r| !r.is_empty()), "a reconnect token: {answer:#}");
+    rig.media_flows("alice <-> callee", (&alice.rtp, media_of(&answer)), (&callee_rtp, invite.media().unwrap()));
+
+    alice.ws.hangup(&sid).unwrap();
+    callee
+        .wait_log(SIGNAL, |l| l.event == "bye" && l.get("event") == Some("received"))
+        .unwrap_or_else(|e| panic!("the callee's BYE: {e:#}\n{}", rig.context()));
+    let outcome = callee.wait(SIPP_END).unwrap();
+    assert!(outcome.success(), "{}", outcome.report);
+    rig.no_media_left();
+
+    let voice = rig.exactly_requests("/client-voice", 1).remove(0);
+    assert!(voice.signature_valid, "Twilio's RequestValidator: {voice:#?}");
+    assert_eq!(param(&voice, "CallSid"), sid);
+    assert_eq!(param(&voice, "From"), "client:alice");
+    assert_eq!(param(&voice, "Caller"), "client:alice");
+    assert_eq!(param(&voice, "To"), CALLEE);
+    assert_eq!(param(&voice, "Direction"), "inbound");
+    assert_eq!(param(&voice, "ApplicationSid"), APP_CLIENT);
+    assert_eq!(param(&voice, "AccountSid"), ACCOUNT);
+    assert_eq!(param(&voice, "note"), "a b&c", "the invite's custom parameter");
+    assert_eq!(param(&voice, "plan"), "gold", "the token's outgoing param");
+
+    let calls = rig.final_calls(2);
+    let parent = record(&calls, "sid", &sid);
+    assert_eq!((parent["from"].as_str(), parent["status"].as_str()), (Some("client:alice"), Some("completed")));
+    let child = record(&calls, "parent_call_sid", &sid);
+    assert_eq!(child["to"], CALLEE, "{child:#}");
+    assert_eq!(child["status"], "completed", "{child:#}");
+}
+
+/// Client to client: bob calls alice through `<Dial><Client>`; alice
+/// answers; media flows; alice hangs up, bob gets `hangup`.
+#[test]
+fn client_calls_client() {
+    let rig = Rig::new();
+    rig.twiml("/client-voice", r#"<Response><Dial><Client>alice</Client></Dial></Response>"#);
+    rig.accept_callbacks(&["/client-status"]);
+    let mut alice = rig.device(&Grant::both("alice"));
+    let mut bob = rig.device(&Grant::both("bob"));
+
+    bob.ws.invite(&plain_rtp_sdp(bob.rtp.local_addr()), &temp_call_sid(), &[("To", "alice")]).unwrap();
+    let invite = alice.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(invite["parameters"]["From"], "client:bob", "{invite:#}");
+    let child_sid = invite["callsid"].as_str().unwrap().to_owned();
+    alice.ws.answer(&plain_rtp_sdp(alice.rtp.local_addr()), &child_sid).unwrap();
+    let answer = bob.ws.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let sid = answer["callsid"].as_str().unwrap().to_owned();
+    rig.media_flows("bob <-> alice", (&bob.rtp, media_of(&answer)), (&alice.rtp, media_of(&invite)));
+
+    alice.ws.hangup(&child_sid).unwrap();
+    let hangup = bob.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(hangup["callsid"], sid.as_str());
+    rig.no_media_left();
+    let calls = rig.final_calls(2);
+    let parent = record(&calls, "sid", &sid);
+    assert_eq!((parent["from"].as_str(), parent["to"].as_str()), (Some("client:bob"), Some("alice")));
+    let child = record(&calls, "sid", &child_sid);
+    assert_eq!((child["from"].as_str(), child["to"].as_str()), (Some("client:bob"), Some("client:alice")));
+}
+
+/// A `<Client>` nobody is registered as ends at once with `no-answer`
+/// (it never rings into the void) and the `action` URL is told; a device
+/// that rejects stops only itself, and all rejecting makes it `busy`.
+#[test]
+fn offline_and_rejecting_clients() {
+    let rig = Rig::new();
+    rig.twiml(
+        "/client-voice",
+        r#"<Response><Dial action="/after" timeout="20"><Client>nobody</Client></Dial></Response>"#,
+    );
+    rig.twiml("/after", "<Response><Hangup/></Response>");
+    rig.accept_callbacks(&["/client-status"]);
+    let mut bob = rig.device(&Grant::both("bob"));
+    bob.ws.invite(&plain_rtp_sdp(bob.rtp.local_addr()), &temp_call_sid(), &[("To", "nobody")]).unwrap();
+    let after = rig.exactly_requests("/after", 1).remove(0);
+    assert_eq!(param(&after, "DialCallStatus"), "no-answer", "{after:#?}");
+    // Answered (so the action could run), then hung up by <Hangup/>.
+    bob.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+
+    // Two devices of carol: one rejects (the other keeps ringing), then the other.
+    rig.twiml("/client-voice", r#"<Response><Dial action="/after-reject"><Client>carol</Client></Dial></Response>"#);
+    rig.twiml("/after-reject", "<Response><Hangup/></Response>");
+    let mut c1 = rig.device(&Grant::both("carol"));
+    let mut c2 = rig.device(&Grant::both("carol"));
+    bob.ws.invite(&plain_rtp_sdp(bob.rtp.local_addr()), &temp_call_sid(), &[("To", "carol")]).unwrap();
+    let invite = c1.ws.expect("invite", SIGNAL).unwrap();
+    c2.ws.expect("invite", SIGNAL).unwrap();
+    let child = invite["callsid"].as_str().unwrap().to_owned();
+    c1.ws.reject(&child).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rig.customer.requests("/after-reject").unwrap().is_empty(), "one reject must not end the dial");
+    assert!(c2.ws.queued().iter().all(|f| f.kind != "cancel"), "the other device keeps ringing");
+    c2.ws.reject(&child).unwrap();
+    let after = rig.exactly_requests("/after-reject", 1).remove(0);
+    assert_eq!(param(&after, "DialCallStatus"), "busy", "{after:#?}");
+}
+
+/// A client without the incoming grant is never rung; one without the
+/// outgoing grant has its `invite` refused (`hangup` with 31201, for its
+/// temporary id).
+#[test]
+fn grants_are_enforced() {
+    let rig = Rig::new();
+    rig.twiml("/client-voice", r#"<Response><Dial action="/after"><Client>dave</Client></Dial></Response>"#);
+    rig.twiml("/after", "<Response><Hangup/></Response>");
+    rig.accept_callbacks(&["/client-status"]);
+    let mut deaf = rig.device(&Grant { incoming: false, ..Grant::both("dave") });
+    let bob = rig.device(&Grant::both("bob"));
+    bob.ws.invite(&plain_rtp_sdp(bob.rtp.local_addr()), &temp_call_sid(), &[("To", "dave")]).unwrap();
+    let after = rig.exactly_requests("/after", 1).remove(0);
+    assert_eq!(param(&after, "DialCallStatus"), "no-answer");
+    assert!(deaf.ws.next_frame(Duration::from_millis(300)).is_err(), "dave must not be rung: {:?}", deaf.ws.queued());
+
+    let mut mute = rig.device(&Grant { outgoing: false, ..Grant::both("erin") });
+    let temp = temp_call_sid();
+    mute.ws.invite(&plain_rtp_sdp(mute.rtp.local_addr()), &temp, &[("To", "bob")]).unwrap();
+    let hangup = mute.ws.expect("hangup", SIGNAL).unwrap();
+    assert_eq!(hangup["callsid"], temp.as_str(), "{hangup:#}");
+    assert_eq!(hangup["error"]["code"], 31201, "{hangup:#}");
+    assert_eq!(rig.customer.requests("/client-voice").unwrap().len(), 1, "erin's call never reached the app");
+}
+
+// ---------------------------------------------------------------- tokens
+
+/// Every refusal gets its code in an `error` frame; the connection stays
+/// and a good token then works.
+#[test]
+fn bad_tokens_are_refused_with_the_sdk_codes() {
+    let rig = Rig::new();
+    let base = Grant::both("alice").case();
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = base.clone();
+        edit(&mut c);
+        c
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let cases = vec![
+        ("bad signature", with(&|c| c["secret"] = json!("not-the-secret")), 31202),
+        ("expired", with(&|c| c["ttl"] = json!(-60)), 31205),
+        ("lifetime over 24 h", with(&|c| c["ttl"] = json!(25 * 3600)), 31207),
+        ("not yet valid", with(&|c| c["nbf"] = json!(now + 3600)), 31204),
+        ("unknown key", with(&|c| c["key"] = json!("SK0000000000000000000000000000beef")), 31201),
+        (
+            "another account's key",
+            with(&|c| {
+                c["key"] = json!(OTHER_KEY);
+                c["secret"] = json!(OTHER_SECRET);
+            }),
+            31201,
+        ),
+        ("HS512", with(&|c| c["algorithm"] = json!("HS512")), 0),
+    ];
+    let tokens = twilio_py::mint(&cases.iter().map(|c| c.1.clone()).collect::<Vec<_>>()).unwrap();
+    let mut raw = vec![
+        ("malformed", "not.a.token".to_owned(), 31204),
+        (
+            "alg none",
+            {
+                let t = &tokens[0];
+                let mut parts: Vec<&str> = t.split('.').collect();
+                let header = base64_url(r#"{"alg":"none","typ":"JWT","cty":"twilio-fpa;v=1"}"#);
+                parts[0] = &header;
+                format!("{}.{}.", parts[0], parts[1])
+            },
+            31204,
+        ),
+    ];
+    for ((name, _, code), token) in cases.into_iter().zip(tokens) {
+        raw.push((name, token, code));
+    }
+    for (name, token, code) in raw {
+        let mut ws = rig.connect();
+        ws.listen(&token).unwrap();
+        if code == 0 {
+            ws.expect("connected", SIGNAL).unwrap_or_else(|e| panic!("{name}: {e:#}\n{}", rig.context()));
+            continue;
+        }
+        let error = ws.expect("error", SIGNAL).unwrap_or_else(|e| panic!("{name}: {e:#}\n{}", rig.context()));
+        assert_eq!(error["error"]["code"], code, "{name}: {error:#}");
+        assert!(ws.queued().iter().all(|f| f.kind != "connected"), "{name}");
+        // Still connected: a good token is accepted on the same socket.
+        ws.listen(&mint(&Grant::both("alice"))).unwrap();
+        ws.expect("connected", SIGNAL).unwrap_or_else(|e| panic!("{name}, then a good token: {e:#}"));
+    }
+    let metrics = rig.app.admin.metrics().unwrap();
+    assert!(metrics.contains("bridgehead_client_token_refusals_total{reason=\"bad_signature\"} 1"), "{metrics}");
+}
+
+fn base64_url(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, x)| n | (u32::from(*x) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A token is refreshed in place during a call (the call goes on); a token
+/// that expires gets 31205 and the device goes offline, its call kept.
+#[test]
+fn token_refresh_and_expiry_keep_calls() {
+    let rig = Rig::new();
+    rig.twiml(
+        "/client-voice",
+        &format!(r#"<Response><Dial callerId="{CALLER}"><Number>{CALLEE}</Number></Dial></Response>"#),
+    );
+    rig.accept_callbacks(&["/client-status"]);
+    let short = Grant { ttl: 8, ..Grant::both("alice") };
+    let mut alice = rig.device(&short);
+    let callee_rtp = rig.callee.endpoint().unwrap();
+    let mut callee = rig.callee(&callee_rtp);
+    alice.ws.invite(&plain_rtp_sdp(alice.rtp.local_addr()), &temp_call_sid(), &[("To", CALLEE)]).unwrap();
+    let answer = alice.ws.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let sid = answer["callsid"].as_str().unwrap().to_owned();
+    let invite = callee.wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("invite")).unwrap();
+
+    // Expiry: told with 31205, offline; the call is still up.
+    let error = alice.ws.expect("error", Duration::from_secs(15)).unwrap();
+    assert_eq!(error["error"]["code"], 31205, "{error:#}");
+    alice.ws.expect("offline", SIGNAL).unwrap();
+    let presence = rig.rest("get", json!({"path": "Clients/alice.json"}));
+    assert_eq!(presence["body"]["status"], "offline", "{presence:#}");
+    rig.media_flows("after expiry", (&alice.rtp, media_of(&answer)), (&callee_rtp, invite.media().unwrap()));
+
+    // Refresh: a new listen on the same socket; present again after register.
+    alice.ws.listen(&mint(&Grant::both("alice"))).unwrap();
+    let connected = alice.ws.expect("connected", SIGNAL).unwrap();
+    assert!(connected["token"]["ttl"].as_i64().is_some_and(|t| t > 3000), "{connected:#}");
+    alice.ws.register().unwrap();
+    alice.ws.expect("ready", SIGNAL).unwrap();
+    rig.media_flows("after refresh", (&alice.rtp, media_of(&answer)), (&callee_rtp, invite.media().unwrap()));
+    alice.ws.hangup(&sid).unwrap();
+    callee.wait_log(SIGNAL, |l| l.event == "bye" && l.get("event") == Some("received")).unwrap();
+}
+
+/// Deleting an API key through the REST API disconnects its clients.
+#[test]
+fn revoked_key_disconnects_its_clients() {
+    let rig = Rig::new();
+    let mut case = Grant::both("alice").case();
+    case["key"] = json!(KEY_REVOKED);
+    case["secret"] = json!(SECRET_REVOKED);
+    let token = twilio_py::mint(&[case]).unwrap().remove(0);
+    let (mut ws, _) = rig.listening(&token);
+    let (mut other, _) = rig.listening(&mint(&Grant::both("bob")));
+    let deleted = rig.rest("delete_key", json!({"sid": KEY_REVOKED}));
+    assert_eq!(deleted["deleted"], true, "{deleted:#}");
+    let error = ws.expect("error", SIGNAL).unwrap();
+    assert_eq!(error["error"]["code"], 31204, "{error:#}");
+    ws.expect_closed(SIGNAL).unwrap();
+    other.register().unwrap();
+    other.expect("ready", SIGNAL).expect("a client of another key stays");
+}
+
+// ---------------------------------------------------------------- presence
+
+/// Presence: subscribers of the same account see register, busy and
+/// offline within a second; another account sees nothing of it; the REST
+/// API lists it.
+#[test]
+fn presence_subscription_and_isolation() {
+    let rig = Rig::new();
+    let (mut watcher, _) = rig.listening(&mint(&Grant::both("watcher")));
+    watcher.presence_subscribe(&["alice"]).unwrap();
+    let first = watcher.expect("presence", SIGNAL).unwrap();
+    assert_eq!((first["identity"].as_str(), first["status"].as_str()), (Some("alice"), Some("offline")));
+
+    let mut other_case = Grant::both("alice").case();
+    other_case["account"] = json!(OTHER_ACCOUNT);
+    other_case["key"] = json!(OTHER_KEY);
+    other_case["secret"] = json!(OTHER_SECRET);
+    let (mut stranger, _) = rig.listening(&twilio_py::mint(&[other_case]).unwrap().remove(0));
+    stranger.presence_subscribe(&["alice"]).unwrap();
+    let seen = stranger.expect("presence", SIGNAL).unwrap();
+    assert_eq!(seen["status"], "offline", "the other account's alice is not ours: {seen:#}");
+
+    let alice = rig.device(&Grant::both("alice"));
+    let update = watcher.expect("presence", Duration::from_secs(1)).unwrap();
+    assert_eq!((update["status"].as_str(), update["devices"].as_u64()), (Some("available"), Some(1)), "{update:#}");
+    alice.ws.presence_set("away").unwrap();
+    let update = watcher.expect("presence", Duration::from_secs(1)).unwrap();
+    assert_eq!(update["status"], "away", "{update:#}");
+
+    let listed = rig.rest("get", json!({"path": "Clients.json"}));
+    let clients = listed["body"]["clients"].as_array().cloned().unwrap_or_default();
+    assert!(clients.iter().any(|c| c["identity"] == "alice" && c["status"] == "away"), "Clients.json: {listed:#}");
+    let theirs = rig.rest_as(OTHER_ACCOUNT, OTHER_TOKEN, "get", json!({"path": "Clients.json"}));
+    assert!(
+        theirs["body"]["clients"].as_array().is_some_and(|c| c.is_empty()),
+        "another account sees none of ours: {theirs:#}"
+    );
+
+    alice.ws.unregister().unwrap();
+    let update = watcher.expect("presence", Duration::from_secs(1)).unwrap();
+    assert_eq!(update["status"], "offline", "{update:#}");
+    assert!(stranger.next_frame(Duration::from_millis(300)).is_err(), "nothing leaks: {:?}", stranger.queued());
+}
+
+// ---------------------------------------------------------------- reconnect
+
+/// The SDK's reconnect: a client whose socket drops mid-call comes back
+/// within 30 s with the reconnect token and the call resumes (its media
+/// never stopped); a second drop not followed by a return ends the call
+/// after 30 s.
+#[test]
+fn reconnect_within_30_seconds_resumes_after_ends() {
+    let rig = Rig::new();
+    rig.twiml(
+        "/client-voice",
+        &format!(r#"<Response><Dial callerId="{CALLER}"><Number>{CALLEE}</Number></Dial></Response>"#),
+    );
+    rig.accept_callbacks(&["/client-status"]);
+    let grant = Grant::both("alice");
+    let mut alice = rig.device(&grant);
+    let callee_rtp = rig.callee.endpoint().unwrap();
+    let mut callee = rig.callee(&callee_rtp);
+    let sdp = plain_rtp_sdp(alice.rtp.local_addr());
+    alice.ws.invite(&sdp, &temp_call_sid(), &[("To", CALLEE)]).unwrap();
+    let answer = alice.ws.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let sid = answer["callsid"].as_str().unwrap().to_owned();
+    let token = answer["reconnect"].as_str().unwrap().to_owned();
+    let invite = callee.wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("invite")).unwrap();
+    let toward_callee = invite.media().unwrap();
+
+    alice.ws.drop_abruptly();
+    rig.media_flows("while disconnected", (&alice.rtp, media_of(&answer)), (&callee_rtp, toward_callee));
+    std::thread::sleep(Duration::from_secs(3));
+    let (mut back, _) = rig.listening(&mint(&grant));
+    back.reconnect(&sdp, &sid, &token).unwrap();
+    let again = back.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(again["callsid"], sid.as_str(), "{again:#}");
+    rig.media_flows("after reconnect", (&alice.rtp, media_of(&again)), (&callee_rtp, toward_callee));
+
+    // A reconnect token is the call's own: another identity cannot take it.
+    back.drop_abruptly();
+    let (mut thief, _) = rig.listening(&mint(&Grant::both("mallory")));
+    thief.reconnect(&sdp, &sid, &token).unwrap();
+    let refused = thief.expect("hangup", SIGNAL).unwrap();
+    assert!(refused["error"]["code"].is_number(), "{refused:#}");
+
+    // Not back within 30 s: the call ends (BYE to the callee, record completed).
+    callee
+        .wait_log(Duration::from_secs(40), |l| l.event == "bye" && l.get("event") == Some("received"))
+        .unwrap_or_else(|e| panic!("the callee's BYE after the reconnect window: {e:#}\n{}", rig.context()));
+    let calls = rig.final_calls(2);
+    assert_eq!(record(&calls, "sid", &sid)["status"], "completed");
+}
