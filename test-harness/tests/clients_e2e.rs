@@ -814,3 +814,34 @@ fn reconnect_within_30_seconds_resumes_after_ends() {
     let calls = rig.final_calls(2);
     assert_eq!(record(&calls, "sid", &sid)["status"], "completed");
 }
+
+// ---------------------------------------------------------------- bad input
+
+/// Bad input gets a clear error and breaks nothing: a frame that is not
+/// the protocol gets 31400 and the socket stays; a call whose SDP offers
+/// nothing the appliance serves (Opus only, in this release) ends with a
+/// `hangup` carrying an error, before any voice request, and leaves no
+/// media behind.
+#[test]
+fn bad_frames_and_unservable_sdp_get_clear_errors() {
+    let rig = Rig::new();
+    rig.twiml("/client-voice", r#"<Response><Dial><Client>alice</Client></Dial></Response>"#);
+    let mut bob = rig.device(&Grant::both("bob"));
+    for raw in ["{not json", r#"{"type":"teleport","version":"1.6","payload":{}}"#, r#"{"type":"answer","payload":{}}"#]
+    {
+        bob.ws.send_raw(raw).unwrap();
+        let error = bob.ws.expect("error", SIGNAL).unwrap_or_else(|e| panic!("{raw}: {e:#}\n{}", rig.context()));
+        assert_eq!(error["error"]["code"], 31400, "{raw}: {error:#}");
+    }
+    let temp = temp_call_sid();
+    let opus_only = test_harness::voice_client::plain_rtp_sdp_with(bob.rtp.local_addr(), &[111]);
+    bob.ws.invite(&opus_only, &temp, &[("To", "alice")]).unwrap();
+    let hangup = bob.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(hangup["callsid"], temp.as_str(), "the call never rang: the client's own id: {hangup:#}");
+    assert!(hangup["error"]["code"].is_number(), "{hangup:#}");
+    assert!(rig.customer.requests("/client-voice").unwrap().is_empty(), "no voice request for a refused offer");
+    rig.no_media_left();
+    // The socket still works.
+    bob.ws.register().unwrap();
+    bob.ws.expect("ready", SIGNAL).unwrap();
+}
