@@ -175,6 +175,61 @@ enum Done {
     ReconnectExpired(String),
 }
 
+/// Where a call's instructions and callbacks go.
+struct AppHooks {
+    voice: Webhook,
+    fallback: Option<Webhook>,
+    callback: StatusCallback,
+}
+
+impl AppHooks {
+    /// An application's voice URL, fallback and status callback (Twilio
+    /// calls an application's status callback when the call ends).
+    fn of(app: &Application) -> AppHooks {
+        AppHooks {
+            voice: Webhook { url: app.voice_url.clone().unwrap_or_default(), method: app.voice_method.into() },
+            fallback: app
+                .voice_fallback_url
+                .clone()
+                .map(|url| Webhook { url, method: app.voice_fallback_method.into() }),
+            callback: StatusCallback {
+                url: app.status_callback.clone(),
+                method: app.status_callback_method.into(),
+                events: CallProgressEvents::default(),
+            },
+        }
+    }
+}
+
+/// What [`Shell::start_call`] makes a call from.
+struct NewCall {
+    facts: CallFacts,
+    /// A REST call's instructions run on an answered call.
+    answered: bool,
+    auth_token: String,
+    app: AppHooks,
+    /// Where its `<Number>`s go, and the credentials for the trunk's challenges.
+    trunk: Option<Peer>,
+    trunk_credentials: Option<crate::sip::digest::Credentials>,
+    caller_id: Option<String>,
+    /// REST `Twiml`: the first document, given instead of a fetch.
+    inline: Option<String>,
+    /// A SIP caller's dialog Call-ID and INVITE transaction.
+    call_id: Option<String>,
+    server_key: Option<TxKey>,
+}
+
+/// A trunk's outbound destination and digest credentials.
+fn trunk_route(trunk: Option<&Trunk>) -> (Option<Peer>, Option<crate::sip::digest::Credentials>) {
+    let Some(t) = trunk else { return (None, None) };
+    let credentials = t
+        .username
+        .clone()
+        .zip(t.password.clone())
+        .map(|(username, password)| crate::sip::digest::Credentials { username, password });
+    (trunk_peer(&t.outbound), credentials)
+}
+
 /// A call a client places, from its `invite` to the store's answer.
 struct ClientCall {
     device: DeviceId,
@@ -488,57 +543,20 @@ impl Shell {
         record.application_sid = Some(app.sid.clone());
         record.trunk = Some(trunk.name.clone());
         self.records.send(StoreWrite::Insert(Box::new(record)));
-
-        let voice = Webhook { url: app.voice_url.clone().unwrap_or_default(), method: app.voice_method.into() };
-        let fallback =
-            app.voice_fallback_url.clone().map(|url| Webhook { url, method: app.voice_fallback_method.into() });
-        let context = CallContext { call: facts.clone(), voice, fallback, answered: false, limits: self.cfg.limits };
-        // Twilio calls an application's status callback when the call ends.
-        let callback = StatusCallback {
-            url: app.status_callback.clone(),
-            method: app.status_callback_method.into(),
-            events: CallProgressEvents::default(),
-        };
-        let config = CallConfig {
-            call_sid: sid.as_str().to_owned(),
-            local_sip: self.cfg.local_sip.clone(),
-            trunk: trunk_peer(&trunk.outbound),
-            trunk_credentials: trunk
-                .username
-                .clone()
-                .zip(trunk.password.clone())
-                .map(|(username, password)| crate::sip::digest::Credentials { username, password }),
-            caller_id: None,
-            wall_clock: self.epoch.1,
-            epoch: self.epoch.0,
-        };
-        let id = self.next_id;
-        self.next_id += 1;
         let call_id = request.headers.call_id().map(str::to_owned).unwrap_or_default();
-        let entry = Entry {
-            call: Call::new(config),
-            context: Some(context),
-            interpreter: None,
-            info: CallInfo {
-                legs: HashMap::from([(facts.call_sid.clone(), (facts.clone(), callback, 0))]),
-                facts,
-                auth_token: account.auth_token.clone(),
-                voice_url: app.voice_url.clone().unwrap_or_default(),
-            },
-            wait: None,
-            armed: None,
-            call_ids: vec![call_id.clone()],
-            server_keys: vec![key.clone()],
-            client_keys: Vec::new(),
-            counted_end: false,
+        let (trunk, trunk_credentials) = trunk_route(Some(trunk));
+        let id = self.start_call(NewCall {
+            facts,
+            answered: false,
+            auth_token: account.auth_token.clone(),
+            app: AppHooks::of(app),
+            trunk,
+            trunk_credentials,
+            caller_id: None,
             inline: None,
-        };
-        self.calls.insert(id, entry);
-        self.by_call_id.insert(call_id, id);
-        self.by_server_tx.insert(key.clone(), id);
-        self.by_sid.insert(sid.as_str().to_owned(), id);
-        self.stats.active.fetch_add(1, Relaxed);
-        self.stats.started[direction_index(Direction::Inbound)].fetch_add(1, Relaxed);
+            call_id: Some(call_id),
+            server_key: Some(key.clone()),
+        });
         self.feed(id, Input::InboundInvite { key, peer, request });
     }
 
@@ -590,43 +608,87 @@ impl Shell {
             callback,
         } = call;
         let sid = facts.call_sid.clone();
+        let id = self.start_call(NewCall {
+            facts,
+            answered: true,
+            auth_token,
+            app: AppHooks { voice, fallback, callback },
+            trunk,
+            trunk_credentials: credentials,
+            caller_id: None,
+            inline,
+            call_id: None,
+            server_key: None,
+        });
+        self.progress(id, &sid, params::CallStatus::Initiated, None);
+        self.feed(id, Input::Originate { peer, uri, from: from_user, timeout });
+    }
+
+    /// Makes a call's entry (its core, instructions context, first leg)
+    /// and indexes it; the caller feeds it its first input.
+    fn start_call(&mut self, new: NewCall) -> u64 {
+        let NewCall {
+            facts,
+            answered,
+            auth_token,
+            app,
+            trunk,
+            trunk_credentials,
+            caller_id,
+            inline,
+            call_id,
+            server_key,
+        } = new;
+        let sid = facts.call_sid.clone();
         let config = CallConfig {
             call_sid: sid.clone(),
             local_sip: self.cfg.local_sip.clone(),
             trunk,
-            trunk_credentials: credentials,
-            caller_id: None,
+            trunk_credentials,
+            caller_id,
             wall_clock: self.epoch.1,
             epoch: self.epoch.0,
         };
-        let voice_url = voice.url.clone();
-        let context = CallContext { call: facts.clone(), voice, fallback, answered: true, limits: self.cfg.limits };
+        let voice_url = app.voice.url.clone();
+        let context = CallContext {
+            call: facts.clone(),
+            voice: app.voice,
+            fallback: app.fallback,
+            answered,
+            limits: self.cfg.limits,
+        };
         let id = self.next_id;
         self.next_id += 1;
+        let direction = facts.direction;
         let entry = Entry {
             call: Call::new(config),
             context: Some(context),
             interpreter: None,
             info: CallInfo {
-                legs: HashMap::from([(sid.clone(), (facts.clone(), callback, 0))]),
+                legs: HashMap::from([(sid.clone(), (facts.clone(), app.callback, 0))]),
                 facts,
                 auth_token,
                 voice_url,
             },
             wait: None,
             armed: None,
-            call_ids: Vec::new(),
-            server_keys: Vec::new(),
+            call_ids: call_id.iter().cloned().collect(),
+            server_keys: server_key.iter().cloned().collect(),
             client_keys: Vec::new(),
             counted_end: false,
             inline,
         };
         self.calls.insert(id, entry);
-        self.by_sid.insert(sid.clone(), id);
+        if let Some(call_id) = call_id {
+            self.by_call_id.insert(call_id, id);
+        }
+        if let Some(key) = server_key {
+            self.by_server_tx.insert(key, id);
+        }
+        self.by_sid.insert(sid, id);
         self.stats.active.fetch_add(1, Relaxed);
-        self.stats.started[direction_index(Direction::OutboundApi)].fetch_add(1, Relaxed);
-        self.progress(id, &sid, params::CallStatus::Initiated, None);
-        self.feed(id, Input::Originate { peer, uri, from: from_user, timeout });
+        self.stats.started[direction_index(direction)].fetch_add(1, Relaxed);
+        id
     }
 
     // ------------------------------------------------------------ timers
@@ -1067,55 +1129,22 @@ impl Shell {
         record.sid = sid.clone();
         record.application_sid = Some(app.sid.clone());
         self.records.send(StoreWrite::Insert(Box::new(record)));
-        let voice = Webhook { url: app.voice_url.clone().unwrap_or_default(), method: app.voice_method.into() };
-        let fallback =
-            app.voice_fallback_url.clone().map(|url| Webhook { url, method: app.voice_fallback_method.into() });
-        let context = CallContext { call: facts.clone(), voice, fallback, answered: false, limits: self.cfg.limits };
-        let callback = StatusCallback {
-            url: app.status_callback.clone(),
-            method: app.status_callback_method.into(),
-            events: CallProgressEvents::default(),
-        };
-        let config = CallConfig {
-            call_sid: sid.as_str().to_owned(),
-            local_sip: self.cfg.local_sip.clone(),
-            trunk: trunk.as_ref().and_then(|t| trunk_peer(&t.outbound)),
-            trunk_credentials: trunk.as_ref().and_then(|t| {
-                t.username
-                    .clone()
-                    .zip(t.password.clone())
-                    .map(|(username, password)| crate::sip::digest::Credentials { username, password })
-            }),
+        let (trunk, trunk_credentials) = trunk_route(trunk.as_ref());
+        let id = self.start_call(NewCall {
+            facts,
+            answered: false,
+            auth_token: account.auth_token.clone(),
+            app: AppHooks::of(&app),
+            trunk,
+            trunk_credentials,
             caller_id: Some(from),
-            wall_clock: self.epoch.1,
-            epoch: self.epoch.0,
-        };
-        let id = self.next_id;
-        self.next_id += 1;
+            inline: None,
+            call_id: None,
+            server_key: None,
+        });
+        let Some(clients) = self.clients.as_mut() else { return };
         let (key, peer, request) =
             clients.place(id, device, &account.sid, &client.identity, &temp_id, sid.as_str(), &sdp, &to);
-        let entry = Entry {
-            call: Call::new(config),
-            context: Some(context),
-            interpreter: None,
-            info: CallInfo {
-                legs: HashMap::from([(facts.call_sid.clone(), (facts.clone(), callback, 0))]),
-                facts,
-                auth_token: account.auth_token.clone(),
-                voice_url: app.voice_url.clone().unwrap_or_default(),
-            },
-            wait: None,
-            armed: None,
-            call_ids: Vec::new(),
-            server_keys: Vec::new(),
-            client_keys: Vec::new(),
-            counted_end: false,
-            inline: None,
-        };
-        self.calls.insert(id, entry);
-        self.by_sid.insert(sid.as_str().to_owned(), id);
-        self.stats.active.fetch_add(1, Relaxed);
-        self.stats.started[direction_index(Direction::Inbound)].fetch_add(1, Relaxed);
         self.feed(id, Input::InboundInvite { key, peer, request });
     }
 }
