@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod appliance;
+pub mod call_checks;
 pub mod customer_app;
 pub mod netns;
 pub mod rtp;

@@ -26,15 +26,16 @@ use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use test_harness::admin::SessionInfo;
 use test_harness::appliance::{Appliance, ApplianceConfig, ScratchDir};
+use test_harness::call_checks::{self, record};
 use test_harness::customer_app::{AppRequest, CustomerApp, Route};
-use test_harness::rtp::{assert_payloads_delivered, Pace, RtpEndpoint, RtpStream};
+use test_harness::rtp::RtpEndpoint;
 use test_harness::settle;
 use test_harness::sipp::{LogLine, Sipp, SippOutcome, SippRun, Transport};
 use test_harness::topology::{MediaLan, Peer, MEDIA_IP};
+use test_harness::twilio_py::RestClient;
 
 const ACCOUNT: &str = "AC0000000000000000000000000000ca11";
 const TOKEN: &str = "calls-e2e-auth-token";
@@ -73,64 +74,6 @@ const SIPP_END: Duration = Duration::from_secs(30);
 /// Records, callbacks and media teardown follow the call within this.
 const AFTERMATH: Duration = Duration::from_secs(15);
 const PACKETS: usize = 50;
-
-/// Twilio's helper library against the appliance's REST API: prints one
-/// JSON line (a call record, a list of them, or `{"rest_error": ...}`).
-///
-/// usage: python3 -c REST_CLIENT BASE ACCOUNT TOKEN CAFILE OP ARGS_JSON
-/// with OP `calls` (list), `create` (ARGS: calls.create keywords) or
-/// `update` (ARGS: `sid` and calls(sid).update keywords).
-const REST_CLIENT: &str = r#"
-import json, sys
-from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.rest import Client
-
-TWILIO = "https://api.twilio.com"
-
-class Appliance(TwilioHttpClient):
-    def __init__(self, base, cafile):
-        super().__init__()
-        self.base = base
-        self.session.trust_env = False
-        self.session.verify = cafile
-
-    def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None,
-                allow_redirects=False):
-        if url.startswith(TWILIO):
-            url = self.base + url[len(TWILIO):]
-        return super().request(method, url, params=params, data=data, headers=headers, auth=auth,
-                               timeout=timeout, allow_redirects=allow_redirects)
-
-def when(d):
-    return d.isoformat() if d is not None else None
-
-def record(client, account, c):
-    # Twilio's CallInstance has no error fields; read them from the JSON.
-    raw = client.request("GET", "%s/2010-04-01/Accounts/%s/Calls/%s.json" % (TWILIO, account, c.sid))
-    extra = json.loads(raw.text)
-    return {"sid": c.sid, "parent_call_sid": c.parent_call_sid, "account_sid": c.account_sid,
-            "to": c.to, "from": c._from, "status": c.status, "direction": c.direction,
-            "duration": c.duration, "start_time": when(c.start_time), "end_time": when(c.end_time),
-            "error_code": extra.get("error_code"), "error_message": extra.get("error_message")}
-
-base, account, token, cafile, op = sys.argv[1:6]
-args = json.loads(sys.argv[6])
-client = Client(account, token, http_client=Appliance(base, cafile))
-try:
-    if op == "calls":
-        out = [record(client, account, c) for c in client.calls.list()]
-    elif op == "create":
-        out = record(client, account, client.calls.create(**args))
-    elif op == "update":
-        sid = args.pop("sid")
-        out = record(client, account, client.calls(sid).update(**args))
-    else:
-        raise SystemExit("unknown op " + op)
-except TwilioRestException as e:
-    out = {"rest_error": {"status": e.status, "code": e.code, "message": e.msg}}
-print(json.dumps(out))
-"#;
 
 /// A TLS client relay for sipp, which Debian builds without TLS: accepts
 /// TCP on LISTEN_IP:LISTEN_PORT and carries each connection over TLS to
@@ -466,28 +409,9 @@ impl Rig {
     /// Sends PACKETS G.711 packets each way and checks they arrive, payload
     /// intact, from the appliance's addresses.
     fn media_flows(&self, what: &str, p: &Parties, toward_caller: SocketAddr, toward_callee: SocketAddr) {
-        static SSRC: AtomicU32 = AtomicU32::new(0x5ca1_0000);
-        let ssrc = SSRC.fetch_add(2, Ordering::Relaxed);
-        p.carrier_rtp.drain().unwrap();
-        p.callee_rtp.drain().unwrap();
-        let at_callee = p.callee_rtp.receive_in_background(PACKETS, Duration::from_secs(5)).unwrap();
-        let at_carrier = p.carrier_rtp.receive_in_background(PACKETS, Duration::from_secs(5)).unwrap();
-        let pace = Pace::Every(Duration::from_millis(2));
-        let up = p.carrier_rtp.send_stream(toward_caller, &mut RtpStream::pcmu(ssrc, 1000, 16_000), PACKETS, pace);
-        let down = p.callee_rtp.send_stream(toward_callee, &mut RtpStream::pcmu(ssrc + 1, 7000, 99_000), PACKETS, pace);
-        let (up, down) = (up.unwrap(), down.unwrap());
-        let (got_up, got_down) = (at_callee.join().unwrap().unwrap(), at_carrier.join().unwrap().unwrap());
-        if got_up.len() != PACKETS || got_down.len() != PACKETS {
-            panic!(
-                "{what}: {} of {PACKETS} packets reached the callee, {} the caller; sessions: {:#?}\n{}",
-                got_up.len(),
-                got_down.len(),
-                self.app.admin.sessions(),
-                self.context()
-            );
-        }
-        assert_payloads_delivered(&format!("{what}: caller -> callee"), &up, &got_up, toward_callee);
-        assert_payloads_delivered(&format!("{what}: callee -> caller"), &down, &got_down, toward_caller);
+        let a = (&p.carrier_rtp, toward_caller);
+        let b = (&p.callee_rtp, toward_callee);
+        call_checks::media_flows(what, a, b, PACKETS, || self.context());
     }
 
     /// Waits until the dataplane holds no session (the call's media is freed).
@@ -500,55 +424,21 @@ impl Rig {
 
     fn rest(&self, op: &str, args: Value) -> Value {
         let cafile = self.app.state_dir().join("tls/cert.pem");
-        let out = self
-            .lan
-            .app
-            .command(Path::new("python3"))
-            .arg("-c")
-            .arg(REST_CLIENT)
-            // The generated certificate names 127.0.0.1 (and localhost, which
-            // a fresh machine may not resolve).
-            .arg(format!("https://{HTTPS}"))
-            .args([ACCOUNT, TOKEN])
-            .arg(&cafile)
-            .arg(op)
-            .arg(args.to_string())
-            .output()
-            .expect("running python3 with Twilio's helper library");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().unwrap_or_default();
-        match serde_json::from_str(last) {
-            Ok(v) if out.status.success() => v,
-            _ => panic!(
-                "REST {op} {args}: {}\nstdout:\n{stdout}\nstderr:\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                self.context()
-            ),
-        }
+        // The generated certificate names 127.0.0.1 (and localhost, which a
+        // fresh machine may not resolve).
+        let client = RestClient {
+            netns: Some(&self.lan.app),
+            base: format!("https://{HTTPS}"),
+            account: ACCOUNT.into(),
+            token: TOKEN.into(),
+            cafile: &cafile,
+        };
+        client.run(op, &args).unwrap_or_else(|e| panic!("{e:#}\n{}", self.context()))
     }
 
     /// The call records, once `count` of them are final.
     fn final_calls(&self, count: usize) -> Vec<Value> {
-        let finals = |calls: &Value| {
-            calls.as_array().map_or(0, |a| {
-                a.iter()
-                    .filter(|c| {
-                        matches!(c["status"].as_str(), Some("completed" | "busy" | "no-answer" | "failed" | "canceled"))
-                    })
-                    .count()
-            })
-        };
-        let calls = settle(AFTERMATH, || Ok(self.rest("calls", serde_json::json!({}))), |calls| finals(calls) >= count)
-            .unwrap();
-        let list = calls.as_array().cloned().unwrap_or_default();
-        assert_eq!(
-            (list.len(), finals(&calls)),
-            (count, count),
-            "call records (want {count}, all final): {calls:#}\n{}",
-            self.context()
-        );
-        list
+        call_checks::final_calls(AFTERMATH, count, || Ok(self.rest("calls", serde_json::json!({}))), || self.context())
     }
 
     fn poke(&self, run: &SippRun, call_id: &str, poke: &str) {
@@ -557,44 +447,8 @@ impl Rig {
 
     /// What the appliance logged and what the app received, for failures.
     fn context(&self) -> String {
-        let stderr = self.app.stderr();
-        let lines: Vec<&str> = stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(150)..].join("\n");
-        let requests = match self.customer.all_requests() {
-            Ok(all) => all
-                .iter()
-                .map(|r| {
-                    let keys = ["CallSid", "CallStatus", "Direction", "DialCallStatus", "ErrorCode", "SequenceNumber"];
-                    let params: Vec<String> =
-                        keys.iter().filter_map(|k| r.param(k).map(|v| format!("{k}={v}"))).collect();
-                    format!("  {} {} signature_valid={} {}", r.method, r.path, r.signature_valid, params.join(" "))
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Err(e) => format!("  (cannot list: {e:#})"),
-        };
-        let metrics = match self.app.admin.metrics() {
-            Ok(text) => text
-                .lines()
-                .filter(|l| !l.starts_with('#') && (l.contains("sip") || l.contains("call") || l.contains("webhook")))
-                .filter(|l| !l.ends_with(" 0"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Err(e) => format!("(cannot read: {e:#})"),
-        };
-        format!(
-            "--- customer app requests ---\n{requests}\n--- appliance metrics (sip, calls, webhooks; non-zero) ---\n\
-             {metrics}\n--- appliance stderr (last 150 lines) ---\n{tail}"
-        )
+        call_checks::context(&self.app, &self.customer, &["sip", "call", "webhook"])
     }
-}
-
-/// The record whose `field` is `value` (fails with all records otherwise).
-fn record<'a>(calls: &'a [Value], field: &str, value: &str) -> &'a Value {
-    calls
-        .iter()
-        .find(|c| c[field].as_str() == Some(value))
-        .unwrap_or_else(|| panic!("no call record with {field} = {value}: {calls:#?}"))
 }
 
 /// The parent call's SID, as the voice URL request gave it.

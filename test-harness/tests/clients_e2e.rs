@@ -16,11 +16,11 @@
 
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use test_harness::appliance::{Appliance, ApplianceConfig};
+use test_harness::call_checks::{self, record, Side};
 use test_harness::customer_app::{AppRequest, CustomerApp, Route};
-use test_harness::rtp::{assert_payloads_delivered, Pace, RtpEndpoint, RtpStream};
+use test_harness::rtp::RtpEndpoint;
 use test_harness::settle;
 use test_harness::sipp::{Sipp, SippRun, Transport};
 use test_harness::topology::{MediaLan, Peer, MEDIA_IP};
@@ -253,32 +253,11 @@ impl Rig {
     // ------------------------------------------------------------ media, REST
 
     /// PACKETS G.711 packets each way between `a` and `b`, each sending to
-    /// the address the appliance gave it; checks payloads at both ends.
-    fn media_flows(&self, what: &str, a: (&RtpEndpoint, SocketAddr), b: (&RtpEndpoint, SocketAddr)) {
-        static SSRC: AtomicU32 = AtomicU32::new(0xc11e_0000);
-        let ssrc = SSRC.fetch_add(2, Ordering::Relaxed);
-        let ((a_rtp, toward_a), (b_rtp, toward_b)) = (a, b);
-        assert_eq!(toward_a.ip(), IpAddr::V4(MEDIA_IP), "{what}: the appliance's address toward a");
-        assert_eq!(toward_b.ip(), IpAddr::V4(MEDIA_IP), "{what}: the appliance's address toward b");
-        a_rtp.drain().unwrap();
-        b_rtp.drain().unwrap();
-        let at_b = b_rtp.receive_in_background(PACKETS, Duration::from_secs(5)).unwrap();
-        let at_a = a_rtp.receive_in_background(PACKETS, Duration::from_secs(5)).unwrap();
-        let pace = Pace::Every(Duration::from_millis(2));
-        let up = a_rtp.send_stream(toward_a, &mut RtpStream::pcmu(ssrc, 1000, 16_000), PACKETS, pace).unwrap();
-        let down = b_rtp.send_stream(toward_b, &mut RtpStream::pcmu(ssrc + 1, 7000, 99_000), PACKETS, pace).unwrap();
-        let (got_b, got_a) = (at_b.join().unwrap().unwrap(), at_a.join().unwrap().unwrap());
-        if got_b.len() != PACKETS || got_a.len() != PACKETS {
-            panic!(
-                "{what}: {} of {PACKETS} packets reached b, {} reached a; sessions: {:#?}\n{}",
-                got_b.len(),
-                got_a.len(),
-                self.app.admin.sessions(),
-                self.context()
-            );
-        }
-        assert_payloads_delivered(&format!("{what}: a -> b"), &up, &got_b, toward_b);
-        assert_payloads_delivered(&format!("{what}: b -> a"), &down, &got_a, toward_a);
+    /// the appliance's address it was given; checks payloads at both ends.
+    fn media_flows(&self, what: &str, a: Side<'_>, b: Side<'_>) {
+        assert_eq!(a.1.ip(), IpAddr::V4(MEDIA_IP), "{what}: the appliance's address toward a");
+        assert_eq!(b.1.ip(), IpAddr::V4(MEDIA_IP), "{what}: the appliance's address toward b");
+        call_checks::media_flows(what, a, b, PACKETS, || self.context());
     }
 
     fn no_media_left(&self) {
@@ -304,47 +283,12 @@ impl Rig {
 
     /// The call records, once `count` of them are final.
     fn final_calls(&self, count: usize) -> Vec<Value> {
-        let finals = |calls: &Value| {
-            calls.as_array().map_or(0, |a| {
-                a.iter()
-                    .filter(|c| {
-                        matches!(c["status"].as_str(), Some("completed" | "busy" | "no-answer" | "failed" | "canceled"))
-                    })
-                    .count()
-            })
-        };
-        let calls = settle(AFTERMATH, || Ok(self.rest("calls", json!({}))), |c| finals(c) >= count).unwrap();
-        let list = calls.as_array().cloned().unwrap_or_default();
-        assert_eq!((list.len(), finals(&calls)), (count, count), "call records: {calls:#}\n{}", self.context());
-        list
+        call_checks::final_calls(AFTERMATH, count, || Ok(self.rest("calls", json!({}))), || self.context())
     }
 
     fn context(&self) -> String {
-        let stderr = self.app.stderr();
-        let lines: Vec<&str> = stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(120)..].join("\n");
-        let requests = match self.customer.all_requests() {
-            Ok(all) => all
-                .iter()
-                .map(|r| {
-                    let keys = ["CallSid", "CallStatus", "From", "To", "DialCallStatus", "ErrorCode"];
-                    let params: Vec<String> =
-                        keys.iter().filter_map(|k| r.param(k).map(|v| format!("{k}={v}"))).collect();
-                    format!("  {} {} signature_valid={} {}", r.method, r.path, r.signature_valid, params.join(" "))
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Err(e) => format!("  (customer app unreachable: {e:#})"),
-        };
-        format!("--- customer app requests:\n{requests}\n--- appliance log (tail):\n{tail}")
+        call_checks::context(&self.app, &self.customer, &["client", "call", "webhook"])
     }
-}
-
-fn record<'a>(calls: &'a [Value], field: &str, value: &str) -> &'a Value {
-    calls
-        .iter()
-        .find(|c| c[field].as_str() == Some(value))
-        .unwrap_or_else(|| panic!("no call record with {field} = {value}: {calls:#?}"))
 }
 
 fn param<'a>(r: &'a AppRequest, name: &str) -> &'a str {
