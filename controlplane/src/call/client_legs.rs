@@ -692,3 +692,6 @@ fn respond(key: &TxKey, request: &Request, code: u16) -> Event {
     }
     Event::Response { key: key.clone(), response }
 }
+
+#[cfg(test)]
+mod tests;
