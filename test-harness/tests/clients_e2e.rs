@@ -460,6 +460,8 @@ fn client_calls_client() {
     let hangup = bob.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
     assert_eq!(hangup["callsid"], sid.as_str());
     rig.no_media_left();
+    let voice = rig.exactly_requests("/client-voice", 1).remove(0);
+    assert_eq!(param(&voice, "ToPresence"), "available", "presence is a resource for instructions");
     let calls = rig.final_calls(2);
     let parent = record(&calls, "sid", &sid);
     assert_eq!((parent["from"].as_str(), parent["to"].as_str()), (Some("client:bob"), Some("alice")));
@@ -483,6 +485,8 @@ fn offline_and_rejecting_clients() {
     bob.ws.invite(&plain_rtp_sdp(bob.rtp.local_addr()), &temp_call_sid(), &[("To", "nobody")]).unwrap();
     let after = rig.exactly_requests("/after", 1).remove(0);
     assert_eq!(param(&after, "DialCallStatus"), "no-answer", "{after:#?}");
+    let voice = rig.exactly_requests("/client-voice", 1).remove(0);
+    assert_eq!(param(&voice, "ToPresence"), "offline");
     // Answered (so the action could run), then hung up by <Hangup/>.
     bob.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
 

@@ -385,6 +385,8 @@ impl ClientLegs {
         self.by_device.insert((device, call_sid.to_owned()), LegRef::Caller(call_sid.to_owned()));
         self.by_server_key.insert(key.clone(), call_sid.to_owned());
         self.callers.insert(call_sid.to_owned(), leg);
+        // In a call: not available for another one (presence says busy).
+        self.hub.routes.set_status(device, PresenceStatus::Busy);
         (key, client_peer(), request)
     }
 
@@ -595,6 +597,7 @@ impl ClientLegs {
         if let Some(device) = leg.device.take() {
             self.by_device.remove(&(device, sid.to_owned()));
             self.by_device.remove(&(device, leg.temp_id.clone()));
+            self.hub.routes.set_status(device, PresenceStatus::Available);
         }
         events
     }
@@ -659,6 +662,9 @@ impl ClientLegs {
 
     fn forget_caller(&mut self, sid: &str) {
         let Some(leg) = self.callers.remove(sid) else { return };
+        if let Some(device) = leg.device {
+            self.hub.routes.set_status(device, PresenceStatus::Available);
+        }
         if let Ok(call_id) = leg.invite.headers.call_id() {
             self.by_call_id.remove(call_id);
         }

@@ -1113,6 +1113,12 @@ impl Shell {
         // Twilio's own parameters win over custom ones of the same name.
         custom.retain(|(k, _)| !STANDARD_PARAMS.contains(&k.as_str()));
         custom.insert(0, ("ApplicationSid".to_owned(), app.sid.as_str().to_owned()));
+        // Presence is a resource for instructions: whether the client called is there.
+        let callee = to.strip_prefix("client:").unwrap_or(&to);
+        if !callee.is_empty() && !callee.starts_with('+') && !callee.starts_with("sip:") {
+            let presence = clients.hub.routes.presence(&account.sid, callee);
+            custom.push(("ToPresence".to_owned(), presence.status.as_str().to_owned()));
+        }
         let facts = CallFacts {
             call_sid: sid.as_str().to_owned(),
             account_sid: account.sid.as_str().to_owned(),
@@ -1150,7 +1156,7 @@ impl Shell {
 }
 
 /// The voice request's own parameters, which custom ones may not replace.
-const STANDARD_PARAMS: [&str; 10] = [
+const STANDARD_PARAMS: [&str; 11] = [
     "CallSid",
     "AccountSid",
     "From",
@@ -1161,6 +1167,7 @@ const STANDARD_PARAMS: [&str; 10] = [
     "Caller",
     "Called",
     "ApplicationSid",
+    "ToPresence",
 ];
 
 /// The store's part of a client's call: its account, the application of
