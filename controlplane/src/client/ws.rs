@@ -37,7 +37,11 @@ async fn upgrade(State(hub): State<Arc<ClientHub>>, ws: WebSocketUpgrade) -> Res
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_failed_upgrade(move |_| {})
+        .on_failed_upgrade({
+            // The connection went away before it became a WebSocket.
+            let hub = hub.clone();
+            move |_| hub.detach(device)
+        })
         .on_upgrade(move |socket| run(hub, device, rx, socket))
 }
 
