@@ -370,7 +370,7 @@ impl Call {
                 return;
             }
         };
-        let local_tag = format!("t{}", self.cfg.call_sid);
+        let local_tag = format!("t{}", random_tag());
         let Some(dialog) = Dialog::as_uas(&request, peer, &local_tag) else {
             let mut response = Response::for_request(&request, 400, "Missing Contact");
             response.set_to_tag(&local_tag);
@@ -652,7 +652,7 @@ impl Call {
             let id = u64::try_from(self.cfg.wall_clock.unix_ms()).unwrap_or(0) + index as u64 + 1;
             let mut sdp = LocalSdp::new(id, local.ip());
             let offer = sdp.describe(local.port(), &codecs, direction, ptime).to_string();
-            let tag = format!("f{index}{}", self.cfg.call_sid);
+            let tag = format!("f{index}{}", random_tag());
             let call_id = random_call_id();
             let mut invite = new_invite(&uri, &caller_id, &tag, &call_id, &self.cfg.local_sip);
             with_sdp(&mut invite.headers, &mut invite.body, offer);
@@ -1148,7 +1148,7 @@ impl Call {
         };
         o.state = ForkState::Answered;
         let codecs = answer.codecs.clone();
-        let local_tag = format!("o{}", self.cfg.call_sid);
+        let local_tag = format!("o{}", random_tag());
         let key = o.key.clone().unwrap_or(TxKey { branch: String::new(), method: Method::Invite });
         let invite = o.invite.clone();
         self.inbound = Some(Inbound {
@@ -1423,6 +1423,14 @@ impl Call {
         }
         self.respond_to(&relay.request, &relay.key, 200, sdp);
     }
+}
+
+/// A tag of ours (RFC 3261 19.3: globally unique, cryptographically
+/// random): random, like the Call-ID, so it tells the far end nothing.
+fn random_tag() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    format!("{:016x}", u64::from_le_bytes(b))
 }
 
 /// A Call-ID for a dialog we start: random, so it tells the far end
