@@ -29,6 +29,9 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    /// SIP over a secure WebSocket (RFC 7118) from a browser or app client
+    /// (SIP.js, JsSIP): one SIP message per WebSocket message.
+    Ws,
     /// A Voice SDK client, reached over its signaling WebSocket
     /// (`call::client_legs`): never sent to by the SIP layer.
     Client,
@@ -44,7 +47,7 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
-            Transport::Client => "WSS",
+            Transport::Ws | Transport::Client => "WSS",
         }
     }
 }

@@ -107,6 +107,9 @@ pub struct SipStats {
 #[derive(Clone)]
 pub struct SipHandle {
     commands: mpsc::UnboundedSender<Command>,
+    /// For connections made outside the stack (SIP over WebSocket).
+    inbound: mpsc::Sender<Inbound>,
+    connections: mpsc::UnboundedSender<ConnectionEvent>,
     pub stats: Arc<SipStats>,
     /// The addresses the listeners got (useful when configured with port 0).
     pub udp: SocketAddr,
@@ -145,6 +148,49 @@ impl SipHandle {
 
     pub fn ack_2xx(&self, peer: Peer, ack: Request) {
         let _ = self.commands.send(Command::Ack2xx { peer, ack });
+    }
+
+    /// Joins a SIP-over-WebSocket connection (RFC 7118) from `remote` to
+    /// the stack: what arrives goes in with [`WsLink::deliver`], what the
+    /// stack sends to its peer comes out of [`WsLink::outbound`], one SIP
+    /// message per WebSocket message. Dropping the link closes it.
+    pub fn attach_ws(&self, remote: SocketAddr) -> WsLink {
+        let id = NEXT_CONNECTION.fetch_add(1, Relaxed);
+        let peer = Peer { transport: Transport::Ws, addr: remote, connection: Some(id) };
+        let (tx, outbound) = mpsc::unbounded_channel::<Bytes>();
+        let _ = self.connections.send(ConnectionEvent::Opened(peer, tx));
+        self.stats.connections.fetch_add(1, Relaxed);
+        WsLink {
+            peer,
+            outbound,
+            inbound: self.inbound.clone(),
+            connections: self.connections.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// A SIP-over-WebSocket connection joined to the stack ([`SipHandle::attach_ws`]).
+pub struct WsLink {
+    pub peer: Peer,
+    /// Messages for the peer, each one WebSocket message.
+    pub outbound: mpsc::UnboundedReceiver<Bytes>,
+    inbound: mpsc::Sender<Inbound>,
+    connections: mpsc::UnboundedSender<ConnectionEvent>,
+    stats: Arc<SipStats>,
+}
+
+impl WsLink {
+    /// One SIP message the peer sent; false once the stack is gone.
+    pub async fn deliver(&self, bytes: Bytes) -> bool {
+        self.inbound.send(Inbound { peer: self.peer, bytes }).await.is_ok()
+    }
+}
+
+impl Drop for WsLink {
+    fn drop(&mut self) {
+        let _ = self.connections.send(ConnectionEvent::Closed(self.peer));
+        self.stats.connections.fetch_sub(1, Relaxed);
     }
 }
 
@@ -187,6 +233,7 @@ pub async fn start(listeners: Listeners) -> Result<(SipHandle, mpsc::UnboundedRe
     let (conn_tx, conn_rx) = mpsc::unbounded_channel::<ConnectionEvent>();
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let (inbound_tx_user, conn_tx_user) = (inbound_tx.clone(), conn_tx.clone());
 
     tokio::spawn(udp_reader(udp.clone(), inbound_tx.clone()));
     tokio::spawn(stream_acceptor(tcp, None, Transport::Tcp, inbound_tx.clone(), conn_tx.clone(), stats.clone()));
@@ -215,7 +262,16 @@ pub async fn start(listeners: Listeners) -> Result<(SipHandle, mpsc::UnboundedRe
     let mut salt = [0u8; 8];
     let _ = getrandom::fill(&mut salt);
     let branches = Arc::new(BranchSource { salt: u64::from_le_bytes(salt) >> 16, next: AtomicU64::new(1) });
-    let handle = SipHandle { commands: command_tx, stats, udp: local_udp, tcp: local_tcp, tls: local_tls, branches };
+    let handle = SipHandle {
+        commands: command_tx,
+        inbound: inbound_tx_user,
+        connections: conn_tx_user,
+        stats,
+        udp: local_udp,
+        tcp: local_tcp,
+        tls: local_tls,
+        branches,
+    };
     Ok((handle, event_rx))
 }
 
@@ -399,7 +455,11 @@ impl Core {
             };
             tokio::select! {
                 Some(msg) = inbound.recv() => {
-                    let policy = if msg.peer.transport == Transport::Udp { &udp_policy } else { &stream_policy };
+                    // A datagram and a WebSocket message each hold exactly one message.
+                    let policy = match msg.peer.transport {
+                        Transport::Udp | Transport::Ws => &udp_policy,
+                        _ => &stream_policy,
+                    };
                     self.on_inbound(msg, policy);
                 }
                 Some(event) = connections.recv() => match event {
@@ -463,7 +523,7 @@ impl Core {
     fn via_for(&self, peer: &Peer) -> &str {
         match peer.transport {
             Transport::Udp => &self.via_udp,
-            Transport::Tcp | Transport::Tls | Transport::Client => &self.via_tcp,
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Client => &self.via_tcp,
         }
     }
 
