@@ -103,7 +103,7 @@ type ClientLayer = (Arc<ClientHub>, tokio::sync::mpsc::UnboundedReceiver<crate::
 /// and the hub of connections, sized from the open-file limit.
 fn client_hub(config: &Config, store: Arc<dyn Store>) -> ClientLayer {
     let media_sockets = config.dataplane.ports.clone().count();
-    let max_connections = client_connection_limit(media_sockets);
+    let max_connections = client_connection_limit(media_sockets, config.clients.max_connections);
     let routes: Arc<dyn RouteStore> = Arc::new(InProcessRoutes::new(config.appliance.id.clone(), max_connections));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let hub = ClientHub::new(store, routes, tx, max_connections, config.appliance.id.clone());
@@ -114,7 +114,9 @@ fn client_hub(config: &Config, store: Arc<dyn Store>) -> ClientLayer {
 /// Client connections the process can hold: its open-file limit less the
 /// media sockets (one per media port) and a reserve for SIP, HTTP,
 /// webhooks and the database. Every connection is one descriptor.
-fn client_connection_limit(media_sockets: usize) -> usize {
+/// `[clients] max_connections` lowers it (never raises it: past the file
+/// limit, accepting fails for every listener of the process).
+fn client_connection_limit(media_sockets: usize, configured: Option<usize>) -> usize {
     const RESERVE: usize = 1_000;
     let limit = std::fs::read_to_string("/proc/self/limits")
         .ok()
@@ -123,7 +125,20 @@ fn client_connection_limit(media_sockets: usize) -> usize {
             line.split_whitespace().nth(3)?.parse::<usize>().ok()
         })
         .unwrap_or(1024);
-    limit.saturating_sub(media_sockets + RESERVE).max(16)
+    let allowed = limit.saturating_sub(media_sockets + RESERVE).max(16);
+    match configured {
+        Some(wanted) if wanted > allowed => {
+            tracing::warn!(
+                wanted,
+                allowed,
+                open_files = limit,
+                "clients.max_connections is above what the open-file limit allows; using the lower figure"
+            );
+            allowed
+        }
+        Some(wanted) => wanted,
+        None => allowed,
+    }
 }
 
 struct CallLayer {

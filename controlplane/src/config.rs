@@ -25,6 +25,7 @@ pub struct Config {
     /// The `[[accounts]]` tables, written to the store on first start.
     pub accounts: Vec<AccountSeed>,
     pub calls: CallsConfig,
+    pub clients: ClientsConfig,
     /// Where the configuration came from, for log lines and error messages.
     pub source: Option<PathBuf>,
 }
@@ -44,6 +45,16 @@ pub struct CallsConfig {
     /// Accept any certificate from the SIP peers we connect to over TLS
     /// (`sip_tls_insecure`): for labs only.
     pub sip_tls_insecure: bool,
+}
+
+/// Client signaling (`[clients]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientsConfig {
+    /// WebSocket connections at once (`max_connections`); more are refused
+    /// with 503 and counted. `None`: as many as the open-file limit leaves
+    /// after the media sockets and a reserve (`appliance::client_hub`); a
+    /// larger value is lowered to that.
+    pub max_connections: Option<usize>,
 }
 
 /// Where durable state lives (`[store] url`).
@@ -129,7 +140,8 @@ impl Config {
     fn from_table(root: &Table, source: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         let mut r = Reader::default();
         for key in root.keys() {
-            if !["appliance", "listen", "dataplane", "accounts", "store", "tls", "calls"].contains(&key.as_str())
+            if !["appliance", "listen", "dataplane", "accounts", "store", "tls", "calls", "clients"]
+                .contains(&key.as_str())
                 && !RESERVED_SECTIONS.contains(&key.as_str())
             {
                 r.error(key, "unknown section");
@@ -181,6 +193,11 @@ impl Config {
             webhook_insecure_tls: r.boolean(&calls, "calls.webhook_insecure_tls").unwrap_or(false),
             sip_tls_insecure: r.boolean(&calls, "calls.sip_tls_insecure").unwrap_or(false),
         };
+        let clients = r.section(root, "clients", &["max_connections"]);
+        let clients = ClientsConfig {
+            // Default: what the open-file limit allows, decided at start-up.
+            max_connections: r.integer(&clients, "clients.max_connections", 1..=100_000_000).map(|v| v as usize),
+        };
         let errors = std::mem::take(&mut r.errors);
         if errors.is_empty() {
             Ok(Config {
@@ -191,6 +208,7 @@ impl Config {
                 tls,
                 accounts,
                 calls,
+                clients,
                 source: source.map(Path::to_path_buf),
             })
         } else {
@@ -974,6 +992,16 @@ mod tests {
         let errors = Config::parse_str("[store]\nurl = \"postgres://db/bh\"\n[tls]\ncert = \"c.pem\"\n").unwrap_err();
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["store.url", "tls.key"]);
+    }
+
+    #[test]
+    fn clients_max_connections() {
+        assert_eq!(Config::parse_str("").unwrap().clients.max_connections, None);
+        let c = Config::parse_str("[clients]\nmax_connections = 20\n").unwrap();
+        assert_eq!(c.clients.max_connections, Some(20));
+        let errors = Config::parse_str("[clients]\nmax_connections = 0\nmax = 1\n").unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["clients.max", "clients.max_connections"]);
     }
 
     #[test]
