@@ -836,7 +836,7 @@ impl Drop for VoiceClient {
 
 /// A rustls client configuration that trusts exactly the certificates in
 /// `pem`, offering ALPN `http/1.1` as browsers do for a WebSocket.
-fn tls_client_config(pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_client_config(pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in

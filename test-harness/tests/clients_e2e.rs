@@ -22,6 +22,7 @@ use test_harness::call_checks::{self, record, Side};
 use test_harness::customer_app::{AppRequest, CustomerApp, Route};
 use test_harness::rtp::RtpEndpoint;
 use test_harness::settle;
+use test_harness::sip_ws_client::{body, header, SipWsClient};
 use test_harness::sipp::{Sipp, SippRun, Transport};
 use test_harness::topology::{MediaLan, Peer, MEDIA_IP};
 use test_harness::twilio_py::{self, RestClient};
@@ -792,4 +793,165 @@ fn bad_frames_and_unservable_sdp_get_clear_errors() {
     // The socket still works.
     bob.ws.register().unwrap();
     bob.ws.expect("ready", SIGNAL).unwrap();
+}
+
+// ---------------------------------------------------------------- SIP over WebSocket
+
+/// A response to `request` as a SIP UA builds it: its Vias, From, Call-ID
+/// and CSeq, its To with `tag`.
+fn sip_response(request: &str, status: &str, tag: &str, extra: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for line in request.lines().take_while(|l| !l.trim().is_empty()) {
+        let name = line.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => out.push_str(&format!("{}\r\n", line.trim_end())),
+            "to" | "t" if !line.contains("tag=") => out.push_str(&format!("{};tag={tag}\r\n", line.trim_end())),
+            "to" | "t" => out.push_str(&format!("{}\r\n", line.trim_end())),
+            _ => {}
+        }
+    }
+    out.push_str(extra);
+    if body.is_empty() {
+        out.push_str("Content-Length: 0\r\n\r\n");
+    } else {
+        out.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    }
+    out
+}
+
+impl Rig {
+    fn sip_ws(&self) -> SipWsClient {
+        let ca = self.app.state_dir().join("tls/cert.pem");
+        self.phones
+            .ns
+            .run_in(|| SipWsClient::connect(HTTPS, "/", &ca))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("SIP over WebSocket: {e:#}\n{}", self.context()))
+    }
+}
+
+/// A REGISTER as SIP.js sends it (Contact on an `.invalid` host,
+/// `transport=ws`), with the token as a bearer (RFC 8898) if given.
+fn register(token: Option<&str>, cseq: u32, expires: u32) -> String {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    format!(
+        "REGISTER sip:{MEDIA_IP} SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKreg{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{MEDIA_IP}>;tag=reg1\r\nTo: <sip:alice@{MEDIA_IP}>\r\n\
+         Call-ID: reg-call-1\r\nCSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:k2f9@df7jal23ls0d.invalid;transport=ws>;expires={expires}\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// SIP over WebSocket (RFC 7118), as SIP.js and JsSIP clients speak it:
+/// REGISTER with the access token as a bearer makes the client present
+/// (and without a valid one gets 401); `<Dial><Client>` rings it with an
+/// INVITE over its socket; it answers, media flows, it hangs up with BYE;
+/// its own INVITE runs the outgoing grant's application; `Expires: 0`
+/// makes it offline.
+#[test]
+fn sip_over_websocket_clients() {
+    let rig = Rig::new();
+    rig.twiml("/voice", r#"<Response><Dial><Client>alice</Client></Dial></Response>"#);
+    rig.twiml(
+        "/client-voice",
+        &format!(r#"<Response><Dial callerId="{CALLER}"><Number>{CALLEE}</Number></Dial></Response>"#),
+    );
+    rig.accept_callbacks(&["/status", "/client-status"]);
+    let mut sip = rig.sip_ws();
+    let rtp = rig.phones.endpoint().unwrap();
+
+    sip.send(&register(None, 1, 600)).unwrap();
+    let refused = sip.expect_status(401, SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert!(header(&refused, "WWW-Authenticate").is_some_and(|v| v.starts_with("Bearer")), "{refused}");
+    sip.send(&register(Some("not.a.token"), 2, 600)).unwrap();
+    sip.expect_status(401, SIGNAL).unwrap();
+    sip.send(&register(Some(&mint(&Grant::both("alice"))), 3, 600)).unwrap();
+    let ok = sip.expect_status(200, SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert!(header(&ok, "Contact").is_some_and(|c| c.contains("expires=600")), "{ok}");
+    let presence = rig.rest("get", json!({"path": "Clients/alice.json"}));
+    assert_eq!(
+        (presence["body"]["status"].as_str(), presence["body"]["devices"].as_u64()),
+        (Some("available"), Some(1))
+    );
+
+    // A carrier's call rings the SIP client.
+    let carrier_rtp = rig.carrier.endpoint().unwrap();
+    let mut caller = rig.carrier_call(&carrier_rtp);
+    let invite = sip.expect_request("INVITE", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let child = header(&invite, "X-Twilio-CallSid").unwrap_or_default().to_owned();
+    assert!(child.starts_with("CA"), "{invite}");
+    let toward_alice = sdp_media_addr(body(&invite)).unwrap();
+    let answer = sip_response(
+        &invite,
+        "200 OK",
+        "alice1",
+        "Contact: <sip:k2f9@df7jal23ls0d.invalid;transport=ws>\r\n",
+        &plain_rtp_sdp(rtp.local_addr()),
+    );
+    sip.send(&answer).unwrap();
+    sip.expect_request("ACK", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let answered = caller.wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("200")).unwrap();
+    rig.media_flows("carrier <-> SIP client", (&carrier_rtp, answered.media().unwrap()), (&rtp, toward_alice));
+    let presence = rig.rest("get", json!({"path": "Clients/alice.json"}));
+    assert_eq!(presence["body"]["status"], "busy", "in a call: {presence:#}");
+
+    // The SIP client hangs up.
+    let to = header(&invite, "To").unwrap();
+    let bye = format!(
+        "BYE {contact} SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKbye1\r\nMax-Forwards: 70\r\n\
+         From: {to};tag=alice1\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        contact = header(&invite, "Contact").unwrap().trim_matches(['<', '>']),
+        from = header(&invite, "From").unwrap(),
+        call_id = header(&invite, "Call-ID").unwrap(),
+    );
+    sip.send(&bye).unwrap();
+    sip.expect_status(200, SIGNAL).unwrap_or_else(|e| panic!("the BYE's 200: {e:#}\n{}", rig.context()));
+    let outcome = caller.wait(SIPP_END).unwrap();
+    assert!(outcome.success(), "{}\n{}", outcome.report, rig.context());
+    rig.no_media_left();
+
+    // The SIP client calls a number through its token's outgoing application.
+    let callee_rtp = rig.callee.endpoint().unwrap();
+    let mut callee = rig.callee(&callee_rtp);
+    let offer = plain_rtp_sdp(rtp.local_addr());
+    sip.send(&format!(
+        "INVITE sip:{CALLEE}@{MEDIA_IP} SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKinv1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{MEDIA_IP}>;tag=out1\r\nTo: <sip:{CALLEE}@{MEDIA_IP}>\r\n\
+         Call-ID: out-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:k2f9@df7jal23ls0d.invalid;transport=ws>\r\n\
+         X-note: from-sip\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+        offer.len()
+    ))
+    .unwrap();
+    let ok = sip.expect_status(200, SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    let to_tag = header(&ok, "To").unwrap().to_owned();
+    sip.send(&format!(
+        "ACK sip:bridgehead@{MEDIA_IP} SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{MEDIA_IP}>;tag=out1\r\nTo: {to_tag}\r\nCall-ID: out-call-1\r\n\
+         CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    ))
+    .unwrap();
+    let invite = callee.wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("invite")).unwrap();
+    rig.media_flows(
+        "SIP client <-> callee",
+        (&rtp, sdp_media_addr(body(&ok)).unwrap()),
+        (&callee_rtp, invite.media().unwrap()),
+    );
+    sip.send(&format!(
+        "BYE sip:bridgehead@{MEDIA_IP} SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKbye2\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{MEDIA_IP}>;tag=out1\r\nTo: {to_tag}\r\nCall-ID: out-call-1\r\n\
+         CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    ))
+    .unwrap();
+    sip.expect_status(200, SIGNAL).unwrap();
+    callee.wait_log(SIGNAL, |l| l.event == "bye" && l.get("event") == Some("received")).unwrap();
+    let voice = rig.exactly_requests("/client-voice", 1).remove(0);
+    assert!(voice.signature_valid);
+    assert_eq!((param(&voice, "From"), param(&voice, "To")), ("client:alice", CALLEE));
+    assert_eq!(param(&voice, "note"), "from-sip", "X- headers are custom parameters");
+
+    // Expires 0: offline.
+    sip.send(&register(Some(&mint(&Grant::both("alice"))), 4, 0)).unwrap();
+    sip.expect_status(200, SIGNAL).unwrap();
+    let presence = rig.rest("get", json!({"path": "Clients/alice.json"}));
+    assert_eq!(presence["body"]["status"], "offline", "{presence:#}");
 }

@@ -169,6 +169,44 @@ pub struct ClientLegs {
     by_device: HashMap<(DeviceId, String), LegRef>,
     by_server_key: HashMap<TxKey, String>,
     by_reconnect: HashMap<String, LegRef>,
+    /// Devices registered over SIP (WebSocket): rung with SIP by the shell.
+    sip_devices: std::collections::HashSet<DeviceId>,
+    /// What the shell must send to SIP devices, in order.
+    pub sip_out: Vec<SipOut>,
+}
+
+/// A message for a device registered over SIP, sent by the shell (it owns
+/// the SIP stack); what the device answers comes back through
+/// [`ClientLegs::answer`], [`ClientLegs::reject`] and [`ClientLegs::hangup`]
+/// as for a Voice SDK device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SipOut {
+    /// INVITE it for child call `call_sid` of call `call`, from `from`, with our SDP.
+    Invite { call: u64, device: DeviceId, call_sid: String, from: String, sdp: String },
+    /// CANCEL that INVITE (or BYE, if it answered meanwhile).
+    Cancel { device: DeviceId, call_sid: String },
+    /// BYE the answered call.
+    Hangup { device: DeviceId, call_sid: String },
+}
+
+/// Sends a frame to a Voice SDK device, or queues its SIP form for a
+/// device registered over SIP.
+fn tell(
+    hub: &ClientHub,
+    sip_devices: &std::collections::HashSet<DeviceId>,
+    sip_out: &mut Vec<SipOut>,
+    device: DeviceId,
+    frame: ServerMessage,
+) {
+    if !sip_devices.contains(&device) {
+        hub.send(device, frame);
+        return;
+    }
+    match frame {
+        ServerMessage::Cancel { callsid } => sip_out.push(SipOut::Cancel { device, call_sid: callsid }),
+        ServerMessage::Hangup { callsid, .. } => sip_out.push(SipOut::Hangup { device, call_sid: callsid }),
+        _ => {}
+    }
 }
 
 /// Events for calls: (the shell's call id, the SIP-shaped event).
@@ -184,6 +222,17 @@ impl ClientLegs {
             by_device: HashMap::new(),
             by_server_key: HashMap::new(),
             by_reconnect: HashMap::new(),
+            sip_devices: std::collections::HashSet::new(),
+            sip_out: Vec::new(),
+        }
+    }
+
+    /// A device registered (true) or left (false) over SIP.
+    pub fn sip_device(&mut self, device: DeviceId, registered: bool) {
+        if registered {
+            self.sip_devices.insert(device);
+        } else {
+            self.sip_devices.remove(&device);
         }
     }
 
@@ -248,7 +297,14 @@ impl ClientLegs {
                 parameters: parameters.clone(),
                 reconnect: reconnect.clone(),
             };
-            if self.hub.send(device, frame) {
+            let sent = if self.sip_devices.contains(&device) {
+                let from = parameters.from.clone();
+                self.sip_out.push(SipOut::Invite { call, device, call_sid: call_sid.clone(), from, sdp: sdp.clone() });
+                true
+            } else {
+                self.hub.send(device, frame)
+            };
+            if sent {
                 self.by_device.insert((device, call_sid.clone()), LegRef::Fork(key.clone()));
                 rung.push((device, Ring::Ringing));
             }
@@ -288,7 +344,8 @@ impl ClientLegs {
         for (device, ring) in &mut fork.devices {
             if *ring == Ring::Ringing {
                 *ring = Ring::Out;
-                self.hub.send(*device, ServerMessage::Cancel { callsid: fork.call_sid.clone() });
+                let cancel = ServerMessage::Cancel { callsid: fork.call_sid.clone() };
+                tell(&self.hub, &self.sip_devices, &mut self.sip_out, *device, cancel);
             }
         }
         let invite_request = fork.invite.clone();
@@ -399,7 +456,8 @@ impl ClientLegs {
         let Some(fork) = self.forks.get_mut(&key) else { return Vec::new() };
         if fork.to.is_some() {
             // Another device was first.
-            self.hub.send(device, ServerMessage::Cancel { callsid: callsid.to_owned() });
+            let cancel = ServerMessage::Cancel { callsid: callsid.to_owned() };
+            tell(&self.hub, &self.sip_devices, &mut self.sip_out, device, cancel);
             return Vec::new();
         }
         let mut response = Response::for_request(&fork.invite, 200, "");
@@ -415,7 +473,8 @@ impl ClientLegs {
                 *ring = Ring::Answered;
             } else if *ring == Ring::Ringing {
                 *ring = Ring::Out;
-                self.hub.send(*d, ServerMessage::Cancel { callsid: fork.call_sid.clone() });
+                let cancel = ServerMessage::Cancel { callsid: fork.call_sid.clone() };
+                tell(&self.hub, &self.sip_devices, &mut self.sip_out, *d, cancel);
             }
         }
         let call = fork.call;
@@ -632,7 +691,8 @@ impl ClientLegs {
             LegRef::Fork(key) => {
                 if let Some(f) = self.forks.get(key) {
                     if let Some(device) = f.device {
-                        self.hub.send(device, ServerMessage::Hangup { callsid: f.call_sid.clone(), error: None });
+                        let hangup = ServerMessage::Hangup { callsid: f.call_sid.clone(), error: None };
+                        tell(&self.hub, &self.sip_devices, &mut self.sip_out, device, hangup);
                         self.hub.routes.set_status(device, PresenceStatus::Available);
                     }
                 }

@@ -32,6 +32,8 @@ use dataplane::session::SessionId;
 use dataplane::DataplaneHandle;
 use tokio::sync::{mpsc, oneshot};
 
+mod sip_clients;
+
 use super::client_legs::{self, ClientLegs};
 use super::records::{RecordWriter, StoreWrite};
 use super::{Call, CallConfig, Input, Output};
@@ -173,6 +175,13 @@ enum Done {
     ClientRouted(Box<ClientCall>),
     /// A parked client leg's reconnect time is over.
     ReconnectExpired(String),
+    /// A SIP client's INVITE, looked up.
+    SipClientRouted(Box<sip_clients::SipClientCall>),
+    /// A SIP client's registration ran out (unless `generation` was renewed).
+    SipRegistrationExpired {
+        connection: u64,
+        generation: u64,
+    },
 }
 
 /// Where a call's instructions and callbacks go.
@@ -285,6 +294,7 @@ pub fn spawn(
     let (timeouts_tx, timeouts) = mpsc::unbounded_channel();
     let mut shell = Shell::new(cfg, sip, store.clone(), dataplane, webhooks, stats.clone());
     let client_events = clients.map(|(hub, events)| {
+        hub.set_sip(shell.sip.clone());
         shell.clients = Some(ClientLegs::new(hub));
         events
     });
@@ -317,6 +327,8 @@ pub struct Shell {
     epoch: (Instant, Timestamp),
     /// Client legs, when client signaling runs.
     clients: Option<ClientLegs>,
+    /// Clients registered over SIP (WebSocket).
+    sip_clients: sip_clients::SipClients,
 }
 
 impl Shell {
@@ -352,6 +364,7 @@ impl Shell {
             done_rx: Some(done_rx),
             epoch: (Instant::now(), Timestamp::now()),
             clients: None,
+            sip_clients: Default::default(),
         }
     }
 
@@ -404,6 +417,9 @@ impl Shell {
                 let known = request.headers.call_id().ok().and_then(|c| self.by_call_id.get(c)).copied();
                 if known.is_none() {
                     let Event::Request { key, peer, request } = event else { return };
+                    if self.sip_device_request(&key, &request) {
+                        return;
+                    }
                     return self.new_request(key, peer, request);
                 }
                 known
@@ -417,7 +433,19 @@ impl Shell {
                 self.by_server_tx.get(invite).copied()
             }
             Event::AckTimeout { key } => self.by_server_tx.get(key).copied(),
-            Event::Response { key, .. } | Event::Timeout { key } => self.by_client_tx.get(key).copied(),
+            Event::Response { key, .. } | Event::Timeout { key } => {
+                let known = self.by_client_tx.get(key).copied();
+                if known.is_none() {
+                    let response = match &event {
+                        Event::Response { response, .. } => Some(response.clone()),
+                        _ => None,
+                    };
+                    let key = key.clone();
+                    self.sip_ring_response(&key, response);
+                    return;
+                }
+                known
+            }
         };
         if let Some(id) = id {
             self.feed(id, Input::Sip(event));
@@ -435,6 +463,8 @@ impl Shell {
                 response.headers.push(Header::new(HeaderName::Accept, "application/sdp"));
                 self.sip.respond(key, response);
             }
+            Method::Register if peer.transport == Transport::Ws => self.sip_register(key, peer, request),
+            Method::Invite if !in_dialog && peer.transport == Transport::Ws => self.sip_admit(key, peer, request),
             Method::Invite if !in_dialog => self.admit(key, peer, request),
             _ if in_dialog => self.refuse(key, &request, 481),
             _ => self.refuse(key, &request, 405),
@@ -502,6 +532,10 @@ impl Shell {
             }
             Done::Sip { call, event } => self.feed(call, Input::Sip(event)),
             Done::ClientRouted(call) => self.on_client_routed(*call),
+            Done::SipClientRouted(call) => self.on_sip_client_routed(*call),
+            Done::SipRegistrationExpired { connection, generation } => {
+                self.sip_registration_expired(connection, generation)
+            }
             Done::ReconnectExpired(sid) => {
                 let events = self.clients.as_mut().map(|c| c.reconnect_expired(&sid)).unwrap_or_default();
                 self.client_events(events);
@@ -1008,15 +1042,20 @@ impl Shell {
 
     /// Events of client legs go back to their calls through the done
     /// channel: never into a call while it is producing outputs.
-    fn client_events(&self, events: client_legs::Events) {
+    fn client_events(&mut self, events: client_legs::Events) {
         for (call, event) in events {
             let _ = self.done_tx.send(Done::Sip { call, event });
         }
+        self.flush_sip_out();
     }
 
     fn on_client(&mut self, event: ClientEvent) {
+        if let ClientEvent::SipClosed { connection } = event {
+            return self.sip_unregister(connection);
+        }
         let Some(clients) = self.clients.as_mut() else { return };
         let events = match event {
+            ClientEvent::SipClosed { .. } => Vec::new(),
             ClientEvent::Gone { device } => {
                 let (events, parked) = clients.gone(device);
                 for sid in parked {
@@ -1097,6 +1136,29 @@ impl Shell {
         }
         let custom_params = client_protocol::decode_params(&params);
         let to = custom_params.iter().find(|(k, _)| k == "To").map(|(_, v)| v.clone()).unwrap_or_default();
+        let (id, sid) = self.start_client_call(&client, &account, &app, trunk.as_ref(), &to, custom_params, None);
+        let Some(clients) = self.clients.as_mut() else { return };
+        let (key, peer, request) = clients.place(id, device, &account.sid, &client.identity, &temp_id, &sid, &sdp, &to);
+        self.feed(id, Input::InboundInvite { key, peer, request });
+    }
+
+    /// Starts a call placed by `client` (over the Voice SDK or SIP) to
+    /// `to`: its facts for the voice request (the token's outgoing params,
+    /// the call's custom parameters, `ApplicationSid`, `ToPresence`), its
+    /// record and its entry. A SIP caller's dialog is indexed with
+    /// `sip_caller` (Call-ID, INVITE transaction). Returns the shell's id
+    /// and the CallSid.
+    #[allow(clippy::too_many_arguments)]
+    fn start_client_call(
+        &mut self,
+        client: &ClientInfo,
+        account: &Account,
+        app: &Application,
+        trunk: Option<&Trunk>,
+        to: &str,
+        custom_params: Vec<(String, String)>,
+        sip_caller: Option<(String, TxKey)>,
+    ) -> (u64, String) {
         let from = format!("client:{}", client.identity);
         let sid = CallSid::generate();
         let mut custom = Vec::new();
@@ -1114,8 +1176,10 @@ impl Shell {
         custom.retain(|(k, _)| !STANDARD_PARAMS.contains(&k.as_str()));
         custom.insert(0, ("ApplicationSid".to_owned(), app.sid.as_str().to_owned()));
         // Presence is a resource for instructions: whether the client called is there.
-        let callee = to.strip_prefix("client:").unwrap_or(&to);
-        if !callee.is_empty() && !callee.starts_with('+') && !callee.starts_with("sip:") {
+        let callee = to.strip_prefix("client:").unwrap_or(to);
+        if let (false, Some(clients)) =
+            (callee.is_empty() || callee.starts_with('+') || callee.starts_with("sip:"), self.clients.as_ref())
+        {
             let presence = clients.hub.routes.presence(&account.sid, callee);
             custom.push(("ToPresence".to_owned(), presence.status.as_str().to_owned()));
         }
@@ -1123,7 +1187,7 @@ impl Shell {
             call_sid: sid.as_str().to_owned(),
             account_sid: account.sid.as_str().to_owned(),
             from: from.clone(),
-            to: to.clone(),
+            to: to.to_owned(),
             direction: Direction::Inbound,
             forwarded_from: None,
             caller_name: None,
@@ -1131,27 +1195,25 @@ impl Shell {
             custom,
         };
         let mut record =
-            CallRecord::new(account.sid.clone(), from.clone(), to.clone(), Direction::Inbound, CallStatus::Ringing);
+            CallRecord::new(account.sid.clone(), from.clone(), to.to_owned(), Direction::Inbound, CallStatus::Ringing);
         record.sid = sid.clone();
         record.application_sid = Some(app.sid.clone());
         self.records.send(StoreWrite::Insert(Box::new(record)));
-        let (trunk, trunk_credentials) = trunk_route(trunk.as_ref());
+        let (trunk, trunk_credentials) = trunk_route(trunk);
+        let (call_id, server_key) = sip_caller.unzip();
         let id = self.start_call(NewCall {
             facts,
             answered: false,
             auth_token: account.auth_token.clone(),
-            app: AppHooks::of(&app),
+            app: AppHooks::of(app),
             trunk,
             trunk_credentials,
             caller_id: Some(from),
             inline: None,
-            call_id: None,
-            server_key: None,
+            call_id,
+            server_key,
         });
-        let Some(clients) = self.clients.as_mut() else { return };
-        let (key, peer, request) =
-            clients.place(id, device, &account.sid, &client.identity, &temp_id, sid.as_str(), &sdp, &to);
-        self.feed(id, Input::InboundInvite { key, peer, request });
+        (id, sid.as_str().to_owned())
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod metrics;
 pub mod protocol;
 pub mod session;
+pub mod sip_ws;
 pub mod ws;
 
 use std::collections::{HashMap, HashSet};
@@ -52,6 +53,10 @@ pub enum ClientEvent {
     /// there, its answered calls wait for a reconnect.
     Gone {
         device: DeviceId,
+    },
+    /// A SIP-over-WebSocket connection closed: its registration ends.
+    SipClosed {
+        connection: u64,
     },
 }
 
@@ -110,6 +115,8 @@ pub struct ClientStats {
     pub connections: AtomicU64,
     /// Connections refused at the limit (`[clients] max_connections`).
     pub refused: AtomicU64,
+    /// Open SIP-over-WebSocket connections.
+    pub sip_connections: AtomicU64,
     /// Messages received by type ([`MESSAGE_KINDS`] order).
     pub received: [AtomicU64; 22],
     pub sent: [AtomicU64; 22],
@@ -174,6 +181,9 @@ pub struct ClientHub {
     pub max_connections: usize,
     /// This appliance's name, in the routes of its devices.
     pub appliance: String,
+    /// The SIP stack, for SIP-over-WebSocket connections (set by the call
+    /// shell when it starts).
+    sip: std::sync::OnceLock<crate::sip::transport::SipHandle>,
 }
 
 impl ClientHub {
@@ -193,6 +203,7 @@ impl ClientHub {
             keys: KeyCache::new(store),
             max_connections,
             appliance,
+            sip: std::sync::OnceLock::new(),
         })
     }
 
@@ -203,7 +214,7 @@ impl ClientHub {
     /// A new connection, or `None` at the limit.
     pub fn attach(&self) -> Option<(DeviceId, mpsc::UnboundedReceiver<ToDevice>)> {
         let mut state = self.state();
-        if state.devices.len() >= self.max_connections {
+        if state.devices.len() + self.sip_connections() >= self.max_connections {
             self.stats.refused.fetch_add(1, Relaxed);
             return None;
         }
@@ -212,6 +223,40 @@ impl ClientHub {
         state.devices.insert(device, Device { tx, key: None });
         self.stats.connections.fetch_add(1, Relaxed);
         Some((device, rx))
+    }
+
+    /// A device id for a client that is not a Voice SDK socket (a SIP
+    /// registration): unique among all devices.
+    pub fn new_device_id(&self) -> DeviceId {
+        DeviceId(self.next.fetch_add(1, Relaxed))
+    }
+
+    pub fn set_sip(&self, sip: crate::sip::transport::SipHandle) {
+        let _ = self.sip.set(sip);
+    }
+
+    pub fn sip(&self) -> Option<&crate::sip::transport::SipHandle> {
+        self.sip.get()
+    }
+
+    /// Counts a connection that is not a Voice SDK socket (SIP over
+    /// WebSocket) against the limit; false at the limit.
+    pub fn reserve(&self) -> bool {
+        let state = self.state();
+        if state.devices.len() + self.sip_connections() >= self.max_connections {
+            self.stats.refused.fetch_add(1, Relaxed);
+            return false;
+        }
+        self.stats.sip_connections.fetch_add(1, Relaxed);
+        true
+    }
+
+    pub fn release(&self) {
+        self.stats.sip_connections.fetch_sub(1, Relaxed);
+    }
+
+    fn sip_connections(&self) -> usize {
+        usize::try_from(self.stats.sip_connections.load(Relaxed)).unwrap_or(usize::MAX)
     }
 
     /// The connection is gone: forget it, its registration and watches.

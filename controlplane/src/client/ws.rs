@@ -23,9 +23,14 @@ const MAX_MESSAGE: usize = protocol::MAX_FRAME;
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 
-/// The `/signal` route, to merge into the https listener's router.
+/// The client routes, to merge into the https listener's router: `/signal`
+/// (the Voice SDK) and `/sip`, `/` (SIP over WebSocket).
 pub fn router(hub: Arc<ClientHub>) -> Router {
-    Router::new().route("/signal", get(upgrade)).with_state(hub)
+    Router::new()
+        .route("/signal", get(upgrade))
+        .route("/sip", get(super::sip_ws::upgrade))
+        .route("/", get(super::sip_ws::upgrade))
+        .with_state(hub)
 }
 
 async fn upgrade(State(hub): State<Arc<ClientHub>>, ws: WebSocketUpgrade) -> Response {
