@@ -14,6 +14,7 @@ packages=(
   procps iputils-ping                # sysctl; ping for the DPDK exception path
   python3 python3-venv               # Twilio's helper library checks our webhook signatures
   openssl                            # throwaway certificates for the SIP-over-TLS tests
+  nodejs npm                         # JsSIP, a browser SIP library, registers over WebSocket
 )
 source scripts/lib.sh
 ensure_packages "${packages[@]}"
@@ -27,6 +28,15 @@ if ! "$venv/bin/python3" -c "import twilio" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check twilio
 fi
 export PATH="$venv/bin:$PATH"
+
+# JsSIP (npm `jssip` + `jssip-node-websocket`), under target/node.
+node_dir="$PWD/target/node"
+if [ ! -d "$node_dir/node_modules/jssip-node-websocket" ]; then
+  echo "==> installing JsSIP into $node_dir"
+  mkdir -p "$node_dir"
+  npm install --silent --no-audit --no-fund --prefix "$node_dir" jssip@3.13.8 jssip-node-websocket@3.0.0
+fi
+export NODE_PATH="$node_dir/node_modules"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -955,3 +955,58 @@ fn sip_over_websocket_clients() {
     let presence = rig.rest("get", json!({"path": "Clients/alice.json"}));
     assert_eq!(presence["body"]["status"], "offline", "{presence:#}");
 }
+
+/// JsSIP itself (npm `jssip` with `jssip-node-websocket`, scripts/test.sh
+/// installs them under target/node): a browser app's SIP library registers
+/// with its token as a bearer and is present; it unregisters and is not;
+/// a bad token gets 401.
+#[test]
+fn jssip_registers_with_a_bearer_token() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let rig = Rig::new();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("js/jssip_register.js");
+    let ca = rig.app.state_dir().join("tls/cert.pem");
+    let run = |token: &str| {
+        let mut child = rig
+            .phones
+            .ns
+            .command(std::path::Path::new("node"))
+            .arg(&script)
+            .arg(format!("wss://{HTTPS}/"))
+            .arg(&ca)
+            .arg("alice")
+            .arg(token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node (scripts/test.sh installs nodejs, and JsSIP under target/node with NODE_PATH)");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    };
+    let next = |rx: &std::sync::mpsc::Receiver<String>| {
+        rx.recv_timeout(SIGNAL)
+            .unwrap_or_else(|e| panic!("JsSIP said nothing ({e}); is NODE_PATH set?\n{}", rig.context()))
+    };
+
+    let (mut child, rx) = run("not.a.token");
+    assert_eq!(next(&rx), "registrationFailed 401");
+    let _ = child.wait();
+
+    let (mut child, rx) = run(&mint(&Grant::both("alice")));
+    assert_eq!(next(&rx), "registered 200");
+    let presence = rig.rest("get", json!({"path": "Clients/alice.json"}));
+    assert_eq!(presence["body"]["status"], "available", "{presence:#}");
+    drop(child.stdin.take());
+    assert_eq!(next(&rx), "unregistered");
+    let _ = child.wait();
+    let presence = rig.rest("get", json!({"path": "Clients/alice.json"}));
+    assert_eq!(presence["body"]["status"], "offline", "{presence:#}");
+}
