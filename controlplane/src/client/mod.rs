@@ -63,7 +63,10 @@ pub enum ClientEvent {
 /// To one connection's task.
 #[derive(Debug)]
 pub enum ToDevice {
-    Frame(ServerMessage),
+    /// Boxed: the channel's first block holds 32 of these for every
+    /// connection, idle ones too (a bare `ServerMessage` made that block
+    /// about 5 KiB of each client's memory; docs/benchmarks.md).
+    Frame(Box<ServerMessage>),
     /// An API key was deleted: the session checks whether it is its own.
     Revoked(ApiKeySid),
 }
@@ -283,7 +286,7 @@ impl ClientHub {
     /// Sends a frame to a device's connection; false if it is gone.
     pub fn send(&self, device: DeviceId, frame: ServerMessage) -> bool {
         match self.state().devices.get(&device) {
-            Some(d) => d.tx.send(ToDevice::Frame(frame)).is_ok(),
+            Some(d) => d.tx.send(ToDevice::Frame(Box::new(frame))).is_ok(),
             None => false,
         }
     }
@@ -324,7 +327,7 @@ impl ClientHub {
                     status: status_name(change.presence.status),
                     devices: change.presence.devices,
                 };
-                let _ = d.tx.send(ToDevice::Frame(frame));
+                let _ = d.tx.send(ToDevice::Frame(Box::new(frame)));
             }
         }
     }

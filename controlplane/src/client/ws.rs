@@ -98,7 +98,7 @@ async fn run(
             },
             Some(to) = rx.recv() => match to {
                 ToDevice::Frame(frame) => {
-                    c.send(frame).await;
+                    c.send(*frame).await;
                     continue;
                 }
                 ToDevice::Revoked(key) => Input::KeyRevoked(key),

@@ -67,7 +67,7 @@ impl Rig {
 fn frames(rx: &mut UnboundedReceiver<ToDevice>) -> Vec<ServerMessage> {
     std::iter::from_fn(|| rx.try_recv().ok())
         .filter_map(|t| match t {
-            ToDevice::Frame(f) => Some(f),
+            ToDevice::Frame(f) => Some(*f),
             ToDevice::Revoked(_) => None,
         })
         .collect()
