@@ -31,6 +31,7 @@
 //! docs/presence.md describes statuses, aggregation and limits.
 
 mod in_process;
+pub mod policy;
 mod presence;
 
 pub use in_process::InProcessRoutes;
