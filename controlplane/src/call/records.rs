@@ -17,7 +17,7 @@ use crate::store::{CallRecord, CallSid, CallUpdate, Store};
 
 /// How long writes gather before they are committed: records lag by at
 /// most about this.
-const GATHER: Duration = Duration::from_millis(20);
+const GATHER: Duration = Duration::from_millis(100);
 
 /// Hands writes to the writer thread. The thread writes what is left and
 /// ends once the last clone is dropped.
