@@ -79,6 +79,13 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
                 let Some(cmd) = commands.pop() else { break };
                 apply(&mut engine, &mut io, t, cmd);
             }
+            // Commands left over: look again before blocking. The control
+            // plane wakes a worker only for a command that finds the queue
+            // empty (`DataplaneHandle::send`), so a worker must never sleep
+            // on a queue that is not.
+            if !commands.is_empty() {
+                idle = false;
+            }
             engine.scan_timeouts_paced(t);
             io.housekeeping();
             if shared.stop.load(Ordering::Acquire) {
