@@ -11,10 +11,13 @@
 //!   WebhookStats: outcomes by purpose and kind, latency histogram ──▶ WebhookCollector (Prometheus)
 //! ```
 //!
-//! The client is a [`reqwest`] client on rustls with the *ring* provider
-//! (see docs/decisions.md), trusting the Mozilla roots of `webpki-roots`,
-//! plus an extra CA when configured. Accepting any certificate is possible
-//! for lab apps on self-signed certificates, and off unless configured.
+//! `http://` URLs go through [`plain`]: HTTP/1.1 on kept-alive
+//! connections, read and written by the task that asks. `https://` (and
+//! URLs carrying credentials) go through a [`reqwest`] client on rustls
+//! with the *ring* provider (see docs/decisions.md), trusting the Mozilla
+//! roots of `webpki-roots`, plus an extra CA when configured. Accepting any
+//! certificate is possible for lab apps on self-signed certificates, and
+//! off unless configured.
 //!
 //! Requests look like Twilio's: `User-Agent: TwilioProxy/1.1` (some apps
 //! check it), `Accept: */*`, form-encoded POST bodies or GET query strings,
@@ -41,6 +44,8 @@ use super::fetch::{resolve_url, Fetch, FetchError, FetchPurpose};
 use super::interpreter::Input;
 use super::method::Method;
 use super::signature;
+
+mod plain;
 
 /// What Twilio sends as `User-Agent`; apps sometimes check for it.
 pub const USER_AGENT: &str = "TwilioProxy/1.1";
@@ -115,6 +120,7 @@ pub struct WebhookClient {
 /// is drained.
 struct Core {
     http: reqwest::Client,
+    plain: plain::Pool,
     config: WebhookConfig,
     stats: Arc<WebhookStats>,
 }
@@ -139,7 +145,7 @@ impl WebhookClient {
             .build()?;
         let (tx, rx) = mpsc::channel(config.notify_queue.max(1));
         let concurrency = config.notify_concurrency.max(1);
-        let core = Arc::new(Core { http, config, stats: Arc::default() });
+        let core = Arc::new(Core { http, plain: plain::Pool::default(), config, stats: Arc::default() });
         runtime.spawn(notification_worker(core.clone(), rx, concurrency));
         Ok(WebhookClient { core, notifications: tx })
     }
@@ -236,67 +242,160 @@ impl Core {
             let url = final_url.clone();
             let host = check_url(&url)?;
             let signed = signature::sign_request(auth_token, method, &url, params);
-            let mut request = self
-                .http
-                .request(reqwest_method(method), &signed.url)
-                .header(reqwest::header::USER_AGENT, USER_AGENT)
-                .header(AGENT_HEADER, AGENT)
-                .header(reqwest::header::ACCEPT, "*/*")
-                .header(signature::HEADER, &signed.signature);
-            if let Some(body) = signed.body {
-                request = request.header(reqwest::header::CONTENT_TYPE, FORM).body(body);
-            }
-            let mut response = request.send().await.map_err(|e| classify(&e, &host, self.config.timeout))?;
+            let response = self.send(method, &signed, &host).await?;
             let status = response.status();
 
-            if status.is_redirection() {
-                if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
+            if (300..400).contains(&status) {
+                if let Some(location) = response.location() {
                     if redirects >= self.config.max_redirects {
                         return Err(FetchError::TooManyRedirects);
                     }
                     redirects += 1;
-                    let location = location.to_str().map_err(|_| FetchError::InvalidUrl(url.clone()))?;
-                    *final_url = resolve_url(&url, location).map_err(|e| FetchError::InvalidUrl(e.reference))?;
+                    let location = location.ok_or_else(|| FetchError::InvalidUrl(url.clone()))?;
+                    *final_url = resolve_url(&url, &location).map_err(|e| FetchError::InvalidUrl(e.reference))?;
                     // 307/308 repeat the request; the others turn it into a
                     // plain GET of the new location, as browsers do.
-                    if !matches!(status.as_u16(), 307 | 308) {
+                    if !matches!(status, 307 | 308) {
                         method = Method::Get;
                         params = &[];
                     }
                     continue;
                 }
             }
-            if !status.is_success() {
-                return Err(FetchError::Status(status.as_u16()));
+            if !(200..300).contains(&status) {
+                return Err(FetchError::Status(status));
             }
+            let limit = self.config.max_body;
             if fetch.purpose == FetchPurpose::Notification {
-                // Nobody reads the answer; dropping it closes the connection
-                // unless the body has already arrived, which is fine.
+                // Nobody reads the answer. A small one is read all the same
+                // so that a kept-alive connection can carry the next request;
+                // otherwise dropping it closes the connection, which is fine.
+                if let Answer::Plain(answer) = response {
+                    if answer.content_length.is_some_and(|n| n <= limit as u64) {
+                        let _ = answer.body(limit).await;
+                    }
+                }
                 return Ok(String::new());
             }
-            if let Some(content_type) = response.headers().get(reqwest::header::CONTENT_TYPE) {
-                let content_type = String::from_utf8_lossy(content_type.as_bytes()).into_owned();
+            if let Some(content_type) = response.content_type() {
                 if !is_document_type(&content_type) {
                     return Err(FetchError::ContentType(content_type));
                 }
             }
-            let limit = self.config.max_body;
             if response.content_length().is_some_and(|n| n > limit as u64) {
                 return Err(FetchError::BodyTooLarge(limit));
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, &host, self.config.timeout))? {
-                if body.len() + chunk.len() > limit {
-                    return Err(FetchError::BodyTooLarge(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = response.body(limit, &host, self.config.timeout).await?;
             // Not UTF-8 (a Latin-1 app): the odd characters become U+FFFD
             // and the XML parser decides whether the document still stands.
             return Ok(match String::from_utf8(body) {
                 Ok(text) => text,
                 Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
             });
+        }
+    }
+}
+
+impl Core {
+    /// Sends one request: plain HTTP through [`plain`], the rest through reqwest.
+    async fn send(
+        &self,
+        method: Method,
+        signed: &signature::SignedRequest,
+        host: &str,
+    ) -> Result<Answer<'_>, FetchError> {
+        let headers = [
+            ("User-Agent", USER_AGENT),
+            (AGENT_HEADER, AGENT),
+            ("Accept", "*/*"),
+            (signature::HEADER, signed.signature.as_str()),
+            ("Content-Type", FORM),
+        ];
+        let parsed = url::Url::parse(&signed.url).map_err(|_| FetchError::InvalidUrl(signed.url.clone()))?;
+        if parsed.scheme() == "http" && parsed.username().is_empty() && parsed.password().is_none() {
+            if let (Some(target_host), Some(port)) = (parsed.host(), parsed.port_or_known_default()) {
+                let request = plain::Request {
+                    method: method.as_str(),
+                    authority: &parsed[url::Position::BeforeHost..url::Position::AfterPort],
+                    target: &parsed[url::Position::BeforePath..url::Position::AfterQuery],
+                    host: target_host,
+                    port,
+                    // Content-Type only with a body (POST).
+                    headers: if signed.body.is_some() { &headers } else { &headers[..4] },
+                    body: signed.body.as_deref().map(str::as_bytes),
+                };
+                return self.plain.send(&request).await.map(Answer::Plain);
+            }
+        }
+        let mut request = self
+            .http
+            .request(reqwest_method(method), &signed.url)
+            .header(reqwest::header::USER_AGENT, USER_AGENT)
+            .header(AGENT_HEADER, AGENT)
+            .header(reqwest::header::ACCEPT, "*/*")
+            .header(signature::HEADER, &signed.signature);
+        if let Some(body) = &signed.body {
+            request = request.header(reqwest::header::CONTENT_TYPE, FORM).body(body.clone());
+        }
+        let response = request.send().await.map_err(|e| classify(&e, host, self.config.timeout))?;
+        Ok(Answer::Reqwest(response))
+    }
+}
+
+/// An answer whose head has arrived, from either client.
+enum Answer<'p> {
+    Plain(plain::Answer<'p>),
+    Reqwest(reqwest::Response),
+}
+
+impl Answer<'_> {
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Plain(a) => a.status,
+            Answer::Reqwest(r) => r.status().as_u16(),
+        }
+    }
+
+    /// `Location`, if any: `Some(None)` when it is not text.
+    fn location(&self) -> Option<Option<String>> {
+        match self {
+            Answer::Plain(a) => a.location.clone().map(Some),
+            Answer::Reqwest(r) => {
+                r.headers().get(reqwest::header::LOCATION).map(|l| l.to_str().ok().map(str::to_owned))
+            }
+        }
+    }
+
+    fn content_type(&self) -> Option<String> {
+        match self {
+            Answer::Plain(a) => a.content_type.clone(),
+            Answer::Reqwest(r) => r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned()),
+        }
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        match self {
+            Answer::Plain(a) => a.content_length,
+            Answer::Reqwest(r) => r.content_length(),
+        }
+    }
+
+    async fn body(self, limit: usize, host: &str, timeout: Duration) -> Result<Vec<u8>, FetchError> {
+        match self {
+            Answer::Plain(a) => a.body(limit).await,
+            Answer::Reqwest(mut response) => {
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, host, timeout))? {
+                    if body.len() + chunk.len() > limit {
+                        return Err(FetchError::BodyTooLarge(limit));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body)
+            }
         }
     }
 }
