@@ -548,8 +548,17 @@ fn tls_config(pem: &std::path::Path) -> Result<Arc<rustls::ClientConfig>> {
     {
         roots.add(cert?)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    // The TLS 1.3 suites in the order browsers offer them (Chrome, Firefox:
+    // AES-128-GCM first), since the Voice SDK runs in a browser; rustls'
+    // own default puts AES-256-GCM-SHA384 first.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
