@@ -18,14 +18,6 @@ use controlplane::token::{self, OutgoingGrant, VoiceGrant};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: the control plane allocates and
-/// frees many small objects per call (SIP messages, headers, events,
-/// webhook requests), and glibc's arena bookkeeping (`_int_malloc`,
-/// `_int_free`, `malloc_consolidate`) was about 9 % of the appliance's
-/// CPU time in `call-bench` (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "bridgehead", version, about = "Bridgehead media gateway appliance")]
 struct Cli {
