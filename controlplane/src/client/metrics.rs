@@ -41,6 +41,12 @@ impl Collector for ClientCollector {
             None,
             MetricType::Counter,
         )?)?;
+        ConstCounter::new(s.overflowed.load(Relaxed)).encode(encoder.encode_descriptor(
+            "client_connections_overflowed",
+            "Client connections closed because they did not read their frames",
+            None,
+            MetricType::Counter,
+        )?)?;
         {
             let mut family = encoder.encode_descriptor(
                 "client_messages",

@@ -120,6 +120,8 @@ pub struct ClientStats {
     pub refused: AtomicU64,
     /// Open SIP-over-WebSocket connections.
     pub sip_connections: AtomicU64,
+    /// Connections cut off because they did not read their frames.
+    pub overflowed: AtomicU64,
     /// Messages received by type ([`MESSAGE_KINDS`] order).
     pub received: [AtomicU64; 22],
     pub sent: [AtomicU64; 22],
@@ -158,9 +160,38 @@ impl ClientStats {
     }
 }
 
+/// Frames waiting for one connection at most. A client that reads
+/// nothing while this many pile up (a stalled socket, a watcher of a busy
+/// identity that never reads) is cut off: its queue is closed, its task
+/// sends what is queued and then closes the connection.
+pub const DEVICE_QUEUE: usize = 256;
+
 struct Device {
-    tx: mpsc::UnboundedSender<ToDevice>,
+    tx: mpsc::Sender<ToDevice>,
     key: Option<ApiKeySid>,
+}
+
+impl Device {
+    /// Queues `to`; on a full queue the device is cut off (counted).
+    fn offer(&mut self, device: DeviceId, to: ToDevice, stats: &ClientStats) -> bool {
+        match self.tx.try_send(to) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    device = device.0,
+                    queue = DEVICE_QUEUE,
+                    "client too slow: its queue is full; closing it"
+                );
+                stats.overflowed.fetch_add(1, Relaxed);
+                // A sender whose receiver is gone: this one's task sees its
+                // channel end (its own sender is dropped here) and closes.
+                let (closed, _) = mpsc::channel(1);
+                self.tx = closed;
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -215,14 +246,14 @@ impl ClientHub {
     }
 
     /// A new connection, or `None` at the limit.
-    pub fn attach(&self) -> Option<(DeviceId, mpsc::UnboundedReceiver<ToDevice>)> {
+    pub fn attach(&self) -> Option<(DeviceId, mpsc::Receiver<ToDevice>)> {
         let mut state = self.state();
         if state.devices.len() + self.sip_connections() >= self.max_connections {
             self.stats.refused.fetch_add(1, Relaxed);
             return None;
         }
         let device = DeviceId(self.next.fetch_add(1, Relaxed));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
         state.devices.insert(device, Device { tx, key: None });
         self.stats.connections.fetch_add(1, Relaxed);
         Some((device, rx))
@@ -285,8 +316,8 @@ impl ClientHub {
 
     /// Sends a frame to a device's connection; false if it is gone.
     pub fn send(&self, device: DeviceId, frame: ServerMessage) -> bool {
-        match self.state().devices.get(&device) {
-            Some(d) => d.tx.send(ToDevice::Frame(Box::new(frame))).is_ok(),
+        match self.state().devices.get_mut(&device) {
+            Some(d) => d.offer(device, ToDevice::Frame(Box::new(frame)), &self.stats),
             None => false,
         }
     }
@@ -317,26 +348,27 @@ impl ClientHub {
 
     /// Sends a presence change to the devices that watch it.
     fn fan_out(&self, change: &PresenceChange) {
-        let state = self.state();
+        let mut state = self.state();
+        let state = &mut *state;
         let key = (change.account.clone(), change.presence.identity.clone());
         let Some(watchers) = state.watchers.get(&key) else { return };
         for device in watchers {
-            if let Some(d) = state.devices.get(device) {
+            if let Some(d) = state.devices.get_mut(device) {
                 let frame = ServerMessage::Presence {
                     identity: change.presence.identity.clone(),
                     status: status_name(change.presence.status),
                     devices: change.presence.devices,
                 };
-                let _ = d.tx.send(ToDevice::Frame(Box::new(frame)));
+                d.offer(*device, ToDevice::Frame(Box::new(frame)), &self.stats);
             }
         }
     }
 
     fn revoke(&self, key: &ApiKeySid) {
         self.keys.forget(key);
-        for d in self.state().devices.values() {
+        for (device, d) in self.state().devices.iter_mut() {
             if d.key.as_ref() == Some(key) {
-                let _ = d.tx.send(ToDevice::Revoked(key.clone()));
+                d.offer(*device, ToDevice::Revoked(key.clone()), &self.stats);
             }
         }
     }

@@ -22,6 +22,8 @@ const MAX_MESSAGE: usize = protocol::MAX_FRAME;
 /// (the default 128 KiB read buffer would be most of a client's memory).
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
+/// A frame not taken by the client's socket within this closes the connection.
+const SEND_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The client routes, to merge into the https listener's router: `/signal`
 /// (the Voice SDK) and `/sip`, `/` (SIP over WebSocket).
@@ -66,11 +68,16 @@ struct Connection {
 async fn run(
     hub: Arc<ClientHub>,
     device: crate::routes::DeviceId,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<ToDevice>,
+    mut rx: tokio::sync::mpsc::Receiver<ToDevice>,
     socket: WebSocket,
 ) {
     let mut c = Connection { session: Session::new(device, Instant::now()), hub, socket, client: None, closing: None };
     loop {
+        if let Some(why) = c.closing {
+            tracing::debug!(device = device.0, why, "closing client connection");
+            let _ = tokio::time::timeout(SEND_WITHIN, c.socket.send(Message::Close(None))).await;
+            break;
+        }
         let deadline = c.session.next_timeout();
         let sleep = async {
             match deadline {
@@ -96,22 +103,19 @@ async fn run(
                 Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => Input::Frame(ClientMessage::Heartbeat),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             },
-            Some(to) = rx.recv() => match to {
-                ToDevice::Frame(frame) => {
+            to = rx.recv() => match to {
+                // Cut off by the hub (it did not read its frames).
+                None => break,
+                Some(ToDevice::Frame(frame)) => {
                     c.send(*frame).await;
                     continue;
                 }
-                ToDevice::Revoked(key) => Input::KeyRevoked(key),
+                Some(ToDevice::Revoked(key)) => Input::KeyRevoked(key),
             },
             () = sleep => Input::Timeout,
         };
         c.session.handle_input(Instant::now(), unix_now(), input);
         c.pump().await;
-        if let Some(why) = c.closing {
-            tracing::debug!(device = device.0, why, "closing client connection");
-            let _ = c.socket.send(Message::Close(None)).await;
-            break;
-        }
     }
     c.hub.detach(device);
 }
@@ -119,8 +123,16 @@ async fn run(
 impl Connection {
     async fn send(&mut self, frame: ServerMessage) {
         self.hub.stats.count_sent(frame.kind());
-        if self.socket.send(Message::Text(frame.to_text().into())).await.is_err() {
-            self.closing = Some("send failed");
+        self.write(Message::Text(frame.to_text().into())).await;
+    }
+
+    /// Writes one message; a socket that takes no data for [`SEND_WITHIN`]
+    /// (a stalled client) is closed rather than holding its task.
+    async fn write(&mut self, message: Message) {
+        match tokio::time::timeout(SEND_WITHIN, self.socket.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.closing = Some("send failed"),
+            Err(_) => self.closing = Some("send timed out"),
         }
     }
 
@@ -129,9 +141,7 @@ impl Connection {
             match out {
                 Output::Send(frame) => self.send(frame).await,
                 Output::Heartbeat => {
-                    if self.socket.send(Message::Text("\n".into())).await.is_err() {
-                        self.closing = Some("send failed");
-                    }
+                    self.write(Message::Text("\n".into())).await;
                 }
                 Output::Verify(token) => {
                     let hub = &self.hub;

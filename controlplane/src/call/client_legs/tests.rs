@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 use super::*;
 use crate::client::{ClientEvent, ToDevice};
@@ -47,7 +47,7 @@ fn rig() -> Rig {
 
 impl Rig {
     /// A connected, registered device of `identity`.
-    fn device(&self, identity: &str, incoming: bool) -> (DeviceId, UnboundedReceiver<ToDevice>) {
+    fn device(&self, identity: &str, incoming: bool) -> (DeviceId, Receiver<ToDevice>) {
         let (device, rx) = self.legs.hub.attach().unwrap();
         let route = DeviceRoute {
             device,
@@ -64,7 +64,7 @@ impl Rig {
 }
 
 /// The frames a device got so far.
-fn frames(rx: &mut UnboundedReceiver<ToDevice>) -> Vec<ServerMessage> {
+fn frames(rx: &mut Receiver<ToDevice>) -> Vec<ServerMessage> {
     std::iter::from_fn(|| rx.try_recv().ok())
         .filter_map(|t| match t {
             ToDevice::Frame(f) => Some(*f),
@@ -259,4 +259,21 @@ fn a_clients_hangup_before_the_answer_cancels() {
     let (key, _, _) = r.legs.place(CALL, d, &account(), "bob", "TJS-3", sid, "v=0", "alice");
     let events = r.legs.hangup(d, "TJS-3");
     assert!(matches!(&events[..], [(CALL, Event::Cancelled { invite })] if *invite == key), "{events:?}");
+}
+
+#[test]
+fn a_client_that_does_not_read_is_cut_off() {
+    let r = rig();
+    let (device, mut rx) = r.device("alice", true);
+    let frame = || ServerMessage::Ready;
+    for _ in 0..crate::client::DEVICE_QUEUE {
+        assert!(r.legs.hub.send(device, frame()));
+    }
+    assert!(!r.legs.hub.send(device, frame()), "the queue is full: cut off");
+    assert!(!r.legs.hub.send(device, frame()), "and stays cut off");
+    assert_eq!(r.legs.hub.stats.overflowed.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Its task gets what was queued, then the end of the channel (and closes).
+    assert_eq!(frames(&mut rx).len(), crate::client::DEVICE_QUEUE);
+    assert!(rx.try_recv().is_err());
+    assert!(rx.is_closed());
 }
