@@ -31,6 +31,7 @@ use test_harness::admin::SessionInfo;
 use test_harness::appliance::{Appliance, ApplianceConfig, ScratchDir};
 use test_harness::call_checks::{self, record};
 use test_harness::customer_app::{AppRequest, CustomerApp, Route};
+use test_harness::netns::Netns;
 use test_harness::rtp::RtpEndpoint;
 use test_harness::settle;
 use test_harness::sipp::{LogLine, Sipp, SippOutcome, SippRun, Transport};
@@ -937,54 +938,69 @@ fn call_over_tcp_on_both_legs() {
     assert_record(record(&calls, "sid", &sid), "completed", "inbound", CALLER, NUMBER);
 }
 
-/// A TLS client relay in the carrier's namespace; killed on drop.
-struct TlsRelay {
+/// A relay script (python3) run in a test namespace: its stdout and stderr
+/// kept in a scratch directory, shown when the test fails; killed on drop.
+struct PyRelay {
+    name: &'static str,
     child: Child,
-    out: std::path::PathBuf,
-    _dir: ScratchDir,
+    dir: ScratchDir,
 }
 
-impl TlsRelay {
-    fn start(rig: &Rig, listen: SocketAddr) -> TlsRelay {
-        let dir = ScratchDir::new("tls-relay").unwrap();
-        let out = dir.path().join("stdout.txt");
-        let child = rig
-            .carrier
-            .ns
+impl PyRelay {
+    /// Starts `script` with `args` in `ns` and waits for it to print "listening".
+    fn start(
+        rig: &Rig,
+        name: &'static str,
+        ns: &Netns,
+        script: &str,
+        args: &[std::ffi::OsString],
+        dir: ScratchDir,
+    ) -> PyRelay {
+        let child = ns
             .command(Path::new("python3"))
             .arg("-c")
-            .arg(TLS_RELAY)
-            .args([listen.ip().to_string(), listen.port().to_string(), SIP_TLS.ip().to_string()])
-            .arg(SIP_TLS.port().to_string())
-            .arg(rig.app.state_dir().join("tls/cert.pem"))
+            .arg(script)
+            .args(args)
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
+            .stdout(std::fs::File::create(dir.path().join("stdout.txt")).unwrap())
             .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap())
             .spawn()
-            .expect("python3 for the TLS relay");
-        let relay = TlsRelay { child, out, _dir: dir };
+            .unwrap_or_else(|e| panic!("python3 for the {name}: {e}"));
+        let relay = PyRelay { name, child, dir };
         let said = settle(SIGNAL, || Ok(relay.said()), |s| s.contains("listening")).unwrap();
-        assert!(said.contains("listening"), "the TLS relay did not start: {said}\n{}", relay.stderr());
+        assert!(said.contains("listening"), "the {name} did not start: {said}\n{}\n{}", relay.stderr(), rig.context());
         relay
     }
 
     fn said(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("stdout.txt")).unwrap_or_default()
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("stderr.txt")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default()
     }
 }
 
-impl Drop for TlsRelay {
+impl Drop for PyRelay {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- TLS relay ---\nstdout:\n{}\nstderr:\n{}", self.said(), self.stderr());
+            eprintln!("--- {} ---\nstdout:\n{}\nstderr:\n{}", self.name, self.said(), self.stderr());
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The TLS client relay for sipp, in the carrier's namespace (TLS_RELAY).
+fn tls_relay(rig: &Rig, listen: SocketAddr) -> PyRelay {
+    let args: Vec<std::ffi::OsString> = vec![
+        listen.ip().to_string().into(),
+        listen.port().to_string().into(),
+        SIP_TLS.ip().to_string().into(),
+        SIP_TLS.port().to_string().into(),
+        rig.app.state_dir().join("tls/cert.pem").into(),
+    ];
+    PyRelay::start(rig, "TLS relay", &rig.carrier.ns, TLS_RELAY, &args, ScratchDir::new("tls-relay").unwrap())
 }
 
 /// The carrier's leg over TLS (to :5061, the appliance's certificate).
@@ -992,7 +1008,7 @@ impl Drop for TlsRelay {
 fn call_from_the_carrier_over_tls() {
     let rig = Rig::new();
     rig.twiml("/voice", &format!("<Response><Dial><Number>{CALLEE}</Number></Dial></Response>"));
-    let relay = TlsRelay::start(&rig, TLS_RELAY_ADDR);
+    let relay = tls_relay(&rig, TLS_RELAY_ADDR);
     let mut p = rig.dial_in_over("uac_call.xml", NUMBER, 1, Signaling::TlsVia(TLS_RELAY_ADDR), Transport::Udp);
     let call = rig.bridged(&mut p, CALLEE);
     let said = relay.said();
@@ -1436,61 +1452,27 @@ while True:
 
 /// A TLS server relay in the callee's namespace, with a throwaway
 /// self-signed certificate; killed on drop.
-struct TlsServerRelay {
-    child: Child,
-    dir: ScratchDir,
-}
-
-impl TlsServerRelay {
-    fn start(rig: &Rig, listen: SocketAddr, target: SocketAddr) -> TlsServerRelay {
-        let dir = ScratchDir::new("tls-server-relay").unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let made = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .args(["-days", "1", "-subj", "/CN=callee", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl for the callee's certificate");
-        assert!(made.status.success(), "openssl req: {}", String::from_utf8_lossy(&made.stderr));
-        let child = rig
-            .callee
-            .ns
-            .command(Path::new("python3"))
-            .arg("-c")
-            .arg(TLS_SERVER_RELAY)
-            .args([listen.ip().to_string(), listen.port().to_string(), target.ip().to_string()])
-            .arg(target.port().to_string())
-            .args([&cert, &key])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("stdout.txt")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("stderr.txt")).unwrap())
-            .spawn()
-            .expect("python3 for the TLS server relay");
-        let relay = TlsServerRelay { child, dir };
-        let said = settle(SIGNAL, || Ok(relay.said()), |s| s.contains("listening")).unwrap();
-        assert!(said.contains("listening"), "the TLS server relay did not start: {said}\n{}", relay.stderr());
-        relay
-    }
-
-    fn said(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stdout.txt")).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default()
-    }
-}
-
-impl Drop for TlsServerRelay {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- TLS server relay ---\nstdout:\n{}\nstderr:\n{}", self.said(), self.stderr());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn tls_server_relay(rig: &Rig, listen: SocketAddr, target: SocketAddr) -> PyRelay {
+    let dir = ScratchDir::new("tls-server-relay").unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=callee", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl for the callee's certificate");
+    assert!(made.status.success(), "openssl req: {}", String::from_utf8_lossy(&made.stderr));
+    let args: Vec<std::ffi::OsString> = vec![
+        listen.ip().to_string().into(),
+        listen.port().to_string().into(),
+        target.ip().to_string().into(),
+        target.port().to_string().into(),
+        cert.into(),
+        key.into(),
+    ];
+    PyRelay::start(rig, "TLS server relay", &rig.callee.ns, TLS_SERVER_RELAY, &args, dir)
 }
 
 /// The trunk's outbound URI says `transport=tls`: the appliance opens TLS
@@ -1504,7 +1486,7 @@ fn tls_toward_the_trunk() {
     rig.twiml("/voice", &format!("<Response><Dial><Number>{CALLEE}</Number></Dial></Response>"));
     let tls_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_TLS_PORT);
     let sipp_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_SIP_PORT);
-    let relay = TlsServerRelay::start(&rig, tls_addr, sipp_addr);
+    let relay = tls_server_relay(&rig, tls_addr, sipp_addr);
 
     let carrier_rtp = rig.carrier.endpoint().unwrap();
     let callee_rtp = rig.callee.endpoint().unwrap();
@@ -1596,7 +1578,7 @@ fn tls_toward_the_trunk_refuses_an_untrusted_certificate() {
     );
     let tls_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_TLS_PORT);
     let sipp_addr = SocketAddr::new(IpAddr::V4(CALLEE_IP), CALLEE_SIP_PORT);
-    let relay = TlsServerRelay::start(&rig, tls_addr, sipp_addr);
+    let relay = tls_server_relay(&rig, tls_addr, sipp_addr);
     let carrier_rtp = rig.carrier.endpoint().unwrap();
     let started = std::time::Instant::now();
     let caller = rig.caller("uac_refused.xml", NUMBER, &carrier_rtp);
