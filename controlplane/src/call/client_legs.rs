@@ -139,7 +139,6 @@ struct CallerLeg {
     device: Option<DeviceId>,
     account: AccountSid,
     identity: String,
-    call_sid: String,
     /// The client's temporary `TJS...` id, which it uses until it learns ours.
     temp_id: String,
     key: TxKey,
@@ -150,6 +149,8 @@ struct CallerLeg {
     answer_sdp: Option<String>,
     reconnect: String,
     bye_cseq: u32,
+    /// The BYEs it sent us (their answers are ours to drop).
+    bye_keys: Vec<TxKey>,
 }
 
 /// Which leg a Call-ID, a call SID or a reconnect token names.
@@ -169,6 +170,9 @@ pub struct ClientLegs {
     by_device: HashMap<(DeviceId, String), LegRef>,
     by_server_key: HashMap<TxKey, String>,
     by_reconnect: HashMap<String, LegRef>,
+    /// Every leg a call ever had here, so that its end forgets them
+    /// without scanning the others.
+    by_call: HashMap<u64, Vec<LegRef>>,
     /// Devices registered over SIP (WebSocket): rung with SIP by the shell.
     sip_devices: std::collections::HashSet<DeviceId>,
     /// What the shell must send to SIP devices, in order.
@@ -181,8 +185,8 @@ pub struct ClientLegs {
 /// as for a Voice SDK device.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SipOut {
-    /// INVITE it for child call `call_sid` of call `call`, from `from`, with our SDP.
-    Invite { call: u64, device: DeviceId, call_sid: String, from: String, sdp: String },
+    /// INVITE it for child call `call_sid`, from `from`, with our SDP.
+    Invite { device: DeviceId, call_sid: String, from: String, sdp: String },
     /// CANCEL that INVITE (or BYE, if it answered meanwhile).
     Cancel { device: DeviceId, call_sid: String },
     /// BYE the answered call.
@@ -222,6 +226,7 @@ impl ClientLegs {
             by_device: HashMap::new(),
             by_server_key: HashMap::new(),
             by_reconnect: HashMap::new(),
+            by_call: HashMap::new(),
             sip_devices: std::collections::HashSet::new(),
             sip_out: Vec::new(),
         }
@@ -299,7 +304,7 @@ impl ClientLegs {
             };
             let sent = if self.sip_devices.contains(&device) {
                 let from = parameters.from.clone();
-                self.sip_out.push(SipOut::Invite { call, device, call_sid: call_sid.clone(), from, sdp: sdp.clone() });
+                self.sip_out.push(SipOut::Invite { device, call_sid: call_sid.clone(), from, sdp: sdp.clone() });
                 true
             } else {
                 self.hub.send(device, frame)
@@ -316,6 +321,7 @@ impl ClientLegs {
         self.by_call_id.insert(call_id, LegRef::Fork(key.clone()));
         self.by_reconnect.insert(reconnect.clone(), LegRef::Fork(key.clone()));
         let ringing = respond(&key, &invite, 180);
+        self.by_call.entry(call).or_default().push(LegRef::Fork(key.clone()));
         self.forks.insert(
             key,
             ClientFork {
@@ -427,7 +433,6 @@ impl ClientLegs {
             device: Some(device),
             account: account.clone(),
             identity: identity.to_owned(),
-            call_sid: call_sid.to_owned(),
             temp_id: temp_id.to_owned(),
             key: key.clone(),
             invite: request.clone(),
@@ -436,11 +441,13 @@ impl ClientLegs {
             answer_sdp: None,
             reconnect: random_hex(16),
             bye_cseq: 1,
+            bye_keys: Vec::new(),
         };
         self.by_call_id.insert(call_id, LegRef::Caller(call_sid.to_owned()));
         self.by_device.insert((device, temp_id.to_owned()), LegRef::Caller(call_sid.to_owned()));
         self.by_device.insert((device, call_sid.to_owned()), LegRef::Caller(call_sid.to_owned()));
         self.by_server_key.insert(key.clone(), call_sid.to_owned());
+        self.by_call.entry(call).or_default().push(LegRef::Caller(call_sid.to_owned()));
         self.callers.insert(call_sid.to_owned(), leg);
         // In a call: not available for another one (presence says busy).
         self.hub.routes.set_status(device, PresenceStatus::Busy);
@@ -650,6 +657,7 @@ impl ClientLegs {
                 headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", key.branch)));
                 let request = Request { method: Method::Bye, uri: leg.invite.uri.clone(), headers, body: Bytes::new() };
                 self.by_server_key.insert(key.clone(), sid.to_owned());
+                leg.bye_keys.push(key.clone());
                 vec![(call, Event::Request { key, peer: client_peer(), request })]
             }
         };
@@ -732,20 +740,20 @@ impl ClientLegs {
             self.by_device.remove(&(device, sid.to_owned()));
             self.by_device.remove(&(device, leg.temp_id.clone()));
         }
-        self.by_server_key.retain(|_, s| s != sid);
+        self.by_server_key.remove(&leg.key);
+        for key in &leg.bye_keys {
+            self.by_server_key.remove(key);
+        }
         self.by_reconnect.remove(&leg.reconnect);
     }
 
     /// A call is over: forget whatever of it is left.
     pub fn call_ended(&mut self, call: u64) {
-        let forks: Vec<TxKey> = self.forks.iter().filter(|(_, f)| f.call == call).map(|(k, _)| k.clone()).collect();
-        for key in forks {
-            self.forget_fork(&key);
-        }
-        let callers: Vec<String> =
-            self.callers.values().filter(|l| l.call == call).map(|l| l.call_sid.clone()).collect();
-        for sid in callers {
-            self.forget_caller(&sid);
+        for leg in self.by_call.remove(&call).unwrap_or_default() {
+            match leg {
+                LegRef::Fork(key) => self.forget_fork(&key),
+                LegRef::Caller(sid) => self.forget_caller(&sid),
+            }
         }
     }
 }

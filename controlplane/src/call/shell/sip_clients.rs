@@ -274,7 +274,7 @@ impl Shell {
         let out = std::mem::take(&mut clients.sip_out);
         for o in out {
             match o {
-                SipOut::Invite { call: _, device, call_sid, from, sdp } => self.sip_ring(device, call_sid, &from, sdp),
+                SipOut::Invite { device, call_sid, from, sdp } => self.sip_ring(device, call_sid, &from, sdp),
                 SipOut::Cancel { device, call_sid } => {
                     let Some(key) = self.sip_clients.ring_of.remove(&(device, call_sid.clone())) else { continue };
                     match self.sip_clients.rings.get(&key) {
