@@ -14,8 +14,11 @@ packages=(
   procps iputils-ping                # sysctl; ping for the DPDK exception path
   python3 python3-venv               # Twilio's helper library checks our webhook signatures
   openssl                            # throwaway certificates for the SIP-over-TLS tests
-  nodejs npm                         # JsSIP, a browser SIP library, registers over WebSocket
 )
+# JsSIP, a browser SIP library, registers over WebSocket: it needs Node.js and
+# npm. Machines that already have them (often from NodeSource, whose nodejs
+# package bundles npm and conflicts with Debian's npm) keep theirs.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 source scripts/lib.sh
 ensure_packages "${packages[@]}"
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
