@@ -38,6 +38,7 @@ pub use in_process::InProcessRoutes;
 pub use presence::{Presence, PresenceChange, PresenceCounts, PresenceStatus};
 
 use crate::store::AccountSid;
+use std::net::{IpAddr, SocketAddr};
 use tokio::sync::broadcast;
 
 /// One WebSocket connection of a client (appliance-local, unique for the
@@ -147,4 +148,40 @@ pub trait RouteStore: Send + Sync {
 
     /// Totals for metrics: registered devices by status.
     fn counts(&self) -> PresenceCounts;
+
+    /// Every appliance of the fleet as last announced, this one included
+    /// (once it has announced), sorted by id. A peer the failure detector
+    /// holds dead is listed with `state.alive == false` until it is
+    /// forgotten. A single box (the in-process store) knows no fleet: empty.
+    fn appliances(&self) -> Vec<Announcement> {
+        Vec::new()
+    }
+
+    /// Publishes this appliance's own announcement (its resources change
+    /// all the time: called every second or so). `me.state.id` is
+    /// [`RouteStore::appliance`]. The in-process store has nobody to tell.
+    fn announce(&self, me: Announcement) {
+        let _ = me;
+    }
+
+    /// Round-trip latency measured to the other regions (from gossip round
+    /// trips), in ms, one entry per pair of regions with a measurement.
+    fn measured_latency(&self) -> Vec<(policy::Region, policy::Region, u32)> {
+        Vec::new()
+    }
+}
+
+/// What an appliance announces about itself besides its client routes:
+/// what the route policy weighs ([`policy::ApplianceState`]) and where
+/// peers reach it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    /// Id, region, draining flag, free media sessions, load, services and
+    /// the failure detector's verdict.
+    pub state: policy::ApplianceState,
+    /// Where peers send the SIP of calls for the clients it holds.
+    pub sip: Option<SocketAddr>,
+    /// The address its dataplane puts in SDP (where media anchored on it
+    /// goes).
+    pub media_ip: Option<IpAddr>,
 }
