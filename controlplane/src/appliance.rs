@@ -91,6 +91,7 @@ async fn start_calls(
         local_sip: std::net::SocketAddr::new(sip_ip, sip.udp.port()).to_string(),
         limits: Limits::default(),
         max_calls: config.calls.max_calls,
+        fleet_key: None,
     };
     let (call_stats, control, media_timeouts) =
         crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone(), Some(clients));

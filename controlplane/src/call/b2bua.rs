@@ -92,6 +92,10 @@ struct Fork {
     credentials: Option<Credentials>,
     /// Challenges answered (at most one).
     auth_tries: u8,
+    /// Its media is anchored by the appliance it goes to (fleet): it was
+    /// offered the caller's own SDP, and its answer goes to the caller
+    /// untouched; this appliance relays nothing for the call.
+    pass_through: bool,
 }
 
 struct DialRun {
@@ -646,6 +650,7 @@ impl Call {
                     rang: false,
                     credentials: None,
                     auth_tries: 0,
+                    pass_through: false,
                 });
                 continue;
             };
@@ -685,10 +690,30 @@ impl Call {
                 rang: false,
                 credentials,
                 auth_tries: 0,
+                pass_through: false,
             });
             self.send_request(peer, invite, Purpose::Invite(index));
         }
         self.check_dial_over(now);
+    }
+
+    /// Lets the fork whose INVITE has Call-ID `call_id` carry the media
+    /// itself, through the appliance it goes to: returns the caller's own
+    /// offer, to send instead of ours. Only while the caller is unanswered
+    /// and hears no early media (its answer will be the fork's SDP);
+    /// otherwise `None`, and the media stays anchored here.
+    pub fn pass_through(&mut self, call_id: &str) -> Option<Bytes> {
+        let inbound = self.inbound.as_ref().filter(|x| x.state == InboundState::Ringing)?;
+        if self.early_fork().is_some() || self.bridge.is_some() {
+            return None;
+        }
+        let body = inbound.invite.body.clone();
+        let fork = self
+            .forks
+            .iter_mut()
+            .find(|f| f.state == ForkState::Calling && f.invite.headers.call_id().ok() == Some(call_id))?;
+        fork.pass_through = true;
+        Some(body)
     }
 
     fn number_target(&self, number: &str) -> Option<(String, Peer)> {
@@ -1006,6 +1031,8 @@ impl Call {
                 self.out.push_back(Output::ChildRinging { call_sid: self.forks[i].sid.clone() });
             }
             let early = SessionDescription::parse(&response.body).ok().and_then(|s| LegMedia::from_sdp(&s).ok());
+            // A pass-through fork's early media is not ours to relay: it rings.
+            let early = early.filter(|_| !self.forks[i].pass_through);
             match early {
                 Some(media) => self.early_media(now, i, media),
                 None if code == 180 => {
@@ -1060,6 +1087,18 @@ impl Call {
         self.cancel_forks(now, generation, Some(i));
         let update = CallUpdate { status: Some(CallStatus::InProgress), ..CallUpdate::default() };
         self.record(sid, update);
+        let ringing = self.inbound.as_ref().is_some_and(|x| x.state == InboundState::Ringing);
+        if self.forks[i].pass_through && ringing {
+            // The far appliance's media address goes to the caller as it
+            // came; our session carries nothing: gone.
+            self.respond_inbound(200, Some(String::from_utf8_lossy(&response.body).into_owned()));
+            self.answered(now, codecs);
+            if let Some(session) = self.session() {
+                self.out.push_back(Output::DeleteMedia { session });
+            }
+            self.media = Media::None;
+            return;
+        }
         self.update_media(CALLEE);
         self.update_media(CALLER);
         if self.inbound.as_ref().is_some_and(|x| x.state == InboundState::Ringing) {

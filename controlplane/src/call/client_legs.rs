@@ -60,7 +60,13 @@ pub fn client_peer() -> Peer {
 /// Where a `<Client>` fork's INVITE goes: a URI naming the identity (for
 /// logs and the dialog) and the client peer.
 pub(crate) fn client_target(identity: &str) -> (String, Peer) {
-    let user: String = identity
+    (format!("sip:{}@{CLIENT_HOST}", uri_user(identity)), client_peer())
+}
+
+/// An identity as the user part of a SIP URI (RFC 3261 unreserved and
+/// user-unreserved characters kept, the rest escaped).
+pub(crate) fn uri_user(identity: &str) -> String {
+    identity
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
@@ -69,8 +75,7 @@ pub(crate) fn client_target(identity: &str) -> (String, Peer) {
                 format!("%{b:02X}")
             }
         })
-        .collect();
-    (format!("sip:{user}@{CLIENT_HOST}"), client_peer())
+        .collect()
 }
 
 /// What the adapter needs of a `<Client>` noun beyond the INVITE: carried
@@ -278,7 +283,11 @@ impl ClientLegs {
             .routes
             .devices(account, &identity)
             .into_iter()
-            .filter(|d| d.incoming && d.status == PresenceStatus::Available)
+            // Only this appliance's devices: a peer's are rung through
+            // the peer (call/shell/fleet.rs), their ids are the peer's own.
+            .filter(|d| {
+                d.incoming && d.status == PresenceStatus::Available && d.appliance == self.hub.routes.appliance()
+            })
             .map(|d| d.device)
             .collect();
         if devices.is_empty() {

@@ -32,7 +32,10 @@ use dataplane::session::SessionId;
 use dataplane::DataplaneHandle;
 use tokio::sync::{mpsc, oneshot};
 
+mod fleet;
 mod sip_clients;
+
+pub use fleet::{FleetKey, FleetRefusal, FleetStats};
 
 use super::client_legs::{self, ClientLegs};
 use super::records::{RecordWriter, StoreWrite};
@@ -62,6 +65,9 @@ pub struct ShellConfig {
     pub limits: Limits,
     /// Calls at once; more are refused with 503 (and cost nothing).
     pub max_calls: usize,
+    /// `[peers] fleet_key`: signs and checks the SIP between appliances
+    /// (none: a single box, fleet INVITEs refused).
+    pub fleet_key: Option<String>,
 }
 
 /// Counters of the call layer, read at scrape time.
@@ -329,6 +335,9 @@ pub struct Shell {
     clients: Option<ClientLegs>,
     /// Clients registered over SIP (WebSocket).
     sip_clients: sip_clients::SipClients,
+    /// Client legs on other appliances, and ours for them.
+    fleet: fleet::FleetCalls,
+    pub(crate) fleet_stats: Arc<FleetStats>,
 }
 
 impl Shell {
@@ -342,6 +351,7 @@ impl Shell {
     ) -> Shell {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let records = RecordWriter::start(store.clone());
+        let fleet = fleet::FleetCalls::new(cfg.fleet_key.as_deref().map(FleetKey::new));
         Shell {
             cfg,
             sip,
@@ -365,6 +375,8 @@ impl Shell {
             epoch: (Instant::now(), Timestamp::now()),
             clients: None,
             sip_clients: Default::default(),
+            fleet,
+            fleet_stats: Arc::default(),
         }
     }
 
@@ -417,7 +429,7 @@ impl Shell {
                 let known = request.headers.call_id().ok().and_then(|c| self.by_call_id.get(c)).copied();
                 if known.is_none() {
                     let Event::Request { key, peer, request } = event else { return };
-                    if self.sip_device_request(&key, &request) {
+                    if self.sip_device_request(&key, &request) || self.fleet_request(&key, peer, &request) {
                         return;
                     }
                     return self.new_request(key, peer, request);
@@ -430,7 +442,11 @@ impl Shell {
                     *cancelled = true;
                     return;
                 }
-                self.by_server_tx.get(invite).copied()
+                let invite = invite.clone();
+                if self.fleet_cancelled(&invite) {
+                    return;
+                }
+                self.by_server_tx.get(&invite).copied()
             }
             Event::AckTimeout { key } => self.by_server_tx.get(key).copied(),
             Event::Response { key, .. } | Event::Timeout { key } => {
@@ -530,6 +546,7 @@ impl Shell {
                     self.pump(call);
                 }
             }
+            Done::Sip { call, event } if self.is_fleet_leg(call) => self.fleet_event(call, event),
             Done::Sip { call, event } => self.feed(call, Input::Sip(event)),
             Done::ClientRouted(call) => self.on_client_routed(*call),
             Done::SipClientRouted(call) => self.on_sip_client_routed(*call),
@@ -839,7 +856,10 @@ impl Shell {
                 Some(clients) if clients.owns_server_key(&key) => clients.respond(&key, response),
                 _ => self.sip.respond(key, response),
             },
-            Output::SendRequest { peer, request, tag } if peer.transport == Transport::Client => {
+            Output::SendRequest { peer, mut request, tag } if peer.transport == Transport::Client => {
+                if let Some(peer) = self.fleet_peer(id, &mut request) {
+                    return self.send_request(id, peer, request, tag);
+                }
                 let key = TxKey { branch: format!("z9hG4bKcl{}", random_tag()), method: request.method.clone() };
                 let Some(entry) = self.calls.get_mut(&id) else { return };
                 entry.call.handle_input(now, Input::RequestSent { tag, key: key.clone() });
@@ -850,21 +870,12 @@ impl Shell {
                 };
                 self.client_events(events);
             }
-            Output::SendRequest { peer, request, tag } => {
-                let call_id = request.headers.call_id().ok().map(str::to_owned);
-                let key = self.sip.request(peer, request);
-                self.by_client_tx.insert(key.clone(), id);
-                let Some(entry) = self.calls.get_mut(&id) else { return };
-                entry.client_keys.push(key.clone());
-                if let Some(call_id) = call_id {
-                    if !entry.call_ids.contains(&call_id) {
-                        entry.call_ids.push(call_id.clone());
-                        self.by_call_id.insert(call_id, id);
-                    }
+            Output::SendRequest { peer, request, tag } => self.send_request(id, peer, request, tag),
+            Output::SendAck2xx { peer, request } if peer.transport == Transport::Client => {
+                if let Some(peer) = self.fleet_ack_peer(&request) {
+                    self.sip.ack_2xx(peer, request);
                 }
-                entry.call.handle_input(now, Input::RequestSent { tag, key });
             }
-            Output::SendAck2xx { peer, .. } if peer.transport == Transport::Client => {}
             Output::SendAck2xx { peer, request } => self.sip.ack_2xx(peer, request),
             Output::SendCancel { invite, .. } if self.clients.as_ref().is_some_and(|c| c.owns_invite(&invite)) => {
                 let cancel = TxKey { branch: invite.branch.clone(), method: Method::Cancel };
@@ -929,6 +940,23 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// Sends a request of call `id` through the SIP stack; its responses
+    /// and its dialog's requests come back to the call.
+    fn send_request(&mut self, id: u64, peer: Peer, request: Request, tag: super::RequestTag) {
+        let call_id = request.headers.call_id().ok().map(str::to_owned);
+        let key = self.sip.request(peer, request);
+        self.by_client_tx.insert(key.clone(), id);
+        let Some(entry) = self.calls.get_mut(&id) else { return };
+        entry.client_keys.push(key.clone());
+        if let Some(call_id) = call_id {
+            if !entry.call_ids.contains(&call_id) {
+                entry.call_ids.push(call_id.clone());
+                self.by_call_id.insert(call_id, id);
+            }
+        }
+        entry.call.handle_input(Instant::now(), Input::RequestSent { tag, key });
     }
 
     fn child_call(&mut self, id: u64, sid: String, from: String, to: String, callback: StatusCallback) {
@@ -1025,6 +1053,7 @@ impl Shell {
         for c in &entry.call_ids {
             self.by_call_id.remove(c);
         }
+        self.fleet_forget_call_ids(&entry.call_ids);
         for k in &entry.server_keys {
             self.by_server_tx.remove(k);
         }

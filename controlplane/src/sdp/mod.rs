@@ -381,6 +381,38 @@ fn write_attr(f: &mut fmt::Formatter<'_>, a: &Attribute) -> fmt::Result {
     }
 }
 
+/// `sdp` with its audio carried at `at` instead: every `c=` line names
+/// `at`'s address, the first audio `m=` line its port, and `a=rtcp:` lines
+/// (which would name the old port) are dropped, so RTCP goes to the port
+/// after (RFC 3550), where the dataplane relays it. Everything else (codecs,
+/// direction, attributes) is kept as it was. `None` when `sdp` has no audio.
+///
+/// For an appliance that relays a stream it does not terminate: it moves
+/// the stream to its dataplane and leaves the offer/answer to the ends.
+pub fn with_media_address(sdp: &[u8], at: std::net::SocketAddr) -> Option<String> {
+    let text = std::str::from_utf8(sdp).ok()?;
+    let family = if at.is_ipv4() { "IP4" } else { "IP6" };
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut audio_seen = false;
+    for raw in text.split('\n') {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("c=") {
+            out.push_str(&format!("c=IN {family} {}\r\n", at.ip()));
+        } else if let Some(rest) = line.strip_prefix("m=audio ").filter(|_| !audio_seen) {
+            audio_seen = true;
+            let (_, after) = rest.split_once(' ')?;
+            out.push_str(&format!("m=audio {} {after}\r\n", at.port()));
+        } else if !line.starts_with("a=rtcp:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    audio_seen.then_some(out)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -459,5 +491,20 @@ a=sendrecv\n";
             bytes.truncate(len % bytes.len().max(1));
             let _ = SessionDescription::parse(&bytes);
         }
+    }
+
+    #[test]
+    fn media_address_moves_connection_and_audio_port_only() {
+        let sdp = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtcp:4001\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let at: std::net::SocketAddr = "192.0.2.9:20002".parse().unwrap();
+        let moved = with_media_address(sdp, at).unwrap();
+        let parsed = SessionDescription::parse(moved.as_bytes()).unwrap();
+        let audio = parsed.audio().unwrap();
+        assert_eq!(parsed.media_address(audio), Some(at.ip()));
+        assert_eq!(audio.port, 20002);
+        assert!(!moved.contains("a=rtcp:"), "{moved}");
+        assert!(moved.contains("a=rtpmap:101 telephone-event/8000\r\n") && moved.contains("a=sendrecv"), "{moved}");
+        assert!(moved.starts_with("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\n"), "{moved}");
+        assert_eq!(with_media_address(b"v=0\r\ns=-\r\n", at), None);
     }
 }
