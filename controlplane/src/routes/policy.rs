@@ -110,6 +110,9 @@ impl fmt::Display for Service {
     }
 }
 
+/// Loads closer than this (in the same step: 0.0-0.1, 0.1-0.2, ...) tie.
+pub const LOAD_STEP: f32 = 0.1;
+
 /// What an appliance announced about itself (by gossip; the local
 /// appliance's own view for itself), as the policy sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,13 +135,16 @@ pub struct ApplianceState {
 
 impl ApplianceState {
     /// The load as compared: clamped to 0.0..=1.0, NaN as 1.0.
+    /// Compared in steps of [`LOAD_STEP`]: a CPU reading moves by a few
+    /// percent from one second to the next, and two boxes that idle alike
+    /// must not swap the anchor back and forth on that noise.
     fn load_key(&self) -> f32 {
         if self.load.is_nan() || self.load >= 1.0 {
             1.0
         } else if self.load <= 0.0 {
             0.0 // also turns -0.0 into 0.0, which `total_cmp` orders apart
         } else {
-            self.load
+            (self.load / LOAD_STEP).floor() * LOAD_STEP
         }
     }
 }

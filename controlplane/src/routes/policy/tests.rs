@@ -112,6 +112,18 @@ fn equal_cost_and_load_is_broken_by_id() {
     assert!(decision.why.contains(&Reason::TieBroken { by: TieBreak::Id, among: vec![id("de1"), id("us1-a")] }));
 }
 
+/// Loads in the same 10 % step tie (idle boxes read 2 % one second and
+/// 4 % the next): the id decides, so the anchor does not flap on noise.
+#[test]
+fn loads_in_one_step_tie() {
+    let fleet = with(with(fleet(), "us1-a", |s| s.load = 0.02), "de1", |s| s.load = 0.07);
+    let decision = decided(&carrier_to_alice_on_de1(), &fleet);
+    assert_eq!(decision.media_anchor, id("de1"));
+    assert!(decision.why.contains(&Reason::TieBroken { by: TieBreak::Id, among: vec![id("de1"), id("us1-a")] }));
+    let fleet = with(with(fleet(), "us1-a", |s| s.load = 0.02), "de1", |s| s.load = 0.11);
+    assert_eq!(decided(&carrier_to_alice_on_de1(), &fleet).media_anchor, id("us1-a"), "the next step is less loaded");
+}
+
 /// de1 draining: it still holds alice (signaling goes there), but takes no
 /// new media: the nearest capable is us1-a (45 ms, on the path; us1-b is
 /// 46 ms and off it).
