@@ -116,12 +116,12 @@ fn equal_cost_and_load_is_broken_by_id() {
 /// 4 % the next): the id decides, so the anchor does not flap on noise.
 #[test]
 fn loads_in_one_step_tie() {
-    let fleet = with(with(fleet(), "us1-a", |s| s.load = 0.02), "de1", |s| s.load = 0.07);
-    let decision = decided(&carrier_to_alice_on_de1(), &fleet);
+    let noisy = with(with(fleet(), "us1-a", |s| s.load = 0.02), "de1", |s| s.load = 0.07);
+    let decision = decided(&carrier_to_alice_on_de1(), &noisy);
     assert_eq!(decision.media_anchor, id("de1"));
     assert!(decision.why.contains(&Reason::TieBroken { by: TieBreak::Id, among: vec![id("de1"), id("us1-a")] }));
-    let fleet = with(with(fleet(), "us1-a", |s| s.load = 0.02), "de1", |s| s.load = 0.11);
-    assert_eq!(decided(&carrier_to_alice_on_de1(), &fleet).media_anchor, id("us1-a"), "the next step is less loaded");
+    let apart = with(with(fleet(), "us1-a", |s| s.load = 0.02), "de1", |s| s.load = 0.11);
+    assert_eq!(decided(&carrier_to_alice_on_de1(), &apart).media_anchor, id("us1-a"), "the next step is less loaded");
 }
 
 /// de1 draining: it still holds alice (signaling goes there), but takes no
