@@ -277,6 +277,23 @@ impl Collector for CallCollector {
                 ConstCounter::new(s.refused[i].load(Relaxed)).encode(family.encode_family(&[("reason", *reason)])?)?;
             }
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "fleet_client_legs",
+                "Client legs of calls crossing appliances: sent to the peer holding the client, taken for a peer's call",
+                None,
+                MetricType::Counter,
+            )?;
+            for (way, counter) in [("sent", &s.fleet.sent), ("taken", &s.fleet.taken)] {
+                ConstCounter::new(counter.load(Relaxed)).encode(family.encode_family(&[("way", way)])?)?;
+            }
+        }
+        ConstCounter::new(s.fleet.refused.load(Relaxed)).encode(encoder.encode_descriptor(
+            "fleet_sip_refused",
+            "SIP from another appliance refused: missing, stale or forged proof of fleet membership",
+            None,
+            MetricType::Counter,
+        )?)?;
         Ok(())
     }
 }

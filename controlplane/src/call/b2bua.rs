@@ -1032,10 +1032,11 @@ impl Call {
             }
             let early = SessionDescription::parse(&response.body).ok().and_then(|s| LegMedia::from_sdp(&s).ok());
             // A pass-through fork's early media is not ours to relay: it rings.
-            let early = early.filter(|_| !self.forks[i].pass_through);
+            let pass_through = self.forks[i].pass_through;
+            let early = early.filter(|_| !pass_through);
             match early {
                 Some(media) => self.early_media(now, i, media),
-                None if code == 180 => {
+                None if code == 180 || pass_through => {
                     let ringing =
                         self.inbound.as_ref().is_some_and(|x| x.state == InboundState::Ringing && !x.ringing_sent);
                     if ringing {

@@ -81,6 +81,8 @@ pub struct CallStats {
     /// INVITEs refused before a call existed: no trunk allows the source,
     /// unknown number, no application, over capacity, store failure.
     pub refused: [AtomicU64; 5],
+    /// Client legs handed to and taken for other appliances.
+    pub fleet: FleetStats,
 }
 
 /// The end statuses counted by [`CallStats::ended`].
@@ -337,7 +339,6 @@ pub struct Shell {
     sip_clients: sip_clients::SipClients,
     /// Client legs on other appliances, and ours for them.
     fleet: fleet::FleetCalls,
-    pub(crate) fleet_stats: Arc<FleetStats>,
 }
 
 impl Shell {
@@ -376,7 +377,6 @@ impl Shell {
             clients: None,
             sip_clients: Default::default(),
             fleet,
-            fleet_stats: Arc::default(),
         }
     }
 

@@ -716,3 +716,49 @@ fn the_forks_that_lose_a_parallel_dial_end_canceled() {
     assert_eq!(statuses(&out, &sids[1]), [CallStatus::InProgress]);
     assert!(out.iter().any(|o| matches!(o, Output::SendCancel { .. })));
 }
+
+/// A fork whose media the far appliance anchors (fleet): it is offered the
+/// caller's own SDP, its answer reaches the caller byte for byte, and our
+/// session is deleted: this appliance relays nothing. Once the caller is
+/// answered (or hears early media), a fork can no longer pass through.
+#[test]
+fn a_pass_through_fork_hands_the_callers_offer_and_its_answer_across() {
+    let (mut h, _) = H::start();
+    h.interp(dial(ONE_NUMBER));
+    let (k, _, inv) = h.sent(0);
+    let call_id = header(&inv, HeaderName::CallId).to_owned();
+    let offer = h.call.pass_through(&call_id).expect("an unanswered caller: pass-through allowed");
+    assert_eq!(offer, request(&invite_text(crate::sdp::tests::CARRIER_OFFER)).body, "the caller's own offer");
+    assert_eq!(h.call.pass_through("no-such-call"), None);
+
+    let far = callee_sdp(31000, "sendrecv");
+    let out = h.sip(Event::Response { key: k.clone(), response: reply(&inv, 183, "far", Some(&far)) });
+    assert_eq!(codes(&out), [180], "early media of a pass-through fork is not ours to relay: it rings");
+    assert!(!out.iter().any(|o| matches!(o, Output::UpdateMedia { .. })), "{out:?}");
+
+    let out = h.sip(Event::Response { key: k, response: reply(&inv, 200, "far", Some(&far)) });
+    let (_, code, answer) = out.iter().find_map(responded).expect("the caller is answered");
+    assert_eq!(code, 200);
+    assert_eq!(answer.body, Bytes::from(far.replace('\n', "\r\n")), "the far answer, untouched");
+    assert!(out.contains(&Output::DeleteMedia { session: SessionId(7) }), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::UpdateMedia { .. })), "{out:?}");
+    assert!(out.iter().any(|o| matches!(o, Output::SendAck2xx { .. })));
+
+    // The caller hangs up: BYE to the fork, no second delete.
+    let out = h.sip(Event::Request {
+        key: key("bye-1", Method::Bye),
+        peer: carrier(),
+        request: in_dialog("BYE", 2, "z9hG4bK-bye-1", ""),
+    });
+    assert!(!out.iter().any(|o| matches!(o, Output::DeleteMedia { .. })), "{out:?}");
+    assert!(h.sent.iter().any(|(_, _, r)| r.method == Method::Bye));
+}
+
+#[test]
+fn an_answered_caller_keeps_its_media_here() {
+    let (mut h, _) = H::start();
+    h.interp(Iout::Answer);
+    h.interp(dial(ONE_NUMBER));
+    let (_, _, inv) = h.sent(0);
+    assert_eq!(h.call.pass_through(header(&inv, HeaderName::CallId)), None);
+}

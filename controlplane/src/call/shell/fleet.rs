@@ -224,7 +224,7 @@ impl Shell {
         request.uri = bytes::Bytes::from(format!("sip:{}@{sip};transport=tcp", uri_user(&identity)));
         let peer = Peer { transport: Transport::Tcp, addr: sip, connection: None };
         self.fleet.out_peers.insert(call_id, peer);
-        self.fleet_stats.sent.fetch_add(1, Relaxed);
+        self.stats.fleet.sent.fetch_add(1, Relaxed);
         Some(peer)
     }
 
@@ -276,7 +276,7 @@ impl Shell {
         match self.fleet_verify(&proof, &call_id) {
             Ok(from) => self.fleet_take(key, peer, request, &from, call_id),
             Err(why) => {
-                self.fleet_stats.refused.fetch_add(1, Relaxed);
+                self.stats.fleet.refused.fetch_add(1, Relaxed);
                 tracing::warn!(peer = %peer.addr, %why, "fleet INVITE refused");
                 self.refuse(key.clone(), request, 403);
             }
@@ -320,7 +320,7 @@ impl Shell {
         let id = self.next_id;
         self.next_id += 1;
         tracing::debug!(%from, %call_id, anchor, "client leg taken for a peer");
-        self.fleet_stats.taken.fetch_add(1, Relaxed);
+        self.stats.fleet.taken.fetch_add(1, Relaxed);
         self.fleet.by_call_id.insert(call_id.clone(), id);
         self.fleet.by_invite.insert(key.clone(), id);
         self.fleet.legs.insert(

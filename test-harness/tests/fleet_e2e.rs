@@ -1,0 +1,514 @@
+//! A fleet end to end: four appliances in three regions, formed by gossip,
+//! links between regions delayed with `tc netem`, a carrier (sipp), Voice
+//! SDK clients (the Rust test client) and the customer's app, each in its
+//! own namespace.
+//!
+//! ```text
+//!            us1 ─────────────────────── 45 ms ─────────── de1
+//!   us1-a 192.0.2.10  us1-b .11                          de1 .12
+//!   carrier .14 (sipp → us1-a)  phones-us1 .15           phones-de1 .16
+//!            └──────────── 90 ms ─────── au1 .13, phones-au1 .17 ── 150 ms ── de1
+//!   br0 192.0.2.1 (app namespace): the customer's app (Twilio's helper
+//!   library checks our signatures)
+//! ```
+//!
+//! Delays are round trips (half each way) between namespaces of different
+//! regions. Every appliance is seeded with the same accounts; routes and
+//! presence go by gossip only.
+//!
+//! Needs root, sipp, tc (netem) and python3 with `twilio`
+//! (scripts/test.sh provides them); fails rather than skips without them.
+
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use test_harness::appliance::{Appliance, ApplianceConfig};
+use test_harness::call_checks::{self, record};
+use test_harness::customer_app::{CustomerApp, Route};
+use test_harness::netns::Netns;
+use test_harness::rtp::RtpEndpoint;
+use test_harness::settle;
+use test_harness::sipp::{Sipp, SippRun, Transport};
+use test_harness::topology::{MediaLan, Peer};
+use test_harness::twilio_py::{self, RestClient};
+use test_harness::voice_client::{plain_rtp_sdp, sdp_media_addr, ConnectOptions, VoiceClient};
+
+const ACCOUNT: &str = "AC0000000000000000000000000000f1ee";
+const TOKEN: &str = "fleet-e2e-auth-token";
+const KEY: &str = "SK0000000000000000000000000000f1ee";
+const SECRET: &str = "fleet-e2e-key-secret-0123456789ab";
+const APP: &str = "AP0000000000000000000000000000f1e1";
+const NUMBER: &str = "+15550100001";
+const CALLER: &str = "+15550100002";
+const FLEET_KEY: &str = "fleet-e2e-fleet-key-0123456789abcdef";
+
+const SIP_PORT: u16 = 5060;
+const HTTPS_PORT: u16 = 8443;
+const GOSSIP_PORT: u16 = 7946;
+const CARRIER_SIP_PORT: u16 = 5070;
+
+/// A signaling step must come within this.
+const SIGNAL: Duration = Duration::from_secs(15);
+const SIPP_END: Duration = Duration::from_secs(30);
+const AFTERMATH: Duration = Duration::from_secs(15);
+/// Gossip must carry a change everywhere within this (the goal is 1 s).
+const PROPAGATION: Duration = Duration::from_secs(3);
+const PACKETS: usize = 40;
+
+/// The appliances, in plugging order (192.0.2.10 ..).
+const MEMBERS: [(&str, &str); 4] = [("bh-us1-a", "us1"), ("bh-us1-b", "us1"), ("bh-de1", "de1"), ("bh-au1", "au1")];
+const US1_A: usize = 0;
+const US1_B: usize = 1;
+const DE1: usize = 2;
+const AU1: usize = 3;
+
+/// Round-trip latency between regions, ms.
+fn rtt_ms(a: &str, b: &str) -> Option<u32> {
+    let mut pair = [a, b];
+    pair.sort_unstable();
+    match pair {
+        ["de1", "us1"] => Some(45),
+        ["au1", "us1"] => Some(90),
+        ["au1", "de1"] => Some(150),
+        _ => None,
+    }
+}
+
+fn accounts(app: &CustomerApp) -> String {
+    format!(
+        r#"
+[[accounts]]
+sid = "{ACCOUNT}"
+auth_token = "{TOKEN}"
+[[accounts.api_keys]]
+sid = "{KEY}"
+secret = "{SECRET}"
+[[accounts.applications]]
+sid = "{APP}"
+voice_url = "{voice}"
+status_callback = "{status}"
+[[accounts.numbers]]
+number = "{NUMBER}"
+application = "{APP}"
+[[accounts.trunks]]
+name = "carrier"
+allow = ["192.0.2.14/32"]
+outbound = "sip:192.0.2.14:5080"
+"#,
+        voice = app.url("/voice"),
+        status = app.url("/status"),
+    )
+}
+
+fn mint(identity: &str) -> String {
+    let case = json!({"account": ACCOUNT, "key": KEY, "secret": SECRET, "identity": identity, "ttl": 3600,
+                      "incoming": true, "app": APP});
+    twilio_py::mint(&[case]).expect("minting with Twilio's library").remove(0)
+}
+
+/// One appliance of the fleet and its namespace.
+struct Member {
+    app: Option<Appliance>,
+    ns: Peer,
+    region: &'static str,
+}
+
+impl Member {
+    fn ip(&self) -> Ipv4Addr {
+        self.ns.ip
+    }
+
+    fn app(&self) -> &Appliance {
+        self.app.as_ref().expect("the appliance runs")
+    }
+
+    fn sip(&self) -> SocketAddr {
+        SocketAddr::from((self.ip(), SIP_PORT))
+    }
+
+    fn https(&self) -> SocketAddr {
+        SocketAddr::from((self.ip(), HTTPS_PORT))
+    }
+}
+
+struct Fleet {
+    members: Vec<Member>,
+    customer: CustomerApp,
+    carrier: Peer,
+    /// Client hosts by region: us1, de1, au1.
+    phones: Vec<(&'static str, Peer)>,
+    lan: MediaLan,
+}
+
+/// A client device: its signaling connection and its RTP endpoint.
+struct Device {
+    ws: VoiceClient,
+    rtp: RtpEndpoint,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let mut lan = MediaLan::new().expect("a LAN (the end-to-end tests need root)");
+        let mut members = Vec::new();
+        for (id, region) in MEMBERS {
+            let ns = lan.add_peer(&id.replace("bh-", "")).expect("an appliance namespace");
+            members.push(Member { app: None, ns, region });
+        }
+        let carrier = lan.add_peer("carrier").expect("carrier");
+        assert_eq!(carrier.ip, Ipv4Addr::new(192, 0, 2, 14), "the trunk's address");
+        let phones = ["us1", "de1", "au1"]
+            .into_iter()
+            .map(|region| (region, lan.add_peer(&format!("ph{region}")).expect("phones")))
+            .collect();
+        let customer = CustomerApp::start_in(Some(&lan.app), lan.media_ip(), TOKEN)
+            .expect("customer app (python3 with the twilio package)");
+        let mut fleet = Fleet { members, customer, carrier, phones, lan };
+        fleet.delay_regions();
+        for i in 0..fleet.members.len() {
+            fleet.start(i);
+        }
+        fleet
+    }
+
+    /// Every namespace (appliances, carrier, phones) gets, on its LAN
+    /// link, half the round trip to each host of another region.
+    fn delay_regions(&self) {
+        let mut hosts: Vec<(&Netns, Ipv4Addr, &str)> =
+            self.members.iter().map(|m| (&m.ns.ns, m.ip(), m.region)).collect();
+        hosts.push((&self.carrier.ns, self.carrier.ip, "us1"));
+        hosts.extend(self.phones.iter().map(|(region, p)| (&p.ns, p.ip, *region)));
+        for (ns, _, region) in &hosts {
+            let mut bands: Vec<(u32, Vec<Ipv4Addr>)> = Vec::new();
+            for (_, ip, other) in &hosts {
+                let Some(rtt) = rtt_ms(region, other) else { continue };
+                match bands.iter_mut().find(|(ms, _)| *ms == rtt / 2) {
+                    Some((_, ips)) => ips.push(*ip),
+                    None => bands.push((rtt / 2, vec![*ip])),
+                }
+            }
+            netem(ns, &bands).expect("tc netem delays (iproute2, sch_netem)");
+        }
+    }
+
+    fn config(&self, i: usize) -> ApplianceConfig {
+        let (id, region) = MEMBERS[i];
+        let ip = self.members[i].ip();
+        let mut config = ApplianceConfig::sockets(IpAddr::V4(ip));
+        config.id = id.into();
+        config.region = region.into();
+        config.https = Some(self.members[i].https());
+        config.workers = 1;
+        config.sessions = 32;
+        config.ports = (20000, 20063);
+        let seeds: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| format!("\"{}:{GOSSIP_PORT}\"", m.ip()))
+            .collect();
+        config.extra = format!(
+            "[peers]\nlisten = \"{ip}:{GOSSIP_PORT}\"\nseeds = [{}]\nfleet_key = \"{FLEET_KEY}\"\n{}",
+            seeds.join(", "),
+            accounts(&self.customer)
+        );
+        config
+    }
+
+    fn start(&mut self, i: usize) {
+        let config = self.config(i);
+        let app = Appliance::start(config, Some(&self.members[i].ns.ns))
+            .unwrap_or_else(|e| panic!("starting {}: {e:#}", MEMBERS[i].0));
+        self.members[i].app = Some(app);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut app) = self.members[i].app.take() {
+            if let Some(pid) = app.pid() {
+                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+            let _ = app.stop(Duration::from_secs(5));
+        }
+    }
+
+    fn twiml(&self, path: &str, body: &str) {
+        self.customer.set_route(&Route::twiml(path, body)).unwrap();
+    }
+
+    fn phones(&self, region: &str) -> &Peer {
+        &self.phones.iter().find(|(r, _)| *r == region).expect("phones of the region").1
+    }
+
+    // ------------------------------------------------------------ clients
+
+    /// A signaling connection from `region`'s phones to member `i`,
+    /// listening as `identity`.
+    fn listening(&self, i: usize, region: &str, identity: &str) -> VoiceClient {
+        let member = &self.members[i];
+        let options =
+            ConnectOptions { ca_pem: Some(member.app().state_dir().join("tls/cert.pem")), ..Default::default() };
+        let url = format!("wss://{}/signal", member.https());
+        let mut ws = self
+            .phones(region)
+            .ns
+            .run_in(|| VoiceClient::connect_with(&url, &options))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e:#}\n{}", self.context()));
+        ws.listen(&mint(identity)).unwrap();
+        let connected =
+            ws.expect("connected", SIGNAL).unwrap_or_else(|e| panic!("connected: {e:#}\n{}", self.context()));
+        assert_eq!(connected["token"]["identity"], identity, "{connected:#}");
+        ws
+    }
+
+    /// A registered device of `identity` on member `i`.
+    fn device(&self, i: usize, region: &str, identity: &str) -> Device {
+        let mut ws = self.listening(i, region, identity);
+        ws.register().unwrap();
+        ws.expect("ready", SIGNAL).unwrap_or_else(|e| panic!("ready: {e:#}\n{}", self.context()));
+        Device { ws, rtp: self.phones(region).endpoint().unwrap() }
+    }
+
+    // ------------------------------------------------------------ carrier
+
+    /// A carrier call to member `to`; every SDP it gets must name `media`.
+    fn carrier_call(&self, scenario: &str, to: usize, rtp: &RtpEndpoint, media: usize) -> SippRun {
+        let target = self.members[to].sip();
+        Sipp::new(scenario, SocketAddr::new(IpAddr::V4(self.carrier.ip), CARRIER_SIP_PORT))
+            .remote(target)
+            .transport(Transport::Udp)
+            .service(NUMBER)
+            .key("caller", CALLER)
+            .key("target", target)
+            .key("rtp_ip", rtp.local_addr().ip())
+            .key("rtp_port", rtp.local_addr().port())
+            .key("tr", "UDP")
+            .key("tr_param", "udp")
+            .set("media_ip", self.members[media].ip())
+            .start_in(&self.carrier.ns)
+            .unwrap_or_else(|e| panic!("starting the carrier's sipp: {e:#}\n{}", self.context()))
+    }
+
+    // ------------------------------------------------------------ reading the fleet
+
+    fn rest(&self, i: usize, op: &str, args: Value) -> Value {
+        let member = &self.members[i];
+        let cafile = member.app().state_dir().join("tls/cert.pem");
+        let client = RestClient {
+            netns: Some(&self.lan.app),
+            base: format!("https://{}", member.https()),
+            account: ACCOUNT.into(),
+            token: TOKEN.into(),
+            cafile: &cafile,
+        };
+        client.run(op, &args).unwrap_or_else(|e| panic!("{e:#}\n{}", self.context()))
+    }
+
+    /// Media sessions member `i`'s dataplane holds.
+    fn sessions(&self, i: usize) -> usize {
+        self.members[i].app().admin.sessions().map(|l| l.count).unwrap_or(usize::MAX)
+    }
+
+    fn context(&self) -> String {
+        let mut out = String::new();
+        for (m, (id, _)) in self.members.iter().zip(MEMBERS) {
+            if let Some(app) = &m.app {
+                out.push_str(&format!("\n===== {id}\n"));
+                out.push_str(&call_checks::context(app, &self.customer, &["fleet", "gossip", "client", "call"]));
+            }
+        }
+        out
+    }
+}
+
+/// `tc`: a prio qdisc on eth0 whose first bands delay traffic to the given
+/// addresses by the given milliseconds; everything else goes undelayed.
+fn netem(ns: &Netns, bands: &[(u32, Vec<Ipv4Addr>)]) -> anyhow::Result<()> {
+    let mut prio = vec!["qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio", "bands"];
+    let band_count = (bands.len() + 1).max(3).to_string();
+    prio.push(&band_count);
+    prio.push("priomap");
+    let map: Vec<String> = (0..16).map(|_| (bands.len()).to_string()).collect();
+    prio.extend(map.iter().map(String::as_str));
+    ns.exec("tc", &prio, None)?;
+    for (k, (ms, ips)) in bands.iter().enumerate() {
+        let parent = format!("1:{}", k + 1);
+        let handle = format!("{}:", (k + 1) * 10);
+        let delay = format!("{ms}ms");
+        ns.exec(
+            "tc",
+            &["qdisc", "add", "dev", "eth0", "parent", &parent, "handle", &handle, "netem", "delay", &delay],
+            None,
+        )?;
+        for ip in ips {
+            let dst = format!("{ip}/32");
+            ns.exec(
+                "tc",
+                &[
+                    "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
+                    "ip", "dst", &dst, "flowid", &parent,
+                ],
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a `presence` frame of `identity` with `status`; returns when.
+fn presence_becomes(ws: &mut VoiceClient, identity: &str, status: &str, within: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let Ok(frame) = ws.expect("presence", deadline.saturating_duration_since(Instant::now())) else { break };
+        if frame["identity"] == identity && frame["status"] == status {
+            return Some(Instant::now());
+        }
+    }
+    None
+}
+
+/// The carrier's 200 (its SDP names where it sends media) and its Call-ID.
+fn answered(caller: &mut SippRun, fleet: &Fleet) -> (SocketAddr, String) {
+    let answer = caller
+        .wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("200"))
+        .unwrap_or_else(|e| panic!("the carrier's 200: {e:#}\n{}", fleet.context()));
+    (answer.media().expect("media in the 200"), answer.get("call_id").unwrap_or_default().to_owned())
+}
+
+/// A carrier call at us1-a to alice, who answers on `alice`; media flows
+/// through member `anchor` only (its address in both SDPs, one session
+/// there, none elsewhere); the carrier hangs up. Returns the child call's SID.
+fn call_alice(fleet: &Fleet, alice: &mut Device, anchor: usize, what: &str) -> String {
+    let carrier_rtp = fleet.carrier.endpoint().unwrap();
+    let mut caller = fleet.carrier_call("uac_call.xml", US1_A, &carrier_rtp, anchor);
+    let invite =
+        alice.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("{what}: invite: {e:#}\n{}", fleet.context()));
+    let child_sid = invite["callsid"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(invite["parameters"]["From"], CALLER, "{what}: {invite:#}");
+    assert_eq!(invite["parameters"]["To"], "client:alice", "{what}: {invite:#}");
+    let toward_alice = sdp_media_addr(invite["sdp"].as_str().unwrap_or_default()).unwrap();
+    alice.ws.answer(&plain_rtp_sdp(alice.rtp.local_addr()), &child_sid).unwrap();
+    let (toward_carrier, call_id) = answered(&mut caller, fleet);
+    let anchor_ip = IpAddr::V4(fleet.members[anchor].ip());
+    assert_eq!(toward_carrier.ip(), anchor_ip, "{what}: the carrier sends to the anchor\n{}", fleet.context());
+    assert_eq!(toward_alice.ip(), anchor_ip, "{what}: alice sends to the anchor\n{}", fleet.context());
+    for (i, (id, _)) in MEMBERS.iter().enumerate() {
+        if fleet.members[i].app.is_some() {
+            let want = usize::from(i == anchor);
+            let found = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == want).unwrap();
+            assert_eq!(found, want, "{what}: media sessions on {id}\n{}", fleet.context());
+        }
+    }
+    call_checks::media_flows(what, (&carrier_rtp, toward_carrier), (&alice.rtp, toward_alice), PACKETS, || {
+        fleet.context()
+    });
+    let counted = fleet.members[anchor].app().admin.worker_totals().unwrap();
+    assert!(counted.rx_packets >= 2 * PACKETS as u64, "{what}: the anchor's dataplane carried the media: {counted:?}");
+    caller.poke(&call_id, &[("X-Poke", "hangup")]).unwrap();
+    let hangup =
+        alice.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{what}: hangup: {e:#}\n{}", fleet.context()));
+    assert_eq!(hangup["callsid"], child_sid.as_str());
+    let outcome = caller.wait(SIPP_END).unwrap();
+    assert!(outcome.success(), "{what}: {}\n{}", outcome.report, fleet.context());
+    for i in 0..fleet.members.len() {
+        if fleet.members[i].app.is_some() {
+            let left = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == 0).unwrap();
+            assert_eq!(left, 0, "{what}: sessions left on {}\n{}", MEMBERS[i].0, fleet.context());
+        }
+    }
+    child_sid
+}
+
+/// The issue's fleet, in order: a call through one hop with the media
+/// anchored where the policy says; the anchor moving off a draining box;
+/// a dead box's routes withdrawn everywhere, calls to its client ending at
+/// once until the client reconnects elsewhere; presence across the fleet.
+#[test]
+fn a_fleet_of_four_in_three_regions() {
+    let mut fleet = Fleet::new();
+    fleet.twiml("/voice", r#"<Response><Dial answerOnBridge="true"><Client>alice</Client></Dial></Response>"#);
+    fleet.customer.route("/status", 204, "", Duration::ZERO).unwrap();
+
+    // A watcher on every other appliance follows alice.
+    let mut watchers: Vec<(usize, VoiceClient)> = [US1_A, US1_B, AU1]
+        .into_iter()
+        .map(|i| {
+            let mut ws = fleet.listening(i, fleet.members[i].region, &format!("watcher{i}"));
+            ws.presence_subscribe(&["alice"]).unwrap();
+            let first = ws.expect("presence", SIGNAL).unwrap();
+            assert_eq!(first["status"], "offline", "{first:#}");
+            (i, ws)
+        })
+        .collect();
+
+    // alice at de1: every appliance sees her within the propagation time.
+    let registered = Instant::now();
+    let mut alice = fleet.device(DE1, "de1", "alice");
+    for (i, ws) in &mut watchers {
+        let seen = presence_becomes(ws, "alice", "available", PROPAGATION);
+        let seen = seen.unwrap_or_else(|| panic!("{} never saw alice available\n{}", MEMBERS[*i].0, fleet.context()));
+        eprintln!("alice's route reached {} in {:?}", MEMBERS[*i].0, seen - registered);
+    }
+
+    // 1. Carrier at us1-a, alice at de1: one hop; de1 and us1-a tie at
+    //    45 ms on the path and idle alike: the lower id, de1, anchors.
+    let child = call_alice(&fleet, &mut alice, DE1, "us1-a -> de1, anchored at de1");
+    let calls =
+        call_checks::final_calls(AFTERMATH, 2, || Ok(fleet.rest(US1_A, "calls", json!({}))), || fleet.context());
+    let child_record = record(&calls, "sid", &child);
+    assert_eq!(child_record["status"], "completed", "{child_record:#}");
+    assert_eq!(child_record["to"], "client:alice", "{child_record:#}");
+
+    // 2. de1 draining: it still holds alice, the media moves to us1-a.
+    let drained = fleet.members[DE1].app().admin.request("POST", "/drain", Some("on"), SIGNAL).unwrap();
+    assert_eq!(drained.status, 200, "draining de1: {}", drained.body);
+    std::thread::sleep(PROPAGATION);
+    call_alice(&fleet, &mut alice, US1_A, "de1 draining: anchored at us1-a");
+    let undrained = fleet.members[DE1].app().admin.request("POST", "/drain", Some("off"), SIGNAL).unwrap();
+    assert_eq!(undrained.status, 200, "{}", undrained.body);
+
+    // 3. de1 dies: alice's route is withdrawn everywhere within 3 s.
+    let killed = Instant::now();
+    fleet.kill(DE1);
+    for (i, ws) in &mut watchers {
+        let gone = presence_becomes(ws, "alice", "offline", Duration::from_secs(10));
+        let gone = gone.unwrap_or_else(|| panic!("{} kept alice's route\n{}", MEMBERS[*i].0, fleet.context()));
+        let took = gone - killed;
+        eprintln!("de1's routes withdrawn on {} in {took:?}", MEMBERS[*i].0);
+        assert!(
+            took <= Duration::from_secs(3) + Duration::from_millis(500),
+            "withdrawal on {}: {took:?}",
+            MEMBERS[*i].0
+        );
+    }
+    drop(alice);
+    // A call to alice now ends at once.
+    let rtp = fleet.carrier.endpoint().unwrap();
+    let started = Instant::now();
+    let refused = fleet.carrier_call("uac_refused.xml", US1_A, &rtp, US1_A).wait(SIPP_END).unwrap();
+    let finals: Vec<u16> = refused.statuses_received().into_iter().filter(|s| *s >= 200).collect();
+    assert_eq!(finals, [480], "alice present nowhere: {}\n{}", refused.report, fleet.context());
+    eprintln!("call to alice present nowhere ended in {:?}", started.elapsed());
+
+    // alice comes back at au1: the next call reaches her there (us1-a and
+    // au1 tie at 90 ms on the path: au1 anchors, the lower id).
+    let mut alice = fleet.device(AU1, "au1", "alice");
+    for (i, ws) in &mut watchers {
+        if *i != AU1 {
+            assert!(
+                presence_becomes(ws, "alice", "available", PROPAGATION).is_some(),
+                "{} sees alice at au1",
+                MEMBERS[*i].0
+            );
+        }
+    }
+    call_alice(&fleet, &mut alice, AU1, "us1-a -> au1 after de1 died");
+
+    // Presence across the fleet: a watcher on us1-b sees alice (on au1)
+    // go away and come back within a second.
+    alice.ws.presence_set("away").unwrap();
+    let (_, watcher_b) = watchers.iter_mut().find(|(i, _)| *i == US1_B).unwrap();
+    assert!(presence_becomes(watcher_b, "alice", "away", Duration::from_secs(1)).is_some(), "{}", fleet.context());
+    alice.ws.presence_set("available").unwrap();
+    assert!(presence_becomes(watcher_b, "alice", "available", Duration::from_secs(1)).is_some(), "{}", fleet.context());
+}
