@@ -260,10 +260,9 @@ impl Shell {
                 Some(c) => c.request(leg_id, key.clone(), request.clone(), &account),
                 None => Vec::new(),
             };
+            // The leg is forgotten once the answer to this BYE is sent
+            // (`fleet_event`): the client legs answer through the done channel.
             self.client_events(events);
-            if request.method == Method::Bye {
-                self.fleet_forget(leg_id);
-            }
             return true;
         }
         let Some(proof) = request.headers.get_named(FLEET).and_then(|h| h.value_str()).map(str::to_owned) else {
@@ -370,13 +369,15 @@ impl Shell {
 
     /// The near appliance cancelled its INVITE.
     pub(super) fn fleet_cancelled(&mut self, invite: &TxKey) -> bool {
-        let Some(&id) = self.fleet.by_invite.get(invite) else { return false };
+        if !self.fleet.by_invite.contains_key(invite) {
+            return false;
+        }
         // The layer answered the CANCEL itself: the 200 the client legs
         // make for it (to this made-up key) is dropped.
         let cancel = TxKey { branch: format!("{}-cancel", invite.branch), method: Method::Cancel };
         let events = self.clients.as_mut().map(|c| c.cancel(invite, cancel)).unwrap_or_default();
+        // The 487 they make for the INVITE ends the leg (`fleet_event`).
         self.client_events(events);
-        self.fleet_forget(id);
         true
     }
 
@@ -422,7 +423,13 @@ impl Shell {
                     self.fleet_forget(id);
                 }
             }
-            Event::Response { key, response } if key.method != Method::Cancel => self.sip.respond(key, response),
+            Event::Response { key, response } if key.method != Method::Cancel => {
+                let bye = key.method == Method::Bye;
+                self.sip.respond(key, response);
+                if bye {
+                    self.fleet_forget(id);
+                }
+            }
             Event::Response { .. } => {}
             Event::Request { request, .. } if request.method == Method::Bye => {
                 if let Some(mut dialog) = leg.dialog.take() {
