@@ -9,7 +9,8 @@
 //!   Store (trait)                     this file: operations and errors
 //!     ├── SqliteStore                 sqlite.rs: one file in state_dir, WAL
 //!     │     └── migrations/*.sql      the schema, one file per version
-//!     └── (PostgreSQL, for a fleet)   later, same trait, same schema
+//!     └── PostgresStore               postgres.rs: a server a fleet shares,
+//!           └── migrations/postgres/  the same schema, same version numbers
 //!
 //!   domain types: sid.rs (AC/SK/AP/PN/CA), account.rs, application.rs,
 //!   phone_number.rs (E.164), trunk.rs (Cidr), call_record.rs, timestamp.rs
@@ -35,9 +36,14 @@ mod account;
 mod application;
 mod call_record;
 mod phone_number;
+mod postgres;
 pub mod seed;
 mod sid;
 mod sqlite;
+#[cfg(test)]
+mod suite;
+#[cfg(any(test, feature = "test-postgres"))]
+pub mod test_postgres;
 mod timestamp;
 mod trunk;
 
@@ -45,6 +51,7 @@ pub use account::{Account, AccountStatus, ApiKey};
 pub use application::{check_http_url, Application, HttpMethod};
 pub use call_record::{CallFilter, CallRecord, CallStatus, CallUpdate, CallWrite, Direction};
 pub use phone_number::{E164Error, PhoneNumber, E164};
+pub use postgres::{PostgresStore, PostgresUrl, DEFAULT_POOL as DEFAULT_POSTGRES_POOL};
 pub use seed::{seed, AccountSeed, SeedReport};
 pub use sid::{random_secret, AccountSid, ApiKeySid, ApplicationSid, CallSid, PhoneNumberSid, SidError};
 pub use sqlite::{Durability, SqliteStore};
@@ -75,6 +82,14 @@ pub enum StoreError {
     Open { path: String, source: rusqlite::Error },
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL server cannot be used: connecting failed, every
+    /// connection of the pool stayed busy, or it stopped answering. `url`
+    /// is the store's URL without its password.
+    #[error("cannot use the PostgreSQL server {url}: {reason}")]
+    PostgresConnect { url: String, reason: String },
+    /// A statement failed on the server (or its connection broke midway).
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
 }
 
 impl StoreError {
@@ -156,8 +171,8 @@ pub type Edit<'a, T> = &'a dyn Fn(&mut T);
 /// blocking somewhere less visible. Async callers hold an
 /// `Arc<dyn Store>` and call it through `tokio::task::spawn_blocking`, which
 /// keeps the runtime's threads free and costs one thread hand-off per call,
-/// small beside the write itself. A PostgreSQL implementation can keep this
-/// shape with a blocking client (or its own runtime), so callers do not change.
+/// small beside the write itself. `PostgresStore` keeps this shape with a
+/// runtime of its own (postgres.rs), so callers do not change.
 ///
 /// **Scoping.** Operations the REST API serves take the caller's account and
 /// answer `NotFound` for another account's objects. Operations the call path
@@ -246,9 +261,12 @@ pub trait Store: Send + Sync {
     /// Applies the set fields of `update` and returns the record as stored.
     fn update_call(&self, sid: &CallSid, update: &CallUpdate) -> Result<CallRecord, StoreError>;
     /// A number that changes whenever accounts, keys, applications, numbers
-    /// or trunks change through this store, so that a caller may keep what
-    /// it looked up (the call layer's routing cache) until it does. `None`:
-    /// changes cannot be seen (another process writes too); do not cache.
+    /// or trunks change through this store (or, for PostgreSQL, through any
+    /// appliance sharing its database), so that a caller may keep what it
+    /// looked up (the call layer's routing cache, the client hub's keys)
+    /// until it does. Cheap: no I/O, safe on a runtime thread. `None`:
+    /// changes cannot be seen now (another process writes too, or the
+    /// PostgreSQL watcher is disconnected); do not cache.
     fn config_version(&self) -> Option<u64> {
         None
     }
