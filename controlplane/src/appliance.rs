@@ -8,7 +8,7 @@ use crate::config::{Config, StoreConfig};
 use crate::instructions::http::{WebhookClient, WebhookConfig};
 use crate::instructions::interpreter::Limits;
 use crate::routes::{InProcessRoutes, RouteStore};
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store};
 use crate::tls::TlsIdentity;
 use dataplane::{Dataplane, DataplaneHandle};
 use std::sync::Arc;
@@ -36,18 +36,16 @@ pub enum StartError {
 }
 
 /// Opens the durable store and writes the configuration's accounts into it
-/// on first start (an account already in the database wins).
+/// on first start (an account already in the database wins: with a fleet
+/// sharing PostgreSQL, the first appliance to start seeds it).
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    let StoreConfig::Sqlite(path) = &config.store;
-    let store = SqliteStore::open(path)?;
-    let report = crate::store::seed(&store, &config.accounts)?;
-    tracing::info!(
-        path = %path.display(),
-        seeded = report.created.len(),
-        kept = report.kept.len(),
-        "store open"
-    );
-    Ok(Arc::new(store))
+    let (store, place): (Arc<dyn Store>, String) = match &config.store {
+        StoreConfig::Sqlite(path) => (Arc::new(SqliteStore::open(path)?), path.display().to_string()),
+        StoreConfig::Postgres { url, pool } => (Arc::new(PostgresStore::open(url, *pool)?), url.to_string()),
+    };
+    let report = crate::store::seed(store.as_ref(), &config.accounts)?;
+    tracing::info!(store = %place, seeded = report.created.len(), kept = report.kept.len(), "store open");
+    Ok(store)
 }
 
 /// Binds the SIP listeners (UDP, TCP, TLS) and starts the call layer on

@@ -6,7 +6,8 @@
 
 use crate::store::seed::{AccountSeed, ApiKeySeed, ApplicationSeed, NumberSeed, TrunkSeed};
 use crate::store::{
-    check_http_url, check_sip_uri, check_trunk_name, AccountSid, ApiKeySid, ApplicationSid, Cidr, HttpMethod, E164,
+    check_http_url, check_sip_uri, check_trunk_name, AccountSid, ApiKeySid, ApplicationSid, Cidr, HttpMethod,
+    PostgresUrl, E164,
 };
 use dataplane::config::{Backend, DataplaneConfig, DpdkConfig};
 use std::net::{IpAddr, SocketAddr};
@@ -60,7 +61,11 @@ pub struct ClientsConfig {
 /// Where durable state lives (`[store] url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
+    /// One box: a database file (`sqlite://PATH`, the default).
     Sqlite(PathBuf),
+    /// A fleet: a PostgreSQL server every appliance shares
+    /// (`postgres://...`), with at most `pool` connections (`[store] pool`).
+    Postgres { url: PostgresUrl, pool: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,25 +229,43 @@ struct Reader {
 
 impl Reader {
     fn store(&mut self, root: &Table, state_dir: &Path) -> StoreConfig {
-        let t = self.section(root, "store", &["url"]);
+        let t = self.section(root, "store", &["url", "pool"]);
         // One box keeps its database beside its other state.
         let default = StoreConfig::Sqlite(state_dir.join("bridgehead.db"));
-        let Some(url) = self.string(&t, "store.url") else { return default };
+        // A few connections serve an appliance: its queries are index
+        // lookups, and the REST API, the call records and the routing each
+        // hold one at a time. More only loads the shared server.
+        let pool = self.integer(&t, "store.pool", 1..=64).map(|n| n as usize);
+        let Some(url) = self.string(&t, "store.url") else {
+            if pool.is_some() {
+                self.error("store.pool", "applies to a postgres:// store.url only");
+            }
+            return default;
+        };
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 self.error("store.url", "sqlite:// needs a file path, e.g. sqlite://./state/bridgehead.db");
-                return default;
             }
-            return StoreConfig::Sqlite(PathBuf::from(path));
+            if pool.is_some() {
+                self.error("store.pool", "applies to a postgres:// store.url only (SQLite has one connection)");
+            }
+            return if path.is_empty() { default } else { StoreConfig::Sqlite(PathBuf::from(path)) };
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            self.error(
-                "store.url",
-                "PostgreSQL comes with the fleet release (docs/store.md); use sqlite:// for one box",
-            );
-        } else {
-            self.error("store.url", format!("{url:?}: expected sqlite://PATH"));
+            return match PostgresUrl::parse(&url) {
+                Ok(url) => StoreConfig::Postgres { url, pool: pool.unwrap_or(crate::store::DEFAULT_POSTGRES_POOL) },
+                Err(reason) => {
+                    self.error("store.url", reason);
+                    default
+                }
+            };
         }
+        // Not echoed: an unknown scheme may still carry a password.
+        let scheme = url.split_once("://").map_or("(none)", |(scheme, _)| scheme);
+        self.error(
+            "store.url",
+            format!("scheme {scheme:?}: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
+        );
         default
     }
 
@@ -989,9 +1012,33 @@ mod tests {
             .unwrap();
         assert_eq!(c.store, StoreConfig::Sqlite(PathBuf::from("./x.db")));
         assert_eq!(c.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
-        let errors = Config::parse_str("[store]\nurl = \"postgres://db/bh\"\n[tls]\ncert = \"c.pem\"\n").unwrap_err();
+        let errors = Config::parse_str("[store]\nurl = \"mysql://u:pw@db/bh\"\n[tls]\ncert = \"c.pem\"\n").unwrap_err();
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["store.url", "tls.key"]);
+        assert!(!errors[0].reason.contains("pw"), "{:?}", errors[0]);
+    }
+
+    #[test]
+    fn postgres_store() {
+        let c = Config::parse_str("[store]\nurl = \"postgres://bh:secret@db.example:5433/fleet\"\n").unwrap();
+        let StoreConfig::Postgres { url, pool } = &c.store else { panic!("{:?}", c.store) };
+        assert_eq!((url.to_string().as_str(), *pool), ("postgres://bh@db.example:5433/fleet", 4));
+        assert!(!format!("{c:?}").contains("secret"));
+        let c = Config::parse_str("[store]\nurl = \"postgresql://bh@db/fleet\"\npool = 8\n").unwrap();
+        assert!(matches!(c.store, StoreConfig::Postgres { pool: 8, .. }));
+        // Every problem at once, with its key, and no password in the reasons.
+        let errors = Config::parse_str(
+            "[store]\nurl = \"postgres://bh:secret@db/fleet?sslmode=require\"\npool = 0\nsize = 1\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["store.size", "store.pool", "store.url"]);
+        assert!(errors.iter().all(|e| !e.reason.contains("secret")), "{errors:?}");
+        assert!(errors[2].reason.contains("sslmode=require"), "{errors:?}");
+        let errors = Config::parse_str("[store]\nurl = \"postgres://bh@:x/fleet\"\n").unwrap_err();
+        assert_eq!(errors[0].key, "store.url");
+        let errors = Config::parse_str("[store]\nurl = \"sqlite://./x.db\"\npool = 2\n").unwrap_err();
+        assert_eq!(errors[0].key, "store.pool");
     }
 
     #[test]

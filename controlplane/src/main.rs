@@ -13,7 +13,7 @@
 
 use clap::{Parser, Subcommand};
 use controlplane::config::{Config, StoreConfig};
-use controlplane::store::{AccountSid, ApiKeySid, ApplicationSid, SqliteStore, Store, StoreError};
+use controlplane::store::{AccountSid, ApiKeySid, ApplicationSid, PostgresStore, SqliteStore, Store, StoreError};
 use controlplane::token::{self, OutgoingGrant, VoiceGrant};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,10 +144,17 @@ fn token_command(config: Option<&std::path::Path>, req: &TokenRequest) -> ExitCo
             return ExitCode::from(2);
         }
     };
-    let StoreConfig::Sqlite(path) = &config.store;
+    let place = match &config.store {
+        StoreConfig::Sqlite(path) => path.display().to_string(),
+        StoreConfig::Postgres { url, .. } => url.to_string(),
+    };
     let lookup = || -> Result<controlplane::store::ApiKey, StoreError> {
-        let store = SqliteStore::open(path)?;
-        controlplane::store::seed(&store, &config.accounts)?;
+        let store: Box<dyn Store> = match &config.store {
+            StoreConfig::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+            // One connection: this command makes one lookup.
+            StoreConfig::Postgres { url, .. } => Box::new(PostgresStore::open(url, 1)?),
+        };
+        controlplane::store::seed(store.as_ref(), &config.accounts)?;
         store.api_key(&key_sid)
     };
     let key = match lookup() {
@@ -157,7 +164,7 @@ fn token_command(config: Option<&std::path::Path>, req: &TokenRequest) -> ExitCo
             return ExitCode::from(1);
         }
         Err(e) => {
-            eprintln!("bridgehead token: store {}: {e}", path.display());
+            eprintln!("bridgehead token: store {place}: {e}");
             return ExitCode::from(1);
         }
     };

@@ -88,7 +88,7 @@ pub enum StoreError {
     #[error("cannot use the PostgreSQL server {url}: {reason}")]
     PostgresConnect { url: String, reason: String },
     /// A statement failed on the server (or its connection broke midway).
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", postgres::error_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
 }
 

@@ -123,7 +123,7 @@ impl PostgresUrl {
 
     fn config(&self) -> Result<tokio_postgres::Config, StoreError> {
         let mut config = tokio_postgres::Config::from_str(&self.0)
-            .map_err(|e| StoreError::PostgresConnect { url: self.to_string(), reason: e.to_string() })?;
+            .map_err(|e| StoreError::PostgresConnect { url: self.to_string(), reason: error_text(&e) })?;
         // Shown in pg_stat_activity, so an operator can tell whose
         // connections these are (and the tests can cut them).
         if config.get_application_name().is_none() {
@@ -505,7 +505,7 @@ impl Pool {
         });
         match rx.recv_timeout(CONNECT_TIMEOUT + Duration::from_secs(1)) {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(self.unavailable(e.to_string())),
+            Ok(Err(e)) => Err(self.unavailable(error_text(&e))),
             Err(_) => Err(self.unavailable(format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()))),
         }
     }
@@ -832,6 +832,22 @@ fn narrow(r: &Row, column: &str) -> Result<Option<u32>, StoreError> {
 }
 
 // ---- errors ---------------------------------------------------------------
+
+/// An error of tokio-postgres in one line with its cause: its `Display`
+/// alone says only "db error" for what the server answered.
+pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// A failed insert: a taken key becomes `Conflict(what)`, a missing account
 /// `NotFound`, anything else stays a database error.
