@@ -14,6 +14,9 @@ packages=(
   procps iputils-ping                # sysctl; ping for the DPDK exception path
   python3 python3-venv               # Twilio's helper library checks our webhook signatures
   openssl                            # throwaway certificates for the SIP-over-TLS tests
+  postgresql util-linux              # the fleet store's tests start throwaway servers (initdb,
+                                     # postgres as the postgres user via setpriv); no system
+                                     # cluster needs to run
 )
 # JsSIP, a browser SIP library, registers over WebSocket: it needs Node.js and
 # npm. Machines that already have them (often from NodeSource, whose nodejs

@@ -1027,10 +1027,9 @@ mod tests {
         let c = Config::parse_str("[store]\nurl = \"postgresql://bh@db/fleet\"\npool = 8\n").unwrap();
         assert!(matches!(c.store, StoreConfig::Postgres { pool: 8, .. }));
         // Every problem at once, with its key, and no password in the reasons.
-        let errors = Config::parse_str(
-            "[store]\nurl = \"postgres://bh:secret@db/fleet?sslmode=require\"\npool = 0\nsize = 1\n",
-        )
-        .unwrap_err();
+        let errors =
+            Config::parse_str("[store]\nurl = \"postgres://bh:secret@db/fleet?sslmode=require\"\npool = 0\nsize = 1\n")
+                .unwrap_err();
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["store.size", "store.pool", "store.url"]);
         assert!(errors.iter().all(|e| !e.reason.contains("secret")), "{errors:?}");

@@ -462,10 +462,9 @@ impl Pool {
                 state.open += 1;
                 drop(state);
                 return match self.connect() {
-                    Ok(client) => Ok(Pooled {
-                        pool: self,
-                        conn: Some(Conn { client, statements: RefCell::default() }),
-                    }),
+                    Ok(client) => {
+                        Ok(Pooled { pool: self, conn: Some(Conn { client, statements: RefCell::default() }) })
+                    }
                     Err(e) => {
                         self.lock().open -= 1;
                         self.freed.notify_one();
@@ -765,7 +764,11 @@ async fn listen(
 macro_rules! text_column {
     ($ty:ty, $to:expr, $from:expr) => {
         impl ToSql for $ty {
-            fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            fn to_sql(
+                &self,
+                ty: &Type,
+                out: &mut BytesMut,
+            ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
                 #[allow(clippy::redundant_closure_call)]
                 let text = ($to)(self);
                 ToSql::to_sql(&text, ty, out)
@@ -827,8 +830,7 @@ fn wide(v: Option<u32>) -> Option<i64> {
 /// A BIGINT column read back into a u32 field.
 fn narrow(r: &Row, column: &str) -> Result<Option<u32>, StoreError> {
     let v: Option<i64> = r.try_get(column)?;
-    v.map(|v| u32::try_from(v).map_err(|_| StoreError::Invalid(format!("{column} {v} is out of range"))))
-        .transpose()
+    v.map(|v| u32::try_from(v).map_err(|_| StoreError::Invalid(format!("{column} {v} is out of range")))).transpose()
 }
 
 // ---- errors ---------------------------------------------------------------
@@ -1041,7 +1043,15 @@ async fn insert_number(db: &Db<'_>, n: &PhoneNumber) -> Result<(), StoreError> {
     }
     db.execute(
         &format!("INSERT INTO phone_numbers ({NUMBER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-        &[&n.sid, &n.account_sid, &n.phone_number, &n.application_sid, &n.friendly_name, &n.date_created, &n.date_updated],
+        &[
+            &n.sid,
+            &n.account_sid,
+            &n.phone_number,
+            &n.application_sid,
+            &n.friendly_name,
+            &n.date_created,
+            &n.date_updated,
+        ],
     )
     .await
     .map_err(|e| insert_error(e, || format!("phone number {} exists", n.sid), &n.account_sid))?;
@@ -1182,7 +1192,12 @@ const UPDATE_CALL: &str = "UPDATE calls SET \
    date_updated = greatest($9, date_updated) \
  WHERE sid = $1";
 
-async fn update_call_row(db: &Db<'_>, sid: &CallSid, u: &CallUpdate, returning: bool) -> Result<Option<Row>, StoreError> {
+async fn update_call_row(
+    db: &Db<'_>,
+    sid: &CallSid,
+    u: &CallUpdate,
+    returning: bool,
+) -> Result<Option<Row>, StoreError> {
     let now = Timestamp::now();
     let params: [&(dyn ToSql + Sync); 9] = [
         sid,
@@ -1515,8 +1530,7 @@ impl Store for PostgresStore {
             if next.name != current.name && trunk_exists(db, account, &next.name).await? {
                 return Err(StoreError::Conflict(format!("trunk {} exists", next.name)));
             }
-            db.execute("DELETE FROM trunk_allow WHERE account_sid = $1 AND trunk_name = $2", &[account, &name])
-                .await?;
+            db.execute("DELETE FROM trunk_allow WHERE account_sid = $1 AND trunk_name = $2", &[account, &name]).await?;
             db.execute(
                 "UPDATE trunks SET name = $3, outbound = $4, username = $5, password = $6, date_updated = $7 \
                  WHERE account_sid = $1 AND name = $2",
@@ -1627,7 +1641,11 @@ impl Store for PostgresStore {
         }
         args.push(&limit);
         args.push(&offset);
-        sql.push_str(&format!(" ORDER BY date_created DESC, seq DESC LIMIT ${} OFFSET ${}", args.len() - 1, args.len()));
+        sql.push_str(&format!(
+            " ORDER BY date_created DESC, seq DESC LIMIT ${} OFFSET ${}",
+            args.len() - 1,
+            args.len()
+        ));
         self.read(async |db| {
             // At most 2^6 shapes of this query: each connection prepares them once.
             Ok(page_of(rows(db.query(&sql, &args).await?, call_from_row)?, page))

@@ -72,7 +72,8 @@ impl TestPostgres {
                 .map_err(|e| format!("cannot give {} to the postgres user: {e}", dir.display()))?;
         }
         let pwfile = dir.join("pw");
-        std::fs::write(&pwfile, format!("{PASSWORD}\n")).map_err(|e| format!("cannot write {}: {e}", pwfile.display()))?;
+        std::fs::write(&pwfile, format!("{PASSWORD}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", pwfile.display()))?;
         if let Some((uid, gid)) = owner {
             let _ = std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid));
         }
@@ -130,7 +131,10 @@ impl TestPostgres {
             wait "$pid"
             rm -rf "$1""#
         );
+        // The server's working directory is its own: the test's may be one
+        // the postgres user cannot enter (a checkout under /root).
         let mut child = Command::new("sh")
+            .current_dir(dir)
             .arg("-c")
             .arg(script)
             .arg("sh")
@@ -167,6 +171,13 @@ impl TestPostgres {
     /// The URL of database `db`, as an appliance's `[store] url`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The URL of database `db` through the server's Unix socket: reaches
+    /// it from any network namespace (a socket file is not bound to one).
+    pub fn socket_url(&self, db: &str) -> String {
+        let dir = self.dir.display().to_string().replace('/', "%2F");
+        format!("postgres://{USER}:{PASSWORD}@{dir}:{}/{db}", self.port)
     }
 
     /// A new, empty database; returns its name.

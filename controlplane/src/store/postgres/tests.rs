@@ -99,7 +99,8 @@ fn a_server_it_cannot_reach_is_reported_without_the_password() {
     assert!(text.contains(&format!("postgres://bh@127.0.0.1:{port}/bh")), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
     // A wrong password is refused by the server, and said.
-    let wrong = PostgresUrl::parse(&format!("postgres://bridgehead:nope@127.0.0.1:{}/postgres", server().port())).unwrap();
+    let wrong =
+        PostgresUrl::parse(&format!("postgres://bridgehead:nope@127.0.0.1:{}/postgres", server().port())).unwrap();
     let err = PostgresStore::open(&wrong, 1).unwrap_err().to_string();
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("nope"), "{err}");
@@ -115,7 +116,8 @@ fn urls() {
         "postgres://db/bh?user=u&application_name=x"
     );
     assert!(!format!("{:?}", PostgresUrl::parse("postgres://u:secret@db/bh").unwrap()).contains("secret"));
-    for bad in ["sqlite://x.db", "postgres:///bh", "postgres://u:p@db/bh?sslmode=require", "postgres://db:notaport/bh"] {
+    for bad in ["sqlite://x.db", "postgres:///bh", "postgres://u:p@db/bh?sslmode=require", "postgres://db:notaport/bh"]
+    {
         let err = PostgresUrl::parse(bad).unwrap_err();
         assert!(!err.contains(":p@"), "{err}");
     }

@@ -42,7 +42,6 @@ fn open() -> (TestDir, SqliteStore) {
     (dir, store)
 }
 
-
 store_suite!(open());
 
 /// A store with accounts 1 and 2.
