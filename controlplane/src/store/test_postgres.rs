@@ -224,7 +224,15 @@ impl Drop for TestPostgres {
 /// `/usr/lib/postgresql/<version>/bin` with a `postgres` in it.
 fn binaries() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("BRIDGEHEAD_PG_BIN") {
-        return Ok(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        if !dir.join("postgres").is_file() {
+            return Err(format!(
+                "BRIDGEHEAD_PG_BIN={} has no postgres binary: point it at a PostgreSQL bin directory, or unset it \
+                 and run the test command, scripts/test.sh, which installs Debian's postgresql package",
+                dir.display()
+            ));
+        }
+        return Ok(dir);
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
