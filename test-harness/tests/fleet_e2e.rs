@@ -13,12 +13,15 @@
 //! ```
 //!
 //! Delays are round trips (half each way) between namespaces of different
-//! regions. Every appliance is seeded with the same accounts; routes and
+//! regions. The fleet's durable state is one PostgreSQL database (a
+//! throwaway server, reached through its Unix socket): us1-a seeds the
+//! account from its configuration, the others find it there; routes and
 //! presence go by gossip only.
 //!
-//! Needs root, sipp, tc (netem) and python3 with `twilio`
+//! Needs root, sipp, tc (netem), PostgreSQL and python3 with `twilio`
 //! (scripts/test.sh provides them); fails rather than skips without them.
 
+use controlplane::store::test_postgres::TestPostgres;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -138,6 +141,10 @@ struct Fleet {
     /// Client hosts by region: us1, de1, au1.
     phones: Vec<(&'static str, Peer)>,
     lan: MediaLan,
+    /// The fleet store's database URL.
+    store_url: String,
+    // Last: dropped after the appliances that use it.
+    _postgres: TestPostgres,
 }
 
 /// A client device: its signaling connection and its RTP endpoint.
@@ -162,7 +169,10 @@ impl Fleet {
             .collect();
         let customer = CustomerApp::start_in(Some(&lan.app), lan.media_ip(), TOKEN)
             .expect("customer app (python3 with the twilio package)");
-        let mut fleet = Fleet { members, customer, carrier, phones, lan };
+        let postgres = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+        let db = postgres.create_database().unwrap_or_else(|e| panic!("{e}"));
+        let store_url = postgres.socket_url(&db);
+        let mut fleet = Fleet { members, customer, carrier, phones, lan, store_url, _postgres: postgres };
         fleet.delay_regions();
         for i in 0..fleet.members.len() {
             fleet.start(i);
@@ -207,10 +217,12 @@ impl Fleet {
             .filter(|(j, _)| *j != i)
             .map(|(_, m)| format!("\"{}:{GOSSIP_PORT}\"", m.ip()))
             .collect();
+        // Only us1-a seeds the account: the others find it in the fleet store.
+        let seeded = if i == US1_A { accounts(&self.customer) } else { String::new() };
         config.extra = format!(
-            "[peers]\nlisten = \"{ip}:{GOSSIP_PORT}\"\nseeds = [{}]\nfleet_key = \"{FLEET_KEY}\"\n{}",
+            "[store]\nurl = {:?}\npool = 2\n\n[peers]\nlisten = \"{ip}:{GOSSIP_PORT}\"\nseeds = [{}]\nfleet_key = \"{FLEET_KEY}\"\n{seeded}",
+            self.store_url,
             seeds.join(", "),
-            accounts(&self.customer)
         );
         config
     }
