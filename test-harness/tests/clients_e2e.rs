@@ -457,6 +457,17 @@ fn client_calls_client() {
     let sid = answer["callsid"].as_str().unwrap().to_owned();
     rig.media_flows("bob <-> alice", (&bob.rtp, media_of(&answer)), (&alice.rtp, media_of(&invite)));
 
+    // Call.sendMessage on either side: acknowledged (the SDK's `messageSent`).
+    for (ws, callsid) in [(&mut alice.ws, &child_sid), (&mut bob.ws, &sid)] {
+        let sent = ws.message(callsid, &json!({"note": "hi"}), "user-defined-message").unwrap();
+        let ack = ws.expect("ack", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+        assert_eq!((ack["acktype"].as_str(), ack["voiceeventsid"].as_str()), (Some("message"), Some(sent.as_str())));
+        assert_eq!(ack["callsid"], callsid.as_str(), "{ack:#}");
+    }
+    let stray = alice.ws.message("CA00000000000000000000000000000000", &json!({}), "user-defined-message").unwrap();
+    let refused = alice.ws.expect("error", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(refused["error"]["code"], 31005, "a message for no call of ours ({stray}): {refused:#}");
+
     alice.ws.hangup(&child_sid).unwrap();
     let hangup = bob.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
     assert_eq!(hangup["callsid"], sid.as_str());

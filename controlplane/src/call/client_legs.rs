@@ -465,6 +465,11 @@ impl ClientLegs {
 
     // ------------------------------------------------------------ what devices send
 
+    /// Whether `device` is in call `callsid` (ringing, answered or placing it).
+    pub fn in_call(&self, device: DeviceId, callsid: &str) -> bool {
+        self.by_device.contains_key(&(device, callsid.to_owned()))
+    }
+
     pub fn answer(&mut self, device: DeviceId, callsid: &str, sdp: &str) -> Events {
         let Some(LegRef::Fork(key)) = self.by_device.get(&(device, callsid.to_owned())).cloned() else {
             return Vec::new();

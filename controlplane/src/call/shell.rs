@@ -1111,6 +1111,18 @@ impl Shell {
                 ClientMessage::Answer { callsid, sdp } => clients.answer(device, &callsid, &sdp),
                 ClientMessage::Reject { callsid } => clients.reject(device, &callsid),
                 ClientMessage::Hangup { callsid } => clients.hangup(device, &callsid),
+                // Call.sendMessage: acknowledged for a call of the device
+                // (the SDK's `messageSent`); where it goes next is the
+                // customer's message subscription, not served in this release.
+                ClientMessage::Message { callsid, voiceeventsid: Some(voiceeventsid) } => {
+                    let frame = if clients.in_call(device, &callsid) {
+                        ServerMessage::Ack { callsid, voiceeventsid }
+                    } else {
+                        ServerMessage::Error { code: 31005, message: "no such call".into(), callsid: Some(callsid) }
+                    };
+                    clients.hub.send(device, frame);
+                    Vec::new()
+                }
                 other => {
                     // DTMF and in-call messages belong to the media services.
                     tracing::debug!(kind = other.kind(), "client message not acted on");
