@@ -30,10 +30,12 @@
 //!
 //! docs/presence.md describes statuses, aggregation and limits.
 
+pub mod gossip;
 mod in_process;
 pub mod policy;
 mod presence;
 
+pub use gossip::{GossipRoutes, GossipSettings};
 pub use in_process::InProcessRoutes;
 pub use presence::{Presence, PresenceChange, PresenceCounts, PresenceStatus};
 

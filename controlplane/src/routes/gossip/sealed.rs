@@ -1,0 +1,536 @@
+//! The gossip transport: chitchat's messages over UDP, every datagram
+//! sealed with the fleet key (ChaCha20-Poly1305, authenticated encryption).
+//!
+//! ```text
+//!   datagram = "BHG1" | nonce (12, random) | seal( sent_at_ms u64 LE | part u8 | msg u32 LE | bytes ) | tag (16)
+//!              \____ additional data ____/
+//! ```
+//!
+//! - The key is HKDF-SHA256 of `[peers] fleet_key` (never the key itself),
+//!   so the same passphrase also yields the chitchat cluster id without
+//!   revealing anything about the sealing key.
+//! - A datagram that does not open (no key, another fleet's key, a forged
+//!   or altered byte) is dropped and counted; so is one sealed more than
+//!   [`MAX_AGE`] ago or ahead, which bounds replay to that window (a replay
+//!   inside it re-delivers versions chitchat already holds: a no-op).
+//! - chitchat fills a datagram up to 65,507 bytes (its fixed limit, not a
+//!   setting in 0.11), so a message plus the 45 bytes of sealing can
+//!   exceed one UDP datagram: it is then cut in parts (`part` = index << 4
+//!   | count), each sealed on its own and put together on arrival.
+//! - The sender also notes when it sent each peer a Syn; the peer's SynAck
+//!   gives the round trip ([`RoundTrips`]), the fleet's measured latency.
+
+use async_trait::async_trait;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::hkdf;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Largest UDP payload over IPv4.
+pub const MAX_DATAGRAM: usize = 65_507;
+const MAGIC: &[u8; 4] = b"BHG1";
+const TAG_LEN: usize = 16;
+/// sent_at (8) + part (1) + message number (4).
+const INNER_HEADER: usize = 8 + 1 + 4;
+/// What sealing adds to a datagram.
+pub const OVERHEAD: usize = MAGIC.len() + NONCE_LEN + INNER_HEADER + TAG_LEN;
+/// The most message bytes one datagram carries.
+const MAX_PART: usize = MAX_DATAGRAM - OVERHEAD;
+/// A message is cut in at most this many parts (4 bits in `part`).
+const MAX_PARTS: usize = 15;
+/// Datagrams sealed longer ago (or further ahead, clocks drift) are refused.
+pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// Parts of a message waiting for the rest are dropped after this.
+const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most this many messages wait for parts at once (a bound on memory;
+/// only authenticated parts ever get here).
+const MAX_PENDING: usize = 64;
+
+/// The sealing key and the cluster id, both derived from `[peers] fleet_key`.
+pub struct FleetKey {
+    key: LessSafeKey,
+    cluster_id: String,
+}
+
+/// `hkdf::KeyType` for an output of `.0` bytes.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+impl FleetKey {
+    /// Derives the keys from the operator's passphrase. Fails only if
+    /// `ring` refuses its own algorithms' sizes, which it does not.
+    pub fn derive(fleet_key: &str) -> Result<FleetKey, KeyError> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"bridgehead fleet gossip v1").extract(fleet_key.as_bytes());
+        let mut key = [0u8; 32];
+        let mut id = [0u8; 8];
+        prk.expand(&[b"chacha20-poly1305 key"], Len(key.len()))
+            .and_then(|okm| okm.fill(&mut key))
+            .and_then(|()| prk.expand(&[b"cluster id"], Len(id.len())))
+            .and_then(|okm| okm.fill(&mut id))
+            .map_err(|_| KeyError)?;
+        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).map_err(|_| KeyError)?);
+        let cluster_id = format!("bridgehead-{}", id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        Ok(FleetKey { key, cluster_id })
+    }
+
+    /// The chitchat cluster id of this fleet: fleets with other keys never
+    /// mix even if their datagrams reached each other.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Seals `part` of message `msg` into `out` (cleared first).
+    fn seal(&self, now: SystemTime, part: u8, msg: u32, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|_| Refusal::Unsealable)?;
+        out.clear();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(&unix_ms(now).to_le_bytes());
+        out.push(part);
+        out.extend_from_slice(&msg.to_le_bytes());
+        out.extend_from_slice(bytes);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(MAGIC), &mut out[start..])
+            .map_err(|_| Refusal::Unsealable)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Opens a datagram in place: its (part, message number, bytes).
+    fn open<'a>(&self, now: SystemTime, datagram: &'a mut [u8]) -> Result<(u8, u32, &'a [u8]), Refusal> {
+        if datagram.len() < OVERHEAD || &datagram[..MAGIC.len()] != MAGIC {
+            return Err(Refusal::Malformed);
+        }
+        let (head, sealed) = datagram.split_at_mut(MAGIC.len() + NONCE_LEN);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&head[MAGIC.len()..]);
+        let plain = self
+            .key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(MAGIC), sealed)
+            .map_err(|_| Refusal::Unauthentic)?;
+        let mut ms = [0u8; 8];
+        ms.copy_from_slice(&plain[..8]);
+        let sent = u64::from_le_bytes(ms);
+        let now_ms = unix_ms(now);
+        if now_ms.abs_diff(sent) > MAX_AGE.as_millis() as u64 {
+            return Err(Refusal::Stale);
+        }
+        let part = plain[8];
+        let mut msg = [0u8; 4];
+        msg.copy_from_slice(&plain[9..13]);
+        Ok((part, u32::from_le_bytes(msg), &plain[INNER_HEADER..]))
+    }
+}
+
+/// The fleet key could not be derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot derive the gossip key from [peers] fleet_key")]
+pub struct KeyError;
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Too short, or not our magic: not a sealed gossip datagram.
+    Malformed,
+    /// Does not open with the fleet key: another key, or forged/altered.
+    Unauthentic,
+    /// Sealed more than [`MAX_AGE`] ago (or ahead): a replay or a bad clock.
+    Stale,
+    /// Opened, but the parts or the chitchat message inside do not decode.
+    Undecodable,
+    /// Could not seal (no randomness for the nonce): not sent.
+    Unsealable,
+}
+
+/// Counters of the gossip transport, for metrics.
+#[derive(Debug, Default)]
+pub struct GossipCounters {
+    pub datagrams_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub datagrams_accepted: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub refused_malformed: AtomicU64,
+    pub refused_unauthentic: AtomicU64,
+    pub refused_stale: AtomicU64,
+    pub refused_undecodable: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// A copy of [`GossipCounters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipCounts {
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub datagrams_accepted: u64,
+    pub bytes_received: u64,
+    /// Not a sealed gossip datagram (too short, wrong magic).
+    pub refused_malformed: u64,
+    /// Did not open with the fleet key: a non-member or a forgery.
+    pub refused_unauthentic: u64,
+    /// Sealed too long ago: a replay (or a clock off by more than 30 s).
+    pub refused_stale: u64,
+    /// Authentic but not a chitchat message (a bug or a version mismatch).
+    pub refused_undecodable: u64,
+    pub send_errors: u64,
+}
+
+impl GossipCounters {
+    pub fn snapshot(&self) -> GossipCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        GossipCounts {
+            datagrams_sent: get(&self.datagrams_sent),
+            bytes_sent: get(&self.bytes_sent),
+            datagrams_accepted: get(&self.datagrams_accepted),
+            bytes_received: get(&self.bytes_received),
+            refused_malformed: get(&self.refused_malformed),
+            refused_unauthentic: get(&self.refused_unauthentic),
+            refused_stale: get(&self.refused_stale),
+            refused_undecodable: get(&self.refused_undecodable),
+            send_errors: get(&self.send_errors),
+        }
+    }
+
+    fn refused(&self, why: Refusal) {
+        let counter = match why {
+            Refusal::Malformed => &self.refused_malformed,
+            Refusal::Unauthentic => &self.refused_unauthentic,
+            Refusal::Stale => &self.refused_stale,
+            Refusal::Undecodable => &self.refused_undecodable,
+            Refusal::Unsealable => &self.send_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Smoothed gossip round trips per peer address (Syn sent -> SynAck back).
+#[derive(Debug, Default)]
+pub struct RoundTrips {
+    inner: Mutex<RoundTripTable>,
+}
+
+#[derive(Debug, Default)]
+struct RoundTripTable {
+    syn_sent: HashMap<SocketAddr, Instant>,
+    smoothed_ms: HashMap<SocketAddr, f64>,
+}
+
+impl RoundTrips {
+    fn table(&self) -> std::sync::MutexGuard<'_, RoundTripTable> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn syn_sent(&self, to: SocketAddr, at: Instant) {
+        self.table().syn_sent.insert(to, at);
+    }
+
+    fn syn_ack_received(&self, from: SocketAddr, at: Instant) {
+        let mut t = self.table();
+        let Some(sent) = t.syn_sent.remove(&from) else { return };
+        let sample = at.duration_since(sent).as_secs_f64() * 1000.0;
+        // An exponential average over about 8 rounds: one slow answer (the
+        // peer busy computing a large delta) moves it little.
+        let smoothed = t.smoothed_ms.entry(from).or_insert(sample);
+        *smoothed += (sample - *smoothed) / 8.0;
+    }
+
+    /// The smoothed round trip to each peer address heard from, in ms.
+    pub fn snapshot(&self) -> Vec<(SocketAddr, f64)> {
+        self.table().smoothed_ms.iter().map(|(a, ms)| (*a, *ms)).collect()
+    }
+}
+
+/// A [`Transport`] that seals chitchat's messages with the fleet key.
+/// It hands chitchat a socket bound beforehand, so the caller knows the
+/// port (and reports the bind error) before chitchat starts.
+pub struct SealedTransport {
+    key: Arc<FleetKey>,
+    counters: Arc<GossipCounters>,
+    round_trips: Arc<RoundTrips>,
+    socket: Mutex<Option<tokio::net::UdpSocket>>,
+}
+
+impl SealedTransport {
+    pub fn new(
+        key: Arc<FleetKey>,
+        counters: Arc<GossipCounters>,
+        round_trips: Arc<RoundTrips>,
+        socket: tokio::net::UdpSocket,
+    ) -> SealedTransport {
+        SealedTransport { key, counters, round_trips, socket: Mutex::new(Some(socket)) }
+    }
+}
+
+#[async_trait]
+impl Transport for SealedTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let socket = self.socket.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(socket) = socket else {
+            anyhow::bail!("the gossip socket for {listen_addr} was already opened");
+        };
+        Ok(Box::new(SealedSocket {
+            key: self.key.clone(),
+            counters: self.counters.clone(),
+            round_trips: self.round_trips.clone(),
+            socket,
+            plain: Vec::with_capacity(MAX_DATAGRAM),
+            sealed: Vec::with_capacity(MAX_DATAGRAM),
+            recv_buf: vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice(),
+            next_msg: 0,
+            pending: HashMap::new(),
+        }))
+    }
+}
+
+/// A message waiting for its other parts.
+struct Pending {
+    first_seen: Instant,
+    parts: Vec<Option<Vec<u8>>>,
+}
+
+struct SealedSocket {
+    key: Arc<FleetKey>,
+    counters: Arc<GossipCounters>,
+    round_trips: Arc<RoundTrips>,
+    socket: tokio::net::UdpSocket,
+    plain: Vec<u8>,
+    sealed: Vec<u8>,
+    recv_buf: Box<[u8]>,
+    next_msg: u32,
+    pending: HashMap<(SocketAddr, u32), Pending>,
+}
+
+#[async_trait]
+impl Socket for SealedSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        if matches!(msg, ChitchatMessage::Syn { .. }) {
+            self.round_trips.syn_sent(to, Instant::now());
+        }
+        self.plain.clear();
+        msg.serialize(&mut self.plain);
+        self.next_msg = self.next_msg.wrapping_add(1);
+        let count = self.plain.len().div_ceil(MAX_PART).max(1);
+        if count > MAX_PARTS {
+            // chitchat never builds a message this large (65,507 bytes at most).
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        for index in 0..count {
+            let end = ((index + 1) * MAX_PART).min(self.plain.len());
+            let bytes = &self.plain[index * MAX_PART..end];
+            let part = ((index as u8) << 4) | count as u8;
+            if let Err(why) = self.key.seal(now, part, self.next_msg, bytes, &mut self.sealed) {
+                self.counters.refused(why);
+                return Ok(());
+            }
+            match self.socket.send_to(&self.sealed, to).await {
+                Ok(n) => {
+                    self.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                // A peer gone or a full buffer loses this datagram, as UDP
+                // may; gossip sends again next round. Only a broken socket
+                // would stop chitchat, and send_to does not tell them apart.
+                Err(_) => {
+                    self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut self.recv_buf).await {
+                Ok(r) => r,
+                // ICMP errors of earlier sends (a peer gone) surface here.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset) => {
+                    continue
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("gossip socket receive failed")),
+            };
+            let now = SystemTime::now();
+            let opened = self.key.open(now, &mut self.recv_buf[..n]);
+            let (part, msg, bytes) = match opened {
+                Ok(p) => p,
+                Err(why) => {
+                    self.counters.refused(why);
+                    continue;
+                }
+            };
+            let whole = match reassemble(&mut self.pending, from, part, msg, bytes) {
+                Ok(Some(whole)) => whole,
+                Ok(None) => {
+                    self.counters.datagrams_accepted.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                    continue;
+                }
+                Err(why) => {
+                    self.counters.refused(why);
+                    continue;
+                }
+            };
+            let mut slice = whole.as_ref();
+            match ChitchatMessage::deserialize(&mut slice) {
+                Ok(message) => {
+                    self.counters.datagrams_accepted.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                    if matches!(message, ChitchatMessage::SynAck { .. }) {
+                        self.round_trips.syn_ack_received(from, Instant::now());
+                    }
+                    return Ok((from, message));
+                }
+                Err(_) => self.counters.refused(Refusal::Undecodable),
+            }
+        }
+    }
+}
+
+/// The message of which `bytes` is a part, once every part arrived.
+fn reassemble<'a>(
+    pending: &mut HashMap<(SocketAddr, u32), Pending>,
+    from: SocketAddr,
+    part: u8,
+    msg: u32,
+    bytes: &'a [u8],
+) -> Result<Option<std::borrow::Cow<'a, [u8]>>, Refusal> {
+    let (index, count) = (usize::from(part >> 4), usize::from(part & 0x0f));
+    if count == 0 || index >= count {
+        return Err(Refusal::Undecodable);
+    }
+    if count == 1 {
+        return Ok(Some(std::borrow::Cow::Borrowed(bytes)));
+    }
+    let now = Instant::now();
+    pending.retain(|_, p| now.duration_since(p.first_seen) < REASSEMBLY_TIMEOUT);
+    if pending.len() >= MAX_PENDING && !pending.contains_key(&(from, msg)) {
+        return Err(Refusal::Undecodable);
+    }
+    let entry = pending.entry((from, msg)).or_insert_with(|| Pending { first_seen: now, parts: vec![None; count] });
+    if entry.parts.len() != count {
+        return Err(Refusal::Undecodable);
+    }
+    entry.parts[index] = Some(bytes.to_vec());
+    if entry.parts.iter().any(Option::is_none) {
+        return Ok(None);
+    }
+    let parts = pending.remove(&(from, msg)).map(|p| p.parts).unwrap_or_default();
+    Ok(Some(std::borrow::Cow::Owned(parts.into_iter().flatten().flatten().collect())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(key: &FleetKey, at: SystemTime, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        key.seal(at, 0x01, 7, bytes, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn seal_then_open() {
+        let key = FleetKey::derive("correct horse battery staple").unwrap();
+        let now = SystemTime::now();
+        let mut d = sealed(&key, now, b"hello fleet");
+        assert_eq!(d.len(), OVERHEAD + 11);
+        assert_eq!(&d[..4], MAGIC);
+        assert!(!d.windows(11).any(|w| w == b"hello fleet"), "the payload is encrypted");
+        let (part, msg, bytes) = key.open(now, &mut d).unwrap();
+        assert_eq!((part, msg, bytes), (0x01, 7, &b"hello fleet"[..]));
+        // A fresh nonce each time: the same message never seals the same.
+        assert_ne!(sealed(&key, now, b"x"), sealed(&key, now, b"x"));
+    }
+
+    #[test]
+    fn wrong_key_forged_stale_and_junk_are_refused() {
+        let key = FleetKey::derive("correct horse battery staple").unwrap();
+        let other = FleetKey::derive("another fleet's passphrase").unwrap();
+        assert_ne!(key.cluster_id(), other.cluster_id());
+        let now = SystemTime::now();
+        let good = sealed(&key, now, b"route update");
+        assert_eq!(other.open(now, &mut good.clone()).err(), Some(Refusal::Unauthentic));
+        for i in [4, 16, 20, good.len() - 1] {
+            let mut forged = good.clone();
+            forged[i] ^= 0x40;
+            assert_eq!(key.open(now, &mut forged).err(), Some(Refusal::Unauthentic), "byte {i} flipped");
+        }
+        let mut old = sealed(&key, now - MAX_AGE - Duration::from_secs(1), b"replayed");
+        assert_eq!(key.open(now, &mut old).err(), Some(Refusal::Stale));
+        let mut ahead = sealed(&key, now + MAX_AGE + Duration::from_secs(1), b"from the future");
+        assert_eq!(key.open(now, &mut ahead).err(), Some(Refusal::Stale));
+        let mut recent = sealed(&key, now - Duration::from_secs(5), b"a bit late");
+        assert!(key.open(now, &mut recent).is_ok());
+        assert_eq!(key.open(now, &mut b"junk".to_vec()).err(), Some(Refusal::Malformed));
+        let mut plain_chitchat = vec![0u8; 100];
+        assert_eq!(key.open(now, &mut plain_chitchat).err(), Some(Refusal::Malformed));
+    }
+
+    #[test]
+    fn parts_are_put_together() {
+        let mut pending = HashMap::new();
+        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(reassemble(&mut pending, from, 0x01, 1, b"whole").unwrap().as_deref(), Some(&b"whole"[..]));
+        assert_eq!(reassemble(&mut pending, from, 0x12, 2, b"world").unwrap(), None);
+        let whole = reassemble(&mut pending, from, 0x02, 2, b"hello ").unwrap();
+        assert_eq!(whole.as_deref(), Some(&b"hello world"[..]));
+        assert!(pending.is_empty());
+        assert!(reassemble(&mut pending, from, 0x22, 3, b"x").is_err(), "index beyond count");
+        assert!(reassemble(&mut pending, from, 0x00, 3, b"x").is_err(), "no count");
+    }
+
+    async fn pair(key_a: &str, key_b: &str) -> (Box<dyn Socket>, Box<dyn Socket>, Arc<GossipCounters>, SocketAddr) {
+        let open = |k: &str| {
+            let k = Arc::new(FleetKey::derive(k).unwrap());
+            async move {
+                let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let addr = s.local_addr().unwrap();
+                let counters = Arc::new(GossipCounters::default());
+                let t = SealedTransport::new(k, counters.clone(), Arc::default(), s);
+                (t.open(addr).await.unwrap(), counters, addr)
+            }
+        };
+        let (a, _, _) = open(key_a).await;
+        let (b, counters_b, addr_b) = open(key_b).await;
+        (a, b, counters_b, addr_b)
+    }
+
+    fn bad_cluster() -> ChitchatMessage {
+        ChitchatMessage::BadCluster
+    }
+
+    #[tokio::test]
+    async fn sockets_carry_messages_and_count_refusals() {
+        let (mut a, mut b, counters, addr_b) = pair("fleet key number one", "fleet key number one").await;
+        a.send(addr_b, bad_cluster()).await.unwrap();
+        let (_, msg) = tokio::time::timeout(Duration::from_secs(2), b.recv()).await.unwrap().unwrap();
+        assert_eq!(msg, bad_cluster());
+        assert_eq!(counters.snapshot().datagrams_accepted, 1);
+
+        let (mut stranger, mut b, counters, addr_b) = pair("not the fleet key!!", "fleet key number one").await;
+        stranger.send(addr_b, bad_cluster()).await.unwrap();
+        // Plain chitchat (no seal) and junk too.
+        let raw = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        raw.send_to(&bad_cluster().serialize_to_vec(), addr_b).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(300), b.recv()).await.is_err(), "nothing gets through");
+        let c = counters.snapshot();
+        assert_eq!((c.refused_unauthentic, c.refused_malformed, c.datagrams_accepted), (1, 1, 0));
+    }
+}
