@@ -7,7 +7,8 @@ use crate::client::ClientHub;
 use crate::config::{Config, StoreConfig};
 use crate::instructions::http::{WebhookClient, WebhookConfig};
 use crate::instructions::interpreter::Limits;
-use crate::routes::{InProcessRoutes, RouteStore};
+use crate::routes::gossip::{announcer, GossipError};
+use crate::routes::{GossipRoutes, GossipSettings, InProcessRoutes, RouteStore};
 use crate::store::{PostgresStore, SqliteStore, Store};
 use crate::tls::TlsIdentity;
 use dataplane::{Dataplane, DataplaneHandle};
@@ -33,6 +34,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("fleet gossip: {0}")]
+    Gossip(#[from] GossipError),
 }
 
 /// Opens the durable store and writes the configuration's accounts into it
@@ -98,16 +101,45 @@ async fn start_calls(
 
 type ClientLayer = (Arc<ClientHub>, tokio::sync::mpsc::UnboundedReceiver<crate::client::ClientEvent>);
 
-/// Client signaling's shared state: presence (the in-process route store)
-/// and the hub of connections, sized from the open-file limit.
-fn client_hub(config: &Config, store: Arc<dyn Store>) -> ClientLayer {
+/// Client signaling's shared state: presence (the fleet's gossip store
+/// when `[peers]` is set, else the in-process one) and the hub of
+/// connections, sized from the open-file limit.
+async fn client_hub(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> Result<(ClientLayer, Option<Arc<GossipRoutes>>), StartError> {
     let media_sockets = config.dataplane.ports.clone().count();
     let max_connections = client_connection_limit(media_sockets, config.clients.max_connections);
-    let routes: Arc<dyn RouteStore> = Arc::new(InProcessRoutes::new(config.appliance.id.clone(), max_connections));
+    let gossip = match &config.peers {
+        Some(peers) => Some(Arc::new(GossipRoutes::start(gossip_settings(config, peers, max_connections)).await?)),
+        None => None,
+    };
+    let routes: Arc<dyn RouteStore> = match &gossip {
+        Some(g) => g.clone(),
+        None => Arc::new(InProcessRoutes::new(config.appliance.id.clone(), max_connections)),
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let hub = ClientHub::new(store, routes, tx, max_connections, config.appliance.id.clone());
     tracing::info!(max_connections, "client signaling sized");
-    (hub, rx)
+    Ok(((hub, rx), gossip))
+}
+
+/// `[peers]` as the gossip store takes it. Peers must reach the advertised
+/// address: `advertise`, else `listen` when concrete, else the media IP
+/// (the box's public face) with the listen port.
+fn gossip_settings(config: &Config, peers: &crate::config::PeersConfig, max_devices: usize) -> GossipSettings {
+    let mut s = GossipSettings::new(config.appliance.id.clone(), peers.listen, peers.fleet_key.clone());
+    s.advertise = peers.advertise.or_else(|| {
+        peers
+            .listen
+            .ip()
+            .is_unspecified()
+            .then(|| std::net::SocketAddr::new(config.dataplane.media_ips[0], peers.listen.port()))
+    });
+    s.seeds = peers.seeds.clone();
+    s.gossip_interval = peers.gossip_interval;
+    s.max_devices = max_devices;
+    s
 }
 
 /// Client connections the process can hold: its open-file limit less the
@@ -186,7 +218,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         ports = %format!("{}-{}", config.dataplane.ports.start(), config.dataplane.ports.end()),
         "dataplane started"
     );
-    let (hub, client_events) = client_hub(&config, _store.clone());
+    let ((hub, client_events), gossip) = match client_hub(&config, _store.clone()).await {
+        Ok(layer) => layer,
+        Err(e) => {
+            dataplane.stop();
+            return Err(e);
+        }
+    };
     let calls = match start_calls(&config, &_tls, _store.clone(), handle.clone(), (hub.clone(), client_events)).await {
         Ok(calls) => calls,
         Err(e) => {
@@ -233,6 +271,20 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(https = %config.listen.https, "REST API listening");
     // ---- end https listener ------------------------------------------------
     let events = Arc::new(EventLog::default());
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The fleet hears this appliance's resources every second.
+    let announcing = gossip.as_ref().map(|g| {
+        let sip_ip = match config.listen.sip_tcp.ip() {
+            ip if ip.is_unspecified() => config.dataplane.media_ips[0],
+            ip => ip,
+        };
+        let announced = announcer::AnnouncerConfig {
+            region: config.appliance.region.clone(),
+            sip: Some(std::net::SocketAddr::new(sip_ip, config.listen.sip_tcp.port())),
+            draining: draining.clone(),
+        };
+        tokio::spawn(announcer::run(g.clone(), handle.clone(), announced))
+    });
     let mut metrics = Metrics::new(handle.clone(), &config.appliance.id, &config.appliance.region);
     metrics.register_sip(calls.sip_stats.clone());
     metrics.register_calls(calls.call_stats.clone(), calls.webhooks.collector());
@@ -244,6 +296,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         metrics,
         events: events.clone(),
         admin_token: config.listen.admin_token.clone(),
+        draining: draining.clone(),
     });
     let pump = tokio::spawn(admin::events::pump(handle.clone(), events, Some(calls.media_timeouts.clone())));
     tracing::info!(
@@ -264,6 +317,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let _ = https.await;
     // ---- end https listener ----
     pump.abort();
+    if let Some(task) = announcing {
+        task.abort();
+    }
+    if let Some(gossip) = &gossip {
+        // Peers see this appliance die and withdraw its routes.
+        gossip.shutdown().await;
+    }
     tokio::task::spawn_blocking(move || dataplane.stop()).await.ok();
     tracing::info!("stopped");
     Ok(())

@@ -27,6 +27,8 @@ pub struct Config {
     pub accounts: Vec<AccountSeed>,
     pub calls: CallsConfig,
     pub clients: ClientsConfig,
+    /// The fleet (`[peers]`); `None`: a single box (in-process routes).
+    pub peers: Option<PeersConfig>,
     /// Where the configuration came from, for log lines and error messages.
     pub source: Option<PathBuf>,
 }
@@ -56,6 +58,26 @@ pub struct ClientsConfig {
     /// after the media sockets and a reserve (`appliance::client_hub`); a
     /// larger value is lowered to that.
     pub max_connections: Option<usize>,
+}
+
+/// The fleet this appliance gossips with (`[peers]`, docs/fleet.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeersConfig {
+    /// Where the gossip UDP socket binds (`listen`, default 0.0.0.0:7946).
+    pub listen: SocketAddr,
+    /// The address peers gossip to (`advertise`); `None`: `listen` when it
+    /// is a concrete address, else the media IP with the listen port.
+    pub advertise: Option<SocketAddr>,
+    /// Peers to contact first, `host:port` (`seeds`).
+    pub seeds: Vec<String>,
+    /// The fleet's shared secret (`fleet_key`, 16 characters at least):
+    /// gossip is sealed with a key derived from it.
+    pub fleet_key: String,
+    /// Between gossip rounds (`gossip_interval_ms`, default 150).
+    pub gossip_interval: Duration,
+    /// Configured round-trip latency between regions, ms (`latency_ms`,
+    /// `{ "us1-de1" = 45 }`), for the route policy beside the measured one.
+    pub latency_ms: Vec<(String, String, u32)>,
 }
 
 /// Where durable state lives (`[store] url`).
@@ -119,7 +141,7 @@ impl std::fmt::Display for ConfigErrors {
 }
 
 /// Sections later releases read; accepted now so one file serves every version.
-const RESERVED_SECTIONS: &[&str] = &["peers"];
+const RESERVED_SECTIONS: &[&str] = &[];
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -145,7 +167,7 @@ impl Config {
     fn from_table(root: &Table, source: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         let mut r = Reader::default();
         for key in root.keys() {
-            if !["appliance", "listen", "dataplane", "accounts", "store", "tls", "calls", "clients"]
+            if !["appliance", "listen", "dataplane", "accounts", "store", "tls", "calls", "clients", "peers"]
                 .contains(&key.as_str())
                 && !RESERVED_SECTIONS.contains(&key.as_str())
             {
@@ -203,6 +225,7 @@ impl Config {
             // Default: what the open-file limit allows, decided at start-up.
             max_connections: r.integer(&clients, "clients.max_connections", 1..=100_000_000).map(|v| v as usize),
         };
+        let peers = r.peers(root);
         let errors = std::mem::take(&mut r.errors);
         if errors.is_empty() {
             Ok(Config {
@@ -214,6 +237,7 @@ impl Config {
                 accounts,
                 calls,
                 clients,
+                peers,
                 source: source.map(Path::to_path_buf),
             })
         } else {
@@ -228,6 +252,68 @@ struct Reader {
 }
 
 impl Reader {
+    /// `[peers]`: absent, a single box; present, this appliance joins a fleet.
+    fn peers(&mut self, root: &Table) -> Option<PeersConfig> {
+        root.get("peers")?;
+        let t = self.section(
+            root,
+            "peers",
+            &["listen", "advertise", "seeds", "fleet_key", "gossip_interval_ms", "latency_ms"],
+        );
+        // The conventional gossip port (memberlist's, Serf's).
+        let listen = self.socket_addr(&t, "peers.listen").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 7946)));
+        let advertise = self.socket_addr(&t, "peers.advertise");
+        if advertise.is_some_and(|a| a.ip().is_unspecified() || a.port() == 0) {
+            self.error("peers.advertise", "must be an address peers can reach, not 0.0.0.0, :: or port 0");
+        }
+        let seeds = self.strings(&t, "peers.seeds").unwrap_or_default();
+        for seed in &seeds {
+            let ok = seed.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                self.error("peers.seeds", format!("{seed:?} is not host:port"));
+            }
+        }
+        let fleet_key = self.string(&t, "peers.fleet_key").unwrap_or_default();
+        if fleet_key.is_empty() {
+            self.error(
+                "peers.fleet_key",
+                "required with [peers]: gossip is sealed with it and peers without it are refused",
+            );
+        } else if fleet_key.chars().count() < 16 {
+            self.error("peers.fleet_key", "must be 16 characters at least");
+        }
+        // 150 ms: a change crosses a 50-box fleet in well under a second.
+        let gossip_interval = self
+            .integer(&t, "peers.gossip_interval_ms", 20..=10_000)
+            .map_or(Duration::from_millis(150), |v| Duration::from_millis(v as u64));
+        let mut latency_ms = Vec::new();
+        match t.get("latency_ms") {
+            None => {}
+            Some(Value::Table(pairs)) => {
+                for (pair, ms) in pairs {
+                    let key = format!("peers.latency_ms.{pair}");
+                    // "a:b", or "a-b" when neither region has a '-' of its own.
+                    let split = pair.split_once(':').or_else(|| match pair.matches('-').count() {
+                        1 => pair.split_once('-'),
+                        _ => None,
+                    });
+                    let Some((a, b)) = split.filter(|(a, b)| !a.is_empty() && !b.is_empty()) else {
+                        self.error(&key, "expected two regions, \"us1-de1\" (or \"us-1:de-1\")");
+                        continue;
+                    };
+                    match ms {
+                        Value::Integer(v) if (0..=60_000).contains(v) => {
+                            latency_ms.push((a.to_string(), b.to_string(), *v as u32))
+                        }
+                        _ => self.error(&key, "must be an integer of milliseconds, 0..=60000"),
+                    }
+                }
+            }
+            Some(_) => self.error("peers.latency_ms", "must be a table like { \"us1-de1\" = 45 }"),
+        }
+        Some(PeersConfig { listen, advertise, seeds, fleet_key, gossip_interval, latency_ms })
+    }
+
     fn store(&mut self, root: &Table, state_dir: &Path) -> StoreConfig {
         let t = self.section(root, "store", &["url", "pool"]);
         // One box keeps its database beside its other state.
@@ -1061,5 +1147,73 @@ mod tests {
         assert!(err.contains("dataplane.workers: 99 is out of range"), "{err}");
         std::fs::write(&path, "[dataplane\n").unwrap();
         assert!(Config::load(&path).unwrap_err().to_string().contains("not valid TOML"));
+    }
+}
+
+#[cfg(test)]
+mod peers_tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        Config::parse_str(text).unwrap_err().into_iter().map(|e| format!("{}: {}", e.key, e.reason)).collect()
+    }
+
+    #[test]
+    fn no_peers_section_is_a_single_box() {
+        assert_eq!(Config::parse_str("").unwrap().peers, None);
+    }
+
+    #[test]
+    fn reads_the_peers_section() {
+        let c = Config::parse_str(
+            r#"
+            [peers]
+            listen = "10.0.0.1:7946"
+            seeds = ["10.0.0.2:7946", "bh-de1-a.fleet:7946"]
+            fleet_key = "0123456789abcdef-long-enough"
+            gossip_interval_ms = 200
+            latency_ms = { "us1-de1" = 45, "us-1:au-1" = 90 }
+            "#,
+        )
+        .unwrap();
+        let p = c.peers.unwrap();
+        assert_eq!(p.listen, "10.0.0.1:7946".parse().unwrap());
+        assert_eq!(p.advertise, None);
+        assert_eq!(p.seeds, ["10.0.0.2:7946", "bh-de1-a.fleet:7946"]);
+        assert_eq!(p.gossip_interval, Duration::from_millis(200));
+        let mut latency = p.latency_ms.clone();
+        latency.sort();
+        assert_eq!(latency, [("us-1".into(), "au-1".into(), 90), ("us1".into(), "de1".into(), 45)]);
+        let d = Config::parse_str("[peers]\nfleet_key = \"sixteen chars ok\"").unwrap().peers.unwrap();
+        assert_eq!((d.listen, d.gossip_interval), ("0.0.0.0:7946".parse().unwrap(), Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn every_peers_error_at_once() {
+        let errs = errors(
+            r#"
+            [peers]
+            listen = "nowhere"
+            advertise = "0.0.0.0:7946"
+            seeds = ["10.0.0.2", 5]
+            gossip_interval_ms = 1
+            latency_ms = { "a-b-c" = 4, "us1-de1" = "far" }
+            colour = "blue"
+            "#,
+        );
+        for expected in [
+            "peers.colour: unknown key",
+            "peers.listen: \"nowhere\" is not an address:port",
+            "peers.advertise: must be an address peers can reach",
+            "peers.seeds: items must be strings",
+            "peers.seeds: \"10.0.0.2\" is not host:port",
+            "peers.fleet_key: required with [peers]",
+            "peers.gossip_interval_ms: 1 is out of range",
+            "peers.latency_ms.a-b-c: expected two regions",
+            "peers.latency_ms.us1-de1: must be an integer",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(expected)), "{expected:?} not in {errs:#?}");
+        }
+        assert_eq!(errors("[peers]\nfleet_key = \"short\""), ["peers.fleet_key: must be 16 characters at least"]);
     }
 }

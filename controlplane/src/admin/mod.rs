@@ -3,12 +3,14 @@
 //! - `/live`: the process answers.
 //! - `/ready`: every subsystem is up (the dataplane workers run).
 //! - `/metrics`: Prometheus text format.
+//! - `/drain`: the draining flag gossiped to the fleet (`drain.rs`).
 //! - `/v1/dataplane/...`: the dataplane control API as JSON (docs/admin-api.md).
 //!
 //! State-changing routes need `Authorization: Bearer <listen.admin_token>`
 //! when a token is configured (it must be when the listener is not loopback).
 
 pub mod dataplane_api;
+pub mod drain;
 pub mod events;
 pub mod metrics;
 
@@ -26,6 +28,8 @@ pub struct AdminState {
     pub metrics: metrics::Metrics,
     pub events: Arc<events::EventLog>,
     pub admin_token: Option<String>,
+    /// Set through `/drain`; the fleet announcer reads it.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -34,6 +38,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .merge(dataplane_api::routes())
+        .merge(drain::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

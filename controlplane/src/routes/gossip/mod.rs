@@ -36,13 +36,14 @@
 //!
 //! docs/fleet.md describes the fleet, its timings and its figures.
 
+pub mod announcer;
 mod sealed;
 mod view;
 
 pub use sealed::{FleetKey, GossipCounters, GossipCounts, KeyError, MAX_AGE, OVERHEAD};
 
 use self::sealed::{RoundTrips, SealedTransport};
-use self::view::{Home, Holder, Moved, Slot, View, LOCAL};
+use self::view::{Holder, Home, Moved, Slot, View, LOCAL};
 use super::policy::{ApplianceId, ApplianceState, Region, Service};
 use super::{
     Announcement, DeviceId, DeviceRoute, Presence, PresenceChange, PresenceCounts, PresenceStatus, RouteError,
@@ -183,9 +184,8 @@ impl GossipRoutes {
     /// tokio runtime (it spawns chitchat's server and two small tasks).
     pub async fn start(settings: GossipSettings) -> Result<GossipRoutes, GossipError> {
         let key = Arc::new(FleetKey::derive(&settings.fleet_key)?);
-        let socket = tokio::net::UdpSocket::bind(settings.listen)
-            .await
-            .map_err(|e| GossipError::Bind(settings.listen, e))?;
+        let socket =
+            tokio::net::UdpSocket::bind(settings.listen).await.map_err(|e| GossipError::Bind(settings.listen, e))?;
         let local_addr = socket.local_addr().map_err(|e| GossipError::Bind(settings.listen, e))?;
         let advertise = settings.advertise.unwrap_or(local_addr);
         if advertise.ip().is_unspecified() || advertise.port() == 0 {
@@ -220,9 +220,8 @@ impl GossipRoutes {
             extra_liveness_predicate: None,
         };
         let transport = SealedTransport::new(key, counters.clone(), round_trips.clone(), socket);
-        let chitchat = spawn_chitchat(config, Vec::new(), &transport)
-            .await
-            .map_err(|e| GossipError::Chitchat(e.to_string()))?;
+        let chitchat =
+            spawn_chitchat(config, Vec::new(), &transport).await.map_err(|e| GossipError::Chitchat(e.to_string()))?;
         let (changes, _) = broadcast::channel(super::PRESENCE_BACKLOG);
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -250,10 +249,8 @@ impl GossipRoutes {
             })
             .forever();
         let tick = (settings.gossip_interval / 2).max(Duration::from_millis(20));
-        let tasks = vec![
-            tokio::spawn(pump(cc.clone(), ops_rx)),
-            tokio::spawn(reconciler(Arc::downgrade(&inner), cc, tick)),
-        ];
+        let tasks =
+            vec![tokio::spawn(pump(cc.clone(), ops_rx)), tokio::spawn(reconciler(Arc::downgrade(&inner), cc, tick))];
         tracing::info!(appliance = %settings.appliance, gossip = %local_addr, advertise = %advertise, seeds = ?settings.seeds, "fleet gossip started");
         Ok(GossipRoutes { inner, local_addr, running: Mutex::new(Some(Running { chitchat, tasks })) })
     }
@@ -271,6 +268,13 @@ impl GossipRoutes {
     /// Live peers in the view.
     pub fn live_peers(&self) -> usize {
         self.inner.fleet().peers.len()
+    }
+
+    /// Routes of the peer `appliance` in the view (0 once it left).
+    pub fn peer_routes(&self, appliance: &str) -> usize {
+        let fleet = self.inner.fleet();
+        let holders = fleet.peers.iter().filter(|(id, _)| &*id.node_id == appliance).map(|(_, h)| *h);
+        holders.map(|h| fleet.view.devices_of(h).len()).sum()
     }
 
     /// Stops gossiping (peers then see this appliance die). Idempotent.
@@ -551,7 +555,9 @@ fn decode_announcement(id: &str, value: &str) -> Option<Announcement> {
     let services: BTreeSet<Service> = f
         .next()?
         .split(',')
-        .filter_map(|s| [Service::Relay, Service::Transcode, Service::Record, Service::Mix].into_iter().find(|x| x.as_str() == s))
+        .filter_map(|s| {
+            [Service::Relay, Service::Transcode, Service::Record, Service::Mix].into_iter().find(|x| x.as_str() == s)
+        })
         .collect();
     let draining = f.next()? == "1";
     Some(Announcement {
@@ -622,7 +628,10 @@ impl RouteStore for GossipRoutes {
                 let slot = Slot { incoming: route.incoming, ..slot };
                 let moved = view.insert(&route.account, &route.identity, slot);
                 inner.tell(&route.account, &route.identity, moved);
-                inner.publish(Op::Set(route_key(&route.account, &route.identity, route.device), encode_route_value(&slot)));
+                inner.publish(Op::Set(
+                    route_key(&route.account, &route.identity, route.device),
+                    encode_route_value(&slot),
+                ));
             }
             return Ok(());
         }
@@ -633,8 +642,13 @@ impl RouteStore for GossipRoutes {
             PresenceStatus::Offline => PresenceStatus::Available,
             status => status,
         };
-        let slot =
-            Slot { holder: LOCAL, device: route.device, registered_at: route.registered_at, status, incoming: route.incoming };
+        let slot = Slot {
+            holder: LOCAL,
+            device: route.device,
+            registered_at: route.registered_at,
+            status,
+            incoming: route.incoming,
+        };
         let moved = view.insert(&route.account, &route.identity, slot);
         inner.tell(&route.account, &route.identity, moved);
         inner.publish(Op::Set(route_key(&route.account, &route.identity, route.device), encode_route_value(&slot)));
@@ -708,8 +722,14 @@ impl RouteStore for GossipRoutes {
     }
 
     fn measured_latency(&self) -> Vec<(Region, Region, u32)> {
-        let Some(my_region) =
-            self.inner.mine.lock().unwrap_or_else(PoisonError::into_inner).current.as_ref().map(|a| a.state.region.clone())
+        let Some(my_region) = self
+            .inner
+            .mine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .as_ref()
+            .map(|a| a.state.region.clone())
         else {
             return Vec::new();
         };

@@ -361,7 +361,12 @@ impl Socket for SealedSocket {
             let (n, from) = match self.socket.recv_from(&mut self.recv_buf).await {
                 Ok(r) => r,
                 // ICMP errors of earlier sends (a peer gone) surface here.
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
                     continue
                 }
                 Err(e) => return Err(anyhow::Error::new(e).context("gossip socket receive failed")),

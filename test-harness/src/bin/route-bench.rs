@@ -1,0 +1,386 @@
+//! `route-bench`: how fast client routes cross a fleet by gossip, and what
+//! it costs (docs/fleet.md, "Figures").
+//!
+//! ```text
+//!  route-bench (one process, a tokio runtime of 2 threads)
+//!   ├─ N GossipRoutes (real chitchat nodes, sealed UDP on 127.0.0.1, seeded by the first three)
+//!   ├─ load: R routes spread round-robin over the N appliances, 100 accounts
+//!   ├─ churn: C changes/s fleet-wide for D s (60 % status flips, 20 % moves
+//!   │         to another appliance, 20 % unregistrations/registrations);
+//!   │         ~20 changes/s sampled: time until every appliance sees it
+//!   └─ kill one appliance: time until its routes are gone everywhere
+//! ```
+//!
+//! Progress on stderr; last, one JSON line on stdout.
+
+use controlplane::routes::{DeviceId, DeviceRoute, GossipRoutes, GossipSettings, PresenceStatus, RouteStore};
+use controlplane::store::AccountSid;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+const USAGE: &str = "\
+usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration-s D]
+                   [--gossip-ms G] [--phi P]
+  --appliances N     chitchat nodes in this process (default 50)
+  --routes R         client routes spread over them (default 100000)
+  --changes-per-s C  route changes per second, fleet-wide (default 1000)
+  --duration-s D     length of the churn phase (default 20)
+  --gossip-ms G      gossip interval (default 150, the appliance's default)
+  --phi P            failure detector threshold (default 8, the appliance's default)";
+
+const KEY: &str = "route-bench fleet key, not a secret";
+const ACCOUNTS: usize = 100;
+
+struct Options {
+    appliances: usize,
+    routes: usize,
+    changes_per_s: f64,
+    duration_s: f64,
+    gossip_ms: u64,
+    phi: f64,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o =
+        Options { appliances: 50, routes: 100_000, changes_per_s: 1000.0, duration_s: 20.0, gossip_ms: 150, phi: 8.0 };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        let bad = || format!("{arg} {value}: not a number");
+        match arg.as_str() {
+            "--appliances" => o.appliances = value.parse().map_err(|_| bad())?,
+            "--routes" => o.routes = value.parse().map_err(|_| bad())?,
+            "--changes-per-s" => o.changes_per_s = value.parse().map_err(|_| bad())?,
+            "--duration-s" => o.duration_s = value.parse().map_err(|_| bad())?,
+            "--gossip-ms" => o.gossip_ms = value.parse().map_err(|_| bad())?,
+            "--phi" => o.phi = value.parse().map_err(|_| bad())?,
+            _ => return Err(format!("unknown argument {arg}")),
+        }
+    }
+    if o.appliances < 2 {
+        return Err("--appliances must be at least 2".into());
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("route-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("route-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("route-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// xorshift64*: reproducible churn without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One client route as the bench placed it.
+struct Client {
+    account: AccountSid,
+    identity: String,
+    /// (appliance, device) while registered.
+    at: Option<(usize, u64)>,
+    status: PresenceStatus,
+    /// Sampled and not yet seen everywhere: left alone meanwhile.
+    in_flight: bool,
+}
+
+/// A sampled change and what every appliance must show once it arrived.
+struct Sample {
+    client: usize,
+    started: Instant,
+    expect: Expect,
+}
+
+enum Expect {
+    Status(PresenceStatus),
+    /// One device, on this appliance.
+    HeldBy(String),
+    Absent,
+}
+
+fn account(n: usize) -> AccountSid {
+    // 34 characters: AC + 32 hex digits, a valid SID by construction.
+    AccountSid::parse(&format!("AC{n:032x}")).unwrap_or_else(|_| unreachable!("AC + 32 hex digits is a SID"))
+}
+
+async fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<Duration, String> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return Err(format!("{what}: not within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(start.elapsed())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn run(o: Options) -> Result<String, String> {
+    let n = o.appliances;
+    let name = |i: usize| format!("bh-{i:03}");
+    let t = Instant::now();
+    let mut nodes: Vec<GossipRoutes> = Vec::with_capacity(n);
+    let mut seeds = Vec::new();
+    for i in 0..n {
+        let mut s = GossipSettings::new(name(i), ([127, 0, 0, 1], 0).into(), KEY);
+        s.seeds = seeds.clone();
+        s.gossip_interval = Duration::from_millis(o.gossip_ms);
+        s.phi_threshold = o.phi;
+        let node = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
+        if i < 3 {
+            seeds.push(node.local_addr().to_string());
+        }
+        nodes.push(node);
+    }
+    let formed =
+        wait("fleet formed", Duration::from_secs(120), || nodes.iter().all(|r| r.live_peers() == n - 1)).await?;
+    eprintln!("route-bench: {n} appliances formed a fleet in {:.2} s", (t.elapsed()).as_secs_f64());
+    let _ = formed;
+
+    // ---- load ----
+    let t = Instant::now();
+    let mut clients: Vec<Client> = (0..o.routes)
+        .map(|i| Client {
+            account: account(i % ACCOUNTS),
+            identity: format!("client-{i:07}"),
+            at: Some((i % n, i as u64)),
+            status: PresenceStatus::Available,
+            in_flight: false,
+        })
+        .collect();
+    let registered_at = SystemTime::now();
+    let register = |nodes: &[GossipRoutes], c: &Client, at: (usize, u64)| {
+        let route = DeviceRoute {
+            device: DeviceId(at.1),
+            account: c.account.clone(),
+            identity: c.identity.clone(),
+            status: c.status,
+            incoming: true,
+            appliance: name(at.0),
+            registered_at,
+        };
+        nodes[at.0].register(route).map_err(|e| e.to_string())
+    };
+    for (i, c) in clients.iter().enumerate() {
+        register(&nodes, c, (i % n, i as u64))?;
+        if i % 1000 == 999 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let routes = o.routes;
+    wait("routes loaded everywhere", Duration::from_secs(300), || nodes.iter().all(|r| r.counts().total() == routes))
+        .await?;
+    eprintln!("route-bench: {routes} routes on every appliance after {:.2} s", t.elapsed().as_secs_f64());
+
+    // ---- churn ----
+    let bytes_before: u64 = nodes.iter().map(|r| r.counters().bytes_sent).sum();
+    let datagrams_before: u64 = nodes.iter().map(|r| r.counters().datagrams_sent).sum();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut next_device = o.routes as u64;
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut propagation_ms: Vec<f64> = Vec::new();
+    let (mut changes, mut missed) = (0u64, 0u64);
+    let sample_every = (o.changes_per_s / 20.0).max(1.0) as u64;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(o.duration_s);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while Instant::now() < end {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * o.changes_per_s) as u64;
+        while changes < due {
+            changes += 1;
+            let i = rng.below(clients.len());
+            if clients[i].in_flight {
+                continue;
+            }
+            let sampled = changes % sample_every == 0;
+            let roll = rng.below(100);
+            let c = &mut clients[i];
+            let expect = match c.at {
+                Some((a, d)) if roll < 60 => {
+                    c.status = if c.status == PresenceStatus::Available {
+                        if roll.is_multiple_of(2) {
+                            PresenceStatus::Busy
+                        } else {
+                            PresenceStatus::Away
+                        }
+                    } else {
+                        PresenceStatus::Available
+                    };
+                    nodes[a].set_status(DeviceId(d), c.status);
+                    Expect::Status(c.status)
+                }
+                Some((a, d)) if roll < 80 => {
+                    nodes[a].unregister(DeviceId(d));
+                    let b = (a + 1 + rng.below(n - 1)) % n;
+                    next_device += 1;
+                    c.at = Some((b, next_device));
+                    register(&nodes, c, (b, next_device))?;
+                    Expect::HeldBy(name(b))
+                }
+                Some((a, d)) => {
+                    nodes[a].unregister(DeviceId(d));
+                    c.at = None;
+                    Expect::Absent
+                }
+                None => {
+                    let b = rng.below(n);
+                    next_device += 1;
+                    c.at = Some((b, next_device));
+                    c.status = PresenceStatus::Available;
+                    register(&nodes, c, (b, next_device))?;
+                    Expect::HeldBy(name(b))
+                }
+            };
+            if sampled {
+                c.in_flight = true;
+                samples.push(Sample { client: i, started: Instant::now(), expect });
+            }
+        }
+        // Which sampled changes has every appliance seen?
+        samples.retain(|s| {
+            let c = &clients[s.client];
+            let seen = nodes.iter().all(|r| match &s.expect {
+                Expect::Status(status) => r.presence(&c.account, &c.identity).status == *status,
+                Expect::HeldBy(appliance) => {
+                    let d = r.devices(&c.account, &c.identity);
+                    d.len() == 1 && d[0].appliance == *appliance
+                }
+                Expect::Absent => r.presence(&c.account, &c.identity).devices == 0,
+            });
+            if seen {
+                propagation_ms.push(s.started.elapsed().as_secs_f64() * 1000.0);
+            }
+            !seen
+        });
+        for c in &mut clients {
+            c.in_flight = false;
+        }
+        for s in &samples {
+            clients[s.client].in_flight = true;
+        }
+    }
+    let churn_s = start.elapsed().as_secs_f64();
+    // Changes sampled late in the phase: give them up to 5 s more.
+    let grace = Instant::now();
+    while !samples.is_empty() && grace.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        samples.retain(|s| {
+            let c = &clients[s.client];
+            let seen = nodes.iter().all(|r| match &s.expect {
+                Expect::Status(status) => r.presence(&c.account, &c.identity).status == *status,
+                Expect::HeldBy(appliance) => {
+                    r.devices(&c.account, &c.identity).iter().all(|d| d.appliance == *appliance)
+                }
+                Expect::Absent => r.presence(&c.account, &c.identity).devices == 0,
+            });
+            if seen {
+                propagation_ms.push(s.started.elapsed().as_secs_f64() * 1000.0);
+            }
+            !seen
+        });
+    }
+    missed += samples.len() as u64;
+    let bytes = nodes.iter().map(|r| r.counters().bytes_sent).sum::<u64>() - bytes_before;
+    let datagrams = nodes.iter().map(|r| r.counters().datagrams_sent).sum::<u64>() - datagrams_before;
+    let kbps_per_appliance = bytes as f64 * 8.0 / 1000.0 / churn_s / n as f64;
+    propagation_ms.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&propagation_ms, 0.5), percentile(&propagation_ms, 0.99));
+    eprintln!(
+        "route-bench: churn {changes} changes in {churn_s:.1} s; {} sampled: p50 {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms, {missed} not seen within 5 s after the phase",
+        propagation_ms.len(),
+        propagation_ms.last().copied().unwrap_or(f64::NAN)
+    );
+    eprintln!(
+        "route-bench: gossip sent {:.1} kbit/s per appliance, {:.1} datagrams/s per appliance, {:.0} bytes per datagram",
+        kbps_per_appliance,
+        datagrams as f64 / churn_s / n as f64,
+        bytes as f64 / datagrams.max(1) as f64
+    );
+
+    // ---- kill one appliance ----
+    let victim = n - 1;
+    let present: usize = clients.iter().filter(|c| c.at.is_some()).count();
+    let on_victim = clients.iter().filter(|c| c.at.is_some_and(|(a, _)| a == victim)).count();
+    if let Err(e) =
+        wait("churn settled", Duration::from_secs(30), || nodes.iter().all(|r| r.counts().total() == present)).await
+    {
+        eprintln!("route-bench: {e} (the fleet is behind; measuring the withdrawal anyway)");
+    }
+    let killed = Instant::now();
+    nodes[victim].shutdown().await;
+    let others = &nodes[..victim];
+    let victim_name = name(victim);
+    let withdraw = wait("dead appliance's routes withdrawn", Duration::from_secs(60), || {
+        others.iter().all(|r| r.peer_routes(&victim_name) == 0)
+    })
+    .await?;
+    let _ = killed;
+    let withdraw_s = withdraw.as_secs_f64();
+    eprintln!(
+        "route-bench: killed {} holding {on_victim} routes: withdrawn everywhere in {withdraw_s:.2} s",
+        name(victim)
+    );
+    let refused: u64 = nodes.iter().map(|r| r.counters().refused_unauthentic + r.counters().refused_stale).sum();
+    for r in &nodes {
+        r.shutdown().await;
+    }
+    Ok(serde_json::json!({
+        "appliances": n,
+        "routes": o.routes,
+        "changes_per_s": o.changes_per_s,
+        "gossip_ms": o.gossip_ms,
+        "samples": propagation_ms.len(),
+        "samples_missed": missed,
+        "propagation_p50_ms": (p50 * 10.0).round() / 10.0,
+        "propagation_p99_ms": (p99 * 10.0).round() / 10.0,
+        "withdraw_s": (withdraw_s * 100.0).round() / 100.0,
+        "kbps_per_appliance": (kbps_per_appliance * 10.0).round() / 10.0,
+        "bytes_per_datagram": bytes / datagrams.max(1),
+        "refused_datagrams": refused,
+    })
+    .to_string())
+}
