@@ -92,7 +92,8 @@ async fn start_calls(
         local_sip: std::net::SocketAddr::new(sip_ip, sip.udp.port()).to_string(),
         limits: Limits::default(),
         max_calls: config.calls.max_calls,
-        fleet_key: None,
+        fleet_key: config.peers.as_ref().map(|p| p.fleet_key.clone()),
+        latency_ms: config.peers.as_ref().map(|p| p.latency_ms.clone()).unwrap_or_default(),
     };
     let (call_stats, control, media_timeouts) =
         crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone(), Some(clients));
@@ -291,6 +292,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     metrics.register_https(https_counters);
     metrics.register_routes(hub.routes.clone());
     metrics.register_collector(Box::new(crate::client::metrics::ClientCollector { hub: hub.clone() }));
+    if let Some(g) = &gossip {
+        let collector =
+            crate::routes::gossip::metrics::GossipCollector { gossip: g.clone(), draining: draining.clone() };
+        metrics.register_collector(Box::new(collector));
+    }
     let state = Arc::new(AdminState {
         dataplane: handle.clone(),
         metrics,

@@ -436,7 +436,6 @@ fn call_alice(fleet: &Fleet, alice: &mut Device, anchor: usize, what: &str) -> S
 /// a dead box's routes withdrawn everywhere, calls to its client ending at
 /// once until the client reconnects elsewhere; presence across the fleet.
 #[test]
-#[ignore = "until the gossip route store lands on main (branch fleet-gossip)"]
 fn a_fleet_of_four_in_three_regions() {
     let mut fleet = Fleet::new();
     fleet.twiml("/voice", r#"<Response><Dial answerOnBridge="true"><Client>alice</Client></Dial></Response>"#);

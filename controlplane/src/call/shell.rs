@@ -68,6 +68,9 @@ pub struct ShellConfig {
     /// `[peers] fleet_key`: signs and checks the SIP between appliances
     /// (none: a single box, fleet INVITEs refused).
     pub fleet_key: Option<String>,
+    /// `[peers] latency_ms`: configured round trips between regions, for
+    /// the route policy (gossip's measurements override them).
+    pub latency_ms: Vec<(String, String, u32)>,
 }
 
 /// Counters of the call layer, read at scrape time.
@@ -352,7 +355,7 @@ impl Shell {
     ) -> Shell {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let records = RecordWriter::start(store.clone());
-        let fleet = fleet::FleetCalls::new(cfg.fleet_key.as_deref().map(FleetKey::new));
+        let fleet = fleet::FleetCalls::new(cfg.fleet_key.as_deref().map(FleetKey::new), &cfg.latency_ms);
         Shell {
             cfg,
             sip,

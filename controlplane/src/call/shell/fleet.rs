@@ -33,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{random_tag, Shell};
 use crate::call::client_legs::uri_user;
 use crate::call::dialog::Dialog;
-use crate::routes::policy::{self, ApplianceId, CallRequest, Endpoint, Latency, Service, Tuning};
+use crate::routes::policy::{self, ApplianceId, CallRequest, Endpoint, Latency, Region, Service, Tuning};
 use crate::routes::{Announcement, RouteStore};
 use crate::sdp::negotiate::LegMedia;
 use crate::sdp::{with_media_address, SessionDescription};
@@ -148,6 +148,8 @@ struct GatewayLeg {
 #[derive(Default)]
 pub(super) struct FleetCalls {
     key: Option<FleetKey>,
+    /// The configured inter-region latency (`[peers] latency_ms`).
+    latency: Latency,
     /// Call-ID of a dialog we opened to another appliance -> that appliance.
     out_peers: HashMap<String, Peer>,
     /// Gateway legs by the id their client-leg events carry.
@@ -157,8 +159,12 @@ pub(super) struct FleetCalls {
 }
 
 impl FleetCalls {
-    pub(super) fn new(key: Option<FleetKey>) -> FleetCalls {
-        FleetCalls { key, ..FleetCalls::default() }
+    pub(super) fn new(key: Option<FleetKey>, configured: &[(String, String, u32)]) -> FleetCalls {
+        let mut latency = Latency::default();
+        for (a, b, ms) in configured {
+            latency.set(&Region::new(a.clone()), &Region::new(b.clone()), *ms);
+        }
+        FleetCalls { key, latency, ..FleetCalls::default() }
     }
 }
 
@@ -203,7 +209,7 @@ impl Shell {
         let fleet = routes.appliances();
         let far_state = fleet.iter().find(|a| a.state.id.0 == far && a.state.alive)?;
         let sip = far_state.sip?;
-        let anchor = media_anchor(&me, &far, &fleet, &routes);
+        let anchor = media_anchor(&me, &far, &fleet, self.fleet.latency.clone(), &routes);
         // Anchored far only when the caller can still be answered with the
         // far appliance's SDP; otherwise here (the caller was answered
         // with our address already).
@@ -461,17 +467,17 @@ impl Shell {
     }
 }
 
-/// Where the route policy would anchor the media of a carrier call
-/// received here (`me`) for a client held by `far` (for the log; see the
-/// module docs for what is done).
+/// Where the route policy anchors the media of a call received here
+/// (`me`) for a client held by `far`: `latency` is the configured matrix,
+/// which the measured round trips override.
 fn media_anchor(
     me: &str,
     far: &str,
     fleet: &[Announcement],
+    mut latency: Latency,
     routes: &std::sync::Arc<dyn RouteStore>,
 ) -> Option<String> {
     let states: Vec<_> = fleet.iter().map(|a| a.state.clone()).collect();
-    let mut latency = Latency::default();
     for (a, b, ms) in routes.measured_latency() {
         latency.set(&a, &b, ms);
     }

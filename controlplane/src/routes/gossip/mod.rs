@@ -37,6 +37,7 @@
 //! docs/fleet.md describes the fleet, its timings and its figures.
 
 pub mod announcer;
+pub mod metrics;
 mod sealed;
 mod view;
 
