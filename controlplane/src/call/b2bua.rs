@@ -165,6 +165,9 @@ pub struct Call {
     relay_pending: bool,
     /// Our description toward an originated leg, until it answers.
     pending_sdp: Option<LocalSdp>,
+    /// The far appliance's SDP the caller was answered with, while a
+    /// pass-through fork is bridged (see [`Call::pass_through`]).
+    passed_sdp: Option<String>,
     next_tag: u32,
     generation: u32,
     ended: bool,
@@ -188,6 +191,7 @@ impl Call {
             sent: HashMap::new(),
             relay_pending: false,
             pending_sdp: None,
+            passed_sdp: None,
             next_tag: 0,
             generation: 0,
             ended: false,
@@ -708,6 +712,12 @@ impl Call {
             return None;
         }
         let body = inbound.invite.body.clone();
+        // With siblings ringing, one of them may give the caller our SDP
+        // (early media) before this one answers: then it must stay ours.
+        let generation = self.dial.as_ref()?.generation;
+        if self.forks.iter().filter(|f| f.generation == generation).count() != 1 {
+            return None;
+        }
         let fork = self
             .forks
             .iter_mut()
@@ -968,6 +978,12 @@ impl Call {
             dial_call_sid: Some(sid),
             duration_s: u64::from(duration),
         });
+        if self.passed_sdp.take().is_some() {
+            // The caller's media went to the far appliance, which is gone
+            // from the call: nothing here could carry what the instructions
+            // do next, so the call ends with its bridge (docs/fleet.md).
+            self.hang_up(now);
+        }
     }
 
     fn bye(&mut self, party: Party) {
@@ -1092,7 +1108,9 @@ impl Call {
         if self.forks[i].pass_through && ringing {
             // The far appliance's media address goes to the caller as it
             // came; our session carries nothing: gone.
-            self.respond_inbound(200, Some(String::from_utf8_lossy(&response.body).into_owned()));
+            let passed = String::from_utf8_lossy(&response.body).into_owned();
+            self.respond_inbound(200, Some(passed.clone()));
+            self.passed_sdp = Some(passed);
             self.answered(now, codecs);
             if let Some(session) = self.session() {
                 self.out.push_back(Output::DeleteMedia { session });
@@ -1305,6 +1323,15 @@ impl Call {
     // ------------------------------------------------------------ re-INVITE / UPDATE
 
     fn on_offer(&mut self, now: Instant, from: Party, key: TxKey, request: Request) {
+        if let Some(passed) = self.passed_sdp.clone() {
+            // A pass-through bridge: the far appliance holds the media and
+            // its client takes no new offer. A refresh gets the SDP the
+            // caller has; a new offer is declined and the call keeps its media.
+            return match request.body.is_empty() {
+                true => self.respond_to(&request, &key, 200, Some(passed)),
+                false => self.respond_to(&request, &key, 488, None),
+            };
+        }
         if request.body.is_empty() {
             // No offer (a session refresh): answer with what we have.
             let sdp = self.current_sdp(from);

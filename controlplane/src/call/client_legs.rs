@@ -79,7 +79,8 @@ pub(crate) fn uri_user(identity: &str) -> String {
 }
 
 /// What the adapter needs of a `<Client>` noun beyond the INVITE: carried
-/// in headers of ours, which never leave the appliance.
+/// in headers of ours, which leave the appliance only toward a fleet peer
+/// holding the client (call/shell/fleet.rs), never toward a carrier.
 pub(crate) fn describe_fork(headers: &mut Headers, noun: &ClientNoun, call_sid: &str, from: &str) {
     let params: Vec<(String, String)> = noun.parameters.clone();
     headers.push(Header::with_name(IDENTITY, noun.identity.clone()));
@@ -100,6 +101,12 @@ fn random_hex(n: usize) -> String {
 
 fn new_key(method: Method) -> TxKey {
     TxKey { branch: format!("z9hG4bKcl{}", random_hex(8)), method }
+}
+
+/// Whether `key` was made up by the client legs or the shell for a client
+/// peer (never a SIP transaction's).
+pub(crate) fn is_client_key(key: &TxKey) -> bool {
+    key.branch.starts_with("z9hG4bKcl")
 }
 
 /// The SDK's code for a call that ended with SIP `code`

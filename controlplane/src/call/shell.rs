@@ -451,7 +451,14 @@ impl Shell {
                 }
                 self.by_server_tx.get(&invite).copied()
             }
-            Event::AckTimeout { key } => self.by_server_tx.get(key).copied(),
+            Event::AckTimeout { key } => {
+                let known = self.by_server_tx.get(key).copied();
+                let key = key.clone();
+                if known.is_none() && self.fleet_ack_timeout(&key) {
+                    return;
+                }
+                known
+            }
             Event::Response { key, .. } | Event::Timeout { key } => {
                 let known = self.by_client_tx.get(key).copied();
                 if known.is_none() {
@@ -550,6 +557,14 @@ impl Shell {
                 }
             }
             Done::Sip { call, event } if self.is_fleet_leg(call) => self.fleet_event(call, event),
+            // An answer of the client legs to a request of a call or leg
+            // that has ended meanwhile: still owed to whoever asked (the
+            // layer drops it if nobody waits on that transaction).
+            Done::Sip { call, event: Event::Response { key, response } } if !self.calls.contains_key(&call) => {
+                if !client_legs::is_client_key(&key) {
+                    self.sip.respond(key, response);
+                }
+            }
             Done::Sip { call, event } => self.feed(call, Input::Sip(event)),
             Done::ClientRouted(call) => self.on_client_routed(*call),
             Done::SipClientRouted(call) => self.on_sip_client_routed(*call),

@@ -744,11 +744,21 @@ fn a_pass_through_fork_hands_the_callers_offer_and_its_answer_across() {
     assert!(!out.iter().any(|o| matches!(o, Output::UpdateMedia { .. })), "{out:?}");
     assert!(out.iter().any(|o| matches!(o, Output::SendAck2xx { .. })));
 
+    // A session refresh gets the SDP the caller has; a new offer is
+    // declined (the far client takes none) and the call goes on.
+    let refresh = in_dialog("INVITE", 2, "z9hG4bK-refresh", "");
+    let out = h.sip(Event::Request { key: key("refresh", Method::Invite), peer: carrier(), request: refresh });
+    let (_, code, answer) = out.iter().find_map(responded).expect("the refresh is answered");
+    assert_eq!((code, answer.body.clone()), (200, Bytes::from(far.replace('\n', "\r\n"))));
+    let hold = in_dialog("INVITE", 3, "z9hG4bK-hold", &callee_sdp(6000, "sendonly"));
+    let out = h.sip(Event::Request { key: key("hold", Method::Invite), peer: carrier(), request: hold });
+    assert_eq!(codes(&out), [488]);
+
     // The caller hangs up: BYE to the fork, no second delete.
     let out = h.sip(Event::Request {
         key: key("bye-1", Method::Bye),
         peer: carrier(),
-        request: in_dialog("BYE", 2, "z9hG4bK-bye-1", ""),
+        request: in_dialog("BYE", 4, "z9hG4bK-bye-1", ""),
     });
     assert!(!out.iter().any(|o| matches!(o, Output::DeleteMedia { .. })), "{out:?}");
     assert!(h.sent.iter().any(|(_, _, r)| r.method == Method::Bye));
@@ -759,6 +769,47 @@ fn an_answered_caller_keeps_its_media_here() {
     let (mut h, _) = H::start();
     h.interp(Iout::Answer);
     h.interp(dial(ONE_NUMBER));
+    let (_, _, inv) = h.sent(0);
+    assert_eq!(h.call.pass_through(header(&inv, HeaderName::CallId)), None);
+}
+
+/// The far end of a pass-through bridge hangs up: the caller's media went
+/// there, so nothing here can carry what the instructions do next: the
+/// call ends with the bridge (BYE to the caller), its outcome still told.
+#[test]
+fn a_pass_through_bridge_ended_by_the_far_end_ends_the_call() {
+    let (mut h, _) = H::start();
+    h.interp(dial(ONE_NUMBER));
+    let (k, fork_peer, inv) = h.sent(0);
+    h.call.pass_through(header(&inv, HeaderName::CallId)).expect("pass-through");
+    h.sip(Event::Response { key: k, response: reply(&inv, 200, "far", Some(&callee_sdp(31000, "sendrecv"))) });
+    let bye = request(&format!(
+        "BYE sip:bridgehead@192.0.2.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bK-farbye
+From: {}
+To: {}
+Call-ID: {}
+CSeq: 9 BYE
+Max-Forwards: 70
+
+",
+        header(&inv, HeaderName::To).to_owned() + ";tag=far",
+        header(&inv, HeaderName::From),
+        header(&inv, HeaderName::CallId)
+    ));
+    let out = h.sip(Event::Request { key: key("farbye", Method::Bye), peer: fork_peer, request: bye });
+    assert_eq!(outcome(&out).map(|o| o.status), Some(DialCallStatus::Completed));
+    assert!(h.sent.iter().any(|(_, p, r)| r.method == Method::Bye && *p == carrier()), "BYE to the caller");
+    assert_eq!(statuses(&out, SID), [CallStatus::Completed]);
+    assert_eq!(out.last(), Some(&Output::Ended));
+}
+
+#[test]
+fn a_fork_with_siblings_never_passes_through() {
+    let (mut h, _) = H::start();
+    h.interp(dial(
+        r#"<Response><Dial answerOnBridge="true"><Number>+1 555 010 0002</Number><Number>+1 555 010 0003</Number></Dial></Response>"#,
+    ));
     let (_, _, inv) = h.sent(0);
     assert_eq!(h.call.pass_through(header(&inv, HeaderName::CallId)), None);
 }

@@ -381,34 +381,54 @@ fn write_attr(f: &mut fmt::Formatter<'_>, a: &Attribute) -> fmt::Result {
     }
 }
 
-/// `sdp` with its audio carried at `at` instead: every `c=` line names
-/// `at`'s address, the first audio `m=` line its port, and `a=rtcp:` lines
-/// (which would name the old port) are dropped, so RTCP goes to the port
-/// after (RFC 3550), where the dataplane relays it. Everything else (codecs,
-/// direction, attributes) is kept as it was. `None` when `sdp` has no audio.
+/// `sdp` with its (first) audio stream carried at `at` instead: the
+/// session-level `c=` and the audio section's name `at`'s address, its
+/// `m=` line `at`'s port, and its `a=rtcp:` line (which would name the old
+/// port) is dropped, so RTCP goes to the port after (RFC 3550), where the
+/// dataplane relays it. Left as they are: a declined stream (port 0), a
+/// held one (`c=` 0.0.0.0), other media sections, codecs, direction and
+/// every other attribute. `None` when `sdp` has no audio.
 ///
 /// For an appliance that relays a stream it does not terminate: it moves
 /// the stream to its dataplane and leaves the offer/answer to the ends.
 pub fn with_media_address(sdp: &[u8], at: std::net::SocketAddr) -> Option<String> {
+    #[derive(PartialEq)]
+    enum Section {
+        Session,
+        Audio,
+        Other,
+    }
     let text = std::str::from_utf8(sdp).ok()?;
     let family = if at.is_ipv4() { "IP4" } else { "IP6" };
     let mut out = String::with_capacity(text.len() + 16);
+    let mut section = Section::Session;
     let mut audio_seen = false;
     for raw in text.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.is_empty() {
             continue;
         }
-        if line.starts_with("c=") {
-            out.push_str(&format!("c=IN {family} {}\r\n", at.ip()));
-        } else if let Some(rest) = line.strip_prefix("m=audio ").filter(|_| !audio_seen) {
-            audio_seen = true;
-            let (_, after) = rest.split_once(' ')?;
-            out.push_str(&format!("m=audio {} {after}\r\n", at.port()));
-        } else if !line.starts_with("a=rtcp:") {
-            out.push_str(line);
-            out.push_str("\r\n");
+        if line.starts_with("m=") {
+            section = if line.starts_with("m=audio ") && !audio_seen { Section::Audio } else { Section::Other };
         }
+        let ours = section != Section::Other;
+        if let (true, Some(value)) = (ours, line.strip_prefix("c=")) {
+            let held = parse_connection(value).is_some_and(|ip| ip.is_unspecified());
+            if !held {
+                out.push_str(&format!("c=IN {family} {}\r\n", at.ip()));
+                continue;
+            }
+        } else if let (Section::Audio, Some(rest)) = (&section, line.strip_prefix("m=audio ")) {
+            audio_seen = true;
+            let (port, after) = rest.split_once(' ')?;
+            let port = if port == "0" { 0 } else { at.port() };
+            out.push_str(&format!("m=audio {port} {after}\r\n"));
+            continue;
+        } else if ours && line.starts_with("a=rtcp:") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
     }
     audio_seen.then_some(out)
 }
@@ -506,5 +526,18 @@ a=sendrecv\n";
         assert!(moved.contains("a=rtpmap:101 telephone-event/8000\r\n") && moved.contains("a=sendrecv"), "{moved}");
         assert!(moved.starts_with("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\n"), "{moved}");
         assert_eq!(with_media_address(b"v=0\r\ns=-\r\n", at), None);
+
+        // Declined, held and other streams stay as they are.
+        let mixed = "v=0\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\nm=video 5000 RTP/AVP 96\r\nc=IN IP4 10.0.0.2\r\n";
+        let moved = with_media_address(mixed.as_bytes(), at).unwrap();
+        assert!(
+            moved.contains("m=audio 0 RTP/AVP 0")
+                && moved.contains("m=video 5000")
+                && moved.contains("c=IN IP4 10.0.0.2"),
+            "{moved}"
+        );
+        let held = "v=0\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\n";
+        let moved = with_media_address(held.as_bytes(), at).unwrap();
+        assert!(moved.contains("c=IN IP4 0.0.0.0") && moved.contains("m=audio 20002"), "{moved}");
     }
 }

@@ -13,17 +13,19 @@
 //!
 //! The near appliance stays the call's B2BUA (records, webhooks, the
 //! carrier's dialog); the far one is a gateway to its clients: it keeps no
-//! call record and fetches no instructions. Media: the near appliance
-//! anchors it and the far one passes the SDP through untouched, so one
-//! dataplane carries the call (see docs/fleet.md for when the route policy
-//! would anchor it far instead).
+//! call record and fetches no instructions. Media goes through one
+//! dataplane, the one the route policy picks: near (`X-Bh-Media: pass`, the
+//! far one passes the SDP through untouched) or far (`anchor`: the near one
+//! offers the caller's own SDP and passes the far answer back, relaying
+//! nothing; `Call::pass_through`). docs/fleet.md has the whole story.
 //!
 //! Fleet membership of a SIP request is proven by `X-Bh-Fleet`: the
 //! sender's appliance id, a Unix time and an HMAC-SHA256 with a key derived
-//! from `[peers] fleet_key` over both and the Call-ID. It is checked on the
-//! first INVITE of a dialog only; the dialog's later requests are matched by
-//! Call-ID and come over the same kind of link (TCP, which the operator
-//! secures, as for gossip: docs/fleet.md).
+//! from `[peers] fleet_key` over both, the Call-ID and the headers saying
+//! whom to ring and how ([`subject`]); each proof is taken once. It is
+//! checked on the first INVITE of a dialog; the dialog's later requests are
+//! matched by Call-ID and must come over TCP (the link between appliances,
+//! which the operator secures, as for gossip: docs/fleet.md).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,20 +69,21 @@ impl FleetKey {
         FleetKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()))
     }
 
-    fn message(appliance: &str, ts: u64, call_id: &str) -> String {
-        format!("{appliance}\n{ts}\n{call_id}")
+    fn message(appliance: &str, ts: u64, subject: &str) -> String {
+        format!("{appliance}\n{ts}\n{subject}")
     }
 
-    /// The `X-Bh-Fleet` value for a request of `appliance` with `call_id`.
-    pub fn sign(&self, appliance: &str, ts: u64, call_id: &str) -> String {
-        let tag = ring::hmac::sign(&self.0, Self::message(appliance, ts, call_id).as_bytes());
+    /// The `X-Bh-Fleet` value for a request of `appliance` about
+    /// `subject` (what the request asks: [`subject`]).
+    pub fn sign(&self, appliance: &str, ts: u64, subject: &str) -> String {
+        let tag = ring::hmac::sign(&self.0, Self::message(appliance, ts, subject).as_bytes());
         let sig: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         format!("{appliance};ts={ts};sig={sig}")
     }
 
-    /// The sending appliance's id if `value` signs `call_id` at a time
+    /// The sending appliance's id if `value` signs `subject` at a time
     /// within [`MAX_SKEW_S`] of `now`.
-    pub fn verify(&self, value: &str, call_id: &str, now: u64) -> Result<String, FleetRefusal> {
+    pub fn verify(&self, value: &str, subject: &str, now: u64) -> Result<String, FleetRefusal> {
         let mut parts = value.split(';').map(str::trim);
         let appliance = parts.next().filter(|a| !a.is_empty()).ok_or(FleetRefusal::Malformed)?;
         let (mut ts, mut sig) = (None, None);
@@ -95,10 +98,19 @@ impl FleetKey {
         if ts.abs_diff(now) > MAX_SKEW_S {
             return Err(FleetRefusal::Stale);
         }
-        ring::hmac::verify(&self.0, Self::message(appliance, ts, call_id).as_bytes(), &sig)
+        ring::hmac::verify(&self.0, Self::message(appliance, ts, subject).as_bytes(), &sig)
             .map_err(|_| FleetRefusal::BadSignature)?;
         Ok(appliance.to_owned())
     }
+}
+
+/// What a fleet INVITE's proof covers: its Call-ID and every header that
+/// says whom to ring and how (so that none can be changed or replayed for
+/// another client).
+fn subject(request: &Request) -> String {
+    let get = |name: &str| request.headers.get_named(name).and_then(|h| h.value_str()).unwrap_or_default().to_owned();
+    let call_id = request.headers.call_id().unwrap_or_default();
+    format!("{call_id}\n{}\n{}\n{}", get(ACCOUNT), get("X-Bh-Identity"), get(MEDIA))
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
@@ -121,6 +133,8 @@ pub enum FleetRefusal {
     BadSignature,
     #[error("the sender is not a live member of the fleet")]
     NotMember,
+    #[error("this proof was used already")]
+    Replayed,
 }
 
 fn unix_now() -> u64 {
@@ -138,6 +152,9 @@ struct GatewayLeg {
     /// Once answered: for our BYE when the client hangs up.
     dialog: Option<Dialog>,
     call_id: String,
+    /// The near appliance's announced SIP address: where our requests in
+    /// the dialog go (its connection to us may be gone by then).
+    near_sip: Option<SocketAddr>,
     /// When the near appliance asked us to anchor the media: our session,
     /// its side toward the near appliance's caller (0) and the client (1).
     media: Option<(SessionId, [SocketAddr; 2])>,
@@ -156,6 +173,9 @@ pub(super) struct FleetCalls {
     legs: HashMap<u64, GatewayLeg>,
     by_call_id: HashMap<String, u64>,
     by_invite: HashMap<TxKey, u64>,
+    /// Call-IDs of the fleet INVITEs taken within the proof's lifetime,
+    /// with when: a captured INVITE sent again is refused.
+    taken: HashMap<String, u64>,
 }
 
 impl FleetCalls {
@@ -205,10 +225,13 @@ impl Shell {
         if ringable.iter().any(|d| d.appliance == me) {
             return None;
         }
-        let far = ringable.first()?.appliance.clone();
+        // The first appliance holding the identity that is alive and says
+        // where its SIP is (one hop, one appliance: docs/fleet.md).
         let fleet = routes.appliances();
-        let far_state = fleet.iter().find(|a| a.state.id.0 == far && a.state.alive)?;
-        let sip = far_state.sip?;
+        let (far, sip) = ringable.iter().find_map(|d| {
+            let a = fleet.iter().find(|a| a.state.id.0 == d.appliance && a.state.alive)?;
+            Some((d.appliance.clone(), a.sip?))
+        })?;
         let anchor = media_anchor(&me, &far, &fleet, self.fleet.latency.clone(), &routes);
         // Anchored far only when the caller can still be answered with the
         // far appliance's SDP; otherwise here (the caller was answered
@@ -225,8 +248,9 @@ impl Shell {
         tracing::info!(call = %entry.info.facts.call_sid, %identity, %far, ?anchor, media, "client held by a peer: one hop there");
         let ts = unix_now();
         request.headers.push(Header::with_name(MEDIA, media));
-        request.headers.push(Header::with_name(FLEET, key.sign(&me, ts, &call_id)));
         request.headers.push(Header::with_name(ACCOUNT, account.as_str().to_owned()));
+        let proof = key.sign(&me, ts, &subject(request));
+        request.headers.push(Header::with_name(FLEET, proof));
         request.uri = bytes::Bytes::from(format!("sip:{}@{sip};transport=tcp", uri_user(&identity)));
         let peer = Peer { transport: Transport::Tcp, addr: sip, connection: None };
         self.fleet.out_peers.insert(call_id, peer);
@@ -258,6 +282,12 @@ impl Shell {
                 return false; // a retransmission never gets here; a new INVITE with a used Call-ID is not ours
             }
             let Some(leg) = self.fleet.legs.get(&leg_id) else { return false };
+            if peer.transport != Transport::Tcp {
+                // Fleet dialogs run over TCP between appliances: anything else
+                // naming one of their Call-IDs is not from the near appliance.
+                self.refuse(key.clone(), request, 403);
+                return true;
+            }
             let account = leg.account.clone();
             if request.method == Method::Bye {
                 self.fleet.legs.get_mut(&leg_id).map(|l| l.dialog.take());
@@ -278,7 +308,7 @@ impl Shell {
             self.refuse(key.clone(), request, 481);
             return true;
         }
-        match self.fleet_verify(&proof, &call_id) {
+        match self.fleet_verify(&proof, request) {
             Ok(from) => self.fleet_take(key, peer, request, &from, call_id),
             Err(why) => {
                 self.stats.fleet.refused.fetch_add(1, Relaxed);
@@ -289,9 +319,15 @@ impl Shell {
         true
     }
 
-    fn fleet_verify(&self, proof: &str, call_id: &str) -> Result<String, FleetRefusal> {
+    fn fleet_verify(&mut self, proof: &str, request: &Request) -> Result<String, FleetRefusal> {
         let key = self.fleet.key.as_ref().ok_or(FleetRefusal::NoKey)?;
-        let from = key.verify(proof, call_id, unix_now())?;
+        let now = unix_now();
+        let from = key.verify(proof, &subject(request), now)?;
+        let call_id = request.headers.call_id().unwrap_or_default().to_owned();
+        self.fleet.taken.retain(|_, at| now.saturating_sub(*at) <= 2 * MAX_SKEW_S);
+        if self.fleet.taken.insert(call_id, now).is_some() {
+            return Err(FleetRefusal::Replayed);
+        }
         let member =
             self.routes().is_some_and(|r| r.appliances().iter().any(|a| a.state.id.0 == from && a.state.alive));
         if !member {
@@ -311,6 +347,7 @@ impl Shell {
             self.stats.refused[3].fetch_add(1, Relaxed);
             return self.refuse(key.clone(), request, 503);
         }
+        let near_sip = self.routes().and_then(|r| r.appliances().into_iter().find(|a| a.state.id.0 == from)?.sip);
         let mut request = request.clone();
         let anchor = request.headers.get_named(MEDIA).and_then(|h| h.value_str()) == Some("anchor");
         let media = if anchor {
@@ -338,6 +375,7 @@ impl Shell {
                 tag: format!("g{}", random_tag()),
                 dialog: None,
                 call_id,
+                near_sip,
                 media,
             },
         );
@@ -387,6 +425,25 @@ impl Shell {
         true
     }
 
+    /// Our 2xx to a fleet INVITE was never ACKed (the near appliance or
+    /// the link went away): the client hangs up and the leg ends, rather
+    /// than hold a device busy in a call nobody runs.
+    pub(super) fn fleet_ack_timeout(&mut self, invite: &TxKey) -> bool {
+        let Some(&id) = self.fleet.by_invite.get(invite) else { return false };
+        let Some(leg) = self.fleet.legs.get_mut(&id) else { return false };
+        let Some(mut dialog) = leg.dialog.take() else { return true };
+        tracing::warn!(call_id = %leg.call_id, "no ACK from the near appliance: the client leg ends");
+        let bye = dialog.request(Method::Bye);
+        let account = leg.account.clone();
+        self.sip.request(dialog.peer, bye.clone());
+        // The same BYE, as if from the near side, hangs the device up; its
+        // answer (to a key nobody sends on) ends the leg in `fleet_event`.
+        let key = TxKey { branch: format!("z9hG4bKackto{}", random_tag()), method: Method::Bye };
+        let events = self.clients.as_mut().map(|c| c.request(id, key, bye, &account)).unwrap_or_default();
+        self.client_events(events);
+        true
+    }
+
     /// Whether the events of client-leg id `id` are a gateway leg's.
     pub(super) fn is_fleet_leg(&self, id: u64) -> bool {
         self.fleet.legs.contains_key(&id)
@@ -409,7 +466,8 @@ impl Shell {
                 }
                 let code = response.code;
                 if (200..300).contains(&code) {
-                    leg.dialog = Dialog::as_uas(&leg.invite, leg.peer, &leg.tag);
+                    let near = leg.near_sip.map(|addr| Peer { transport: Transport::Tcp, addr, connection: None });
+                    leg.dialog = Dialog::as_uas(&leg.invite, near.unwrap_or(leg.peer), &leg.tag);
                     if let Some((session, local)) = leg.media {
                         // The client's answer: side 1 sends to it, and the
                         // near appliance is told our side 0.
@@ -468,8 +526,9 @@ impl Shell {
 }
 
 /// Where the route policy anchors the media of a call received here
-/// (`me`) for a client held by `far`: `latency` is the configured matrix,
-/// which the measured round trips override.
+/// (`me`; its caller weighs as attached here, trunk or client alike) for a
+/// client held by `far`: `latency` is the configured matrix, which the
+/// measured round trips override.
 fn media_anchor(
     me: &str,
     far: &str,
