@@ -25,6 +25,7 @@ use controlplane::store::test_postgres::TestPostgres;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
+use test_harness::admin::{metric_sum, metric_sum_with};
 use test_harness::appliance::{Appliance, ApplianceConfig};
 use test_harness::call_checks::{self, record};
 use test_harness::customer_app::{CustomerApp, Route};
@@ -251,6 +252,11 @@ impl Fleet {
             }
             let _ = app.stop(Duration::from_secs(5));
         }
+    }
+
+    /// Another host on the LAN (us1's side), in its own namespace.
+    fn lan_peer(&mut self, role: &str) -> Peer {
+        self.lan.add_peer(role).expect("a LAN peer")
     }
 
     fn twiml(&self, path: &str, body: &str) {
@@ -533,4 +539,116 @@ fn a_fleet_of_four_in_three_regions() {
     assert!(presence_becomes(watcher_b, "alice", "away", Duration::from_secs(1)).is_some(), "{}", fleet.context());
     alice.ws.presence_set("available").unwrap();
     assert!(presence_becomes(watcher_b, "alice", "available", Duration::from_secs(1)).is_some(), "{}", fleet.context());
+}
+
+/// Endings and faults across the fleet: the far client hangs up first; the
+/// carrier cancels while the far client rings; a forged fleet INVITE, junk
+/// on the gossip port and an appliance with another fleet key are all
+/// refused and counted.
+#[test]
+fn fleet_endings_and_refusals() {
+    let mut fleet = Fleet::new();
+    fleet.twiml("/voice", r#"<Response><Dial answerOnBridge="true"><Client>alice</Client></Dial></Response>"#);
+    fleet.customer.route("/status", 204, "", Duration::ZERO).unwrap();
+    let mut watcher = fleet.listening(US1_A, "us1", "watcher");
+    watcher.presence_subscribe(&["alice"]).unwrap();
+    watcher.expect("presence", SIGNAL).unwrap();
+    let mut alice = fleet.device(DE1, "de1", "alice");
+    assert!(presence_becomes(&mut watcher, "alice", "available", PROPAGATION).is_some(), "{}", fleet.context());
+
+    // alice hangs up first: the carrier gets BYE, every session goes.
+    let carrier_rtp = fleet.carrier.endpoint().unwrap();
+    let mut caller = fleet.carrier_call("uac_call.xml", US1_A, &carrier_rtp, DE1);
+    let invite = alice.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("invite: {e:#}\n{}", fleet.context()));
+    let child = invite["callsid"].as_str().unwrap_or_default().to_owned();
+    alice.ws.answer(&plain_rtp_sdp(alice.rtp.local_addr()), &child).unwrap();
+    answered(&mut caller, &fleet);
+    alice.ws.hangup(&child).unwrap();
+    let outcome = caller.wait(SIPP_END).unwrap();
+    assert!(outcome.success(), "the carrier is hung up on: {}\n{}", outcome.report, fleet.context());
+    assert!(outcome.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", outcome.report);
+    for (i, (id, _)) in MEMBERS.iter().enumerate() {
+        let left = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == 0).unwrap();
+        assert_eq!(left, 0, "sessions left on {id}\n{}", fleet.context());
+    }
+    let calls =
+        call_checks::final_calls(AFTERMATH, 2, || Ok(fleet.rest(US1_A, "calls", json!({}))), || fleet.context());
+    assert_eq!(record(&calls, "sid", &child)["status"], "completed");
+    // (alice is ringable again: the next call rings her.)
+
+    // The carrier gives up while alice rings at de1: she gets `cancel`.
+    let rtp = fleet.carrier.endpoint().unwrap();
+    let cancelling = fleet.carrier_call("uac_cancel.xml", US1_A, &rtp, US1_A);
+    let invite = alice.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("invite: {e:#}\n{}", fleet.context()));
+    let cancel = alice.ws.expect("cancel", SIGNAL).unwrap_or_else(|e| panic!("cancel: {e:#}\n{}", fleet.context()));
+    assert_eq!(cancel["callsid"], invite["callsid"]);
+    let outcome = cancelling.wait(SIPP_END).unwrap();
+    assert!(outcome.logs.iter().any(|l| l.event == "cancelled"), "the carrier's 487: {}", outcome.report);
+
+    // A fleet INVITE with a forged proof, straight to de1's SIP over TCP.
+    let forged = format!(
+        "INVITE sip:alice@{de1} SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.14:5099;branch=z9hG4bK-forged\r\n\
+         From: <sip:evil@192.0.2.14>;tag=f1\r\nTo: <sip:alice@{de1}>\r\nCall-ID: forged-1@192.0.2.14\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:evil@192.0.2.14:5099;transport=tcp>\r\nMax-Forwards: 70\r\n\
+         X-Bh-Fleet: bh-us1-a;ts=1;sig=00\r\nX-Bh-Account: {ACCOUNT}\r\nX-Bh-Identity: alice\r\n\
+         X-Bh-Media: pass\r\nContent-Length: 0\r\n\r\n",
+        de1 = fleet.members[DE1].sip()
+    );
+    let de1_sip = fleet.members[DE1].sip();
+    let answer = fleet
+        .carrier
+        .ns
+        .run_in(move || -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut tcp = std::net::TcpStream::connect_timeout(&de1_sip, SIGNAL)?;
+            tcp.set_read_timeout(Some(SIGNAL))?;
+            tcp.write_all(forged.as_bytes())?;
+            let mut got = String::new();
+            let mut buf = [0u8; 2048];
+            while !got.contains("\r\n\r\n") {
+                let n = tcp.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            Ok(got)
+        })
+        .unwrap()
+        .expect("de1 answers the forged INVITE");
+    assert!(answer.starts_with("SIP/2.0 403"), "forged fleet INVITE: {answer}");
+    assert!(alice.ws.next_frame(Duration::from_millis(300)).is_err(), "alice never rang: {:?}", alice.ws.queued());
+    let metrics = fleet.members[DE1].app().admin.metrics().unwrap();
+    assert_eq!(metric_sum(&metrics, "bridgehead_fleet_sip_refused"), Some(1), "counted");
+
+    // Junk on us1-a's gossip port, and an appliance with another fleet key.
+    let gossip = SocketAddr::from((fleet.members[US1_A].ip(), GOSSIP_PORT));
+    fleet
+        .carrier
+        .ns
+        .run_in(move || {
+            let udp = std::net::UdpSocket::bind("192.0.2.14:0").unwrap();
+            udp.send_to(b"not a sealed gossip datagram", gossip).unwrap();
+        })
+        .unwrap();
+    let rogue_ns = fleet.lan_peer("rogue");
+    let mut rogue = ApplianceConfig::sockets(IpAddr::V4(rogue_ns.ip));
+    rogue.id = "bh-rogue".into();
+    rogue.region = "us1".into();
+    rogue.workers = 1;
+    rogue.extra = format!(
+        "[peers]\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{gossip}\"]\nfleet_key = \"another-fleet-key-0123456789\"\n",
+        rogue_ns.ip
+    );
+    let _rogue = Appliance::start(rogue, Some(&rogue_ns.ns)).expect("the rogue appliance");
+    let us1_a = &fleet.members[US1_A].app().admin;
+    let refused = |reason: &str| {
+        let text = us1_a.metrics().unwrap_or_default();
+        metric_sum_with(&text, "bridgehead_gossip_datagrams_refused", &format!("reason=\"{reason}\"")).unwrap_or(0)
+    };
+    let unauthentic = settle(AFTERMATH, || Ok(refused("unauthentic")), |n| *n > 0).unwrap();
+    assert!(unauthentic > 0, "the rogue's gossip refused\n{}", fleet.context());
+    assert!(refused("malformed") > 0, "the junk datagram counted");
+    let peers = metric_sum(&us1_a.metrics().unwrap(), "bridgehead_fleet_peers");
+    assert_eq!(peers, Some(3), "the rogue never joins: {peers:?}");
 }
