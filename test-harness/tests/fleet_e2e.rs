@@ -407,8 +407,13 @@ fn answered(caller: &mut SippRun, fleet: &Fleet) -> (SocketAddr, String) {
 /// through member `anchor` only (its address in both SDPs, one session
 /// there, none elsewhere); the carrier hangs up. Returns the child call's SID.
 fn call_alice(fleet: &Fleet, alice: &mut Device, anchor: usize, what: &str) -> String {
+    call_alice_at(fleet, US1_A, alice, anchor, what)
+}
+
+/// [`call_alice`] with the carrier's call arriving at member `at`.
+fn call_alice_at(fleet: &Fleet, at: usize, alice: &mut Device, anchor: usize, what: &str) -> String {
     let carrier_rtp = fleet.carrier.endpoint().unwrap();
-    let mut caller = fleet.carrier_call("uac_call.xml", US1_A, &carrier_rtp, anchor);
+    let mut caller = fleet.carrier_call("uac_call.xml", at, &carrier_rtp, anchor);
     let invite =
         alice.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("{what}: invite: {e:#}\n{}", fleet.context()));
     let child_sid = invite["callsid"].as_str().unwrap_or_default().to_owned();
@@ -427,11 +432,12 @@ fn call_alice(fleet: &Fleet, alice: &mut Device, anchor: usize, what: &str) -> S
             assert_eq!(found, want, "{what}: media sessions on {id}\n{}", fleet.context());
         }
     }
+    let before = fleet.members[anchor].app().admin.worker_totals().unwrap().rx_packets;
     call_checks::media_flows(what, (&carrier_rtp, toward_carrier), (&alice.rtp, toward_alice), PACKETS, || {
         fleet.context()
     });
-    let counted = fleet.members[anchor].app().admin.worker_totals().unwrap();
-    assert!(counted.rx_packets >= 2 * PACKETS as u64, "{what}: the anchor's dataplane carried the media: {counted:?}");
+    let counted = fleet.members[anchor].app().admin.worker_totals().unwrap().rx_packets - before;
+    assert!(counted >= 2 * PACKETS as u64, "{what}: the anchor's dataplane carried the media: {counted} packets");
     caller.poke(&call_id, &[("X-Poke", "hangup")]).unwrap();
     let hangup =
         alice.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{what}: hangup: {e:#}\n{}", fleet.context()));
@@ -575,6 +581,11 @@ fn fleet_endings_and_refusals() {
         call_checks::final_calls(AFTERMATH, 2, || Ok(fleet.rest(US1_A, "calls", json!({}))), || fleet.context());
     assert_eq!(record(&calls, "sid", &child)["status"], "completed");
     // (alice is ringable again: the next call rings her.)
+
+    // A call for the number arriving in another region (au1) works the
+    // same: one hop to de1; au1 and de1 tie at 150 ms on the path, the
+    // lower id (au1) anchors.
+    call_alice_at(&fleet, AU1, &mut alice, AU1, "au1 -> de1, anchored at au1");
 
     // The carrier gives up while alice rings at de1: she gets `cancel`.
     let rtp = fleet.carrier.endpoint().unwrap();
