@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   tests/*.rs ─ topology (MediaLan: app namespace + bridge, peers, NAT)
+//!        │        └─ wan (Wan: the LAN split into regions joined by delay lines)
 //!        │          └─ netns (namespaces, veth, setns-run closures)
 //!        ├─ appliance (config file, start/ready/stop) ─ admin (HTTP client, JSON API)
 //!        └─ rtp (send G.711 streams, receive and check them)
@@ -25,6 +26,7 @@ pub mod sipp;
 pub mod topology;
 pub mod twilio_py;
 pub mod voice_client;
+pub mod wan;
 
 use std::time::{Duration, Instant};
 

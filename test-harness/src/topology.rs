@@ -21,7 +21,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 /// The appliance's media address on the LAN.
 pub const MEDIA_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const LAN_PREFIX: &str = "24";
-const BRIDGE: &str = "br0";
+/// The app namespace's bridge, the LAN (with a [`crate::wan::Wan`], its core region).
+pub(crate) const BRIDGE: &str = "br0";
 const PRIVATE_NET_GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const PRIVATE_PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 
@@ -67,8 +68,9 @@ impl MediaLan {
         IpAddr::V4(MEDIA_IP)
     }
 
-    /// Plugs a namespace into the bridge with the next free LAN address.
-    fn plug(&mut self, ns: &Netns) -> Result<Ipv4Addr> {
+    /// Plugs a namespace into `bridge` (of the app namespace) with the
+    /// next free LAN address.
+    fn plug(&mut self, ns: &Netns, bridge: &str) -> Result<Ipv4Addr> {
         let host = self.next_host;
         if host > 250 {
             bail!("the media LAN is full");
@@ -77,7 +79,7 @@ impl MediaLan {
         let ip = Ipv4Addr::new(192, 0, 2, host);
         let port = format!("p{host}");
         veth(ns, "eth0", &mac(2, host), &self.app, &port, &mac(1, host))?;
-        self.app.ip(&["link", "set", &port, "master", BRIDGE])?;
+        self.app.ip(&["link", "set", &port, "master", bridge])?;
         self.app.ip(&["link", "set", &port, "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/{LAN_PREFIX}"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
@@ -98,8 +100,14 @@ impl MediaLan {
 
     /// A peer on the LAN in its own namespace.
     pub fn add_peer(&mut self, role: &str) -> Result<Peer> {
+        self.add_peer_on(BRIDGE, role)
+    }
+
+    /// A peer in its own namespace plugged into `bridge` of the app
+    /// namespace (a [`crate::wan::Wan`] region's).
+    pub(crate) fn add_peer_on(&mut self, bridge: &str, role: &str) -> Result<Peer> {
         let ns = Netns::new(role)?;
-        let ip = self.plug(&ns).with_context(|| format!("plugging peer {role} into the media LAN"))?;
+        let ip = self.plug(&ns, bridge).with_context(|| format!("plugging peer {role} into the media LAN"))?;
         Ok(Peer { ns, ip })
     }
 
@@ -108,7 +116,7 @@ impl MediaLan {
     /// net: only the NAT's public address works as a destination.
     pub fn add_natted_peer(&mut self, role: &str) -> Result<NattedPeer> {
         let nat = Netns::new(&format!("{role}nat"))?;
-        let public_ip = self.plug(&nat).context("plugging the NAT into the media LAN")?;
+        let public_ip = self.plug(&nat, BRIDGE).context("plugging the NAT into the media LAN")?;
         let inner = Netns::new(role)?;
         veth(&inner, "eth0", &mac(3, 10), &nat, "in0", &mac(3, 1))?;
         nat.ip(&["addr", "add", &format!("{PRIVATE_NET_GW}/24"), "dev", "in0"])?;
