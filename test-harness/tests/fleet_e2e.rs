@@ -1,24 +1,25 @@
 //! A fleet end to end: four appliances in three regions, formed by gossip,
-//! links between regions delayed with `tc netem`, a carrier (sipp), Voice
-//! SDK clients (the Rust test client) and the customer's app, each in its
-//! own namespace.
+//! links between regions delayed by the harness's WAN emulator
+//! (`test_harness::wan`: this project's kernels have no `tc netem`), a
+//! carrier (sipp), Voice SDK clients (the Rust test client) and the
+//! customer's app, each in its own namespace.
 //!
 //! ```text
-//!            us1 ─────────────────────── 45 ms ─────────── de1
-//!   us1-a 192.0.2.10  us1-b .11                          de1 .12
-//!   carrier .14 (sipp → us1-a)  phones-us1 .15           phones-de1 .16
-//!            └──────────── 90 ms ─────── au1 .13, phones-au1 .17 ── 150 ms ── de1
-//!   br0 192.0.2.1 (app namespace): the customer's app (Twilio's helper
-//!   library checks our signatures)
+//!   us1 (the core: br0 192.0.2.1 in the app namespace, with the customer's
+//!        app; Twilio's helper library checks our signatures)
+//!     us1-a 192.0.2.10, us1-b .11, carrier .14 (sipp → us1-a), phones-us1 .15
+//!      ├── delay line, 22.5 ms each way ── de1: de1 .12, phones-de1 .16
+//!      └── delay line, 45 ms each way ──── au1: au1 .13, phones-au1 .17
 //! ```
 //!
-//! Delays are round trips (half each way) between namespaces of different
-//! regions. The fleet's durable state is one PostgreSQL database (a
-//! throwaway server, reached through its Unix socket): us1-a seeds the
-//! account from its configuration, the others find it there; routes and
-//! presence go by gossip only.
+//! Round trips: us1-de1 45 ms, us1-au1 90 ms, de1-au1 135 ms (through us1:
+//! the regions form a star), also the configured latency matrix. The
+//! fleet's durable state is one PostgreSQL database (a throwaway server,
+//! reached through its Unix socket): us1-a seeds the account from its
+//! configuration, the others find it there; routes and presence go by gossip
+//! only.
 //!
-//! Needs root, sipp, tc (netem), PostgreSQL and python3 with `twilio`
+//! Needs root, sipp, ethtool, PostgreSQL and python3 with `twilio`
 //! (scripts/test.sh provides them); fails rather than skips without them.
 
 use controlplane::store::test_postgres::TestPostgres;
@@ -29,13 +30,13 @@ use test_harness::admin::{metric_sum, metric_sum_with};
 use test_harness::appliance::{Appliance, ApplianceConfig};
 use test_harness::call_checks::{self, record};
 use test_harness::customer_app::{CustomerApp, Route};
-use test_harness::netns::Netns;
 use test_harness::rtp::RtpEndpoint;
 use test_harness::settle;
 use test_harness::sipp::{Sipp, SippRun, Transport};
-use test_harness::topology::{MediaLan, Peer};
+use test_harness::topology::Peer;
 use test_harness::twilio_py::{self, RestClient};
 use test_harness::voice_client::{plain_rtp_sdp, sdp_media_addr, ConnectOptions, VoiceClient};
+use test_harness::wan::Wan;
 
 const ACCOUNT: &str = "AC0000000000000000000000000000f1ee";
 const TOKEN: &str = "fleet-e2e-auth-token";
@@ -66,17 +67,9 @@ const US1_B: usize = 1;
 const DE1: usize = 2;
 const AU1: usize = 3;
 
-/// Round-trip latency between regions, ms.
-fn rtt_ms(a: &str, b: &str) -> Option<u32> {
-    let mut pair = [a, b];
-    pair.sort_unstable();
-    match pair {
-        ["de1", "us1"] => Some(45),
-        ["au1", "us1"] => Some(90),
-        ["au1", "de1"] => Some(150),
-        _ => None,
-    }
-}
+/// The regions: us1 is the WAN's core; the others' one-way delay to it.
+const CORE: &str = "us1";
+const SPOKES: [(&str, Duration); 2] = [("de1", Duration::from_micros(22_500)), ("au1", Duration::from_micros(45_000))];
 
 fn accounts(app: &CustomerApp) -> String {
     format!(
@@ -141,7 +134,7 @@ struct Fleet {
     carrier: Peer,
     /// Client hosts by region: us1, de1, au1.
     phones: Vec<(&'static str, Peer)>,
-    lan: MediaLan,
+    wan: Wan,
     /// The fleet store's database URL.
     store_url: String,
     // Last: dropped after the appliances that use it.
@@ -156,59 +149,31 @@ struct Device {
 
 impl Fleet {
     fn new() -> Fleet {
-        let mut lan = MediaLan::new().expect("a LAN (the end-to-end tests need root)");
+        let mut wan = Wan::new(CORE).expect("a WAN (the end-to-end tests need root)");
+        for (region, one_way) in SPOKES {
+            wan.add_region(region, one_way).expect("a region and its delay line (ethtool installed?)");
+        }
         let mut members = Vec::new();
         for (id, region) in MEMBERS {
-            let ns = lan.add_peer(&id.replace("bh-", "")).expect("an appliance namespace");
+            let ns = wan.add_peer_in(region, &id.replace("bh-", "")).expect("an appliance namespace");
             members.push(Member { app: None, ns, region });
         }
-        let carrier = lan.add_peer("carrier").expect("carrier");
+        let carrier = wan.add_peer_in(CORE, "carrier").expect("carrier");
         assert_eq!(carrier.ip, Ipv4Addr::new(192, 0, 2, 14), "the trunk's address");
         let phones = ["us1", "de1", "au1"]
             .into_iter()
-            .map(|region| (region, lan.add_peer(&format!("ph{region}")).expect("phones")))
+            .map(|region| (region, wan.add_peer_in(region, &format!("ph{region}")).expect("phones")))
             .collect();
-        let customer = CustomerApp::start_in(Some(&lan.app), lan.media_ip(), TOKEN)
+        let customer = CustomerApp::start_in(Some(wan.app()), wan.media_ip(), TOKEN)
             .expect("customer app (python3 with the twilio package)");
         let postgres = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
         let db = postgres.create_database().unwrap_or_else(|e| panic!("{e}"));
         let store_url = postgres.socket_url(&db);
-        let mut fleet = Fleet { members, customer, carrier, phones, lan, store_url, _postgres: postgres };
-        fleet.delay_regions();
+        let mut fleet = Fleet { members, customer, carrier, phones, wan, store_url, _postgres: postgres };
         for i in 0..fleet.members.len() {
             fleet.start(i);
         }
         fleet
-    }
-
-    /// Every namespace (appliances, carrier, phones) gets, on its LAN
-    /// link, half the round trip to each host of another region.
-    fn delay_regions(&self) {
-        let mut hosts: Vec<(&Netns, Ipv4Addr, &str)> =
-            self.members.iter().map(|m| (&m.ns.ns, m.ip(), m.region)).collect();
-        hosts.push((&self.carrier.ns, self.carrier.ip, "us1"));
-        hosts.extend(self.phones.iter().map(|(region, p)| (&p.ns, p.ip, *region)));
-        for (ns, _, region) in &hosts {
-            let mut bands: Vec<(u32, Vec<Ipv4Addr>)> = Vec::new();
-            for (_, ip, other) in &hosts {
-                let Some(rtt) = rtt_ms(region, other) else { continue };
-                match bands.iter_mut().find(|(ms, _)| *ms == rtt / 2) {
-                    Some((_, ips)) => ips.push(*ip),
-                    None => bands.push((rtt / 2, vec![*ip])),
-                }
-            }
-            if let Err(e) = netem(ns, &bands) {
-                // Kernels built without CONFIG_NET_SCH_NETEM (this project's
-                // CI machines among them) cannot delay: the fleet then runs
-                // on the configured latency matrix alone, and says so.
-                let unknown = format!("{e:#}").contains("qdisc kind is unknown");
-                assert!(unknown, "tc netem delays: {e:#}");
-                eprintln!(
-                    "NOTE: this kernel has no netem qdisc; the regions are not delayed (configured latency only)"
-                );
-                return;
-            }
-        }
     }
 
     fn config(&self, i: usize) -> ApplianceConfig {
@@ -231,11 +196,27 @@ impl Fleet {
         // Only us1-a seeds the account: the others find it in the fleet store.
         let seeded = if i == US1_A { accounts(&self.customer) } else { String::new() };
         config.extra = format!(
-            "[store]\nurl = {:?}\npool = 2\n\n[peers]\nlisten = \"{ip}:{GOSSIP_PORT}\"\nseeds = [{}]\nfleet_key = \"{FLEET_KEY}\"\nlatency_ms = {{ \"us1-de1\" = 45, \"us1-au1\" = 90, \"de1-au1\" = 150 }}\n{seeded}",
+            "[store]\nurl = {:?}\npool = 2\n\n[peers]\nlisten = \"{ip}:{GOSSIP_PORT}\"\nseeds = [{}]\nfleet_key = \"{FLEET_KEY}\"\nlatency_ms = {{ {} }}\n{seeded}",
             self.store_url,
             seeds.join(", "),
+            self.latency_matrix(),
         );
         config
+    }
+
+    /// The configured latency matrix: the WAN's round trips (us1-de1 45,
+    /// us1-au1 90, de1-au1 135), so the configuration and the measured
+    /// latency agree.
+    fn latency_matrix(&self) -> String {
+        let regions = [CORE, SPOKES[0].0, SPOKES[1].0];
+        let mut pairs = Vec::new();
+        for (k, a) in regions.iter().enumerate() {
+            for b in &regions[k + 1..] {
+                let rtt = 2 * self.wan.one_way(a, b).unwrap();
+                pairs.push(format!("\"{a}-{b}\" = {}", rtt.as_millis()));
+            }
+        }
+        pairs.join(", ")
     }
 
     fn start(&mut self, i: usize) {
@@ -323,7 +304,7 @@ impl Fleet {
         let member = &self.members[i];
         let cafile = member.app().state_dir().join("tls/cert.pem");
         let client = RestClient {
-            netns: Some(&self.lan.app),
+            netns: Some(self.wan.app()),
             base: format!("https://{}", member.https()),
             account: ACCOUNT.into(),
             token: TOKEN.into(),
@@ -347,40 +328,6 @@ impl Fleet {
         }
         out
     }
-}
-
-/// `tc`: a prio qdisc on eth0 whose first bands delay traffic to the given
-/// addresses by the given milliseconds; everything else goes undelayed.
-fn netem(ns: &Netns, bands: &[(u32, Vec<Ipv4Addr>)]) -> anyhow::Result<()> {
-    let mut prio = vec!["qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio", "bands"];
-    let band_count = (bands.len() + 1).max(3).to_string();
-    prio.push(&band_count);
-    prio.push("priomap");
-    let map: Vec<String> = (0..16).map(|_| (bands.len()).to_string()).collect();
-    prio.extend(map.iter().map(String::as_str));
-    ns.exec("tc", &prio, None)?;
-    for (k, (ms, ips)) in bands.iter().enumerate() {
-        let parent = format!("1:{}", k + 1);
-        let handle = format!("{}:", (k + 1) * 10);
-        let delay = format!("{ms}ms");
-        ns.exec(
-            "tc",
-            &["qdisc", "add", "dev", "eth0", "parent", &parent, "handle", &handle, "netem", "delay", &delay],
-            None,
-        )?;
-        for ip in ips {
-            let dst = format!("{ip}/32");
-            ns.exec(
-                "tc",
-                &[
-                    "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
-                    "ip", "dst", &dst, "flowid", &parent,
-                ],
-                None,
-            )?;
-        }
-    }
-    Ok(())
 }
 
 /// Waits for a `presence` frame of `identity` with `status`; returns when.
@@ -545,6 +492,40 @@ fn a_fleet_of_four_in_three_regions() {
     assert!(presence_becomes(watcher_b, "alice", "away", Duration::from_secs(1)).is_some(), "{}", fleet.context());
     alice.ws.presence_set("available").unwrap();
     assert!(presence_becomes(watcher_b, "alice", "available", Duration::from_secs(1)).is_some(), "{}", fleet.context());
+
+    // 4. au1 cut off (its line drops everything; alice stays connected to
+    //    au1 within the region): us1-a and us1-b withdraw its routes within
+    //    3 s, as for a dead box.
+    let cut = Instant::now();
+    fleet.wan.cut("au1").unwrap();
+    for (i, ws) in watchers.iter_mut().filter(|(i, _)| *i != AU1) {
+        let gone = presence_becomes(ws, "alice", "offline", Duration::from_secs(10));
+        let gone = gone.unwrap_or_else(|| panic!("{} kept au1's routes\n{}", MEMBERS[*i].0, fleet.context()));
+        let took = gone - cut;
+        eprintln!("au1 cut off: its routes withdrawn on {} in {took:?}", MEMBERS[*i].0);
+        assert!(
+            took <= Duration::from_secs(3) + Duration::from_millis(500),
+            "withdrawal on {}: {took:?}",
+            MEMBERS[*i].0
+        );
+    }
+    // Healed: alice's route on au1 comes back everywhere, and the next call
+    // reaches her there (nothing stale from the partition).
+    let healed = Instant::now();
+    fleet.wan.heal("au1").unwrap();
+    for (i, ws) in watchers.iter_mut().filter(|(i, _)| *i != AU1) {
+        let back = presence_becomes(ws, "alice", "available", Duration::from_secs(10));
+        let back = back.unwrap_or_else(|| panic!("{} never saw alice again\n{}", MEMBERS[*i].0, fleet.context()));
+        eprintln!("au1 healed: alice's route back on {} in {:?}", MEMBERS[*i].0, back - healed);
+    }
+    call_alice(&fleet, &mut alice, AU1, "us1-a -> au1 after the partition healed");
+
+    // The delays above were real: the lines carried the regions' traffic.
+    for (region, _) in SPOKES {
+        let stats = fleet.wan.line_stats(region).unwrap();
+        eprintln!("{region}'s line: {stats:?}");
+        assert!(stats.forwarded > 0, "{region}: {stats:?}");
+    }
 }
 
 /// Endings and faults across the fleet: the far client hangs up first; the
