@@ -122,17 +122,17 @@ impl DelayLine {
         }
         let (core, edge) = ns.run_in(|| -> Result<(OwnedFd, OwnedFd)> { Ok((open("core")?, open("edge")?)) })??;
         let (core, edge) = (Arc::new(core), Arc::new(edge));
-        let shared = Arc::new(Shared::default());
-        let mut threads = Vec::new();
+        // Built before the threads start: if one fails to start, dropping
+        // the line stops the other.
+        let mut line = DelayLine { one_way, shared: Arc::new(Shared::default()), threads: Vec::new(), ns };
         for (rx, tx, dir) in [(&core, &edge, "out"), (&edge, &core, "in")] {
-            let (rx, tx, shared) = (rx.clone(), tx.clone(), shared.clone());
+            let (rx, tx, shared) = (rx.clone(), tx.clone(), line.shared.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("wan-{name}-{dir}"))
                 .spawn(move || forward(&rx, &tx, one_way, &shared))
                 .context("starting a delay line's thread")?;
-            threads.push(thread);
+            line.threads.push(thread);
         }
-        let line = DelayLine { one_way, shared, threads, ns };
         // Only now the bridges see the line: nothing arrived before the
         // sockets were bound.
         host.ip(&["link", "set", &near_port, "up"])?;
@@ -244,24 +244,20 @@ fn forward(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, shared: &Shared) {
         }
         // Read after the wait: a heal while it slept applies to what woke it.
         let cut = shared.cut.load(Ordering::Relaxed);
-        loop {
-            match socket::recvfrom::<LinkAddr>(rx.as_raw_fd(), &mut buf) {
-                Ok((len, from)) => {
-                    // Frames this namespace sends out of `rx`'s interface
-                    // (the other direction's) come back as PACKET_OUTGOING.
-                    if from.is_some_and(|a| a.pkttype() == nix::libc::PACKET_OUTGOING) {
-                        continue;
-                    }
-                    if cut || queue.len() >= MAX_QUEUED {
-                        count(&shared.dropped, 1);
-                        continue;
-                    }
-                    queue.push_back((Instant::now() + delay, buf[..len.min(buf.len())].to_vec()));
-                }
-                // Drained; or an error the socket reports once (an
-                // interface going down during teardown): wait again.
-                Err(_) => break,
+        // Until drained (EAGAIN), or until an error the socket reports once
+        // (an interface going down during teardown): then wait again.
+        while let Ok((len, from)) = socket::recvfrom::<LinkAddr>(rx.as_raw_fd(), &mut buf) {
+            // Frames leaving through this interface are not arrivals. The
+            // other direction's sends are not among them (a packet socket
+            // never sees its own), but anything else sent there would be.
+            if from.is_some_and(|a| a.pkttype() == nix::libc::PACKET_OUTGOING) {
+                continue;
             }
+            if cut || queue.len() >= MAX_QUEUED {
+                count(&shared.dropped, 1);
+                continue;
+            }
+            queue.push_back((Instant::now() + delay, buf[..len.min(buf.len())].to_vec()));
         }
     }
 }
