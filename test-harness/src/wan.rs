@@ -223,6 +223,12 @@ fn forward(rx: &OwnedFd, tx: &OwnedFd, delay: Duration, shared: &Shared) {
                 break;
             }
             let Some((_, frame)) = queue.pop_front() else { break };
+            if shared.cut.load(Ordering::Relaxed) {
+                // Cut while it waited its turn: a cut line delivers nothing.
+                count(&shared.dropped, 1 + queue.len());
+                queue.clear();
+                break;
+            }
             match socket::send(tx.as_raw_fd(), &frame, MsgFlags::empty()) {
                 Ok(_) => count(&shared.forwarded, 1),
                 Err(_) => count(&shared.dropped, 1),
