@@ -508,6 +508,15 @@ impl DataplaneHandle {
         self.inner.config.sessions
     }
 
+    /// Sessions that can still be created: per worker, the fewer of its
+    /// free table slots and its free port pairs (two per session), summed.
+    /// Less than `capacity - session_count` when the port range, not the
+    /// table, runs out first.
+    pub fn free_sessions(&self) -> usize {
+        let reg = self.registry();
+        reg.free_slots.iter().zip(&reg.free_endpoints).map(|(slots, ports)| slots.len().min(ports.len() / 2)).sum()
+    }
+
     pub fn worker_stats(&self) -> Vec<WorkerSnapshot> {
         self.inner.shared.workers.iter().map(|w| w.snapshot()).collect()
     }

@@ -26,7 +26,7 @@ use controlplane::store::test_postgres::TestPostgres;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use test_harness::admin::{metric_sum, metric_sum_with};
+use test_harness::admin::{metric_sum, metric_sum_with, LegRequest, SessionRequest};
 use test_harness::appliance::{Appliance, ApplianceConfig};
 use test_harness::call_checks::{self, record};
 use test_harness::customer_app::{CustomerApp, Route};
@@ -359,6 +359,9 @@ fn call_alice(fleet: &Fleet, alice: &mut Device, anchor: usize, what: &str) -> S
 
 /// [`call_alice`] with the carrier's call arriving at member `at`.
 fn call_alice_at(fleet: &Fleet, at: usize, alice: &mut Device, anchor: usize, what: &str) -> String {
+    // Sessions held before the call (a test may fill a dataplane on purpose).
+    let held: Vec<usize> =
+        (0..MEMBERS.len()).map(|i| if fleet.members[i].app.is_some() { fleet.sessions(i) } else { 0 }).collect();
     let carrier_rtp = fleet.carrier.endpoint().unwrap();
     let mut caller = fleet.carrier_call("uac_call.xml", at, &carrier_rtp, anchor);
     let invite =
@@ -374,7 +377,7 @@ fn call_alice_at(fleet: &Fleet, at: usize, alice: &mut Device, anchor: usize, wh
     assert_eq!(toward_alice.ip(), anchor_ip, "{what}: alice sends to the anchor\n{}", fleet.context());
     for (i, (id, _)) in MEMBERS.iter().enumerate() {
         if fleet.members[i].app.is_some() {
-            let want = usize::from(i == anchor);
+            let want = held[i] + usize::from(i == anchor);
             let found = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == want).unwrap();
             assert_eq!(found, want, "{what}: media sessions on {id}\n{}", fleet.context());
         }
@@ -393,8 +396,8 @@ fn call_alice_at(fleet: &Fleet, at: usize, alice: &mut Device, anchor: usize, wh
     assert!(outcome.success(), "{what}: {}\n{}", outcome.report, fleet.context());
     for (i, (id, _)) in MEMBERS.iter().enumerate() {
         if fleet.members[i].app.is_some() {
-            let left = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == 0).unwrap();
-            assert_eq!(left, 0, "{what}: sessions left on {id}\n{}", fleet.context());
+            let left = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == held[i]).unwrap();
+            assert_eq!(left, held[i], "{what}: sessions left on {id}\n{}", fleet.context());
         }
     }
     child_sid
@@ -447,6 +450,24 @@ fn a_fleet_of_four_in_three_regions() {
     call_alice(&fleet, &mut alice, US1_A, "de1 draining: anchored at us1-a");
     let undrained = fleet.members[DE1].app().admin.request("POST", "/drain", Some("off"), SIGNAL).unwrap();
     assert_eq!(undrained.status, 200, "{}", undrained.body);
+
+    // de1's dataplane full (every session taken through its admin API):
+    // the media moves to us1-a the same way; freed, it comes back to de1.
+    let de1_admin = &fleet.members[DE1].app().admin;
+    let somewhere = SocketAddr::from(([192, 0, 2, 99], 9));
+    let request = SessionRequest::new(LegRequest::to(somewhere), LegRequest::to(somewhere));
+    let mut taken = Vec::new();
+    while let Ok(session) = de1_admin.create_session(&request) {
+        taken.push(session.id);
+    }
+    assert!(!taken.is_empty(), "de1 had room before");
+    std::thread::sleep(PROPAGATION);
+    call_alice(&fleet, &mut alice, US1_A, "de1 full: anchored at us1-a");
+    for id in taken {
+        de1_admin.delete_session(id).unwrap();
+    }
+    std::thread::sleep(PROPAGATION);
+    call_alice(&fleet, &mut alice, DE1, "de1 has room again: anchored at de1");
 
     // 3. de1 dies: alice's route is withdrawn everywhere within 3 s.
     let killed = Instant::now();

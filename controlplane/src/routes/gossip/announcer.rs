@@ -26,7 +26,8 @@ pub async fn run(routes: Arc<dyn RouteStore>, dataplane: DataplaneHandle, config
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let free = dataplane.capacity().saturating_sub(dataplane.session_count());
+        // What can still be created: the port range may run out before the table.
+        let free = dataplane.free_sessions();
         let state = ApplianceState {
             id: ApplianceId::new(routes.appliance()),
             region: Region::new(config.region.clone()),
