@@ -313,10 +313,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     let shutdown = shutdown_signal().map_err(StartError::Signals)?;
-    let served = axum::serve(listener, admin::router(state)).with_graceful_shutdown(shutdown).await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "admin server failed");
-    }
+    // The admin API keeps serving (metrics, /drain) while calls drain.
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(async move {
+        let served = axum::serve(listener, admin::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    shutdown.await;
+    drain_calls(&calls, &draining, config.appliance.drain).await;
+    let _ = stop_admin.send(());
+    let _ = admin.await;
     tracing::info!("stopping");
     // ---- https listener: stop ----
     let _ = stop_https.send(());
@@ -333,6 +345,48 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tokio::task::spawn_blocking(move || dataplane.stop()).await.ok();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The appliance is asked to stop: it takes no new call (503) and tells
+/// the fleet it is draining; calls in progress get up to `grace` to end
+/// (a second SIGTERM or SIGINT cuts it short), then the ones left are hung
+/// up (BYE, not silence) and given a moment for that to go out.
+async fn drain_calls(calls: &CallLayer, draining: &std::sync::atomic::AtomicBool, grace: std::time::Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let busy = || calls.call_stats.active.load(Relaxed) + calls.call_stats.gateway_legs.load(Relaxed);
+    draining.store(true, Relaxed);
+    calls.control.drain();
+    if busy() > 0 {
+        tracing::info!(calls = busy(), grace_s = grace.as_secs(), "draining calls before stopping");
+        let again = shutdown_signal();
+        let wait = async {
+            while busy() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        match again {
+            Ok(again) => {
+                tokio::select! {
+                    () = wait => {}
+                    () = tokio::time::sleep(grace) => {}
+                    () = again => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::time::timeout(grace, wait).await;
+            }
+        }
+    }
+    if busy() > 0 {
+        calls.control.hang_up_all();
+        let bye = async {
+            while busy() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), bye).await;
+        tracing::info!(left = busy(), "calls hung up");
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

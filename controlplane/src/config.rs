@@ -101,6 +101,9 @@ pub struct ApplianceConfig {
     pub id: String,
     pub region: String,
     pub state_dir: PathBuf,
+    /// On SIGTERM, how long calls in progress may go on (new ones are
+    /// refused meanwhile) before they are hung up (`drain_s`, default 30).
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -174,7 +177,7 @@ impl Config {
                 r.error(key, "unknown section");
             }
         }
-        let appliance = r.section(root, "appliance", &["id", "region", "state_dir"]);
+        let appliance = r.section(root, "appliance", &["id", "region", "state_dir", "drain_s"]);
         let appliance = ApplianceConfig {
             // Unique in the fleet; the host name is a fine default for one box.
             id: r.string(&appliance, "appliance.id").unwrap_or_else(|| "bh-local".into()),
@@ -182,6 +185,9 @@ impl Config {
             state_dir: r
                 .string(&appliance, "appliance.state_dir")
                 .map_or_else(|| PathBuf::from("./state"), PathBuf::from),
+            drain: Duration::from_secs(
+                r.integer(&appliance, "appliance.drain_s", 0..=3600).map_or(30, |s| s.unsigned_abs()),
+            ),
         };
         for (key, value) in [("appliance.id", &appliance.id), ("appliance.region", &appliance.region)] {
             if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')

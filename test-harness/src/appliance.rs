@@ -89,6 +89,9 @@ pub struct ApplianceConfig {
     pub https: Option<SocketAddr>,
     /// Lines appended as they are (a `[dataplane.dpdk]` section, say).
     pub extra: String,
+    /// `appliance.drain_s`: the grace calls get on SIGTERM (short in
+    /// tests, so that stopping a rig with a call up stays quick).
+    pub drain_s: u64,
 }
 
 impl ApplianceConfig {
@@ -108,6 +111,7 @@ impl ApplianceConfig {
             media_timeout_s: 30,
             https: None,
             extra: String::new(),
+            drain_s: 1,
         }
     }
 
@@ -116,10 +120,11 @@ impl ApplianceConfig {
         let q = |s: &str| serde_json::to_string(s).unwrap_or_default(); // a JSON string is a valid TOML basic string
         let mut t = String::new();
         t.push_str(&format!(
-            "[appliance]\nid = {}\nregion = {}\nstate_dir = {}\n\n",
+            "[appliance]\nid = {}\nregion = {}\nstate_dir = {}\ndrain_s = {}\n\n",
             q(&self.id),
             q(&self.region),
-            q(&state_dir.to_string_lossy())
+            q(&state_dir.to_string_lossy()),
+            self.drain_s
         ));
         t.push_str(&format!("[listen]\nadmin = {}\n", q(&self.admin.to_string())));
         if let Some(token) = &self.admin_token {
@@ -222,6 +227,27 @@ impl Appliance {
     /// Whether the process still runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and returns at once (see [`Appliance::wait_exit`]).
+    pub fn terminate(&self) -> Result<()> {
+        let child = self.child.as_ref().context("already stopped")?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("SIGTERM")
+    }
+
+    /// Waits up to `within` for the process to exit by itself; kills it if
+    /// it does not (and fails).
+    pub fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        match wait_bounded(&mut child, within)? {
+            Some(status) => Ok(status),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("bridgehead did not exit within {within:?}; its stderr:\n{}", self.stderr())
+            }
+        }
     }
 
     /// Sends SIGTERM and waits up to `within` for the exit; kills it if it

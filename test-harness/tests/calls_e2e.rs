@@ -27,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
-use test_harness::admin::SessionInfo;
+use test_harness::admin::{metric_sum_with, SessionInfo};
 use test_harness::appliance::{Appliance, ApplianceConfig, ScratchDir};
 use test_harness::call_checks::{self, record};
 use test_harness::customer_app::{AppRequest, CustomerApp, Route};
@@ -1603,4 +1603,33 @@ fn tls_toward_the_trunk_refuses_an_untrusted_certificate() {
     assert!(outcome.success() && finals.first().is_some_and(|s| *s >= 400), "{}", outcome.report);
     assert_record(record(&calls, "sid", &sid), "failed", "inbound", CALLER, NUMBER);
     assert_record(child, "failed", "outbound-dial", CALLER, CALLEE);
+}
+
+/// SIGTERM drains: the call in progress goes on (media flows), a new call
+/// is refused 503 meanwhile; when the grace (`drain_s`) is over, the call
+/// left is hung up with BYE both ways, and the appliance exits 0.
+#[test]
+fn sigterm_drains_calls_then_hangs_up_the_rest() {
+    let outbound = format!("sip:{CALLEE_IP}:{CALLEE_SIP_PORT}");
+    let mut rig = Rig::configured(&outbound, "", |c| c.drain_s = 3);
+    rig.twiml("/voice", &format!("<Response><Dial><Number>{CALLEE}</Number></Dial></Response>"));
+    rig.accept_callbacks(&["/status"]);
+    let mut p = rig.dial_in("uac_call.xml", NUMBER, 1);
+    let call = rig.bridged(&mut p, CALLEE);
+
+    rig.app.terminate().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rig.media_flows("while draining", &p, call.toward_caller, call.toward_callee);
+    let rtp = rig.carrier.endpoint().unwrap();
+    let late = rig.caller_from(&rig.carrier, "uac_refused.xml", NUMBER, &rtp, Signaling::Tcp);
+    assert_eq!(rig.refused_with(late, "a call while draining"), 503, "{}", rig.context());
+    let metrics = rig.app.admin.metrics().unwrap();
+    assert_eq!(metric_sum_with(&metrics, "bridgehead_calls_refused", "reason=\"draining\""), Some(1), "{metrics}");
+
+    let caller = rig.finished(p.caller, "caller");
+    assert!(caller.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", caller.report);
+    let callee = rig.finished(p.callee, "callee");
+    assert!(callee.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", callee.report);
+    let status = rig.app.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(status.success(), "exit after draining: {status}");
 }

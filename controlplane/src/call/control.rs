@@ -28,6 +28,16 @@ pub struct ShellControl {
 }
 
 impl ShellControl {
+    /// The appliance stops: new calls are refused from now on.
+    pub fn drain(&self) {
+        let _ = self.tx.send(Control::Drain);
+    }
+
+    /// Hangs up every call still up.
+    pub fn hang_up_all(&self) {
+        let _ = self.tx.send(Control::HangUpAll);
+    }
+
     async fn record(&self, account: &Account, sid: &CallSid) -> Result<crate::store::CallRecord, ApiError> {
         let (store, account, sid) = (self.store.clone(), account.sid.clone(), sid.clone());
         tokio::task::spawn_blocking(move || store.call(&account, &sid))

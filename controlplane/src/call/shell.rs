@@ -82,8 +82,11 @@ pub struct CallStats {
     /// Calls ended, by end status ([`END_STATUSES`] order).
     pub ended: [AtomicU64; 5],
     /// INVITEs refused before a call existed: no trunk allows the source,
-    /// unknown number, no application, over capacity, store failure.
-    pub refused: [AtomicU64; 5],
+    /// unknown number, no application, over capacity, store failure,
+    /// stopping.
+    pub refused: [AtomicU64; 6],
+    /// Client legs held for calls other appliances run.
+    pub gateway_legs: AtomicU64,
     /// Client legs handed to and taken for other appliances.
     pub fleet: FleetStats,
 }
@@ -92,7 +95,9 @@ pub struct CallStats {
 pub const END_STATUSES: [CallStatus; 5] =
     [CallStatus::Completed, CallStatus::Busy, CallStatus::NoAnswer, CallStatus::Failed, CallStatus::Canceled];
 /// Why an INVITE was refused, as counted by [`CallStats::refused`].
-pub const REFUSALS: [&str; 5] = ["no_trunk", "unknown_number", "no_application", "capacity", "store_error"];
+pub const REFUSALS: [&str; 6] = ["no_trunk", "unknown_number", "no_application", "capacity", "store_error", "draining"];
+/// [`CallStats::refused`] index of INVITEs refused while stopping.
+const DRAINING: usize = 5;
 
 fn direction_index(d: Direction) -> usize {
     match d {
@@ -112,6 +117,10 @@ pub enum Control {
     Hangup { sid: CallSid, reply: oneshot::Sender<bool> },
     /// Place a call (`POST Calls.json`); its record is written already.
     Create(Box<Originated>),
+    /// The appliance is stopping: refuse new calls (503), keep the others.
+    Drain,
+    /// Hang up every call and client leg still up (the drain is over).
+    HangUpAll,
 }
 
 /// A call the REST API places, with everything the store said about it.
@@ -342,6 +351,8 @@ pub struct Shell {
     sip_clients: sip_clients::SipClients,
     /// Client legs on other appliances, and ours for them.
     fleet: fleet::FleetCalls,
+    /// Stopping: new calls are refused.
+    draining: bool,
 }
 
 impl Shell {
@@ -380,6 +391,7 @@ impl Shell {
             clients: None,
             sip_clients: Default::default(),
             fleet,
+            draining: false,
         }
     }
 
@@ -509,6 +521,10 @@ impl Shell {
     /// Looks the INVITE up (trunk by source address, number, application,
     /// account) off the task; [`Shell::on_routed`] takes it from there.
     fn admit(&mut self, key: TxKey, peer: Peer, request: Request) {
+        if self.draining {
+            self.stats.refused[DRAINING].fetch_add(1, Relaxed);
+            return self.refuse(key, &request, 503);
+        }
         if self.calls.len() >= self.cfg.max_calls {
             self.stats.refused[3].fetch_add(1, Relaxed);
             return self.refuse(key, &request, 503);
@@ -650,6 +666,18 @@ impl Shell {
                 self.pump(id);
             }
             Control::Create(call) => self.originate(*call),
+            Control::Drain => {
+                tracing::info!(calls = self.calls.len(), "draining: new calls refused");
+                self.draining = true;
+            }
+            Control::HangUpAll => {
+                let ids: Vec<u64> = self.calls.keys().copied().collect();
+                tracing::info!(calls = ids.len(), "hanging up the calls left");
+                for id in ids {
+                    self.feed(id, Input::Hangup);
+                }
+                self.fleet_hang_up_all();
+            }
             Control::Hangup { sid, reply } => {
                 let Some(&id) = self.by_sid.get(sid.as_str()) else {
                     let _ = reply.send(false);
@@ -1160,10 +1188,14 @@ impl Shell {
         sdp: String,
         params: String,
     ) {
-        if self.calls.len() >= self.cfg.max_calls {
-            self.stats.refused[3].fetch_add(1, Relaxed);
+        if self.calls.len() >= self.cfg.max_calls || self.draining {
+            let (reason, why) = match self.draining {
+                true => (DRAINING, "the appliance is stopping"),
+                false => (3, "the appliance is at its call capacity"),
+            };
+            self.stats.refused[reason].fetch_add(1, Relaxed);
             if let Some(c) = self.clients.as_ref() {
-                let error = Some((31005, "the appliance is at its call capacity".to_owned()));
+                let error = Some((31005, why.to_owned()));
                 c.hub.send(device, ServerMessage::Hangup { callsid: temp_id, error });
             }
             return;

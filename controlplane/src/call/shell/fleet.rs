@@ -343,7 +343,7 @@ impl Shell {
         let (Some(account), true) = (account, self.clients.is_some()) else {
             return self.refuse(key.clone(), request, 480);
         };
-        if self.calls.len() + self.fleet.legs.len() >= self.cfg.max_calls {
+        if self.calls.len() + self.fleet.legs.len() >= self.cfg.max_calls || self.draining {
             self.stats.refused[3].fetch_add(1, Relaxed);
             return self.refuse(key.clone(), request, 503);
         }
@@ -363,6 +363,7 @@ impl Shell {
         self.next_id += 1;
         tracing::debug!(%from, %call_id, anchor, "client leg taken for a peer");
         self.stats.fleet.taken.fetch_add(1, Relaxed);
+        self.stats.gateway_legs.fetch_add(1, Relaxed);
         self.fleet.by_call_id.insert(call_id.clone(), id);
         self.fleet.by_invite.insert(key.clone(), id);
         self.fleet.legs.insert(
@@ -444,6 +445,19 @@ impl Shell {
         true
     }
 
+    /// The appliance stops: answered client legs are hung up (BYE to the
+    /// near appliance, `hangup` to the device), ringing ones cancelled (487).
+    pub(super) fn fleet_hang_up_all(&mut self) {
+        let legs: Vec<(TxKey, bool)> = self.fleet.legs.values().map(|l| (l.key.clone(), l.dialog.is_some())).collect();
+        for (invite, answered) in legs {
+            if answered {
+                self.fleet_ack_timeout(&invite);
+            } else {
+                self.fleet_cancelled(&invite);
+            }
+        }
+    }
+
     /// Whether the events of client-leg id `id` are a gateway leg's.
     pub(super) fn is_fleet_leg(&self, id: u64) -> bool {
         self.fleet.legs.contains_key(&id)
@@ -513,6 +527,7 @@ impl Shell {
             }
         }
         if let Some(leg) = self.fleet.legs.remove(&id) {
+            self.stats.gateway_legs.fetch_sub(1, Relaxed);
             if let Some((session, _)) = leg.media {
                 let _ = self.dataplane.delete_session(session);
             }

@@ -225,7 +225,7 @@ impl Shell {
         let Some(client) = registered.map(|d| d.client.clone()) else {
             return self.refuse(key, &request, 403);
         };
-        if client.outgoing.is_none() || self.calls.len() >= self.cfg.max_calls {
+        if client.outgoing.is_none() || self.calls.len() >= self.cfg.max_calls || self.draining {
             return self.refuse(key, &request, if client.outgoing.is_none() { 403 } else { 503 });
         }
         self.pending.insert(key.clone(), false);
