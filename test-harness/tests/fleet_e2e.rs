@@ -35,7 +35,7 @@ use test_harness::settle;
 use test_harness::sipp::{Sipp, SippRun, Transport};
 use test_harness::topology::Peer;
 use test_harness::twilio_py::{self, RestClient};
-use test_harness::voice_client::{plain_rtp_sdp, sdp_media_addr, ConnectOptions, VoiceClient};
+use test_harness::voice_client::{plain_rtp_sdp, sdp_media_addr, temp_call_sid, ConnectOptions, VoiceClient};
 use test_harness::wan::Wan;
 
 const ACCOUNT: &str = "AC0000000000000000000000000000f1ee";
@@ -583,6 +583,36 @@ fn fleet_endings_and_refusals() {
         call_checks::final_calls(AFTERMATH, 2, || Ok(fleet.rest(US1_A, "calls", json!({}))), || fleet.context());
     assert_eq!(record(&calls, "sid", &child)["status"], "completed");
     // (alice is ringable again: the next call rings her.)
+
+    // A client places the call: bob on us1-b dials alice on de1 (the
+    // application's `<Dial><Client>alice`): one hop, media anchored at de1
+    // (45 ms tie on the path, the lower id), bob's own leg untouched.
+    let mut bob = fleet.device(US1_B, "us1", "bob");
+    bob.ws.invite(&plain_rtp_sdp(bob.rtp.local_addr()), &temp_call_sid(), &[("To", "alice")]).unwrap();
+    let invite = alice.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("bob's call: {e:#}\n{}", fleet.context()));
+    let child = invite["callsid"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(invite["parameters"]["From"], "client:bob", "{invite:#}");
+    alice.ws.answer(&plain_rtp_sdp(alice.rtp.local_addr()), &child).unwrap();
+    let answer = bob.ws.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("bob's answer: {e:#}\n{}", fleet.context()));
+    let toward_bob = sdp_media_addr(answer["sdp"].as_str().unwrap_or_default()).unwrap();
+    let toward_alice = sdp_media_addr(invite["sdp"].as_str().unwrap_or_default()).unwrap();
+    let de1_ip = IpAddr::V4(fleet.members[DE1].ip());
+    assert_eq!((toward_bob.ip(), toward_alice.ip()), (de1_ip, de1_ip), "anchored at de1\n{}", fleet.context());
+    assert_eq!(fleet.sessions(US1_B), 0, "us1-b relays nothing");
+    call_checks::media_flows(
+        "bob -> alice across",
+        (&bob.rtp, toward_bob),
+        (&alice.rtp, toward_alice),
+        PACKETS,
+        || fleet.context(),
+    );
+    bob.ws.hangup(answer["callsid"].as_str().unwrap_or_default()).unwrap();
+    let hangup = alice.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.context()));
+    assert_eq!(hangup["callsid"], child.as_str());
+    for (i, (id, _)) in MEMBERS.iter().enumerate() {
+        let left = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == 0).unwrap();
+        assert_eq!(left, 0, "sessions left on {id} after bob's call\n{}", fleet.context());
+    }
 
     // A call for the number arriving in another region (au1) works the
     // same: one hop to de1; au1 and de1 tie at 135 ms on the path, the
