@@ -13,6 +13,7 @@
 //!
 //! Progress on stderr; last, one JSON line on stdout.
 
+use controlplane::routes::gossip::GossipCounts;
 use controlplane::routes::{DeviceId, DeviceRoute, GossipRoutes, GossipSettings, PresenceStatus, RouteStore};
 use controlplane::store::AccountSid;
 use std::process::ExitCode;
@@ -20,13 +21,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 const USAGE: &str = "\
 usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration-s D]
-                   [--gossip-ms G] [--phi P]
+                   [--gossip-ms G] [--phi P] [--compress 0|1] [--fanout F] [--buckets B]
   --appliances N     chitchat nodes in this process (default 50)
   --routes R         client routes spread over them (default 100000)
   --changes-per-s C  route changes per second, fleet-wide (default 1000)
   --duration-s D     length of the churn phase (default 20)
   --gossip-ms G      gossip interval (default 150, the appliance's default)
-  --phi P            failure detector threshold (default 8, the appliance's default)";
+  --phi P            failure detector threshold (default 8, the appliance's default)
+  --buckets B        route buckets per appliance (default: routes per appliance / 4)
+  --fanout F         peers per round, 1-3 (default 3, chitchat's)
+  --compress 0|1     zstd on gossip messages (default 1, the appliance's default)";
 
 const KEY: &str = "route-bench fleet key, not a secret";
 const ACCOUNTS: usize = 100;
@@ -38,11 +42,23 @@ struct Options {
     duration_s: f64,
     gossip_ms: u64,
     phi: f64,
+    compress: bool,
+    fanout: u8,
+    buckets: Option<u32>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o =
-        Options { appliances: 50, routes: 100_000, changes_per_s: 1000.0, duration_s: 20.0, gossip_ms: 150, phi: 8.0 };
+    let mut o = Options {
+        appliances: 50,
+        routes: 100_000,
+        changes_per_s: 1000.0,
+        duration_s: 20.0,
+        gossip_ms: 150,
+        phi: 8.0,
+        compress: true,
+        fanout: 3,
+        buckets: None,
+    };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
@@ -54,6 +70,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--duration-s" => o.duration_s = value.parse().map_err(|_| bad())?,
             "--gossip-ms" => o.gossip_ms = value.parse().map_err(|_| bad())?,
             "--phi" => o.phi = value.parse().map_err(|_| bad())?,
+            "--compress" => o.compress = value != "0",
+            "--buckets" => o.buckets = Some(value.parse().map_err(|_| bad())?),
+            "--fanout" => o.fanout = value.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown argument {arg}")),
         }
     }
@@ -151,6 +170,36 @@ async fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Re
     Ok(start.elapsed())
 }
 
+/// CPU seconds this process used (user + system), from /proc (USER_HZ is
+/// 100 on Linux); 0 where /proc is not there.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The fleet's transport counters added up.
+fn totals(nodes: &[GossipRoutes]) -> GossipCounts {
+    let mut t = GossipCounts::default();
+    for c in nodes.iter().map(GossipRoutes::counters) {
+        t.datagrams_sent += c.datagrams_sent;
+        t.bytes_sent += c.bytes_sent;
+        for (sum, k) in [(&mut t.syn, c.syn), (&mut t.syn_ack, c.syn_ack), (&mut t.ack, c.ack)] {
+            sum.datagrams += k.datagrams;
+            sum.bytes += k.bytes;
+        }
+        t.digest_bytes += c.digest_bytes;
+        t.delta_bytes += c.delta_bytes;
+        t.plain_bytes += c.plain_bytes;
+        t.packed_bytes += c.packed_bytes;
+    }
+    t
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -164,11 +213,15 @@ async fn run(o: Options) -> Result<String, String> {
     let t = Instant::now();
     let mut nodes: Vec<GossipRoutes> = Vec::with_capacity(n);
     let mut seeds = Vec::new();
+    let buckets = o.buckets.unwrap_or((o.routes / n / 4).max(1) as u32);
     for i in 0..n {
         let mut s = GossipSettings::new(name(i), ([127, 0, 0, 1], 0).into(), KEY);
         s.seeds = seeds.clone();
         s.gossip_interval = Duration::from_millis(o.gossip_ms);
         s.phi_threshold = o.phi;
+        s.compress = o.compress;
+        s.fanout = o.fanout;
+        s.route_buckets = buckets;
         let node = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
         if i < 3 {
             seeds.push(node.local_addr().to_string());
@@ -216,8 +269,8 @@ async fn run(o: Options) -> Result<String, String> {
     eprintln!("route-bench: {routes} routes on every appliance after {:.2} s", t.elapsed().as_secs_f64());
 
     // ---- churn ----
-    let bytes_before: u64 = nodes.iter().map(|r| r.counters().bytes_sent).sum();
-    let datagrams_before: u64 = nodes.iter().map(|r| r.counters().datagrams_sent).sum();
+    let before = totals(&nodes);
+    let cpu_before = cpu_s();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut next_device = o.routes as u64;
     let mut samples: Vec<Sample> = Vec::new();
@@ -324,9 +377,33 @@ async fn run(o: Options) -> Result<String, String> {
         });
     }
     missed += samples.len() as u64;
-    let bytes = nodes.iter().map(|r| r.counters().bytes_sent).sum::<u64>() - bytes_before;
-    let datagrams = nodes.iter().map(|r| r.counters().datagrams_sent).sum::<u64>() - datagrams_before;
+    let cpu = cpu_s() - cpu_before;
+    let after = totals(&nodes);
+    let bytes = after.bytes_sent - before.bytes_sent;
+    let datagrams = after.datagrams_sent - before.datagrams_sent;
     let kbps_per_appliance = bytes as f64 * 8.0 / 1000.0 / churn_s / n as f64;
+    // Where the bytes go: per kind as sealed on the wire, and the digest and
+    // delta parts as chitchat serialized them (before our compression).
+    let kbps = |b: u64| b as f64 * 8.0 / 1000.0 / churn_s / n as f64;
+    let per_kind = |k: fn(&GossipCounts) -> controlplane::routes::gossip::KindCounts| {
+        let (a, b) = (k(&after), k(&before));
+        (kbps(a.bytes - b.bytes), (a.bytes - b.bytes) / (a.datagrams - b.datagrams).max(1))
+    };
+    let (syn, syn_ack, ack) = (per_kind(|c| c.syn), per_kind(|c| c.syn_ack), per_kind(|c| c.ack));
+    let digest_kbps = kbps(after.digest_bytes - before.digest_bytes);
+    let delta_kbps = kbps(after.delta_bytes - before.delta_bytes);
+    let packed_ratio =
+        (after.packed_bytes - before.packed_bytes) as f64 / (after.plain_bytes - before.plain_bytes).max(1) as f64;
+    let cpu_per_node = cpu / churn_s / n as f64;
+    eprintln!(
+        "route-bench: kbit/s per appliance on the wire: Syn {:.1} ({} B each), SynAck {:.1} ({} B), Ack {:.1} ({} B); serialized before our compression: digests {digest_kbps:.1}, deltas {delta_kbps:.1}; compressed to {:.0} %",
+        syn.0, syn.1, syn_ack.0, syn_ack.1, ack.0, ack.1, packed_ratio * 100.0
+    );
+    eprintln!(
+        "route-bench: CPU {cpu:.1} s in {churn_s:.1} s ({:.0} % of one core per appliance; this machine has {} cores)",
+        cpu_per_node * 100.0,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     propagation_ms.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&propagation_ms, 0.5), percentile(&propagation_ms, 0.99));
     eprintln!(
@@ -373,6 +450,8 @@ async fn run(o: Options) -> Result<String, String> {
         "routes": o.routes,
         "changes_per_s": o.changes_per_s,
         "gossip_ms": o.gossip_ms,
+        "fanout": o.fanout,
+        "buckets": buckets,
         "samples": propagation_ms.len(),
         "samples_missed": missed,
         "propagation_p50_ms": (p50 * 10.0).round() / 10.0,
@@ -381,6 +460,13 @@ async fn run(o: Options) -> Result<String, String> {
         "kbps_per_appliance": (kbps_per_appliance * 10.0).round() / 10.0,
         "bytes_per_datagram": bytes / datagrams.max(1),
         "refused_datagrams": refused,
+        "cpu_core_share_per_appliance": (cpu_per_node * 1000.0).round() / 1000.0,
+        "kbps_syn": (syn.0 * 10.0).round() / 10.0,
+        "kbps_syn_ack": (syn_ack.0 * 10.0).round() / 10.0,
+        "kbps_ack": (ack.0 * 10.0).round() / 10.0,
+        "kbps_digest_serialized": (digest_kbps * 10.0).round() / 10.0,
+        "kbps_delta_serialized": (delta_kbps * 10.0).round() / 10.0,
+        "compressed_share": (packed_ratio * 1000.0).round() / 1000.0,
     })
     .to_string())
 }

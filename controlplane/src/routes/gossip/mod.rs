@@ -15,12 +15,13 @@
 //! time in ms, so a restarted box supersedes its old self) owning only its
 //! own keys:
 //!
-//! - `r:<account>:<identity>:<device>` per local device: value
-//!   `<status><incoming><registered_at>` (`a1` + unix seconds for an
-//!   available device with the incoming grant). When the device goes, the
-//!   value becomes `-` with a TTL (`set_with_ttl`): peers see the change
-//!   (chitchat tells listeners about values, not about deletions) and
-//!   chitchat forgets the key everywhere after the tombstone grace period.
+//! - `r<bucket>`: the local devices whose (account, identity) hash to that
+//!   bucket, each with its status, incoming grant and registration time;
+//!   `c<n>`: the account SID this appliance numbers `n` in its buckets
+//!   (`buckets.rs`). A change marks its bucket; the pump writes the marked
+//!   buckets a few ms later, so a burst of changes costs one write per
+//!   bucket. A device that goes is left out of its bucket's next value: no
+//!   tombstones.
 //! - `a`: the announcement (region, SIP and media addresses, free media
 //!   sessions, load, services, draining).
 //!
@@ -37,12 +38,17 @@
 //! docs/fleet.md describes the fleet, its timings and its figures.
 
 pub mod announcer;
+mod buckets;
 pub mod metrics;
 mod sealed;
 mod view;
 
-pub use sealed::{FleetKey, GossipCounters, GossipCounts, KeyError, MAX_AGE, OVERHEAD};
+pub use sealed::{FleetKey, GossipCounters, GossipCounts, KeyError, KindCounts, MAX_AGE, OVERHEAD};
 
+use self::buckets::{
+    bucket_key, decode_bucket, encode_entry, key_number, Entry, LocalBuckets, PeerBuckets, ACCOUNT_PREFIX,
+    BUCKET_PREFIX,
+};
 use self::sealed::{RoundTrips, SealedTransport};
 use self::view::{Holder, Home, Moved, Slot, View, LOCAL};
 use super::policy::{ApplianceId, ApplianceState, Region, Service};
@@ -59,12 +65,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc};
 
-/// The prefix of route keys.
-const ROUTE_PREFIX: &str = "r:";
 /// The key of the announcement.
 const ANNOUNCEMENT_KEY: &str = "a";
-/// The value of a withdrawn route.
-const WITHDRAWN: &str = "-";
+/// How long the pump lets changes gather before writing their buckets: a
+/// burst (a box's clients re-registering) then costs one write per bucket.
+const COALESCE: Duration = Duration::from_millis(20);
 
 /// How an appliance joins the fleet (from `[peers]` and `[appliance]`).
 #[derive(Debug, Clone)]
@@ -92,6 +97,21 @@ pub struct GossipSettings {
     pub tombstone_grace: Duration,
     /// Local devices at most ([`RouteError::Full`] beyond).
     pub max_devices: usize,
+    /// Buckets this appliance's routes are gossiped in (keys it holds at
+    /// most, besides its accounts). Fewer buckets: less CPU on every box
+    /// (chitchat's work is per key), more bytes per change (a change
+    /// rewrites its bucket). About a quarter of the devices an appliance
+    /// holds keeps a change near 100 bytes.
+    pub route_buckets: u32,
+    /// Peers contacted per round, 1 to 3. chitchat 0.11 always starts 3
+    /// exchanges at once (a fixed constant) and the 3 answers carry mostly
+    /// the same new versions; the transport lets each of those Syns go with
+    /// probability `fanout / 3`, so a shorter interval with a fanout of 1
+    /// keeps the exchanges per second and sends each version fewer times.
+    pub fanout: u8,
+    /// Compress gossip messages (zstd) when that makes them smaller. Off
+    /// only to measure what it saves; receivers read both.
+    pub compress: bool,
 }
 
 impl GossipSettings {
@@ -112,6 +132,9 @@ impl GossipSettings {
             dead_node_grace: Duration::from_secs(600),
             tombstone_grace: Duration::from_secs(60),
             max_devices: usize::MAX,
+            route_buckets: 1024,
+            fanout: 3,
+            compress: true,
         }
     }
 }
@@ -129,10 +152,10 @@ pub enum GossipError {
     Chitchat(String),
 }
 
-/// A change to this appliance's own chitchat keys, applied by the pump.
+/// Work for the pump: a key to set, or marked buckets to write.
 enum Op {
     Set(String, String),
-    Withdraw(String),
+    Flush,
 }
 
 /// The index and the peers in it, under one lock.
@@ -140,6 +163,10 @@ struct Fleet {
     view: View,
     /// Live peers in the view, newest generation of each appliance only.
     peers: HashMap<ChitchatId, Holder>,
+    /// This appliance's buckets.
+    local: LocalBuckets,
+    /// What each peer in the view last gossiped in its buckets.
+    buckets: HashMap<Holder, PeerBuckets>,
 }
 
 #[derive(Default)]
@@ -220,7 +247,14 @@ impl GossipRoutes {
             catchup_callback: Some(Box::new(move || reset_flag.store(true, Ordering::Relaxed))),
             extra_liveness_predicate: None,
         };
-        let transport = SealedTransport::new(key, counters.clone(), round_trips.clone(), socket);
+        let transport = SealedTransport::new(
+            key,
+            counters.clone(),
+            round_trips.clone(),
+            socket,
+            settings.compress,
+            settings.fanout,
+        );
         let chitchat =
             spawn_chitchat(config, Vec::new(), &transport).await.map_err(|e| GossipError::Chitchat(e.to_string()))?;
         let (changes, _) = broadcast::channel(super::PRESENCE_BACKLOG);
@@ -229,7 +263,12 @@ impl GossipRoutes {
             appliance: settings.appliance.clone(),
             me,
             max_devices: settings.max_devices,
-            fleet: Mutex::new(Fleet { view: View::new(&settings.appliance), peers: HashMap::new() }),
+            fleet: Mutex::new(Fleet {
+                view: View::new(&settings.appliance),
+                peers: HashMap::new(),
+                local: LocalBuckets::new(settings.route_buckets),
+                buckets: HashMap::new(),
+            }),
             changes,
             ops,
             reset,
@@ -239,19 +278,23 @@ impl GossipRoutes {
             counters,
             round_trips,
         });
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
         let cc = chitchat.chitchat();
-        cc.lock()
-            .await
-            .subscribe_event(ROUTE_PREFIX, move |event| {
-                if let Some(inner) = weak.upgrade() {
-                    inner.peer_key(event.node, event.key, event.value);
-                }
-            })
-            .forever();
+        for prefix in [BUCKET_PREFIX, ACCOUNT_PREFIX] {
+            let weak: Weak<Inner> = Arc::downgrade(&inner);
+            cc.lock()
+                .await
+                .subscribe_event(prefix, move |event| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.peer_key(event.node, prefix, event.key, event.value);
+                    }
+                })
+                .forever();
+        }
         let tick = (settings.gossip_interval / 2).max(Duration::from_millis(20));
-        let tasks =
-            vec![tokio::spawn(pump(cc.clone(), ops_rx)), tokio::spawn(reconciler(Arc::downgrade(&inner), cc, tick))];
+        let tasks = vec![
+            tokio::spawn(pump(cc.clone(), ops_rx, Arc::downgrade(&inner))),
+            tokio::spawn(reconciler(Arc::downgrade(&inner), cc, tick)),
+        ];
         tracing::info!(appliance = %settings.appliance, gossip = %local_addr, advertise = %advertise, seeds = ?settings.seeds, "fleet gossip started");
         Ok(GossipRoutes { inner, local_addr, running: Mutex::new(Some(Running { chitchat, tasks })) })
     }
@@ -304,19 +347,60 @@ impl Drop for GossipRoutes {
 }
 
 /// Applies this appliance's key changes to chitchat, in order, a batch per
-/// lock: local operations never wait for chitchat's lock.
-async fn pump(chitchat: Arc<tokio::sync::Mutex<Chitchat>>, mut ops: mpsc::UnboundedReceiver<Op>) {
+/// lock: local operations never wait for chitchat's lock. Marked buckets
+/// are encoded after a short wait ([`COALESCE`]) under the index lock, with
+/// the keys published before them (a new account's key goes before the
+/// first bucket naming it: chitchat delivers one node's keys in the order
+/// they were set).
+async fn pump(chitchat: Arc<tokio::sync::Mutex<Chitchat>>, mut ops: mpsc::UnboundedReceiver<Op>, inner: Weak<Inner>) {
     let mut batch = Vec::new();
     while ops.recv_many(&mut batch, 4096).await > 0 {
+        if batch.iter().any(|op| matches!(op, Op::Flush)) {
+            tokio::time::sleep(COALESCE).await;
+        }
+        let Some(strong) = inner.upgrade() else { return };
+        let buckets = {
+            let mut fleet = strong.fleet();
+            while let Ok(op) = ops.try_recv() {
+                batch.push(op);
+            }
+            let dirty = std::mem::take(&mut fleet.local.dirty);
+            dirty.into_iter().map(|b| (bucket_key(b), encode_local_bucket(&fleet, b))).collect::<Vec<_>>()
+        };
+        drop(strong);
         let mut cc = chitchat.lock().await;
         let node = cc.self_node_state();
         for op in batch.drain(..) {
-            match op {
-                Op::Set(key, value) => node.set(key, value),
-                Op::Withdraw(key) => node.set_with_ttl(key, WITHDRAWN),
+            if let Op::Set(key, value) = op {
+                node.set(key, value);
             }
         }
+        for (key, value) in buckets {
+            node.set(key, value);
+        }
     }
+}
+
+/// The value of local bucket `b`: its devices as the index holds them.
+fn encode_local_bucket(fleet: &Fleet, b: u32) -> String {
+    let mut value = String::new();
+    let Some(devices) = fleet.local.devices.get(&b) else { return value };
+    for &device in devices {
+        let Some(home) = fleet.view.home(LOCAL, device) else { continue };
+        let Some(&account) = fleet.local.accounts.get(&*home.account) else { continue };
+        let slots = fleet.view.slots(&home.account, &home.identity);
+        let Some(slot) = slots.iter().find(|s| s.holder == LOCAL && s.device == device) else { continue };
+        let entry = Entry {
+            account,
+            device,
+            status: slot.status,
+            incoming: slot.incoming,
+            registered_at: slot.registered_at,
+            identity: &home.identity,
+        };
+        encode_entry(&entry, &mut value);
+    }
+    value
 }
 
 /// Follows chitchat's membership: peers joining (read in full), dying or
@@ -357,21 +441,39 @@ impl Inner {
         }
     }
 
+    /// A local device joined (`account`, `identity`): its bucket is marked,
+    /// and a new account's key published first.
+    fn add_local(&self, fleet: &mut Fleet, account: &AccountSid, identity: &str, device: DeviceId) {
+        let (_, key) = fleet.local.account(account);
+        if let Some((key, value)) = key {
+            self.publish(Op::Set(key, value));
+        }
+        fleet.local.add(account, identity, device);
+        self.publish(Op::Flush);
+    }
+
     fn publish(&self, op: Op) {
         // Err only once the pump stopped (shutdown): nobody to tell.
         let _ = self.ops.send(op);
     }
 
-    /// A peer's route key changed (chitchat's listener, chitchat locked).
-    fn peer_key(&self, node: &ChitchatId, key: &str, value: &str) {
+    /// A peer's bucket or account key changed (chitchat's listener, chitchat
+    /// locked; `key` is without its `prefix`).
+    fn peer_key(&self, node: &ChitchatId, prefix: &str, key: &str, value: &str) {
         if *node == self.me {
             return;
         }
         let mut fleet = self.fleet();
         // Not (yet) live in the view: the full read when it joins takes it.
         let Some(&holder) = fleet.peers.get(node) else { return };
-        let Some((account, identity, device)) = parse_route_key(key) else { return };
-        let moves = apply_peer_route(&mut fleet.view, holder, &account, identity, device, value);
+        let Some(n) = key_number(key) else { return };
+        if prefix == ACCOUNT_PREFIX {
+            if let Ok(account) = AccountSid::parse(value) {
+                fleet.buckets.entry(holder).or_default().accounts.insert(n, account);
+            }
+            return;
+        }
+        let moves = apply_peer_bucket(&mut fleet, holder, n, value);
         self.tell_all(moves);
     }
 
@@ -393,6 +495,7 @@ impl Inner {
             fleet.peers.keys().filter(|id| live.get(&*id.node_id) != Some(id)).cloned().collect();
         for id in gone {
             if let Some(holder) = fleet.peers.remove(&id) {
+                fleet.buckets.remove(&holder);
                 let moves = fleet.view.remove_holder(holder);
                 tracing::info!(peer = %id.node_id, routes = moves.len(), "peer left the view");
                 self.tell_all(moves);
@@ -412,16 +515,23 @@ impl Inner {
                     h
                 }
             };
-            // Read its routes in full: drop what it no longer has, apply the rest.
-            let mut present = std::collections::HashSet::new();
-            let mut moves = Vec::new();
-            for (key, vv) in state.iter_prefix(ROUTE_PREFIX) {
-                let Some((account, identity, device)) = parse_route_key(&key[ROUTE_PREFIX.len()..]) else { continue };
-                if vv.value != WITHDRAWN {
-                    present.insert(device);
+            // Read its keys in full: accounts first, then every bucket;
+            // drop what it no longer has.
+            let mut peer = PeerBuckets::default();
+            for (key, vv) in state.iter_prefix(ACCOUNT_PREFIX) {
+                let n = key_number(&key[ACCOUNT_PREFIX.len()..]);
+                if let (Some(n), Ok(account)) = (n, AccountSid::parse(&vv.value)) {
+                    peer.accounts.insert(n, account);
                 }
-                moves.extend(apply_peer_route(&mut fleet.view, holder, &account, identity, device, &vv.value));
             }
+            fleet.buckets.insert(holder, peer);
+            let mut moves = Vec::new();
+            for (key, vv) in state.iter_prefix(BUCKET_PREFIX) {
+                let Some(b) = key_number(&key[BUCKET_PREFIX.len()..]) else { continue };
+                moves.extend(apply_peer_bucket(&mut fleet, holder, b, &vv.value));
+            }
+            let present: std::collections::HashSet<DeviceId> =
+                fleet.buckets.get(&holder).map(|p| p.bucket_of.keys().copied().collect()).unwrap_or_default();
             for device in fleet.view.devices_of(holder) {
                 if !present.contains(&device) {
                     moves.extend(fleet.view.remove(holder, device).map(|(_, h, m)| (h, m)));
@@ -460,74 +570,27 @@ impl Inner {
     }
 }
 
-/// Applies one route key of a peer as gossiped (`value` is `-` once
-/// withdrawn); returns the identities whose presence moved.
-fn apply_peer_route(
-    view: &mut View,
-    holder: Holder,
-    account: &AccountSid,
-    identity: &str,
-    device: DeviceId,
-    value: &str,
-) -> Vec<(Home, Moved)> {
-    if value == WITHDRAWN {
-        // Only if the device is still there: it may since have moved to
-        // another identity, whose key arrived first.
-        let here = view.home(holder, device).is_some_and(|h| *h.account == *account && *h.identity == *identity);
-        if here {
-            return view.remove(holder, device).map(|(_, h, m)| (h, m)).into_iter().collect();
-        }
-        return Vec::new();
+/// Applies a peer's bucket `b` as gossiped: its devices added or updated,
+/// those it no longer lists (and no newer bucket holds) removed. Returns the
+/// identities whose presence moved. A malformed bucket changes nothing.
+fn apply_peer_bucket(fleet: &mut Fleet, holder: Holder, b: u32, value: &str) -> Vec<(Home, Moved)> {
+    let Some(entries) = decode_bucket(value) else { return Vec::new() };
+    let peer = fleet.buckets.entry(holder).or_default();
+    let mut moves = Vec::new();
+    let mut listed = Vec::with_capacity(entries.len());
+    for e in &entries {
+        // An account number its key has not told (never, chitchat
+        // delivers the account key first): the device waits for the next write.
+        let Some(account) = peer.accounts.get(&e.account) else { continue };
+        listed.push(e.device);
+        let slot =
+            Slot { holder, device: e.device, registered_at: e.registered_at, status: e.status, incoming: e.incoming };
+        moves.extend(fleet.view.upsert(account, e.identity, slot));
     }
-    let Some((status, incoming, registered_at)) = decode_route_value(value) else { return Vec::new() };
-    view.upsert(account, identity, Slot { holder, device, registered_at, status, incoming })
-}
-
-fn route_key(account: &AccountSid, identity: &str, device: DeviceId) -> String {
-    format!("{ROUTE_PREFIX}{}:{identity}:{}", account.as_str(), device.0)
-}
-
-/// (account, identity, device) of a route key without its prefix. The
-/// identity may hold ':' (the account has a fixed form, the device is
-/// after the last one).
-fn parse_route_key(key: &str) -> Option<(AccountSid, &str, DeviceId)> {
-    let (account, rest) = key.split_once(':')?;
-    let (identity, device) = rest.rsplit_once(':')?;
-    if identity.is_empty() {
-        return None;
+    for device in peer.relist(b, listed) {
+        moves.extend(fleet.view.remove(holder, device).map(|(_, h, m)| (h, m)));
     }
-    Some((AccountSid::parse(account).ok()?, identity, DeviceId(device.parse().ok()?)))
-}
-
-fn status_code(status: PresenceStatus) -> char {
-    match status {
-        PresenceStatus::Available => 'a',
-        PresenceStatus::Busy => 'b',
-        PresenceStatus::Away => 'w',
-        PresenceStatus::Offline => 'o',
-    }
-}
-
-fn encode_route_value(slot: &Slot) -> String {
-    let secs = slot.registered_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("{}{}{secs}", status_code(slot.status), if slot.incoming { '1' } else { '0' })
-}
-
-fn decode_route_value(value: &str) -> Option<(PresenceStatus, bool, SystemTime)> {
-    let mut chars = value.chars();
-    let status = match chars.next()? {
-        'a' => PresenceStatus::Available,
-        'b' => PresenceStatus::Busy,
-        'w' => PresenceStatus::Away,
-        _ => return None,
-    };
-    let incoming = match chars.next()? {
-        '1' => true,
-        '0' => false,
-        _ => return None,
-    };
-    let secs: u64 = chars.as_str().parse().ok()?;
-    Some((status, incoming, UNIX_EPOCH + Duration::from_secs(secs)))
+    moves
 }
 
 /// `region|sip|media_ip|free|load permille|services|draining`.
@@ -607,36 +670,33 @@ impl RouteStore for GossipRoutes {
         if route.appliance != inner.appliance {
             return Err(RouteError::ForeignAppliance { appliance: route.appliance, this: inner.appliance.clone() });
         }
-        let mut fleet = inner.fleet();
-        let view = &mut fleet.view;
-        if let Some(home) = view.home(LOCAL, route.device).cloned() {
+        let mut guard = inner.fleet();
+        let fleet = &mut *guard;
+        if let Some(home) = fleet.view.home(LOCAL, route.device).cloned() {
             if *home.account == route.account && *home.identity == *route.identity {
                 // A refresh: the grant may have changed; status and time stay.
-                if let Some(slot) = view.slot_mut(LOCAL, route.device) {
+                if let Some(slot) = fleet.view.slot_mut(LOCAL, route.device) {
                     if slot.incoming != route.incoming {
                         slot.incoming = route.incoming;
-                        let value = encode_route_value(slot);
-                        inner.publish(Op::Set(route_key(&route.account, &route.identity, route.device), value));
+                        fleet.local.touch(&route.account, &route.identity);
+                        inner.publish(Op::Flush);
                     }
                 }
                 return Ok(());
             }
             // The device now registers another identity: it moves, with
             // its status and time.
-            if let Some((slot, home, moved)) = view.remove(LOCAL, route.device) {
+            if let Some((slot, home, moved)) = fleet.view.remove(LOCAL, route.device) {
                 inner.tell(&home.account, &home.identity, moved);
-                inner.publish(Op::Withdraw(route_key(&home.account, &home.identity, route.device)));
+                fleet.local.remove(&home.account, &home.identity, route.device);
                 let slot = Slot { incoming: route.incoming, ..slot };
-                let moved = view.insert(&route.account, &route.identity, slot);
+                let moved = fleet.view.insert(&route.account, &route.identity, slot);
                 inner.tell(&route.account, &route.identity, moved);
-                inner.publish(Op::Set(
-                    route_key(&route.account, &route.identity, route.device),
-                    encode_route_value(&slot),
-                ));
+                inner.add_local(fleet, &route.account, &route.identity, route.device);
             }
             return Ok(());
         }
-        if view.local >= inner.max_devices {
+        if fleet.view.local >= inner.max_devices {
             return Err(RouteError::Full { limit: inner.max_devices });
         }
         let status = match route.status {
@@ -650,9 +710,9 @@ impl RouteStore for GossipRoutes {
             status,
             incoming: route.incoming,
         };
-        let moved = view.insert(&route.account, &route.identity, slot);
+        let moved = fleet.view.insert(&route.account, &route.identity, slot);
         inner.tell(&route.account, &route.identity, moved);
-        inner.publish(Op::Set(route_key(&route.account, &route.identity, route.device), encode_route_value(&slot)));
+        inner.add_local(fleet, &route.account, &route.identity, route.device);
         Ok(())
     }
 
@@ -661,21 +721,22 @@ impl RouteStore for GossipRoutes {
             return self.unregister(device);
         }
         let inner = &*self.inner;
-        let mut fleet = inner.fleet();
+        let mut guard = inner.fleet();
+        let fleet = &mut *guard;
         let Some((home, moved)) = fleet.view.set_status(LOCAL, device, status) else { return };
         inner.tell(&home.account, &home.identity, moved);
-        if let Some(slot) = fleet.view.slot_mut(LOCAL, device) {
-            let value = encode_route_value(slot);
-            inner.publish(Op::Set(route_key(&home.account, &home.identity, device), value));
-        }
+        fleet.local.touch(&home.account, &home.identity);
+        inner.publish(Op::Flush);
     }
 
     fn unregister(&self, device: DeviceId) {
         let inner = &*self.inner;
-        let mut fleet = inner.fleet();
+        let mut guard = inner.fleet();
+        let fleet = &mut *guard;
         if let Some((_, home, moved)) = fleet.view.remove(LOCAL, device) {
             inner.tell(&home.account, &home.identity, moved);
-            inner.publish(Op::Withdraw(route_key(&home.account, &home.identity, device)));
+            fleet.local.remove(&home.account, &home.identity, device);
+            inner.publish(Op::Flush);
         }
     }
 

@@ -17,6 +17,14 @@
 //!   setting in 0.11), so a message plus the 45 bytes of sealing can
 //!   exceed one UDP datagram: it is then cut in parts (`part` = index << 4
 //!   | count), each sealed on its own and put together on arrival.
+//! - The message inside is zstd-compressed when that makes it smaller (a
+//!   zstd frame starts with its own magic number, a chitchat message with
+//!   another, so the receiver tells them apart). Digests (an entry per node,
+//!   ids, generations and addresses much alike) shrink about 3x; the deltas
+//!   are zstd'd by chitchat already and are sent as they are when
+//!   compressing again gains nothing.
+//! - Counters per message kind (Syn, SynAck, Ack) and per part (digest,
+//!   delta) tell where the bytes go (docs/fleet.md, "Figures").
 //! - The sender also notes when it sent each peer a Syn; the peer's SynAck
 //!   gives the round trip ([`RoundTrips`]), the fleet's measured latency.
 
@@ -45,6 +53,14 @@ const MAX_PART: usize = MAX_DATAGRAM - OVERHEAD;
 const MAX_PARTS: usize = 15;
 /// Datagrams sealed longer ago (or further ahead, clocks drift) are refused.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// The zstd level: 1, the fastest; higher levels gain little on messages
+/// of a few KB.
+const ZSTD_LEVEL: i32 = 1;
+/// A zstd frame's first four bytes.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// A compressed message opens to at most this many bytes (bounds memory;
+/// chitchat's messages are at most 65,507 bytes plus a digest).
+const MAX_MESSAGE: usize = MAX_PARTS * MAX_PART;
 /// Parts of a message waiting for the rest are dropped after this.
 const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most this many messages wait for parts at once (a bound on memory;
@@ -171,6 +187,30 @@ pub struct GossipCounters {
     pub refused_stale: AtomicU64,
     pub refused_undecodable: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Per kind: datagrams and bytes sent as sealed on the wire.
+    pub syn: KindCounters,
+    pub syn_ack: KindCounters,
+    pub ack: KindCounters,
+    /// Serialized (before our compression) digest and delta bytes sent.
+    pub digest_bytes: AtomicU64,
+    pub delta_bytes: AtomicU64,
+    /// Serialized message bytes sent, before and after our compression.
+    pub plain_bytes: AtomicU64,
+    pub packed_bytes: AtomicU64,
+}
+
+/// Datagrams and sealed bytes of one message kind.
+#[derive(Debug, Default)]
+pub struct KindCounters {
+    pub datagrams: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// A copy of [`KindCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindCounts {
+    pub datagrams: u64,
+    pub bytes: u64,
 }
 
 /// A copy of [`GossipCounters`] at one moment.
@@ -189,6 +229,16 @@ pub struct GossipCounts {
     /// Authentic but not a chitchat message (a bug or a version mismatch).
     pub refused_undecodable: u64,
     pub send_errors: u64,
+    pub syn: KindCounts,
+    pub syn_ack: KindCounts,
+    pub ack: KindCounts,
+    /// Serialized digests sent (before compression).
+    pub digest_bytes: u64,
+    /// Serialized deltas sent (chitchat compresses these itself).
+    pub delta_bytes: u64,
+    /// Serialized messages sent, before and after our compression.
+    pub plain_bytes: u64,
+    pub packed_bytes: u64,
 }
 
 impl GossipCounters {
@@ -204,6 +254,13 @@ impl GossipCounters {
             refused_stale: get(&self.refused_stale),
             refused_undecodable: get(&self.refused_undecodable),
             send_errors: get(&self.send_errors),
+            syn: KindCounts { datagrams: get(&self.syn.datagrams), bytes: get(&self.syn.bytes) },
+            syn_ack: KindCounts { datagrams: get(&self.syn_ack.datagrams), bytes: get(&self.syn_ack.bytes) },
+            ack: KindCounts { datagrams: get(&self.ack.datagrams), bytes: get(&self.ack.bytes) },
+            digest_bytes: get(&self.digest_bytes),
+            delta_bytes: get(&self.delta_bytes),
+            plain_bytes: get(&self.plain_bytes),
+            packed_bytes: get(&self.packed_bytes),
         }
     }
 
@@ -264,6 +321,8 @@ pub struct SealedTransport {
     counters: Arc<GossipCounters>,
     round_trips: Arc<RoundTrips>,
     socket: Mutex<Option<tokio::net::UdpSocket>>,
+    compress: bool,
+    fanout: u8,
 }
 
 impl SealedTransport {
@@ -272,8 +331,17 @@ impl SealedTransport {
         counters: Arc<GossipCounters>,
         round_trips: Arc<RoundTrips>,
         socket: tokio::net::UdpSocket,
+        compress: bool,
+        fanout: u8,
     ) -> SealedTransport {
-        SealedTransport { key, counters, round_trips, socket: Mutex::new(Some(socket)) }
+        SealedTransport {
+            key,
+            counters,
+            round_trips,
+            socket: Mutex::new(Some(socket)),
+            compress,
+            fanout: fanout.clamp(1, 3),
+        }
     }
 }
 
@@ -289,7 +357,11 @@ impl Transport for SealedTransport {
             counters: self.counters.clone(),
             round_trips: self.round_trips.clone(),
             socket,
+            fanout: self.fanout,
             plain: Vec::with_capacity(MAX_DATAGRAM),
+            packed: Vec::with_capacity(MAX_DATAGRAM),
+            compressor: if self.compress { zstd::bulk::Compressor::new(ZSTD_LEVEL).ok() } else { None },
+            decompressor: zstd::bulk::Decompressor::new().ok(),
             sealed: Vec::with_capacity(MAX_DATAGRAM),
             recv_buf: vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice(),
             next_msg: 0,
@@ -309,7 +381,16 @@ struct SealedSocket {
     counters: Arc<GossipCounters>,
     round_trips: Arc<RoundTrips>,
     socket: tokio::net::UdpSocket,
+    /// chitchat's Syns go out with probability fanout / 3 ([`super::GossipSettings::fanout`]).
+    fanout: u8,
     plain: Vec<u8>,
+    /// `plain` compressed, when that is smaller.
+    packed: Vec<u8>,
+    /// Reused contexts (creating one per message costs more than a small
+    /// message's compression). `None` only if zstd cannot allocate one:
+    /// messages then go uncompressed (sending) or are refused (receiving).
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
     sealed: Vec<u8>,
     recv_buf: Box<[u8]>,
     next_msg: u32,
@@ -319,13 +400,35 @@ struct SealedSocket {
 #[async_trait]
 impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
-        if matches!(msg, ChitchatMessage::Syn { .. }) {
-            self.round_trips.syn_sent(to, Instant::now());
-        }
+        let (kind, digest, delta) = match &msg {
+            ChitchatMessage::Syn { .. } if self.fanout < 3 && !keep_syn(self.fanout) => return Ok(()),
+            ChitchatMessage::Syn { digest, .. } => {
+                self.round_trips.syn_sent(to, Instant::now());
+                (Some(&self.counters.syn), digest.serialized_len(), 0)
+            }
+            ChitchatMessage::SynAck { digest, delta } => {
+                (Some(&self.counters.syn_ack), digest.serialized_len(), delta.serialized_len())
+            }
+            ChitchatMessage::Ack { delta } => (Some(&self.counters.ack), 0, delta.serialized_len()),
+            _ => (None, 0, 0),
+        };
         self.plain.clear();
         msg.serialize(&mut self.plain);
         self.next_msg = self.next_msg.wrapping_add(1);
-        let count = self.plain.len().div_ceil(MAX_PART).max(1);
+        let packed = match &mut self.compressor {
+            Some(c) => {
+                self.packed.clear();
+                self.packed.reserve(zstd::zstd_safe::compress_bound(self.plain.len()));
+                c.compress_to_buffer(&self.plain, &mut self.packed).is_ok() && self.packed.len() < self.plain.len()
+            }
+            None => false,
+        };
+        let message = if packed { &self.packed } else { &self.plain };
+        self.counters.plain_bytes.fetch_add(self.plain.len() as u64, Ordering::Relaxed);
+        self.counters.packed_bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
+        self.counters.digest_bytes.fetch_add(digest as u64, Ordering::Relaxed);
+        self.counters.delta_bytes.fetch_add(delta as u64, Ordering::Relaxed);
+        let count = message.len().div_ceil(MAX_PART).max(1);
         if count > MAX_PARTS {
             // chitchat never builds a message this large (65,507 bytes at most).
             self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -333,8 +436,8 @@ impl Socket for SealedSocket {
         }
         let now = SystemTime::now();
         for index in 0..count {
-            let end = ((index + 1) * MAX_PART).min(self.plain.len());
-            let bytes = &self.plain[index * MAX_PART..end];
+            let end = ((index + 1) * MAX_PART).min(message.len());
+            let bytes = &message[index * MAX_PART..end];
             let part = ((index as u8) << 4) | count as u8;
             if let Err(why) = self.key.seal(now, part, self.next_msg, bytes, &mut self.sealed) {
                 self.counters.refused(why);
@@ -344,6 +447,10 @@ impl Socket for SealedSocket {
                 Ok(n) => {
                     self.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    if let Some(kind) = kind {
+                        kind.datagrams.fetch_add(1, Ordering::Relaxed);
+                        kind.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
                 }
                 // A peer gone or a full buffer loses this datagram, as UDP
                 // may; gossip sends again next round. Only a broken socket
@@ -392,7 +499,22 @@ impl Socket for SealedSocket {
                     continue;
                 }
             };
+            let unpacked;
             let mut slice = whole.as_ref();
+            if slice.starts_with(&ZSTD_MAGIC) {
+                let Some(d) = &mut self.decompressor else {
+                    self.counters.refused(Refusal::Undecodable);
+                    continue;
+                };
+                match d.decompress(slice, MAX_MESSAGE) {
+                    Ok(bytes) => unpacked = bytes,
+                    Err(_) => {
+                        self.counters.refused(Refusal::Undecodable);
+                        continue;
+                    }
+                }
+                slice = &unpacked;
+            }
             match ChitchatMessage::deserialize(&mut slice) {
                 Ok(message) => {
                     self.counters.datagrams_accepted.fetch_add(1, Ordering::Relaxed);
@@ -406,6 +528,19 @@ impl Socket for SealedSocket {
             }
         }
     }
+}
+
+/// Whether a Syn goes out, with probability `fanout / 3`: chitchat starts 3
+/// exchanges per round (plus now and then a dead node and a seed, which are
+/// thinned alike, so partitions still heal, on average as often per second
+/// as with 3 peers at a 3x longer interval).
+fn keep_syn(fanout: u8) -> bool {
+    let mut b = [0u8; 1];
+    // No randomness (never seen on Linux): keep it, as chitchat would.
+    if getrandom::fill(&mut b).is_err() {
+        return true;
+    }
+    u32::from(b[0]) * 3 < u32::from(fanout) * 256
 }
 
 /// The message of which `bytes` is a part, once every part arrived.
@@ -508,7 +643,7 @@ mod tests {
                 let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
                 let addr = s.local_addr().unwrap();
                 let counters = Arc::new(GossipCounters::default());
-                let t = SealedTransport::new(k, counters.clone(), Arc::default(), s);
+                let t = SealedTransport::new(k, counters.clone(), Arc::default(), s, true, 3);
                 (t.open(addr).await.unwrap(), counters, addr)
             }
         };
@@ -519,6 +654,40 @@ mod tests {
 
     fn bad_cluster() -> ChitchatMessage {
         ChitchatMessage::BadCluster
+    }
+
+    /// A Syn with a digest of `nodes` entries, built from chitchat 0.11's
+    /// wire format (its digest type cannot be built outside the crate).
+    fn syn(nodes: u16) -> ChitchatMessage {
+        let mut b = Vec::new();
+        b.extend_from_slice(&45_139u16.to_le_bytes());
+        b.extend_from_slice(&[0, 0]); // protocol version, Syn
+        b.extend_from_slice(&nodes.to_le_bytes());
+        for i in 0..nodes {
+            let id = format!("bh-{i:03}");
+            b.extend_from_slice(&(id.len() as u16).to_le_bytes());
+            b.extend_from_slice(id.as_bytes());
+            b.extend_from_slice(&(1_764_000_000_000u64 + u64::from(i)).to_le_bytes());
+            b.extend_from_slice(&[4, 127, 0, 0, 1]);
+            b.extend_from_slice(&(40_000 + i).to_le_bytes());
+            for v in [1000 + u64::from(i), 0, 2000] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b.extend_from_slice(&7u16.to_le_bytes());
+        b.extend_from_slice(b"cluster");
+        ChitchatMessage::deserialize(&mut b.as_slice()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn digests_travel_compressed() {
+        let (mut a, mut b, counters_b, addr_b) = pair("fleet key number one", "fleet key number one").await;
+        a.send(addr_b, syn(50)).await.unwrap();
+        let (_, msg) = tokio::time::timeout(Duration::from_secs(2), b.recv()).await.unwrap().unwrap();
+        assert_eq!(msg, syn(50));
+        let plain = syn(50).serialize_to_vec().len();
+        let received = counters_b.snapshot().bytes_received as usize;
+        assert!(received < plain / 2, "{received} bytes on the wire for {plain} of digest");
     }
 
     #[tokio::test]

@@ -183,24 +183,39 @@ async fn local_rules_match_the_in_process_store() {
     r.shutdown().await;
 }
 
-#[test]
-fn keys_and_values_round_trip() {
-    let key = route_key(&ac(3), "a:b", DeviceId(42));
-    let (account, identity, device) = parse_route_key(&key[ROUTE_PREFIX.len()..]).unwrap();
-    assert_eq!((account, identity, device), (ac(3), "a:b", DeviceId(42)), "an identity may hold ':'");
-    assert!(parse_route_key("ACxyz:alice:1").is_none());
-    assert!(parse_route_key(&format!("{}::1", ac(1).as_str())).is_none());
-    let slot = Slot {
-        holder: LOCAL,
-        device: DeviceId(1),
-        registered_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        status: Away,
-        incoming: false,
-    };
-    let value = encode_route_value(&slot);
-    assert_eq!(value, "w01700000000");
-    assert_eq!(decode_route_value(&value), Some((Away, false, slot.registered_at)));
-    assert_eq!(decode_route_value(WITHDRAWN), None);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_travel_in_buckets_without_tombstones() {
+    // Two buckets only: several identities share one, and a device moves
+    // between buckets and identities.
+    let mut s = GossipSettings::new("bh-0", "127.0.0.1:0".parse().unwrap(), KEY);
+    s.gossip_interval = Duration::from_millis(100);
+    s.route_buckets = 2;
+    let a = GossipRoutes::start(s).await.unwrap();
+    let b = node("bh-1", KEY, &[a.local_addr()]).await;
+    wait_for("live", Duration::from_secs(10), || a.live_peers() == 1 && b.live_peers() == 1).await;
+    for d in 0..10 {
+        a.register(route("bh-0", d, &format!("user{d}"), Available)).unwrap();
+    }
+    a.register(DeviceRoute { account: ac(2), ..route("bh-0", 10, "user0", Busy) }).unwrap();
+    wait_for("all on B", Duration::from_secs(5), || b.counts().total() == 11).await;
+    assert_eq!(b.presence(&ac(2), "user0").status, Busy, "same identity, another account");
+    a.register(route("bh-0", 3, "user7", Available)).unwrap();
+    a.unregister(DeviceId(5));
+    a.set_status(DeviceId(9), Away);
+    wait_for("moves on B", Duration::from_secs(5), || {
+        b.presence(&ac(1), "user7").devices == 2
+            && b.presence(&ac(1), "user3").devices == 0
+            && b.presence(&ac(1), "user5").devices == 0
+            && b.presence(&ac(1), "user9").status == Away
+    })
+    .await;
+    assert_eq!(b.counts().total(), 10);
+    let cc = a.running.lock().unwrap().as_ref().unwrap().chitchat.chitchat();
+    let keys: Vec<String> = cc.lock().await.self_node_state().key_values().map(|(k, _)| k.to_string()).collect();
+    assert!(keys.len() <= 2 + 2 + 1, "two buckets, two accounts, the announcement at most: {keys:?}");
+    for r in [&a, &b] {
+        r.shutdown().await;
+    }
 }
 
 #[test]
