@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 const USAGE: &str = "\
 usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration-s D]
-                   [--gossip-ms G] [--phi P] [--compress 0|1] [--fanout F] [--buckets B]
+                   [--gossip-ms G] [--phi P] [--compress 0|1] [--buckets B]
   --appliances N     chitchat nodes in this process (default 50)
   --routes R         client routes spread over them (default 100000)
   --changes-per-s C  route changes per second, fleet-wide (default 1000)
@@ -29,7 +29,6 @@ usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration
   --gossip-ms G      gossip interval (default 150, the appliance's default)
   --phi P            failure detector threshold (default 8, the appliance's default)
   --buckets B        route buckets per appliance (default: routes per appliance / 4)
-  --fanout F         peers per round, 1-3 (default 3, chitchat's)
   --compress 0|1     zstd on gossip messages (default 1, the appliance's default)";
 
 const KEY: &str = "route-bench fleet key, not a secret";
@@ -43,7 +42,6 @@ struct Options {
     gossip_ms: u64,
     phi: f64,
     compress: bool,
-    fanout: u8,
     buckets: Option<u32>,
 }
 
@@ -56,7 +54,6 @@ fn parse(args: &[String]) -> Result<Options, String> {
         gossip_ms: 150,
         phi: 8.0,
         compress: true,
-        fanout: 3,
         buckets: None,
     };
     let mut it = args.iter();
@@ -72,7 +69,6 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--phi" => o.phi = value.parse().map_err(|_| bad())?,
             "--compress" => o.compress = value != "0",
             "--buckets" => o.buckets = Some(value.parse().map_err(|_| bad())?),
-            "--fanout" => o.fanout = value.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown argument {arg}")),
         }
     }
@@ -220,7 +216,6 @@ async fn run(o: Options) -> Result<String, String> {
         s.gossip_interval = Duration::from_millis(o.gossip_ms);
         s.phi_threshold = o.phi;
         s.compress = o.compress;
-        s.fanout = o.fanout;
         s.route_buckets = buckets;
         let node = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
         if i < 3 {
@@ -450,7 +445,6 @@ async fn run(o: Options) -> Result<String, String> {
         "routes": o.routes,
         "changes_per_s": o.changes_per_s,
         "gossip_ms": o.gossip_ms,
-        "fanout": o.fanout,
         "buckets": buckets,
         "samples": propagation_ms.len(),
         "samples_missed": missed,

@@ -103,12 +103,6 @@ pub struct GossipSettings {
     /// rewrites its bucket). About a quarter of the devices an appliance
     /// holds keeps a change near 100 bytes.
     pub route_buckets: u32,
-    /// Peers contacted per round, 1 to 3. chitchat 0.11 always starts 3
-    /// exchanges at once (a fixed constant) and the 3 answers carry mostly
-    /// the same new versions; the transport lets each of those Syns go with
-    /// probability `fanout / 3`, so a shorter interval with a fanout of 1
-    /// keeps the exchanges per second and sends each version fewer times.
-    pub fanout: u8,
     /// Compress gossip messages (zstd) when that makes them smaller. Off
     /// only to measure what it saves; receivers read both.
     pub compress: bool,
@@ -133,7 +127,6 @@ impl GossipSettings {
             tombstone_grace: Duration::from_secs(60),
             max_devices: usize::MAX,
             route_buckets: 1024,
-            fanout: 3,
             compress: true,
         }
     }
@@ -247,14 +240,7 @@ impl GossipRoutes {
             catchup_callback: Some(Box::new(move || reset_flag.store(true, Ordering::Relaxed))),
             extra_liveness_predicate: None,
         };
-        let transport = SealedTransport::new(
-            key,
-            counters.clone(),
-            round_trips.clone(),
-            socket,
-            settings.compress,
-            settings.fanout,
-        );
+        let transport = SealedTransport::new(key, counters.clone(), round_trips.clone(), socket, settings.compress);
         let chitchat =
             spawn_chitchat(config, Vec::new(), &transport).await.map_err(|e| GossipError::Chitchat(e.to_string()))?;
         let (changes, _) = broadcast::channel(super::PRESENCE_BACKLOG);

@@ -322,7 +322,6 @@ pub struct SealedTransport {
     round_trips: Arc<RoundTrips>,
     socket: Mutex<Option<tokio::net::UdpSocket>>,
     compress: bool,
-    fanout: u8,
 }
 
 impl SealedTransport {
@@ -332,16 +331,8 @@ impl SealedTransport {
         round_trips: Arc<RoundTrips>,
         socket: tokio::net::UdpSocket,
         compress: bool,
-        fanout: u8,
     ) -> SealedTransport {
-        SealedTransport {
-            key,
-            counters,
-            round_trips,
-            socket: Mutex::new(Some(socket)),
-            compress,
-            fanout: fanout.clamp(1, 3),
-        }
+        SealedTransport { key, counters, round_trips, socket: Mutex::new(Some(socket)), compress }
     }
 }
 
@@ -357,7 +348,6 @@ impl Transport for SealedTransport {
             counters: self.counters.clone(),
             round_trips: self.round_trips.clone(),
             socket,
-            fanout: self.fanout,
             plain: Vec::with_capacity(MAX_DATAGRAM),
             packed: Vec::with_capacity(MAX_DATAGRAM),
             compressor: if self.compress { zstd::bulk::Compressor::new(ZSTD_LEVEL).ok() } else { None },
@@ -381,8 +371,6 @@ struct SealedSocket {
     counters: Arc<GossipCounters>,
     round_trips: Arc<RoundTrips>,
     socket: tokio::net::UdpSocket,
-    /// chitchat's Syns go out with probability fanout / 3 ([`super::GossipSettings::fanout`]).
-    fanout: u8,
     plain: Vec<u8>,
     /// `plain` compressed, when that is smaller.
     packed: Vec<u8>,
@@ -401,7 +389,6 @@ struct SealedSocket {
 impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
         let (kind, digest, delta) = match &msg {
-            ChitchatMessage::Syn { .. } if self.fanout < 3 && !keep_syn(self.fanout) => return Ok(()),
             ChitchatMessage::Syn { digest, .. } => {
                 self.round_trips.syn_sent(to, Instant::now());
                 (Some(&self.counters.syn), digest.serialized_len(), 0)
@@ -415,7 +402,9 @@ impl Socket for SealedSocket {
         self.plain.clear();
         msg.serialize(&mut self.plain);
         self.next_msg = self.next_msg.wrapping_add(1);
+        // An Ack is a delta only, which chitchat compressed already.
         let packed = match &mut self.compressor {
+            Some(_) if matches!(msg, ChitchatMessage::Ack { .. }) => false,
             Some(c) => {
                 self.packed.clear();
                 self.packed.reserve(zstd::zstd_safe::compress_bound(self.plain.len()));
@@ -530,19 +519,6 @@ impl Socket for SealedSocket {
     }
 }
 
-/// Whether a Syn goes out, with probability `fanout / 3`: chitchat starts 3
-/// exchanges per round (plus now and then a dead node and a seed, which are
-/// thinned alike, so partitions still heal, on average as often per second
-/// as with 3 peers at a 3x longer interval).
-fn keep_syn(fanout: u8) -> bool {
-    let mut b = [0u8; 1];
-    // No randomness (never seen on Linux): keep it, as chitchat would.
-    if getrandom::fill(&mut b).is_err() {
-        return true;
-    }
-    u32::from(b[0]) * 3 < u32::from(fanout) * 256
-}
-
 /// The message of which `bytes` is a part, once every part arrived.
 fn reassemble<'a>(
     pending: &mut HashMap<(SocketAddr, u32), Pending>,
@@ -643,7 +619,7 @@ mod tests {
                 let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
                 let addr = s.local_addr().unwrap();
                 let counters = Arc::new(GossipCounters::default());
-                let t = SealedTransport::new(k, counters.clone(), Arc::default(), s, true, 3);
+                let t = SealedTransport::new(k, counters.clone(), Arc::default(), s, true);
                 (t.open(addr).await.unwrap(), counters, addr)
             }
         };
