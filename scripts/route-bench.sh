@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The route-bench matrix of docs/fleet.md "Figures": 10, 25 and 50
+# appliances with 10,000 routes, and 10 and 25 with 100,000, at 1,000
+# changes/s, each run bounded (--duration-s, and a timeout for a fleet that
+# cannot keep up). One JSON line per run on stdout, each with the load
+# average beside it (the machine may be shared: compare runs made together).
+#
+#   scripts/route-bench.sh [extra route-bench arguments...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p test-harness --bin route-bench
+bin="${CARGO_TARGET_DIR:-target}/release/route-bench"
+extra=("$@")
+for run in "10 10000" "25 10000" "50 10000" "10 100000" "25 100000"; do
+    set -- $run
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    json=$(timeout 170 "$bin" --appliances "$1" --routes "$2" --duration-s 15 "${extra[@]}" 2>/dev/null | tail -1) \
+        || json='{"error":"did not finish within 170 s"}'
+    echo "{\"load\":\"$load\",\"run\":$json}"
+done
