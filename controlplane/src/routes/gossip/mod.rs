@@ -92,8 +92,8 @@ pub struct GossipSettings {
     pub phi_threshold: f64,
     /// A dead peer is forgotten (its announcement no longer listed) after this.
     pub dead_node_grace: Duration,
-    /// How long a withdrawn route's tombstone is kept before chitchat
-    /// forgets it (a peer away longer is resynchronized in full).
+    /// chitchat's grace for deleted keys (routes leave none: a device
+    /// that goes is left out of its bucket; kept for chitchat's own use).
     pub tombstone_grace: Duration,
     /// Local devices at most ([`RouteError::Full`] beyond).
     pub max_devices: usize,
