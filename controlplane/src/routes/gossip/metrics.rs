@@ -1,5 +1,6 @@
-//! The fleet's gossip in `/metrics`: datagrams and bytes each way,
-//! refusals by reason, live peers, and whether this box is draining.
+//! The fleet's gossip in `/metrics`: datagrams and bytes each way, bytes
+//! per message kind and part (digest, delta), refusals by reason, live
+//! peers, and whether this box is draining.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -48,6 +49,28 @@ impl Collector for GossipCollector {
                 ("undecodable", c.refused_undecodable),
             ] {
                 ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "gossip_sent_kind_bytes",
+                "Bytes of sealed gossip sent per chitchat message kind: syn (a digest), synack (a digest and a delta), ack (a delta)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, value) in [("syn", c.syn.bytes), ("synack", c.syn_ack.bytes), ("ack", c.ack.bytes)] {
+                ConstCounter::new(value).encode(family.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "gossip_sent_part_bytes",
+                "Digest and delta bytes sent as chitchat serialized them, before the transport's compression",
+                None,
+                MetricType::Counter,
+            )?;
+            for (part, value) in [("digest", c.digest_bytes), ("delta", c.delta_bytes)] {
+                ConstCounter::new(value).encode(family.encode_family(&[("part", part)])?)?;
             }
         }
         let peers = i64::try_from(self.gossip.live_peers()).unwrap_or(i64::MAX);
