@@ -100,8 +100,9 @@ pub struct GossipSettings {
     /// Buckets this appliance's routes are gossiped in (keys it holds at
     /// most, besides its accounts). Fewer buckets: less CPU on every box
     /// (chitchat's work is per key), more bytes per change (a change
-    /// rewrites its bucket). About a quarter of the devices an appliance
-    /// holds keeps a change near 100 bytes.
+    /// rewrites its bucket). Measured (docs/fleet.md, "Figures"): about 4
+    /// devices per bucket cost 1.75x the bytes of 1 per bucket for a
+    /// quarter of the keys.
     pub route_buckets: u32,
     /// Compress gossip messages (zstd) when that makes them smaller. Off
     /// only to measure what it saves; receivers read both.
