@@ -46,6 +46,9 @@ const APP: &str = "AP0000000000000000000000000000f1e1";
 const NUMBER: &str = "+15550100001";
 const CALLER: &str = "+15550100002";
 const FLEET_KEY: &str = "fleet-e2e-fleet-key-0123456789abcdef";
+/// A second key of the account, deleted through us1-a by one test.
+const KEY_DOOMED: &str = "SK000000000000000000000000000d00e1";
+const SECRET_DOOMED: &str = "fleet-e2e-doomed-secret-0123456789";
 
 const SIP_PORT: u16 = 5060;
 const HTTPS_PORT: u16 = 8443;
@@ -86,6 +89,9 @@ auth_token = "{TOKEN}"
 [[accounts.api_keys]]
 sid = "{KEY}"
 secret = "{SECRET}"
+[[accounts.api_keys]]
+sid = "{KEY_DOOMED}"
+secret = "{SECRET_DOOMED}"
 [[accounts.applications]]
 sid = "{APP}"
 voice_url = "{voice}"
@@ -104,7 +110,11 @@ outbound = "sip:192.0.2.14:5080"
 }
 
 fn mint(identity: &str) -> String {
-    let case = json!({"account": ACCOUNT, "key": KEY, "secret": SECRET, "identity": identity, "ttl": 3600,
+    mint_with(KEY, SECRET, identity)
+}
+
+fn mint_with(key: &str, secret: &str, identity: &str) -> String {
+    let case = json!({"account": ACCOUNT, "key": key, "secret": secret, "identity": identity, "ttl": 3600,
                       "incoming": true, "app": APP});
     twilio_py::mint(&[case]).expect("minting with Twilio's library").remove(0)
 }
@@ -259,6 +269,11 @@ impl Fleet {
     /// A signaling connection from `region`'s phones to member `i`,
     /// listening as `identity`.
     fn listening(&self, i: usize, region: &str, identity: &str) -> VoiceClient {
+        self.listening_with(i, region, identity, &mint(identity))
+    }
+
+    /// [`Fleet::listening`] with a token of one's own.
+    fn listening_with(&self, i: usize, region: &str, identity: &str, token: &str) -> VoiceClient {
         let member = &self.members[i];
         let options =
             ConnectOptions { ca_pem: Some(member.app().state_dir().join("tls/cert.pem")), ..Default::default() };
@@ -269,7 +284,7 @@ impl Fleet {
             .run_in(|| VoiceClient::connect_with(&url, &options))
             .unwrap()
             .unwrap_or_else(|e| panic!("connecting to {url}: {e:#}\n{}", self.context()));
-        ws.listen(&mint(identity)).unwrap();
+        ws.listen(token).unwrap();
         let connected =
             ws.expect("connected", SIGNAL).unwrap_or_else(|e| panic!("connected: {e:#}\n{}", self.context()));
         assert_eq!(connected["token"]["identity"], identity, "{connected:#}");
@@ -671,6 +686,16 @@ fn fleet_endings_and_refusals() {
     assert!(alice.ws.next_frame(Duration::from_millis(300)).is_err(), "alice never rang: {:?}", alice.ws.queued());
     let metrics = fleet.members[DE1].app().admin.metrics().unwrap();
     assert_eq!(metric_sum(&metrics, "bridgehead_fleet_sip_refused"), Some(1), "counted");
+
+    // A key deleted through us1-a (the fleet's store): its client on de1 is
+    // told (31204) and disconnected; clients of other keys stay.
+    let mut doomed = fleet.listening_with(DE1, "de1", "carol", &mint_with(KEY_DOOMED, SECRET_DOOMED, "carol"));
+    let deleted = fleet.rest(US1_A, "delete_key", json!({"sid": KEY_DOOMED}));
+    assert_eq!(deleted["deleted"], true, "{deleted:#}");
+    let error = doomed.expect("error", SIGNAL).unwrap_or_else(|e| panic!("carol told: {e:#}\n{}", fleet.context()));
+    assert_eq!(error["error"]["code"], 31204, "{error:#}");
+    doomed.expect_closed(SIGNAL).unwrap();
+    assert!(alice.ws.expect_closed(Duration::from_millis(500)).is_err(), "alice (another key) stays connected");
 
     // Junk on us1-a's gossip port, and an appliance with another fleet key.
     let gossip = SocketAddr::from((fleet.members[US1_A].ip(), GOSSIP_PORT));

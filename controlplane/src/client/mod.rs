@@ -405,8 +405,43 @@ impl ClientHub {
                 }
             }
         });
+        // A key deleted through another appliance of the fleet (a shared
+        // store) is announced by no local REST call: when the store's
+        // configuration changes, the keys of connected clients are looked
+        // up again and the clients of the ones gone are disconnected.
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = None;
+            loop {
+                tokio::time::sleep(KEY_RECHECK).await;
+                let Some(hub) = hub.upgrade() else { return };
+                let version = hub.keys.store.config_version();
+                if version.is_none() || version == seen {
+                    continue;
+                }
+                seen = version;
+                let keys: std::collections::HashSet<ApiKeySid> =
+                    hub.state().devices.values().filter_map(|d| d.key.clone()).collect();
+                let store = hub.keys.store.clone();
+                let gone = tokio::task::spawn_blocking(move || {
+                    keys.into_iter()
+                        .filter(|k| matches!(store.api_key(k), Err(StoreError::NotFound { .. })))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for key in gone {
+                    tracing::info!(%key, "API key deleted elsewhere in the fleet: its clients are disconnected");
+                    hub.revoke(&key);
+                }
+            }
+        });
     }
 }
+
+/// How often the store's configuration version is compared, to notice keys
+/// deleted through other appliances.
+const KEY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn status_name(status: crate::routes::PresenceStatus) -> &'static str {
     use crate::routes::PresenceStatus as S;
