@@ -332,10 +332,14 @@ pub(crate) fn lex_head(buf: &Bytes, limits: &Limits, lenient: bool) -> Result<He
             // header-name *(SP/HTAB) ":" value
             let colon = line.iter().position(|&b| b == b':');
             let parsed = colon.and_then(|c| {
-                // The line does not start with LWS, so trimming only drops
-                // the white space before the colon (`Via  :`).
-                let name = lex::trim(&line[..c]);
-                lex::is_token_str(name).then_some((pos, pos + name.len(), pos + c + 1))
+                // header-name *(SP / HTAB) ":" (`Via  :`): only the blanks
+                // before the colon are dropped. A line starting with a bare
+                // CR or LF has no token for a name (trimming those too once
+                // named the wrong bytes; found by the `sip_message` fuzz
+                // target).
+                let raw = &line[..c];
+                let len = raw.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(0, |i| i + 1);
+                lex::is_token_str(&raw[..len]).then_some((pos, pos + len, pos + c + 1))
             });
             match parsed {
                 Some((ns, ne, vs)) => current = Some((ns, ne, vs, end)),
@@ -555,6 +559,24 @@ mod tests {
         assert!(matches!(parse(b"OPTIONS sip:a SIP/2.0\r\na: 1\r\n"), Err(ParseError::HeadersUnterminated)));
         assert!(matches!(parse(b"OPTIONS sip:a SIP/2.0\r\n continued\r\n\r\n"), Err(ParseError::BadHeaderLine { .. })));
         assert!(matches!(parse(b"OPTIONS sip:a SIP/2.0\r\nno colon\r\n\r\n"), Err(ParseError::BadHeaderLine { .. })));
+    }
+
+    /// Found by the `sip_message` fuzz target: a header line after a bare
+    /// LF (`\ns: x`) was taken with the name `\n` (the name's bounds
+    /// assumed no leading blank), which serialized into a line that no
+    /// longer parsed. A name must start the line.
+    #[test]
+    fn fuzz_header_line_after_a_bare_lf_is_malformed() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: c\r\n\ns: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(
+            Message::parse(Bytes::from_static(msg), BodyFraming::Datagram, &Limits::default()),
+            Err(ParseError::BadHeaderLine { line: 3 })
+        );
+        assert_eq!(p(b"OPTIONS sip:a@b SIP/2.0\r\n\rx: 1\r\n\r\n"), Err(ParseError::BadHeaderLine { line: 2 }));
+        // Blanks before the colon are still allowed, and dropped.
+        let parsed = p(b"OPTIONS sip:a@b SIP/2.0\r\nVia \t: 1\r\n\r\n").unwrap();
+        let again = p(&parsed.to_bytes()).unwrap();
+        assert_eq!(again.headers().iter().next().map(|h| h.name().to_vec()), Some(b"Via".to_vec()));
     }
 
     #[test]
