@@ -408,8 +408,11 @@ pub fn with_media_address(sdp: &[u8], at: std::net::SocketAddr) -> Option<String
         if line.is_empty() {
             continue;
         }
-        if line.starts_with("m=") {
-            section = if line.starts_with("m=audio ") && !audio_seen { Section::Audio } else { Section::Other };
+        // The media kind is the first whitespace-separated field, as
+        // `parse_media` reads it (a tab or vertical tab separates too).
+        let media = line.strip_prefix("m=").map(|m| (m.split_whitespace().next() == Some("audio"), m));
+        if let Some((is_audio, _)) = media {
+            section = if is_audio && !audio_seen { Section::Audio } else { Section::Other };
         }
         let ours = section != Section::Other;
         if let (true, Some(value)) = (ours, line.strip_prefix("c=")) {
@@ -418,11 +421,14 @@ pub fn with_media_address(sdp: &[u8], at: std::net::SocketAddr) -> Option<String
                 out.push_str(&format!("c=IN {family} {}\r\n", at.ip()));
                 continue;
             }
-        } else if let (Section::Audio, Some(rest)) = (&section, line.strip_prefix("m=audio ")) {
+        } else if let (Section::Audio, Some((_, value))) = (&section, media) {
             audio_seen = true;
-            let (port, after) = rest.split_once(' ')?;
-            let port = if port == "0" { 0 } else { at.port() };
-            out.push_str(&format!("m=audio {port} {after}\r\n"));
+            // Fields split as `parse_media` splits them: the port is the
+            // second one, whatever whitespace surrounds it.
+            let rest = value.trim_start().strip_prefix("audio")?.trim_start();
+            let (port, after) = rest.split_once(char::is_whitespace)?;
+            let port = if port.split('/').next() == Some("0") { 0 } else { at.port() };
+            out.push_str(&format!("m=audio {port} {}\r\n", after.trim_start()));
             continue;
         } else if ours && line.starts_with("a=rtcp:") {
             continue;
@@ -539,5 +545,22 @@ a=sendrecv\n";
         let held = "v=0\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\n";
         let moved = with_media_address(held.as_bytes(), at).unwrap();
         assert!(moved.contains("c=IN IP4 0.0.0.0") && moved.contains("m=audio 20002"), "{moved}");
+    }
+
+    /// Found by the `sdp` fuzz target: the parser splits an m= line on any
+    /// whitespace (here a vertical tab: port 60, protocol `0/2`), the
+    /// rewrite split it on spaces only and wrote an m= line without formats.
+    #[test]
+    fn fuzz_media_address_splits_m_lines_as_the_parser_does() {
+        let sdp = b"v=0\no=%- 1 2 IN IP6 400:9\nt=0 0\na=sendonly\nm=audio 60\x0b0/2 R \nc=IN IP4 0.0.0.0\n";
+        assert!(SessionDescription::parse(sdp).is_ok());
+        let at: std::net::SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let moved = with_media_address(sdp, at).unwrap();
+        let parsed = SessionDescription::parse(moved.as_bytes()).unwrap();
+        let audio = parsed.audio().unwrap();
+        assert_eq!((audio.port, audio.protocol.as_str(), &audio.formats[..]), (40000, "0/2", &["R".to_owned()][..]));
+        // A tab after the kind is still the audio section.
+        let tabbed = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio\t4000 RTP/AVP 0\r\n";
+        assert!(with_media_address(tabbed, at).unwrap().contains("m=audio 40000 RTP/AVP 0\r\n"));
     }
 }
