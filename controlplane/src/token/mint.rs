@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::claims::VoiceGrant;
-use super::verify::{Algorithm, MAX_LIFETIME_SECS};
+use super::verify::{Algorithm, MAX_LIFETIME_SECS, MAX_TOKEN_LEN};
 use crate::store::ApiKey;
 
 /// Why [`mint`] refused.
@@ -15,6 +15,8 @@ pub enum MintError {
     Ttl(i64),
     #[error("identity must not be empty")]
     EmptyIdentity,
+    #[error("the token would be {0} bytes, more than verify accepts ({MAX_TOKEN_LEN})")]
+    TooLong(usize),
 }
 
 /// An HS256 token for `identity`, signed with `key`, valid from `now_unix`
@@ -58,7 +60,13 @@ pub fn mint(
         "nbf": now_unix,
         "exp": now_unix.saturating_add(ttl_secs),
     });
-    Ok(sign(Algorithm::HS256, &key.secret, &header, &claims))
+    // A token that `verify` would refuse is no token: an identity or
+    // parameters too long for it (found by the `token` fuzz target).
+    let token = sign(Algorithm::HS256, &key.secret, &header, &claims);
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(MintError::TooLong(token.len()));
+    }
+    Ok(token)
 }
 
 /// `header.payload.mac`, each part base64url without padding.

@@ -17,7 +17,7 @@ pub const CLOCK_SKEW_SECS: i64 = 60;
 
 /// Twilio tokens are a few hundred bytes; a token of more than this is
 /// refused before it is decoded.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub(super) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::super::mint::sign;
-use super::super::{mint, OutgoingGrant, VoiceGrant};
+use super::super::{mint, MintError, OutgoingGrant, VoiceGrant};
 use super::*;
 use crate::store::Timestamp;
 
@@ -300,4 +300,15 @@ fn minted_token_verifies_and_has_twilio_shape() {
     assert!(mint(&key(), "alice", &voice, NOW, MAX_LIFETIME_SECS + 1).is_err());
     assert!(mint(&key(), "alice", &voice, NOW, 0).is_err());
     assert!(mint(&key(), "", &voice, NOW, 60).is_err());
+}
+
+/// Found by the `token` fuzz target: `mint` made a token for a 16 KiB
+/// identity that `verify` then refused as too long; now `mint` refuses it.
+#[test]
+fn fuzz_mint_refuses_what_verify_would() {
+    let long = "a".repeat(16 * 1024);
+    assert!(matches!(mint(&key(), &long, &VoiceGrant::default(), NOW, 3600), Err(MintError::TooLong(_))));
+    let fits = "a".repeat(8 * 1024);
+    let token = mint(&key(), &fits, &VoiceGrant::default(), NOW, 3600).unwrap();
+    assert_eq!(verify(&token, NOW, found).unwrap().identity, fits);
 }
