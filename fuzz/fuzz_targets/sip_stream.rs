@@ -4,9 +4,6 @@
 //! Invariant beyond "no panic": the frames (and the first error) do not
 //! depend on how the stream was cut into reads: one read of everything and
 //! reads of 1 to 16 bytes (the first input byte picks the sizes) agree.
-//! Only which size error is named may differ: a header section longer than
-//! the limit is `HeadersTooLarge` while its end has not arrived, and
-//! `TooLarge` once it has (both close the connection).
 #![no_main]
 
 use controlplane::sip::{verdict_with, BodyFraming, Frame, FramingError, Limits, Policy, StreamFramer};
@@ -25,9 +22,6 @@ fn frames(chunks: impl Iterator<Item = Vec<u8>>) -> (Vec<Frame>, Option<FramingE
                 Ok(Some(frame)) => out.push(frame),
                 Ok(None) => break,
                 // The transport closes the connection on any error.
-                Err(FramingError::TooLarge { limit, .. }) => {
-                    return (out, Some(FramingError::HeadersTooLarge { limit }))
-                }
                 Err(e) => return (out, Some(e)),
             }
         }

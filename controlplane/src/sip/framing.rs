@@ -100,6 +100,13 @@ impl StreamFramer {
                     }
                     return Ok(None);
                 };
+                // A header section over the limit is refused as such
+                // whether its end arrived in the same read or not (found by
+                // the `sip_stream` fuzz target: one read gave
+                // MissingContentLength or TooLarge, small reads this).
+                if end > self.limits.max_message {
+                    return Err(FramingError::HeadersTooLarge { limit: self.limits.max_message });
+                }
                 let cl = scan_content_length(&self.buf[..end])?.ok_or(FramingError::MissingContentLength)?;
                 if end + cl > self.limits.max_message {
                     return Err(FramingError::TooLarge { size: end + cl, limit: self.limits.max_message });
@@ -206,6 +213,29 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
+
+    /// Found by the `sip_stream` fuzz target: the error for a header
+    /// section over the limit depended on how the stream was read.
+    #[test]
+    fn fuzz_oversized_headers_same_error_however_read() {
+        let limits = Limits { max_message: 64, ..Limits::default() };
+        let mut input = b"OPTIONS sip:a@b SIP/2.0\r\nSubject: ".to_vec();
+        input.extend_from_slice(&[b'x'; 64]);
+        input.extend_from_slice(b"\r\n\r\n");
+        let mut whole = StreamFramer::new(limits);
+        whole.push(&input);
+        let mut bytewise = StreamFramer::new(limits);
+        let mut error = None;
+        for b in &input {
+            bytewise.push(std::slice::from_ref(b));
+            if let Err(e) = bytewise.next_frame() {
+                error = Some(e);
+                break;
+            }
+        }
+        assert_eq!(whole.next_frame(), Err(FramingError::HeadersTooLarge { limit: 64 }));
+        assert_eq!(error, Some(FramingError::HeadersTooLarge { limit: 64 }));
+    }
 
     #[test]
     fn frames_byte_by_byte_with_keepalives() {
