@@ -395,6 +395,9 @@ impl Reader {
 
 impl Reader {
     fn error(&mut self, key: &str, reason: impl Into<String>) {
+        // TOML allows an empty key (`"" = 1`); an error must still name
+        // something (found by the `config` fuzz target).
+        let key = if key.is_empty() { "\"\"" } else { key };
         self.errors.push(ConfigError { key: key.to_string(), reason: reason.into() });
     }
 
@@ -1014,6 +1017,14 @@ mod account_tests {
         let errors = Config::parse_str("# a\0b\n").unwrap_err();
         assert_eq!(errors.len(), 1);
         assert!(!errors[0].reason.is_empty(), "{errors:?}");
+    }
+
+    /// Found by the `config` fuzz target: an empty key was reported with an
+    /// empty name.
+    #[test]
+    fn fuzz_empty_key_is_named() {
+        let errors = Config::parse_str("\"\"=\"\"\n").unwrap_err();
+        assert_eq!((errors[0].key.as_str(), errors[0].reason.as_str()), ("\"\"", "unknown section"));
     }
 
     #[test]
