@@ -363,6 +363,21 @@ fn presence_becomes(ws: &mut VoiceClient, identity: &str, status: &str, within: 
     None
 }
 
+/// Waits until no appliance still sees a device busy: a call's end reaches
+/// the others by gossip, and a device seen busy is not rung (the next call
+/// would end no-answer).
+fn nobody_busy(fleet: &Fleet) {
+    for (i, (id, _)) in MEMBERS.iter().enumerate() {
+        let Some(app) = fleet.members[i].app.as_ref() else { continue };
+        let busy = || {
+            let text = app.admin.metrics()?;
+            Ok(metric_sum_with(&text, "bridgehead_client_devices", "status=\"busy\"").unwrap_or(0))
+        };
+        let left = settle(PROPAGATION, busy, |n| *n == 0).unwrap();
+        assert_eq!(left, 0, "{id} still sees a busy device\n{}", fleet.context());
+    }
+}
+
 /// The carrier's 200 (its SDP names where it sends media) and its Call-ID.
 fn answered(caller: &mut SippRun, fleet: &Fleet) -> (SocketAddr, String) {
     let answer = caller
@@ -421,6 +436,7 @@ fn call_alice_at(fleet: &Fleet, at: usize, alice: &mut Device, anchor: usize, wh
             assert_eq!(left, held[i], "{what}: sessions left on {id}\n{}", fleet.context());
         }
     }
+    nobody_busy(fleet);
     child_sid
 }
 
@@ -605,6 +621,7 @@ fn fleet_endings_and_refusals() {
     let calls =
         call_checks::final_calls(AFTERMATH, 2, || Ok(fleet.rest(US1_A, "calls", json!({}))), || fleet.context());
     assert_eq!(record(&calls, "sid", &child)["status"], "completed");
+    nobody_busy(&fleet);
     // (alice is ringable again: the next call rings her.)
 
     // A client places the call: bob on us1-b dials alice on de1 (the
@@ -636,6 +653,7 @@ fn fleet_endings_and_refusals() {
         let left = settle(AFTERMATH, || Ok(fleet.sessions(i)), |n| *n == 0).unwrap();
         assert_eq!(left, 0, "sessions left on {id} after bob's call\n{}", fleet.context());
     }
+    nobody_busy(&fleet);
 
     // A call for the number arriving in another region (au1) works the
     // same: one hop to de1; au1 and de1 tie at 135 ms on the path, the
