@@ -1,73 +1,47 @@
-//! The single-box [`RouteStore`]: one mutex around two maps.
+//! The single-box [`RouteStore`]: one mutex around the routes [`View`]
+//! (shared with the fleet's gossip store), holding this appliance's
+//! devices only.
 //!
 //! ```text
 //!   accounts: AccountSid -> identity (sorted) -> [Slot; devices]
-//!   homes:    DeviceId   -> (AccountSid, identity)     shared Arcs, no copies
+//!   homes:    (holder, DeviceId) -> (AccountSid, identity)     shared Arcs, no copies
 //! ```
 //!
-//! Every operation is a hash lookup, a B-tree lookup in one account's
-//! identities and a scan of one identity's few devices. Account SIDs and
-//! identities are held once (`Arc`) however many devices share them; a
-//! device's own state is a 32-byte [`Slot`]. Measured with a counting
-//! global allocator (release build, 10-byte identities, heap and map
-//! overhead included, a subscriber holding the 4,096-change backlog):
-//! 15,000 devices of distinct identities in one account 226 bytes each;
-//! 100,000 over 10 accounts 187 bytes (164 with two devices per identity);
-//! 1,000,000 over 100 accounts 212 bytes. Hash tables grow by doubling, so
-//! the figure moves by a few tens of bytes with the count.
-//! The route of a device is rebuilt when it is read (`devices`), so the
-//! appliance name is not stored per device.
+//! Every operation is a hash lookup, two B-tree lookups and a scan of one
+//! identity's few devices. Account SIDs and identities are held once
+//! (`Arc`) however many devices share them; a device's own state is a
+//! 32-byte `Slot`. Measured with a counting global allocator before the
+//! table became the shared view (device homes were then a hash map keyed by
+//! device; a B-tree is no larger per entry): 15,000 devices of distinct
+//! identities in one account 226 bytes each; 100,000 over 10 accounts 187
+//! bytes (164 with two devices per identity); 1,000,000 over 100 accounts
+//! 212 bytes. The route of a device is rebuilt when it is read
+//! (`devices`), so the appliance name is not stored per device.
 
-use super::presence::aggregate;
+use super::view::{summary, Moved, Slot, View, LOCAL};
 use super::{DeviceId, DeviceRoute, Presence, PresenceChange, PresenceCounts, PresenceStatus, RouteError, RouteStore};
 use crate::store::AccountSid;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 /// Presence and routes of the devices connected to this appliance, held in
-/// memory (lost on restart; clients register again when they reconnect).
+/// memory (lost on restart; clients register again when they reconnect):
+/// the fleet's [`View`] with this appliance's devices only.
 pub struct InProcessRoutes {
     appliance: String,
     max_devices: usize,
-    table: Mutex<Table>,
+    table: Mutex<View>,
     changes: broadcast::Sender<PresenceChange>,
 }
-
-/// One registered device, as stored under its identity.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    device: DeviceId,
-    registered_at: SystemTime,
-    status: PresenceStatus,
-    incoming: bool,
-}
-
-/// Where a device's slot is.
-#[derive(Debug, Clone)]
-struct Home {
-    account: Arc<AccountSid>,
-    identity: Arc<str>,
-}
-
-#[derive(Debug, Default)]
-struct Table {
-    accounts: HashMap<Arc<AccountSid>, BTreeMap<Arc<str>, Vec<Slot>>>,
-    homes: HashMap<DeviceId, Home>,
-    counts: PresenceCounts,
-}
-
-/// An identity's (status, device count) before and after an operation.
-type Moved = ((PresenceStatus, usize), (PresenceStatus, usize));
 
 impl InProcessRoutes {
     /// A store for the appliance named `appliance` (`config.appliance.id`)
     /// that holds at most `max_devices` registered devices; registrations
     /// beyond are refused with [`RouteError::Full`] (0 refuses every one).
     pub fn new(appliance: impl Into<String>, max_devices: usize) -> InProcessRoutes {
+        let appliance = appliance.into();
         let (changes, _) = broadcast::channel(super::PRESENCE_BACKLOG);
-        InProcessRoutes { appliance: appliance.into(), max_devices, table: Mutex::new(Table::default()), changes }
+        InProcessRoutes { table: Mutex::new(View::new(&appliance)), appliance, max_devices, changes }
     }
 
     /// The configured maximum of registered devices.
@@ -77,7 +51,7 @@ impl InProcessRoutes {
 
     /// The table. No operation panics while holding the lock, so a poisoned
     /// lock (a panic elsewhere in the thread) still holds a consistent table.
-    fn table(&self) -> MutexGuard<'_, Table> {
+    fn table(&self) -> MutexGuard<'_, View> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -91,68 +65,6 @@ impl InProcessRoutes {
         let presence = Presence { identity: identity.to_string(), status: after.0, devices: after.1 };
         // Err only when every receiver went away meanwhile: nobody to tell.
         let _ = self.changes.send(PresenceChange { account: account.clone(), presence });
-    }
-
-    fn route(&self, account: &AccountSid, identity: &str, slot: &Slot) -> DeviceRoute {
-        DeviceRoute {
-            device: slot.device,
-            account: account.clone(),
-            identity: identity.to_string(),
-            status: slot.status,
-            incoming: slot.incoming,
-            appliance: self.appliance.clone(),
-            registered_at: slot.registered_at,
-        }
-    }
-}
-
-fn summary(slots: &[Slot]) -> (PresenceStatus, usize) {
-    aggregate(slots.iter().map(|s| s.status))
-}
-
-impl Table {
-    fn slots(&self, account: &AccountSid, identity: &str) -> &[Slot] {
-        self.accounts.get(account).and_then(|ids| ids.get(identity)).map_or(&[], Vec::as_slice)
-    }
-
-    /// Adds `slot` under (`account`, `identity`); the device must not be
-    /// in the table.
-    fn insert(&mut self, account: &AccountSid, identity: &str, slot: Slot) -> Moved {
-        let account_key =
-            self.accounts.get_key_value(account).map_or_else(|| Arc::new(account.clone()), |(k, _)| k.clone());
-        let identities = self.accounts.entry(account_key.clone()).or_default();
-        let identity_key = identities.get_key_value(identity).map_or_else(|| Arc::from(identity), |(k, _)| k.clone());
-        // Most identities have one device: no room reserved for more.
-        let slots = identities.entry(identity_key.clone()).or_insert_with(|| Vec::with_capacity(1));
-        let before = summary(slots);
-        slots.push(slot);
-        let after = summary(slots);
-        if let Some(n) = self.counts.slot(slot.status) {
-            *n += 1;
-        }
-        self.homes.insert(slot.device, Home { account: account_key, identity: identity_key });
-        (before, after)
-    }
-
-    /// Takes `device` out of the table, with its slot, its home and how its
-    /// identity's presence moved.
-    fn remove(&mut self, device: DeviceId) -> Option<(Slot, Home, Moved)> {
-        let home = self.homes.remove(&device)?;
-        let identities = self.accounts.get_mut(&*home.account)?;
-        let slots = identities.get_mut(&*home.identity)?;
-        let before = summary(slots);
-        let slot = slots.remove(slots.iter().position(|s| s.device == device)?);
-        let after = summary(slots);
-        if slots.is_empty() {
-            identities.remove(&*home.identity);
-            if identities.is_empty() {
-                self.accounts.remove(&*home.account);
-            }
-        }
-        if let Some(n) = self.counts.slot(slot.status) {
-            *n -= 1;
-        }
-        Some((slot, home, (before, after)))
     }
 }
 
@@ -169,20 +81,18 @@ impl RouteStore for InProcessRoutes {
             return Err(RouteError::ForeignAppliance { appliance: route.appliance, this: self.appliance.clone() });
         }
         let mut table = self.table();
-        if let Some(home) = table.homes.get(&route.device) {
+        if let Some(home) = table.home(LOCAL, route.device) {
             if *home.account == route.account && *home.identity == *route.identity {
                 // A refresh (the SDK registers again every 30 s): the grant
                 // may have changed with a new token; status and time stay.
-                let (account, identity) = (home.account.clone(), home.identity.clone());
-                let slots = table.accounts.get_mut(&*account).and_then(|ids| ids.get_mut(&*identity));
-                if let Some(slot) = slots.and_then(|s| s.iter_mut().find(|s| s.device == route.device)) {
+                if let Some(slot) = table.slot_mut(LOCAL, route.device) {
                     slot.incoming = route.incoming;
                 }
                 return Ok(());
             }
             // The device now registers another identity: it moves, with its
             // status and time, and the device count stays.
-            if let Some((slot, home, moved)) = table.remove(route.device) {
+            if let Some((slot, home, moved)) = table.remove(LOCAL, route.device) {
                 self.announce(&home.account, &home.identity, moved);
                 let slot = Slot { incoming: route.incoming, ..slot };
                 let moved = table.insert(&route.account, &route.identity, slot);
@@ -190,14 +100,20 @@ impl RouteStore for InProcessRoutes {
             }
             return Ok(());
         }
-        if table.homes.len() >= self.max_devices {
+        if table.local >= self.max_devices {
             return Err(RouteError::Full { limit: self.max_devices });
         }
         let status = match route.status {
             PresenceStatus::Offline => PresenceStatus::Available,
             status => status,
         };
-        let slot = Slot { device: route.device, registered_at: route.registered_at, status, incoming: route.incoming };
+        let slot = Slot {
+            holder: LOCAL,
+            device: route.device,
+            registered_at: route.registered_at,
+            status,
+            incoming: route.incoming,
+        };
         let moved = table.insert(&route.account, &route.identity, slot);
         self.announce(&route.account, &route.identity, moved);
         Ok(())
@@ -208,34 +124,21 @@ impl RouteStore for InProcessRoutes {
             return self.unregister(device);
         }
         let mut table = self.table();
-        let Table { accounts, homes, counts } = &mut *table;
-        let Some(home) = homes.get(&device) else { return };
-        let Some(slots) = accounts.get_mut(&*home.account).and_then(|ids| ids.get_mut(&*home.identity)) else {
-            return;
-        };
-        let before = summary(slots);
-        let Some(slot) = slots.iter_mut().find(|s| s.device == device) else { return };
-        if let Some(n) = counts.slot(slot.status) {
-            *n -= 1;
+        if let Some((home, moved)) = table.set_status(LOCAL, device, status) {
+            self.announce(&home.account, &home.identity, moved);
         }
-        if let Some(n) = counts.slot(status) {
-            *n += 1;
-        }
-        slot.status = status;
-        let after = summary(slots);
-        self.announce(&home.account, &home.identity, (before, after));
     }
 
     fn unregister(&self, device: DeviceId) {
         let mut table = self.table();
-        if let Some((_, home, moved)) = table.remove(device) {
+        if let Some((_, home, moved)) = table.remove(LOCAL, device) {
             self.announce(&home.account, &home.identity, moved);
         }
     }
 
     fn devices(&self, account: &AccountSid, identity: &str) -> Vec<DeviceRoute> {
         let table = self.table();
-        table.slots(account, identity).iter().map(|slot| self.route(account, identity, slot)).collect()
+        table.slots(account, identity).iter().map(|slot| table.route(account, identity, slot)).collect()
     }
 
     fn presence(&self, account: &AccountSid, identity: &str) -> Presence {
@@ -244,15 +147,7 @@ impl RouteStore for InProcessRoutes {
     }
 
     fn list(&self, account: &AccountSid) -> Vec<Presence> {
-        let table = self.table();
-        let Some(identities) = table.accounts.get(account) else { return Vec::new() };
-        identities
-            .iter()
-            .map(|(identity, slots)| {
-                let (status, devices) = summary(slots);
-                Presence { identity: identity.to_string(), status, devices }
-            })
-            .collect()
+        self.table().list(account)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<PresenceChange> {
@@ -266,8 +161,10 @@ impl RouteStore for InProcessRoutes {
 
 #[cfg(test)]
 mod tests {
+    use super::super::view::Home;
     use super::*;
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
     use PresenceStatus::*;
 
     const BOX: &str = "bh-test";
@@ -501,7 +398,7 @@ mod tests {
         r.register(route(1, &a, "alice", Available)).unwrap();
         r.register(route(2, &a, "alice", Available)).unwrap();
         let table = r.table();
-        let (h1, h2) = (&table.homes[&DeviceId(1)], &table.homes[&DeviceId(2)]);
+        let (h1, h2) = (table.home(LOCAL, DeviceId(1)).unwrap(), table.home(LOCAL, DeviceId(2)).unwrap());
         assert!(Arc::ptr_eq(&h1.account, &h2.account) && Arc::ptr_eq(&h1.identity, &h2.identity));
     }
 }

@@ -34,6 +34,7 @@ pub mod gossip;
 mod in_process;
 pub mod policy;
 mod presence;
+mod view;
 
 pub use gossip::{GossipRoutes, GossipSettings};
 pub use in_process::InProcessRoutes;

@@ -298,6 +298,19 @@ pub trait Store: Send + Sync {
 }
 
 /// Printable text of at most `max` characters, for names shown in lists.
+/// Applies an `Edit` to a copy of `current`, keeping the identity fields
+/// and stamping `date_updated` (never earlier than it was).
+pub(crate) fn edited<T: Clone>(current: &T, edit: Edit<'_, T>, keep: impl FnOnce(&T, &mut T)) -> T {
+    let mut next = current.clone();
+    edit(&mut next);
+    keep(current, &mut next);
+    next
+}
+
+pub(crate) fn now_after(previous: Timestamp) -> Timestamp {
+    Timestamp::now().max(previous)
+}
+
 pub(crate) fn check_text(what: &str, value: &str, max: usize) -> Result<(), StoreError> {
     if value.chars().count() > max {
         return Err(StoreError::Invalid(format!("{what} must be at most {max} characters")));

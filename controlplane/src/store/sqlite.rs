@@ -567,19 +567,6 @@ fn call_from_row(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
     })
 }
 
-/// Applies an `Edit` to a copy of `current`, keeping the identity fields
-/// and stamping `date_updated` (never earlier than it was).
-fn edited<T: Clone>(current: &T, edit: Edit<'_, T>, keep: impl FnOnce(&T, &mut T)) -> T {
-    let mut next = current.clone();
-    edit(&mut next);
-    keep(current, &mut next);
-    next
-}
-
-fn now_after(previous: Timestamp) -> Timestamp {
-    Timestamp::now().max(previous)
-}
-
 impl Store for SqliteStore {
     fn create_account(&self, account: &Account) -> Result<(), StoreError> {
         self.write(|c| insert_account(c, account))

@@ -41,7 +41,6 @@ pub mod announcer;
 mod buckets;
 pub mod metrics;
 mod sealed;
-mod view;
 
 pub use sealed::{FleetKey, GossipCounters, GossipCounts, KeyError, KindCounts, MAX_AGE, OVERHEAD};
 
@@ -50,8 +49,8 @@ use self::buckets::{
     BUCKET_PREFIX,
 };
 use self::sealed::{RoundTrips, SealedTransport};
-use self::view::{Holder, Home, Moved, Slot, View, LOCAL};
 use super::policy::{ApplianceId, ApplianceState, Region, Service};
+use super::view::{Holder, Home, Moved, Slot, View, LOCAL};
 use super::{
     Announcement, DeviceId, DeviceRoute, Presence, PresenceChange, PresenceCounts, PresenceStatus, RouteError,
     RouteStore,

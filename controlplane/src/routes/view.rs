@@ -1,6 +1,7 @@
-//! The fleet's routes as this appliance sees them: its own devices and
-//! the live peers', in one index so that an identity's presence is the
-//! aggregate over every appliance holding it.
+//! The routes as this appliance sees them: its own devices and (in a
+//! fleet) the live peers', in one index so that an identity's presence is
+//! the aggregate over every appliance holding it. The in-process store
+//! uses it with this appliance's devices only; the gossip store with all.
 //!
 //! ```text
 //!   accounts: AccountSid -> identity (sorted) -> [Slot; devices]   slot.holder names the appliance
@@ -12,8 +13,8 @@
 //! devices at once when it leaves (dead, superseded, or partitioned away).
 //! A `DeviceId` is unique only within its holder.
 
-use super::super::presence::aggregate;
-use super::super::{DeviceId, DeviceRoute, Presence, PresenceCounts, PresenceStatus};
+use super::presence::aggregate;
+use super::{DeviceId, DeviceRoute, Presence, PresenceCounts, PresenceStatus};
 use crate::store::AccountSid;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -54,7 +55,7 @@ pub(super) struct View {
     next_holder: Holder,
 }
 
-fn summary(slots: &[Slot]) -> (PresenceStatus, usize) {
+pub(super) fn summary(slots: &[Slot]) -> (PresenceStatus, usize) {
     aggregate(slots.iter().map(|s| s.status))
 }
 
