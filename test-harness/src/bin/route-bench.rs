@@ -13,7 +13,7 @@
 //!
 //! Progress on stderr; last, one JSON line on stdout.
 
-use controlplane::routes::gossip::GossipCounts;
+use controlplane::routes::gossip::{FeedTiming, GossipCounts};
 use controlplane::routes::{DeviceId, DeviceRoute, GossipRoutes, GossipSettings, PresenceStatus, RouteStore};
 use controlplane::store::AccountSid;
 use std::process::ExitCode;
@@ -21,14 +21,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 const USAGE: &str = "\
 usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration-s D]
-                   [--gossip-ms G] [--phi P] [--compress 0|1] [--buckets B]
+                   [--gossip-ms G] [--phi P] [--compress 0|1]
+                   [--batch-ms B] [--flush-ms F] [--fanout K]
   --appliances N     chitchat nodes in this process (default 50)
   --routes R         client routes spread over them (default 100000)
   --changes-per-s C  route changes per second, fleet-wide (default 1000)
   --duration-s D     length of the churn phase (default 20)
   --gossip-ms G      gossip interval (default 150, the appliance's default)
   --phi P            failure detector threshold (default 8, the appliance's default)
-  --buckets B        route buckets per appliance (default: routes per appliance / 4)
+  --batch-ms B       an appliance's own route changes leave every B ms (default 200)
+  --flush-ms F       relayed route changes wait at most F ms per hop (default 50)
+  --fanout K         children per appliance in the route relay tree (default 4)
   --compress 0|1     zstd on gossip messages (default 1, the appliance's default)";
 
 const KEY: &str = "route-bench fleet key, not a secret";
@@ -42,7 +45,7 @@ struct Options {
     gossip_ms: u64,
     phi: f64,
     compress: bool,
-    buckets: Option<u32>,
+    feed: FeedTiming,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -54,7 +57,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         gossip_ms: 150,
         phi: 8.0,
         compress: true,
-        buckets: None,
+        feed: FeedTiming::default(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -68,7 +71,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--gossip-ms" => o.gossip_ms = value.parse().map_err(|_| bad())?,
             "--phi" => o.phi = value.parse().map_err(|_| bad())?,
             "--compress" => o.compress = value != "0",
-            "--buckets" => o.buckets = Some(value.parse().map_err(|_| bad())?),
+            "--batch-ms" => o.feed.batch = Duration::from_millis(value.parse().map_err(|_| bad())?),
+            "--flush-ms" => o.feed.flush = Duration::from_millis(value.parse().map_err(|_| bad())?),
+            "--fanout" => o.feed.fanout = value.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown argument {arg}")),
         }
     }
@@ -184,7 +189,7 @@ fn totals(nodes: &[GossipRoutes]) -> GossipCounts {
     for c in nodes.iter().map(GossipRoutes::counters) {
         t.datagrams_sent += c.datagrams_sent;
         t.bytes_sent += c.bytes_sent;
-        for (sum, k) in [(&mut t.syn, c.syn), (&mut t.syn_ack, c.syn_ack), (&mut t.ack, c.ack)] {
+        for (sum, k) in [(&mut t.syn, c.syn), (&mut t.syn_ack, c.syn_ack), (&mut t.ack, c.ack), (&mut t.feed, c.feed)] {
             sum.datagrams += k.datagrams;
             sum.bytes += k.bytes;
         }
@@ -209,14 +214,13 @@ async fn run(o: Options) -> Result<String, String> {
     let t = Instant::now();
     let mut nodes: Vec<GossipRoutes> = Vec::with_capacity(n);
     let mut seeds = Vec::new();
-    let buckets = o.buckets.unwrap_or((o.routes / n / 4).max(1) as u32);
     for i in 0..n {
         let mut s = GossipSettings::new(name(i), ([127, 0, 0, 1], 0).into(), KEY);
         s.seeds = seeds.clone();
         s.gossip_interval = Duration::from_millis(o.gossip_ms);
         s.phi_threshold = o.phi;
         s.compress = o.compress;
-        s.route_buckets = buckets;
+        s.feed = o.feed;
         let node = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
         if i < 3 {
             seeds.push(node.local_addr().to_string());
@@ -265,6 +269,7 @@ async fn run(o: Options) -> Result<String, String> {
 
     // ---- churn ----
     let before = totals(&nodes);
+    let before_each: Vec<u64> = nodes.iter().map(|r| r.counters().bytes_sent).collect();
     let cpu_before = cpu_s();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut next_device = o.routes as u64;
@@ -385,14 +390,21 @@ async fn run(o: Options) -> Result<String, String> {
         (kbps(a.bytes - b.bytes), (a.bytes - b.bytes) / (a.datagrams - b.datagrams).max(1))
     };
     let (syn, syn_ack, ack) = (per_kind(|c| c.syn), per_kind(|c| c.syn_ack), per_kind(|c| c.ack));
+    let feed = per_kind(|c| c.feed);
+    // The busiest appliance (relays near the tree's root send the most).
+    let max_kbps = nodes
+        .iter()
+        .zip(&before_each)
+        .map(|(r, b)| (r.counters().bytes_sent - b) as f64 * 8.0 / 1000.0 / churn_s)
+        .fold(0.0, f64::max);
     let digest_kbps = kbps(after.digest_bytes - before.digest_bytes);
     let delta_kbps = kbps(after.delta_bytes - before.delta_bytes);
     let packed_ratio =
         (after.packed_bytes - before.packed_bytes) as f64 / (after.plain_bytes - before.plain_bytes).max(1) as f64;
     let cpu_per_node = cpu / churn_s / n as f64;
     eprintln!(
-        "route-bench: kbit/s per appliance on the wire: Syn {:.1} ({} B each), SynAck {:.1} ({} B), Ack {:.1} ({} B); serialized before our compression: digests {digest_kbps:.1}, deltas {delta_kbps:.1}; compressed to {:.0} %",
-        syn.0, syn.1, syn_ack.0, syn_ack.1, ack.0, ack.1, packed_ratio * 100.0
+        "route-bench: kbit/s per appliance on the wire: route feed {:.1} ({} B each); membership: Syn {:.1} ({} B each), SynAck {:.1} ({} B), Ack {:.1} ({} B); digests serialized {digest_kbps:.1}, compressed to {:.0} %; busiest appliance {max_kbps:.1}",
+        feed.0, feed.1, syn.0, syn.1, syn_ack.0, syn_ack.1, ack.0, ack.1, packed_ratio * 100.0
     );
     eprintln!(
         "route-bench: CPU {cpu:.1} s in {churn_s:.1} s ({:.0} % of one core per appliance; this machine has {} cores)",
@@ -445,7 +457,9 @@ async fn run(o: Options) -> Result<String, String> {
         "routes": o.routes,
         "changes_per_s": o.changes_per_s,
         "gossip_ms": o.gossip_ms,
-        "buckets": buckets,
+        "batch_ms": o.feed.batch.as_millis() as u64,
+        "flush_ms": o.feed.flush.as_millis() as u64,
+        "fanout": o.feed.fanout,
         "samples": propagation_ms.len(),
         "samples_missed": missed,
         "propagation_p50_ms": (p50 * 10.0).round() / 10.0,
@@ -457,6 +471,8 @@ async fn run(o: Options) -> Result<String, String> {
         "cpu_core_share_per_appliance": (cpu_per_node * 1000.0).round() / 1000.0,
         "kbps_syn": (syn.0 * 10.0).round() / 10.0,
         "kbps_syn_ack": (syn_ack.0 * 10.0).round() / 10.0,
+        "kbps_feed": (feed.0 * 10.0).round() / 10.0,
+        "kbps_busiest_appliance": (max_kbps * 10.0).round() / 10.0,
         "kbps_ack": (ack.0 * 10.0).round() / 10.0,
         "kbps_digest_serialized": (digest_kbps * 10.0).round() / 10.0,
         "kbps_delta_serialized": (delta_kbps * 10.0).round() / 10.0,

@@ -38,16 +38,16 @@
 //! docs/fleet.md describes the fleet, its timings and its figures.
 
 pub mod announcer;
-mod buckets;
+mod feed;
 pub mod metrics;
+mod relay;
 mod sealed;
 
-pub use sealed::{FleetKey, GossipCounters, GossipCounts, KeyError, KindCounts, MAX_AGE, OVERHEAD};
+pub use relay::FeedTiming;
+pub use sealed::{FleetKey, GossipCounters, GossipCounts, KeyError, KindCounts, FEED_OVERHEAD, MAX_AGE, OVERHEAD};
 
-use self::buckets::{
-    bucket_key, decode_bucket, encode_entry, key_number, Entry, LocalBuckets, PeerBuckets, ACCOUNT_PREFIX,
-    BUCKET_PREFIX,
-};
+use self::feed::{origin_tag, LocalFeed, PeerFeed};
+use self::relay::Relay;
 use self::sealed::{RoundTrips, SealedTransport};
 use super::policy::{ApplianceId, ApplianceState, Region, Service};
 use super::view::{Holder, Home, Moved, Slot, View, LOCAL};
@@ -59,16 +59,15 @@ use crate::store::AccountSid;
 use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc};
 
 /// The key of the announcement.
 const ANNOUNCEMENT_KEY: &str = "a";
-/// How long the pump lets changes gather before writing their buckets: a
-/// burst (a box's clients re-registering) then costs one write per bucket.
-const COALESCE: Duration = Duration::from_millis(20);
+/// The key of the route feed's head (its last change's number), so a
+/// receiver that lost the last changes of a burst notices.
+const FEED_KEY: &str = "f";
 
 /// How an appliance joins the fleet (from `[peers]` and `[appliance]`).
 #[derive(Debug, Clone)]
@@ -91,20 +90,15 @@ pub struct GossipSettings {
     pub phi_threshold: f64,
     /// A dead peer is forgotten (its announcement no longer listed) after this.
     pub dead_node_grace: Duration,
-    /// chitchat's grace for deleted keys (routes leave none: a device
-    /// that goes is left out of its bucket; kept for chitchat's own use).
+    /// chitchat's grace for deleted keys (the appliance deletes none; kept
+    /// for chitchat's own use).
     pub tombstone_grace: Duration,
     /// Local devices at most ([`RouteError::Full`] beyond).
     pub max_devices: usize,
-    /// Buckets this appliance's routes are gossiped in (keys it holds at
-    /// most, besides its accounts). Fewer buckets: less CPU on every box
-    /// (chitchat's work is per key), more bytes per change (a change
-    /// rewrites its bucket). Measured (docs/fleet.md, "Figures"): about 4
-    /// devices per bucket cost 1.75x the bytes of 1 per bucket for a
-    /// quarter of the keys.
-    pub route_buckets: u32,
-    /// Compress gossip messages (zstd) when that makes them smaller. Off
-    /// only to measure what it saves; receivers read both.
+    /// How the route feed paces itself.
+    pub feed: FeedTiming,
+    /// Compress gossip and feed messages (zstd) when that makes them
+    /// smaller. Off only to measure what it saves; receivers read both.
     pub compress: bool,
 }
 
@@ -126,7 +120,7 @@ impl GossipSettings {
             dead_node_grace: Duration::from_secs(600),
             tombstone_grace: Duration::from_secs(60),
             max_devices: usize::MAX,
-            route_buckets: 1024,
+            feed: FeedTiming::default(),
             compress: true,
         }
     }
@@ -145,21 +139,23 @@ pub enum GossipError {
     Chitchat(String),
 }
 
-/// Work for the pump: a key to set, or marked buckets to write.
+/// Work for the pump: a key to set.
 enum Op {
     Set(String, String),
-    Flush,
 }
 
-/// The index and the peers in it, under one lock.
+/// The index, the peers in it and the route feed, under one lock.
 struct Fleet {
     view: View,
     /// Live peers in the view, newest generation of each appliance only.
     peers: HashMap<ChitchatId, Holder>,
-    /// This appliance's buckets.
-    local: LocalBuckets,
-    /// What each peer in the view last gossiped in its buckets.
-    buckets: HashMap<Holder, PeerBuckets>,
+    /// This appliance's route changes.
+    local: LocalFeed,
+    /// Each peer's route changes as applied here.
+    feeds: HashMap<Holder, PeerFeed>,
+    /// Origin tag -> peer.
+    tags: HashMap<u32, Holder>,
+    relay: Relay,
 }
 
 #[derive(Default)]
@@ -175,9 +171,8 @@ struct Inner {
     fleet: Mutex<Fleet>,
     changes: broadcast::Sender<PresenceChange>,
     ops: mpsc::UnboundedSender<Op>,
-    /// Set by chitchat when it had to reset a node's state: keys may have
-    /// vanished without a listener call, so every peer is read again.
-    reset: Arc<AtomicBool>,
+    /// Children per appliance in the relay tree.
+    fanout: usize,
     /// Every appliance's last announcement as gossiped (not this one's).
     announced: Mutex<Vec<Announcement>>,
     /// This appliance's own announcement: as last given, as last published.
@@ -205,8 +200,9 @@ impl GossipRoutes {
     /// tokio runtime (it spawns chitchat's server and two small tasks).
     pub async fn start(settings: GossipSettings) -> Result<GossipRoutes, GossipError> {
         let key = Arc::new(FleetKey::derive(&settings.fleet_key)?);
-        let socket =
-            tokio::net::UdpSocket::bind(settings.listen).await.map_err(|e| GossipError::Bind(settings.listen, e))?;
+        let socket = Arc::new(
+            tokio::net::UdpSocket::bind(settings.listen).await.map_err(|e| GossipError::Bind(settings.listen, e))?,
+        );
         let local_addr = socket.local_addr().map_err(|e| GossipError::Bind(settings.listen, e))?;
         let advertise = settings.advertise.unwrap_or(local_addr);
         if advertise.ip().is_unspecified() || advertise.port() == 0 {
@@ -218,8 +214,6 @@ impl GossipRoutes {
         let me = ChitchatId::new(settings.appliance.clone(), generation, advertise);
         let counters = Arc::new(GossipCounters::default());
         let round_trips = Arc::new(RoundTrips::default());
-        let reset = Arc::new(AtomicBool::new(false));
-        let reset_flag = reset.clone();
         let config = ChitchatConfig {
             chitchat_id: me.clone(),
             cluster_id: key.cluster_id().to_string(),
@@ -237,10 +231,18 @@ impl GossipRoutes {
                 dead_node_grace_period: settings.dead_node_grace,
             },
             marked_for_deletion_grace_period: settings.tombstone_grace,
-            catchup_callback: Some(Box::new(move || reset_flag.store(true, Ordering::Relaxed))),
+            catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let transport = SealedTransport::new(key, counters.clone(), round_trips.clone(), socket, settings.compress);
+        let (feed_tx, feed_rx) = mpsc::channel(relay::INBOUND_QUEUE);
+        let transport = SealedTransport::new(
+            key.clone(),
+            counters.clone(),
+            round_trips.clone(),
+            socket.clone(),
+            settings.compress,
+            feed_tx,
+        );
         let chitchat =
             spawn_chitchat(config, Vec::new(), &transport).await.map_err(|e| GossipError::Chitchat(e.to_string()))?;
         let (changes, _) = broadcast::channel(super::PRESENCE_BACKLOG);
@@ -252,12 +254,14 @@ impl GossipRoutes {
             fleet: Mutex::new(Fleet {
                 view: View::new(&settings.appliance),
                 peers: HashMap::new(),
-                local: LocalBuckets::new(settings.route_buckets),
-                buckets: HashMap::new(),
+                local: LocalFeed::new(&settings.appliance, generation),
+                feeds: HashMap::new(),
+                tags: HashMap::new(),
+                relay: Relay::new(),
             }),
             changes,
             ops,
-            reset,
+            fanout: settings.feed.fanout,
             announced: Mutex::new(Vec::new()),
             mine: Mutex::new(Mine::default()),
             regions: Mutex::new(HashMap::new()),
@@ -265,21 +269,11 @@ impl GossipRoutes {
             round_trips,
         });
         let cc = chitchat.chitchat();
-        for prefix in [BUCKET_PREFIX, ACCOUNT_PREFIX] {
-            let weak: Weak<Inner> = Arc::downgrade(&inner);
-            cc.lock()
-                .await
-                .subscribe_event(prefix, move |event| {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.peer_key(event.node, prefix, event.key, event.value);
-                    }
-                })
-                .forever();
-        }
         let tick = (settings.gossip_interval / 2).max(Duration::from_millis(20));
         let tasks = vec![
-            tokio::spawn(pump(cc.clone(), ops_rx, Arc::downgrade(&inner))),
+            tokio::spawn(pump(cc.clone(), ops_rx)),
             tokio::spawn(reconciler(Arc::downgrade(&inner), cc, tick)),
+            tokio::spawn(relay::run(Arc::downgrade(&inner), socket, key, settings.compress, feed_rx, settings.feed)),
         ];
         tracing::info!(appliance = %settings.appliance, gossip = %local_addr, advertise = %advertise, seeds = ?settings.seeds, "fleet gossip started");
         Ok(GossipRoutes { inner, local_addr, running: Mutex::new(Some(Running { chitchat, tasks })) })
@@ -333,65 +327,21 @@ impl Drop for GossipRoutes {
 }
 
 /// Applies this appliance's key changes to chitchat, in order, a batch per
-/// lock: local operations never wait for chitchat's lock. Marked buckets
-/// are encoded after a short wait ([`COALESCE`]) under the index lock, with
-/// the keys published before them (a new account's key goes before the
-/// first bucket naming it: chitchat delivers one node's keys in the order
-/// they were set).
-async fn pump(chitchat: Arc<tokio::sync::Mutex<Chitchat>>, mut ops: mpsc::UnboundedReceiver<Op>, inner: Weak<Inner>) {
+/// lock: local operations never wait for chitchat's lock.
+async fn pump(chitchat: Arc<tokio::sync::Mutex<Chitchat>>, mut ops: mpsc::UnboundedReceiver<Op>) {
     let mut batch = Vec::new();
     while ops.recv_many(&mut batch, 4096).await > 0 {
-        if batch.iter().any(|op| matches!(op, Op::Flush)) {
-            tokio::time::sleep(COALESCE).await;
-        }
-        let Some(strong) = inner.upgrade() else { return };
-        let buckets = {
-            let mut fleet = strong.fleet();
-            while let Ok(op) = ops.try_recv() {
-                batch.push(op);
-            }
-            let dirty = std::mem::take(&mut fleet.local.dirty);
-            dirty.into_iter().map(|b| (bucket_key(b), encode_local_bucket(&fleet, b))).collect::<Vec<_>>()
-        };
-        drop(strong);
         let mut cc = chitchat.lock().await;
         let node = cc.self_node_state();
-        for op in batch.drain(..) {
-            if let Op::Set(key, value) = op {
-                node.set(key, value);
-            }
-        }
-        for (key, value) in buckets {
+        for Op::Set(key, value) in batch.drain(..) {
             node.set(key, value);
         }
     }
 }
 
-/// The value of local bucket `b`: its devices as the index holds them.
-fn encode_local_bucket(fleet: &Fleet, b: u32) -> String {
-    let mut value = String::new();
-    let Some(devices) = fleet.local.devices.get(&b) else { return value };
-    for &device in devices {
-        let Some(home) = fleet.view.home(LOCAL, device) else { continue };
-        let Some(&account) = fleet.local.accounts.get(&*home.account) else { continue };
-        let slots = fleet.view.slots(&home.account, &home.identity);
-        let Some(slot) = slots.iter().find(|s| s.holder == LOCAL && s.device == device) else { continue };
-        let entry = Entry {
-            account,
-            device,
-            status: slot.status,
-            incoming: slot.incoming,
-            registered_at: slot.registered_at,
-            identity: &home.identity,
-        };
-        encode_entry(&entry, &mut value);
-    }
-    value
-}
-
-/// Follows chitchat's membership: peers joining (read in full), dying or
-/// superseded (their routes out at once), resets (every peer read again),
-/// and everyone's announcements.
+/// Follows chitchat's membership: peers joining (their feed pulled in
+/// full), dying or superseded (their routes out at once), the relay tree,
+/// feed heads, and everyone's announcements.
 async fn reconciler(inner: Weak<Inner>, chitchat: Arc<tokio::sync::Mutex<Chitchat>>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -427,44 +377,12 @@ impl Inner {
         }
     }
 
-    /// A local device joined (`account`, `identity`): its bucket is marked,
-    /// and a new account's key published first.
-    fn add_local(&self, fleet: &mut Fleet, account: &AccountSid, identity: &str, device: DeviceId) {
-        let (_, key) = fleet.local.account(account);
-        if let Some((key, value)) = key {
-            self.publish(Op::Set(key, value));
-        }
-        fleet.local.add(account, identity, device);
-        self.publish(Op::Flush);
-    }
-
     fn publish(&self, op: Op) {
         // Err only once the pump stopped (shutdown): nobody to tell.
         let _ = self.ops.send(op);
     }
 
-    /// A peer's bucket or account key changed (chitchat's listener, chitchat
-    /// locked; `key` is without its `prefix`).
-    fn peer_key(&self, node: &ChitchatId, prefix: &str, key: &str, value: &str) {
-        if *node == self.me {
-            return;
-        }
-        let mut fleet = self.fleet();
-        // Not (yet) live in the view: the full read when it joins takes it.
-        let Some(&holder) = fleet.peers.get(node) else { return };
-        let Some(n) = key_number(key) else { return };
-        if prefix == ACCOUNT_PREFIX {
-            if let Ok(account) = AccountSid::parse(value) {
-                fleet.buckets.entry(holder).or_default().accounts.insert(n, account);
-            }
-            return;
-        }
-        let moves = apply_peer_bucket(&mut fleet, holder, n, value);
-        self.tell_all(moves);
-    }
-
     fn reconcile(&self, cc: &Chitchat) {
-        let reset = self.reset.swap(false, Ordering::Relaxed);
         // The newest live generation of each other appliance.
         let mut live: HashMap<&str, &ChitchatId> = HashMap::new();
         for id in cc.live_nodes() {
@@ -481,53 +399,36 @@ impl Inner {
             fleet.peers.keys().filter(|id| live.get(&*id.node_id) != Some(id)).cloned().collect();
         for id in gone {
             if let Some(holder) = fleet.peers.remove(&id) {
-                fleet.buckets.remove(&holder);
+                fleet.feeds.remove(&holder);
+                fleet.tags.retain(|_, h| *h != holder);
                 let moves = fleet.view.remove_holder(holder);
                 tracing::info!(peer = %id.node_id, routes = moves.len(), "peer left the view");
                 self.tell_all(moves);
             }
         }
         for id in live.values() {
-            let known = fleet.peers.get(*id).copied();
-            if known.is_some() && !reset {
-                continue;
-            }
-            let Some(state) = cc.node_state(id) else { continue };
-            let holder = match known {
-                Some(h) => h,
+            let holder = match fleet.peers.get(*id) {
+                Some(&h) => h,
                 None => {
+                    // Its routes arrive by a pull of its whole feed (the
+                    // relay's next tick) and then as they change.
                     let h = fleet.view.add_holder(&id.node_id);
                     fleet.peers.insert((*id).clone(), h);
+                    fleet.feeds.insert(h, PeerFeed::new(h, id.gossip_advertise_addr, id.generation_id));
+                    fleet.tags.insert(origin_tag(&id.node_id, id.generation_id), h);
+                    tracing::info!(peer = %id.node_id, "peer joined the view");
                     h
                 }
             };
-            // Read its keys in full: accounts first, then every bucket;
-            // drop what it no longer has.
-            let mut peer = PeerBuckets::default();
-            for (key, vv) in state.iter_prefix(ACCOUNT_PREFIX) {
-                let n = key_number(&key[ACCOUNT_PREFIX.len()..]);
-                if let (Some(n), Ok(account)) = (n, AccountSid::parse(&vv.value)) {
-                    peer.accounts.insert(n, account);
-                }
+            let head = cc.node_state(id).and_then(|s| s.get(FEED_KEY)).and_then(|v| v.parse().ok());
+            if let (Some(head), Some(feed)) = (head, fleet.feeds.get_mut(&holder)) {
+                feed.announced = head;
             }
-            fleet.buckets.insert(holder, peer);
-            let mut moves = Vec::new();
-            for (key, vv) in state.iter_prefix(BUCKET_PREFIX) {
-                let Some(b) = key_number(&key[BUCKET_PREFIX.len()..]) else { continue };
-                moves.extend(apply_peer_bucket(&mut fleet, holder, b, &vv.value));
-            }
-            let present: std::collections::HashSet<DeviceId> =
-                fleet.buckets.get(&holder).map(|p| p.bucket_of.keys().copied().collect()).unwrap_or_default();
-            for device in fleet.view.devices_of(holder) {
-                if !present.contains(&device) {
-                    moves.extend(fleet.view.remove(holder, device).map(|(_, h, m)| (h, m)));
-                }
-            }
-            if known.is_none() {
-                tracing::info!(peer = %id.node_id, routes = present.len(), "peer joined the view");
-            }
-            self.tell_all(moves);
         }
+        let mut tree: Vec<(Arc<str>, SocketAddr)> =
+            live.values().map(|id| (id.node_id.clone(), id.gossip_advertise_addr)).collect();
+        tree.push((self.me.node_id.clone(), self.me.gossip_advertise_addr));
+        fleet.relay.retree(tree, &self.me.node_id, self.fanout);
         drop(fleet);
 
         // Announcements of every node chitchat still knows, dead ones too.
@@ -554,29 +455,6 @@ impl Inner {
         *self.announced.lock().unwrap_or_else(PoisonError::into_inner) = announced;
         *self.regions.lock().unwrap_or_else(PoisonError::into_inner) = regions;
     }
-}
-
-/// Applies a peer's bucket `b` as gossiped: its devices added or updated,
-/// those it no longer lists (and no newer bucket holds) removed. Returns the
-/// identities whose presence moved. A malformed bucket changes nothing.
-fn apply_peer_bucket(fleet: &mut Fleet, holder: Holder, b: u32, value: &str) -> Vec<(Home, Moved)> {
-    let Some(entries) = decode_bucket(value) else { return Vec::new() };
-    let peer = fleet.buckets.entry(holder).or_default();
-    let mut moves = Vec::new();
-    let mut listed = Vec::with_capacity(entries.len());
-    for e in &entries {
-        // An account number its key has not told (never, chitchat
-        // delivers the account key first): the device waits for the next write.
-        let Some(account) = peer.accounts.get(&e.account) else { continue };
-        listed.push(e.device);
-        let slot =
-            Slot { holder, device: e.device, registered_at: e.registered_at, status: e.status, incoming: e.incoming };
-        moves.extend(fleet.view.upsert(account, e.identity, slot));
-    }
-    for device in peer.relist(b, listed) {
-        moves.extend(fleet.view.remove(holder, device).map(|(_, h, m)| (h, m)));
-    }
-    moves
 }
 
 /// `region|sip|media_ip|free|load permille|services|draining`.
@@ -664,8 +542,8 @@ impl RouteStore for GossipRoutes {
                 if let Some(slot) = fleet.view.slot_mut(LOCAL, route.device) {
                     if slot.incoming != route.incoming {
                         slot.incoming = route.incoming;
-                        fleet.local.touch(&route.account, &route.identity);
-                        inner.publish(Op::Flush);
+                        let slot = *slot;
+                        fleet.local.define(&route.account, &route.identity, &slot);
                     }
                 }
                 return Ok(());
@@ -674,11 +552,10 @@ impl RouteStore for GossipRoutes {
             // its status and time.
             if let Some((slot, home, moved)) = fleet.view.remove(LOCAL, route.device) {
                 inner.tell(&home.account, &home.identity, moved);
-                fleet.local.remove(&home.account, &home.identity, route.device);
                 let slot = Slot { incoming: route.incoming, ..slot };
                 let moved = fleet.view.insert(&route.account, &route.identity, slot);
                 inner.tell(&route.account, &route.identity, moved);
-                inner.add_local(fleet, &route.account, &route.identity, route.device);
+                fleet.local.define(&route.account, &route.identity, &slot);
             }
             return Ok(());
         }
@@ -698,7 +575,7 @@ impl RouteStore for GossipRoutes {
         };
         let moved = fleet.view.insert(&route.account, &route.identity, slot);
         inner.tell(&route.account, &route.identity, moved);
-        inner.add_local(fleet, &route.account, &route.identity, route.device);
+        fleet.local.define(&route.account, &route.identity, &slot);
         Ok(())
     }
 
@@ -711,8 +588,7 @@ impl RouteStore for GossipRoutes {
         let fleet = &mut *guard;
         let Some((home, moved)) = fleet.view.set_status(LOCAL, device, status) else { return };
         inner.tell(&home.account, &home.identity, moved);
-        fleet.local.touch(&home.account, &home.identity);
-        inner.publish(Op::Flush);
+        fleet.local.status(device, status);
     }
 
     fn unregister(&self, device: DeviceId) {
@@ -721,8 +597,7 @@ impl RouteStore for GossipRoutes {
         let fleet = &mut *guard;
         if let Some((_, home, moved)) = fleet.view.remove(LOCAL, device) {
             inner.tell(&home.account, &home.identity, moved);
-            fleet.local.remove(&home.account, &home.identity, device);
-            inner.publish(Op::Flush);
+            fleet.local.remove(device);
         }
     }
 

@@ -42,6 +42,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 const MAGIC: &[u8; 4] = b"BHG1";
+/// The route feed's messages share the socket under their own magic.
+const FEED_MAGIC: &[u8; 4] = b"BHF1";
+/// What sealing adds to a route feed message.
+pub const FEED_OVERHEAD: usize = FEED_MAGIC.len() + NONCE_LEN + 8 + TAG_LEN;
 const TAG_LEN: usize = 16;
 /// sent_at (8) + part (1) + message number (4).
 const INNER_HEADER: usize = 8 + 1 + 4;
@@ -107,19 +111,39 @@ impl FleetKey {
 
     /// Seals `part` of message `msg` into `out` (cleared first).
     fn seal(&self, now: SystemTime, part: u8, msg: u32, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        let mut head = [0u8; 5];
+        head[0] = part;
+        head[1..].copy_from_slice(&msg.to_le_bytes());
+        self.seal_with(MAGIC, now, &head, bytes, out)
+    }
+
+    /// Seals a route feed message into `out` (cleared first).
+    pub(super) fn seal_feed(&self, now: SystemTime, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        self.seal_with(FEED_MAGIC, now, &[], bytes, out)
+    }
+
+    /// `magic | nonce | seal(sent_at | head | bytes) | tag`, the magic
+    /// authenticated too (a gossip datagram never opens as a feed one).
+    fn seal_with(
+        &self,
+        magic: &'static [u8; 4],
+        now: SystemTime,
+        head: &[u8],
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|_| Refusal::Unsealable)?;
         out.clear();
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(magic);
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(&unix_ms(now).to_le_bytes());
-        out.push(part);
-        out.extend_from_slice(&msg.to_le_bytes());
+        out.extend_from_slice(head);
         out.extend_from_slice(bytes);
         let tag = self
             .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(MAGIC), &mut out[start..])
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(magic), &mut out[start..])
             .map_err(|_| Refusal::Unsealable)?;
         out.extend_from_slice(tag.as_ref());
         Ok(())
@@ -127,15 +151,31 @@ impl FleetKey {
 
     /// Opens a datagram in place: its (part, message number, bytes).
     fn open<'a>(&self, now: SystemTime, datagram: &'a mut [u8]) -> Result<(u8, u32, &'a [u8]), Refusal> {
-        if datagram.len() < OVERHEAD || &datagram[..MAGIC.len()] != MAGIC {
+        let plain = self.open_with(MAGIC, now, datagram)?;
+        if plain.len() < INNER_HEADER - 8 {
             return Err(Refusal::Malformed);
         }
-        let (head, sealed) = datagram.split_at_mut(MAGIC.len() + NONCE_LEN);
+        let mut msg = [0u8; 4];
+        msg.copy_from_slice(&plain[1..5]);
+        Ok((plain[0], u32::from_le_bytes(msg), &plain[5..]))
+    }
+
+    /// Opens a datagram sealed with `magic`: what follows its time.
+    fn open_with<'a>(
+        &self,
+        magic: &'static [u8; 4],
+        now: SystemTime,
+        datagram: &'a mut [u8],
+    ) -> Result<&'a [u8], Refusal> {
+        if datagram.len() < magic.len() + NONCE_LEN + 8 + TAG_LEN || &datagram[..magic.len()] != magic {
+            return Err(Refusal::Malformed);
+        }
+        let (head, sealed) = datagram.split_at_mut(magic.len() + NONCE_LEN);
         let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&head[MAGIC.len()..]);
+        nonce.copy_from_slice(&head[magic.len()..]);
         let plain = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(MAGIC), sealed)
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(magic), sealed)
             .map_err(|_| Refusal::Unauthentic)?;
         let mut ms = [0u8; 8];
         ms.copy_from_slice(&plain[..8]);
@@ -144,10 +184,7 @@ impl FleetKey {
         if now_ms.abs_diff(sent) > MAX_AGE.as_millis() as u64 {
             return Err(Refusal::Stale);
         }
-        let part = plain[8];
-        let mut msg = [0u8; 4];
-        msg.copy_from_slice(&plain[9..13]);
-        Ok((part, u32::from_le_bytes(msg), &plain[INNER_HEADER..]))
+        Ok(&plain[8..])
     }
 }
 
@@ -162,7 +199,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(super) enum Refusal {
     /// Too short, or not our magic: not a sealed gossip datagram.
     Malformed,
     /// Does not open with the fleet key: another key, or forged/altered.
@@ -191,6 +228,10 @@ pub struct GossipCounters {
     pub syn: KindCounters,
     pub syn_ack: KindCounters,
     pub ack: KindCounters,
+    /// Route feed messages (sealed bytes on the wire).
+    pub feed: KindCounters,
+    /// Feed messages dropped at arrival: the feed's queue was full.
+    pub feed_overflow: AtomicU64,
     /// Serialized (before our compression) digest and delta bytes sent.
     pub digest_bytes: AtomicU64,
     pub delta_bytes: AtomicU64,
@@ -232,6 +273,8 @@ pub struct GossipCounts {
     pub syn: KindCounts,
     pub syn_ack: KindCounts,
     pub ack: KindCounts,
+    pub feed: KindCounts,
+    pub feed_overflow: u64,
     /// Serialized digests sent (before compression).
     pub digest_bytes: u64,
     /// Serialized deltas sent (chitchat compresses these itself).
@@ -257,6 +300,8 @@ impl GossipCounters {
             syn: KindCounts { datagrams: get(&self.syn.datagrams), bytes: get(&self.syn.bytes) },
             syn_ack: KindCounts { datagrams: get(&self.syn_ack.datagrams), bytes: get(&self.syn_ack.bytes) },
             ack: KindCounts { datagrams: get(&self.ack.datagrams), bytes: get(&self.ack.bytes) },
+            feed: KindCounts { datagrams: get(&self.feed.datagrams), bytes: get(&self.feed.bytes) },
+            feed_overflow: get(&self.feed_overflow),
             digest_bytes: get(&self.digest_bytes),
             delta_bytes: get(&self.delta_bytes),
             plain_bytes: get(&self.plain_bytes),
@@ -264,7 +309,7 @@ impl GossipCounters {
         }
     }
 
-    fn refused(&self, why: Refusal) {
+    pub(super) fn refused(&self, why: Refusal) {
         let counter = match why {
             Refusal::Malformed => &self.refused_malformed,
             Refusal::Unauthentic => &self.refused_unauthentic,
@@ -320,8 +365,9 @@ pub struct SealedTransport {
     key: Arc<FleetKey>,
     counters: Arc<GossipCounters>,
     round_trips: Arc<RoundTrips>,
-    socket: Mutex<Option<tokio::net::UdpSocket>>,
+    socket: Mutex<Option<Arc<tokio::net::UdpSocket>>>,
     compress: bool,
+    feed: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
 }
 
 impl SealedTransport {
@@ -329,10 +375,11 @@ impl SealedTransport {
         key: Arc<FleetKey>,
         counters: Arc<GossipCounters>,
         round_trips: Arc<RoundTrips>,
-        socket: tokio::net::UdpSocket,
+        socket: Arc<tokio::net::UdpSocket>,
         compress: bool,
+        feed: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
     ) -> SealedTransport {
-        SealedTransport { key, counters, round_trips, socket: Mutex::new(Some(socket)), compress }
+        SealedTransport { key, counters, round_trips, socket: Mutex::new(Some(socket)), compress, feed }
     }
 }
 
@@ -356,6 +403,7 @@ impl Transport for SealedTransport {
             recv_buf: vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice(),
             next_msg: 0,
             pending: HashMap::new(),
+            feed: self.feed.clone(),
         }))
     }
 }
@@ -370,7 +418,7 @@ struct SealedSocket {
     key: Arc<FleetKey>,
     counters: Arc<GossipCounters>,
     round_trips: Arc<RoundTrips>,
-    socket: tokio::net::UdpSocket,
+    socket: Arc<tokio::net::UdpSocket>,
     plain: Vec<u8>,
     /// `plain` compressed, when that is smaller.
     packed: Vec<u8>,
@@ -383,6 +431,8 @@ struct SealedSocket {
     recv_buf: Box<[u8]>,
     next_msg: u32,
     pending: HashMap<(SocketAddr, u32), Pending>,
+    /// Where route feed messages go (opened), by their own magic.
+    feed: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
 }
 
 #[async_trait]
@@ -468,6 +518,21 @@ impl Socket for SealedSocket {
                 Err(e) => return Err(anyhow::Error::new(e).context("gossip socket receive failed")),
             };
             let now = SystemTime::now();
+            if self.recv_buf[..n].starts_with(FEED_MAGIC) {
+                match self.key.open_with(FEED_MAGIC, now, &mut self.recv_buf[..n]) {
+                    Ok(plain) => {
+                        self.counters.datagrams_accepted.fetch_add(1, Ordering::Relaxed);
+                        self.counters.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                        // A full queue loses the message as the network
+                        // might: the feed pulls what it misses.
+                        if self.feed.try_send((from, plain.to_vec())).is_err() {
+                            self.counters.feed_overflow.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(why) => self.counters.refused(why),
+                }
+                continue;
+            }
             let opened = self.key.open(now, &mut self.recv_buf[..n]);
             let (part, msg, bytes) = match opened {
                 Ok(p) => p,
@@ -619,7 +684,9 @@ mod tests {
                 let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
                 let addr = s.local_addr().unwrap();
                 let counters = Arc::new(GossipCounters::default());
-                let t = SealedTransport::new(k, counters.clone(), Arc::default(), s, true);
+                // Feed messages are not what these tests send: dropped.
+                let (feed, _) = tokio::sync::mpsc::channel(1);
+                let t = SealedTransport::new(k, counters.clone(), Arc::default(), Arc::new(s), true, feed);
                 (t.open(addr).await.unwrap(), counters, addr)
             }
         };

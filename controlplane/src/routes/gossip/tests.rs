@@ -184,36 +184,49 @@ async fn local_rules_match_the_in_process_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_travel_in_buckets_without_tombstones() {
-    // Two buckets only: several identities share one, and a device moves
-    // between buckets and identities.
-    let mut s = GossipSettings::new("bh-0", "127.0.0.1:0".parse().unwrap(), KEY);
-    s.gossip_interval = Duration::from_millis(100);
-    s.route_buckets = 2;
-    let a = GossipRoutes::start(s).await.unwrap();
-    let b = node("bh-1", KEY, &[a.local_addr()]).await;
-    wait_for("live", Duration::from_secs(10), || a.live_peers() == 1 && b.live_peers() == 1).await;
+async fn routes_cross_a_chain_of_relays_and_late_joiners_pull_them() {
+    // Fanout 1: the tree is a chain bh-0 - bh-1 - bh-2 - bh-3, so a change
+    // of bh-0 reaches bh-3 through two relays.
+    let start = |name: &str, seeds: Vec<SocketAddr>| {
+        let mut s = GossipSettings::new(name, "127.0.0.1:0".parse().unwrap(), KEY);
+        s.seeds = seeds.iter().map(|a| a.to_string()).collect();
+        s.gossip_interval = Duration::from_millis(100);
+        s.feed.fanout = 1;
+        GossipRoutes::start(s)
+    };
+    let a = start("bh-0", vec![]).await.unwrap();
+    // Before anyone joins: these arrive by a pull of bh-0's whole feed.
     for d in 0..10 {
         a.register(route("bh-0", d, &format!("user{d}"), Available)).unwrap();
     }
     a.register(DeviceRoute { account: ac(2), ..route("bh-0", 10, "user0", Busy) }).unwrap();
-    wait_for("all on B", Duration::from_secs(5), || b.counts().total() == 11).await;
-    assert_eq!(b.presence(&ac(2), "user0").status, Busy, "same identity, another account");
+    let mut all = vec![a];
+    for i in 1..4 {
+        all.push(start(&format!("bh-{i}"), vec![all[0].local_addr()]).await.unwrap());
+    }
+    wait_for("everyone live", Duration::from_secs(10), || all.iter().all(|r| r.live_peers() == 3)).await;
+    let (a, d) = (&all[0], &all[3]);
+    wait_for("all on the chain's end", Duration::from_secs(5), || d.counts().total() == 11).await;
+    assert_eq!(d.presence(&ac(2), "user0").status, Busy, "same identity, another account");
     a.register(route("bh-0", 3, "user7", Available)).unwrap();
     a.unregister(DeviceId(5));
     a.set_status(DeviceId(9), Away);
-    wait_for("moves on B", Duration::from_secs(5), || {
-        b.presence(&ac(1), "user7").devices == 2
-            && b.presence(&ac(1), "user3").devices == 0
-            && b.presence(&ac(1), "user5").devices == 0
-            && b.presence(&ac(1), "user9").status == Away
+    wait_for("moves at the end", Duration::from_secs(5), || {
+        d.presence(&ac(1), "user7").devices == 2
+            && d.presence(&ac(1), "user3").devices == 0
+            && d.presence(&ac(1), "user5").devices == 0
+            && d.presence(&ac(1), "user9").status == Away
     })
     .await;
-    assert_eq!(b.counts().total(), 10);
+    assert_eq!(d.counts().total(), 10);
+    assert!(d.counters().feed.datagrams > 0, "relayed by the feed");
+    // chitchat carries the announcement and the feed's head only.
     let cc = a.running.lock().unwrap().as_ref().unwrap().chitchat.chitchat();
+    wait_for("head published", Duration::from_secs(5), || d.inner.fleet().feeds.values().any(|f| f.announced > 0))
+        .await;
     let keys: Vec<String> = cc.lock().await.self_node_state().key_values().map(|(k, _)| k.to_string()).collect();
-    assert!(keys.len() <= 2 + 2 + 1, "two buckets, two accounts, the announcement at most: {keys:?}");
-    for r in [&a, &b] {
+    assert_eq!(keys, ["f"], "no route keys in chitchat: {keys:?}");
+    for r in &all {
         r.shutdown().await;
     }
 }
