@@ -139,6 +139,7 @@ fn gossip_settings(config: &Config, peers: &crate::config::PeersConfig, max_devi
     });
     s.seeds = peers.seeds.clone();
     s.gossip_interval = peers.gossip_interval;
+    s.phi_threshold = peers.phi_threshold;
     s.max_devices = max_devices;
     s
 }

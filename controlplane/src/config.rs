@@ -75,6 +75,8 @@ pub struct PeersConfig {
     pub fleet_key: String,
     /// Between gossip rounds (`gossip_interval_ms`, default 150).
     pub gossip_interval: Duration,
+    /// The failure detector's threshold (`phi_threshold`, 2..=16, default 8).
+    pub phi_threshold: f64,
     /// Configured round-trip latency between regions, ms (`latency_ms`,
     /// `{ "us1-de1" = 45 }`), for the route policy beside the measured one.
     pub latency_ms: Vec<(String, String, u32)>,
@@ -277,7 +279,7 @@ impl Reader {
         let t = self.section(
             root,
             "peers",
-            &["listen", "advertise", "seeds", "fleet_key", "gossip_interval_ms", "latency_ms"],
+            &["listen", "advertise", "seeds", "fleet_key", "gossip_interval_ms", "phi_threshold", "latency_ms"],
         );
         // The conventional gossip port (memberlist's, Serf's).
         let listen = self.socket_addr(&t, "peers.listen").unwrap_or(SocketAddr::from(([0, 0, 0, 0], 7946)));
@@ -305,6 +307,9 @@ impl Reader {
         let gossip_interval = self
             .integer(&t, "peers.gossip_interval_ms", 20..=10_000)
             .map_or(Duration::from_millis(150), |v| Duration::from_millis(v as u64));
+        // A peer is dead after about this many mean heartbeat intervals of
+        // silence (docs/fleet.md, "Failure detection").
+        let phi_threshold = self.integer(&t, "peers.phi_threshold", 2..=16).map_or(8.0, |v| v as f64);
         let mut latency_ms = Vec::new();
         match t.get("latency_ms") {
             None => {}
@@ -330,7 +335,7 @@ impl Reader {
             }
             Some(_) => self.error("peers.latency_ms", "must be a table like { \"us1-de1\" = 45 }"),
         }
-        Some(PeersConfig { listen, advertise, seeds, fleet_key, gossip_interval, latency_ms })
+        Some(PeersConfig { listen, advertise, seeds, fleet_key, gossip_interval, phi_threshold, latency_ms })
     }
 
     fn store(&mut self, root: &Table, state_dir: &Path) -> StoreConfig {

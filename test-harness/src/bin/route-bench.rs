@@ -22,16 +22,17 @@ use std::time::{Duration, Instant, SystemTime};
 const USAGE: &str = "\
 usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration-s D]
                    [--gossip-ms G] [--phi P] [--compress 0|1]
-                   [--batch-ms B] [--flush-ms F] [--fanout K]
+                   [--batch-ms B] [--flush-ms F] [--fanout K] [--peers-per-round P]
   --appliances N     chitchat nodes in this process (default 50)
   --routes R         client routes spread over them (default 100000)
   --changes-per-s C  route changes per second, fleet-wide (default 1000)
   --duration-s D     length of the churn phase (default 20)
   --gossip-ms G      gossip interval (default 150, the appliance's default)
   --phi P            failure detector threshold (default 8, the appliance's default)
-  --batch-ms B       an appliance's own route changes leave every B ms (default 200)
-  --flush-ms F       relayed route changes wait at most F ms per hop (default 50)
+  --batch-ms B       an appliance's own route changes leave every B ms (default 300)
+  --flush-ms F       relayed route changes wait at most F ms per hop (default 100)
   --fanout K         children per appliance in the route relay tree (default 4)
+  --peers-per-round P  live peers a gossip round talks to (default 1; chitchat's own is 3)
   --compress 0|1     zstd on gossip messages (default 1, the appliance's default)";
 
 const KEY: &str = "route-bench fleet key, not a secret";
@@ -46,6 +47,7 @@ struct Options {
     phi: f64,
     compress: bool,
     feed: FeedTiming,
+    peers_per_round: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -58,6 +60,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         phi: 8.0,
         compress: true,
         feed: FeedTiming::default(),
+        peers_per_round: 1,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -74,6 +77,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--batch-ms" => o.feed.batch = Duration::from_millis(value.parse().map_err(|_| bad())?),
             "--flush-ms" => o.feed.flush = Duration::from_millis(value.parse().map_err(|_| bad())?),
             "--fanout" => o.feed.fanout = value.parse().map_err(|_| bad())?,
+            "--peers-per-round" => o.peers_per_round = value.parse().map_err(|_| bad())?,
             _ => return Err(format!("unknown argument {arg}")),
         }
     }
@@ -221,6 +225,7 @@ async fn run(o: Options) -> Result<String, String> {
         s.phi_threshold = o.phi;
         s.compress = o.compress;
         s.feed = o.feed;
+        s.peers_per_round = o.peers_per_round;
         let node = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
         if i < 3 {
             seeds.push(node.local_addr().to_string());
@@ -460,6 +465,7 @@ async fn run(o: Options) -> Result<String, String> {
         "batch_ms": o.feed.batch.as_millis() as u64,
         "flush_ms": o.feed.flush.as_millis() as u64,
         "fanout": o.feed.fanout,
+        "peers_per_round": o.peers_per_round,
         "samples": propagation_ms.len(),
         "samples_missed": missed,
         "propagation_p50_ms": (p50 * 10.0).round() / 10.0,

@@ -6,13 +6,14 @@
 //!   relay    = group*                   (kind 1: forwarded along the tree)
 //!   repair   = group*                   (kind 2: an origin's answer to a pull; not forwarded)
 //!   pull     = tag u32, from varint      (kind 3: "send me your changes from `from` on")
-//!   snapshot = tag u32, seq varint, part varint, parts varint, change*   (kind 4)
+//!   snapshot = tag u32, seq varint, device varint, part varint, parts varint, change*   (kind 4)
 //!   group    = tag u32, first varint, count varint, length varint, change*
 //!   change   = varint(slot << 3 | op) [payload]
 //!     op 0/1/2  the slot's status is available / busy / away
 //!     op 3      the slot's device went
-//!     op 4      define: device varint, account varint, flags u8 (status | incoming << 2),
-//!               registered_at zigzag varint (seconds from the origin's start), identity length varint, identity
+//!     op 4/6    define, the device taking incoming calls / not: device zigzag varint (from the
+//!               origin's previous define), account << 2 | status varint, registered_at zigzag
+//!               varint (seconds from the origin's start), identity length varint, identity
 //!     op 5      account: (slot = its number) SID length varint, SID
 //! ```
 //!
@@ -62,6 +63,26 @@ const OP_AWAY: u64 = 2;
 const OP_REMOVE: u64 = 3;
 const OP_DEFINE: u64 = 4;
 const OP_ACCOUNT: u64 = 5;
+const OP_DEFINE_NO_INCOMING: u64 = 6;
+
+/// What encoding and decoding an origin's changes carry from one change to
+/// the next: its start (times are sent from it) and the device of its last
+/// define (devices are sent as the difference: a box numbers its devices
+/// in order, so a new one is a byte or two). A receiver that applies an
+/// origin's changes in order holds the same context as the origin did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Context {
+    pub base: i64,
+    pub device: u64,
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
 
 /// The wire name of an origin: FNV-1a of (id, generation).
 pub(super) fn origin_tag(appliance: &str, generation: u64) -> u32 {
@@ -163,19 +184,18 @@ fn secs(t: SystemTime) -> i64 {
 }
 
 impl Change<'_> {
-    /// Appends the change; `base` is the origin's start in seconds (times
-    /// are sent relative to it: small numbers).
-    pub fn encode(&self, base: i64, out: &mut Vec<u8>) {
+    /// Appends the change in `cx` (moved past it).
+    pub fn encode(&self, cx: &mut Context, out: &mut Vec<u8>) {
         match *self {
             Change::Status { slot, status } => put_varint(u64::from(slot) << 3 | status_op(status), out),
             Change::Remove { slot } => put_varint(u64::from(slot) << 3 | OP_REMOVE, out),
             Change::Define { slot, device, account, status, incoming, registered_at, identity } => {
-                put_varint(u64::from(slot) << 3 | OP_DEFINE, out);
-                put_varint(device.0, out);
-                put_varint(u64::from(account), out);
-                out.push(status_op(status) as u8 | u8::from(incoming) << 2);
-                let delta = secs(registered_at) - base;
-                put_varint(((delta << 1) ^ (delta >> 63)) as u64, out);
+                let op = if incoming { OP_DEFINE } else { OP_DEFINE_NO_INCOMING };
+                put_varint(u64::from(slot) << 3 | op, out);
+                put_varint(zigzag(device.0.wrapping_sub(cx.device) as i64), out);
+                cx.device = device.0;
+                put_varint(u64::from(account) << 2 | status_op(status), out);
+                put_varint(zigzag(secs(registered_at) - cx.base), out);
                 put_varint(identity.len() as u64, out);
                 out.extend_from_slice(identity.as_bytes());
             }
@@ -187,20 +207,19 @@ impl Change<'_> {
         }
     }
 
-    /// The next change of `buf`; `None` if it is malformed.
-    pub fn decode<'a>(buf: &mut &'a [u8], base: i64) -> Option<Change<'a>> {
+    /// The next change of `buf` in `cx` (moved past it); `None` if it is
+    /// malformed.
+    pub fn decode<'a>(buf: &mut &'a [u8], cx: &mut Context) -> Option<Change<'a>> {
         let head = get_varint(buf)?;
         let slot = u32::try_from(head >> 3).ok()?;
         Some(match head & 7 {
             OP_REMOVE => Change::Remove { slot },
-            OP_DEFINE => {
-                let device = DeviceId(get_varint(buf)?);
-                let account = u32::try_from(get_varint(buf)?).ok()?;
-                let flags = *get_bytes(buf, 1)?.first()?;
-                let status = op_status(u64::from(flags & 3))?;
-                let zigzag = get_varint(buf)?;
-                let delta = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
-                let at = base.checked_add(delta)?;
+            op @ (OP_DEFINE | OP_DEFINE_NO_INCOMING) => {
+                let device = DeviceId(cx.device.wrapping_add(unzigzag(get_varint(buf)?) as u64));
+                let account = get_varint(buf)?;
+                let status = op_status(account & 3)?;
+                let account = u32::try_from(account >> 2).ok()?;
+                let at = cx.base.checked_add(unzigzag(get_varint(buf)?))?;
                 let registered_at = if at >= 0 {
                     UNIX_EPOCH.checked_add(Duration::from_secs(at as u64))?
                 } else {
@@ -211,7 +230,8 @@ impl Change<'_> {
                 if identity.is_empty() {
                     return None;
                 }
-                Change::Define { slot, device, account, status, incoming: flags & 4 != 0, registered_at, identity }
+                cx.device = device.0;
+                Change::Define { slot, device, account, status, incoming: op == OP_DEFINE, registered_at, identity }
             }
             OP_ACCOUNT => {
                 let len = usize::try_from(get_varint(buf)?).ok()?;
@@ -283,7 +303,8 @@ pub(super) fn pack<'a>(kind: u8, groups: impl IntoIterator<Item = &'a Group>) ->
 #[derive(Debug)]
 pub(super) struct LocalFeed {
     pub tag: u32,
-    base: i64,
+    /// The context after the last change.
+    cx: Context,
     /// The number of the last change.
     pub seq: u64,
     log: VecDeque<(u64, Vec<u8>)>,
@@ -299,7 +320,7 @@ impl LocalFeed {
     pub fn new(appliance: &str, generation_ms: u64) -> LocalFeed {
         LocalFeed {
             tag: origin_tag(appliance, generation_ms),
-            base: (generation_ms / 1000) as i64,
+            cx: Context { base: (generation_ms / 1000) as i64, device: 0 },
             seq: 0,
             log: VecDeque::new(),
             unsent: 1,
@@ -313,7 +334,7 @@ impl LocalFeed {
     fn push(&mut self, change: &Change<'_>) {
         self.seq += 1;
         let mut bytes = Vec::with_capacity(8);
-        change.encode(self.base, &mut bytes);
+        change.encode(&mut self.cx, &mut bytes);
         self.log.push_back((self.seq, bytes));
         if self.log.len() > LOG_CAPACITY {
             self.log.pop_front();
@@ -365,13 +386,14 @@ impl LocalFeed {
         }
     }
 
-    fn groups_from(&self, from: u64) -> Vec<Group> {
+    /// The logged changes `from..until`, as groups.
+    fn groups(&self, from: u64, until: u64) -> Vec<Group> {
         let Some(&(oldest, _)) = self.log.front() else { return Vec::new() };
         let skip = from.saturating_sub(oldest) as usize;
         let mut out = Vec::new();
         let mut changes = Vec::new();
         let mut first = from;
-        for (seq, bytes) in self.log.iter().skip(skip) {
+        for (seq, bytes) in self.log.iter().skip(skip).take_while(|(seq, _)| *seq < until) {
             if !changes.is_empty() && changes.len() + bytes.len() > MAX_GROUP {
                 out.push(Group { tag: self.tag, first, count: seq - first, changes: Arc::from(changes.as_slice()) });
                 changes.clear();
@@ -380,7 +402,12 @@ impl LocalFeed {
             changes.extend_from_slice(bytes);
         }
         if !changes.is_empty() {
-            out.push(Group { tag: self.tag, first, count: self.seq + 1 - first, changes: Arc::from(changes) });
+            out.push(Group {
+                tag: self.tag,
+                first,
+                count: until.min(self.seq + 1) - first,
+                changes: Arc::from(changes),
+            });
         }
         out
     }
@@ -391,27 +418,37 @@ impl LocalFeed {
             return Vec::new();
         }
         let oldest = self.log.front().map_or(self.unsent, |(s, _)| *s);
-        let groups = self.groups_from(self.unsent.max(oldest));
+        let groups = self.groups(self.unsent.max(oldest), self.seq + 1);
         self.unsent = self.seq + 1;
         groups
     }
 
-    /// The changes from `from` on, if the log still holds them all.
+    /// The changes relayed already from `from` on, if the log still holds
+    /// them all. Not the ones waiting for the next batch: the repair ends
+    /// where that batch starts, so the batch follows it without overlap.
     pub fn since(&self, from: u64) -> Option<Vec<Group>> {
         let oldest = self.log.front().map_or(self.seq + 1, |(s, _)| *s);
-        (from >= oldest && from <= self.seq + 1).then(|| self.groups_from(from))
+        (from >= oldest && from <= self.seq + 1).then(|| self.groups(from, self.unsent))
     }
 
     /// Every account and device now, as snapshot messages (state at `seq`).
     pub fn snapshot(&self, view: &View) -> Vec<Vec<u8>> {
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         let mut current = Vec::new();
+        // Each part is decoded on its own, from device 0.
+        let fresh = Context { base: self.cx.base, device: 0 };
+        let mut cx = fresh;
         let mut add = |change: Change<'_>, current: &mut Vec<u8>| {
             let mut bytes = Vec::new();
-            change.encode(self.base, &mut bytes);
+            let mut next = cx;
+            change.encode(&mut next, &mut bytes);
             if !current.is_empty() && current.len() + bytes.len() > MAX_GROUP {
                 chunks.push(std::mem::take(current));
+                next = fresh;
+                bytes.clear();
+                change.encode(&mut next, &mut bytes);
             }
+            cx = next;
             current.extend_from_slice(&bytes);
         };
         for (sid, &number) in &self.accounts {
@@ -444,6 +481,7 @@ impl LocalFeed {
                 let mut m = vec![KIND_SNAPSHOT];
                 m.extend_from_slice(&self.tag.to_le_bytes());
                 put_varint(self.seq, &mut m);
+                put_varint(self.cx.device, &mut m);
                 put_varint(i as u64, &mut m);
                 put_varint(parts, &mut m);
                 m.extend_from_slice(&changes);
@@ -472,7 +510,8 @@ pub(super) struct PeerFeed {
     pub holder: Holder,
     /// Where the origin answers pulls (its gossip address).
     pub addr: SocketAddr,
-    base: i64,
+    /// The context after the last change applied.
+    cx: Context,
     /// The number of the last change applied.
     pub applied: u64,
     /// The last number the origin announced (chitchat key `f`).
@@ -492,7 +531,7 @@ impl PeerFeed {
         PeerFeed {
             holder,
             addr,
-            base: (generation_ms / 1000) as i64,
+            cx: Context { base: (generation_ms / 1000) as i64, device: 0 },
             applied: 0,
             announced: 0,
             slots: HashMap::new(),
@@ -509,18 +548,20 @@ impl PeerFeed {
         if last <= self.applied {
             return Outcome::Duplicate;
         }
-        if group.first > self.applied + 1 {
+        // Only a group that starts right after what is held decodes (its
+        // first change is read in the context of the change before it);
+        // one starting further on, or overlapping, is a gap: the origin's
+        // log answers from exactly the next change.
+        if group.first != self.applied + 1 {
             return Outcome::Gap;
         }
         let mut buf: &[u8] = &group.changes;
         for seq in group.first..=last {
-            let Some(change) = Change::decode(&mut buf, self.base) else {
+            let Some(change) = Change::decode(&mut buf, &mut self.cx) else {
                 return Outcome::Malformed;
             };
-            if seq > self.applied {
-                self.change(view, change, moves);
-                self.applied = seq;
-            }
+            self.change(view, change, moves);
+            self.applied = seq;
         }
         self.moved_at = std::time::Instant::now();
         Outcome::Applied
@@ -561,7 +602,7 @@ impl PeerFeed {
     pub fn snapshot_part(
         &mut self,
         view: &mut View,
-        seq: u64,
+        (seq, device): (u64, u64),
         part: usize,
         parts: usize,
         changes: &[u8],
@@ -584,8 +625,9 @@ impl PeerFeed {
         let mut present = HashSet::new();
         for chunk in collected.into_iter().flatten() {
             let mut buf: &[u8] = &chunk;
+            let mut cx = Context { base: self.cx.base, device: 0 };
             while !buf.is_empty() {
-                let Some(change) = Change::decode(&mut buf, self.base) else { break };
+                let Some(change) = Change::decode(&mut buf, &mut cx) else { break };
                 if let Change::Define { device, .. } = change {
                     present.insert(device);
                 }
@@ -598,6 +640,7 @@ impl PeerFeed {
             }
         }
         self.applied = seq;
+        self.cx.device = device;
         self.moved_at = std::time::Instant::now();
         true
     }
@@ -640,7 +683,7 @@ mod tests {
 
     #[test]
     fn changes_round_trip_and_are_small() {
-        let base = 1_800_000_000;
+        let base = Context { base: 1_800_000_000, device: 100_000 };
         let changes = [
             Change::Status { slot: 5, status: PresenceStatus::Busy },
             Change::Remove { slot: 70_000 },
@@ -656,20 +699,35 @@ mod tests {
             Change::Account { number: 2, sid: "AC00" },
         ];
         let mut bytes = Vec::new();
+        let mut cx = base;
         for c in &changes {
-            c.encode(base, &mut bytes);
+            c.encode(&mut cx, &mut bytes);
         }
+        assert_eq!(cx.device, 123_456);
         let mut buf: &[u8] = &bytes;
+        let mut cx = base;
         for c in &changes {
-            assert_eq!(Change::decode(&mut buf, base).as_ref(), Some(c));
+            assert_eq!(Change::decode(&mut buf, &mut cx).as_ref(), Some(c));
         }
         assert!(buf.is_empty());
         let mut one = Vec::new();
-        Change::Status { slot: 200, status: PresenceStatus::Away }.encode(base, &mut one);
+        Change::Status { slot: 200, status: PresenceStatus::Away }.encode(&mut cx, &mut one);
         assert_eq!(one.len(), 2, "a status change of one of 2,048 slots is two bytes");
-        for bad in [&[0x06u8][..], &[0x04, 0x01], &[0x80], &[0x0c, 1, 1, 3, 0, 0]] {
+        let mut next = Vec::new();
+        let define = Change::Define {
+            slot: 1,
+            device: DeviceId(123_457),
+            account: 3,
+            status: PresenceStatus::Available,
+            incoming: true,
+            registered_at: UNIX_EPOCH + Duration::from_secs(1_800_000_060),
+            identity: "bob",
+        };
+        define.encode(&mut cx, &mut next);
+        assert_eq!(next.len(), 1 + 1 + 1 + 1 + 1 + 3, "the next device in order costs a byte");
+        for bad in [&[0x07u8][..], &[0x04, 0x01], &[0x80], &[0x0c, 1, 3, 0, 0]] {
             let mut b = bad;
-            assert!(Change::decode(&mut b, base).is_none(), "{bad:?}");
+            assert!(Change::decode(&mut b, &mut base.clone()).is_none(), "{bad:?}");
         }
     }
 
@@ -731,6 +789,8 @@ mod tests {
         // Something stale the snapshot must drop.
         view.insert(&ac(9), "stale", Slot { holder, ..slot(999, PresenceStatus::Busy) });
 
+        // Relayed long ago and lost to this receiver: a snapshot brings it all.
+        origin.take_unsent();
         let parts = origin.snapshot(&origin_view);
         assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= MAX_MESSAGE));
         let mut moves = Vec::new();
@@ -738,15 +798,22 @@ mod tests {
             let mut body: &[u8] = &p[1..];
             assert_eq!(get_u32(&mut body), Some(origin.tag));
             let seq = get_varint(&mut body).unwrap();
+            let device = get_varint(&mut body).unwrap();
             let part = get_varint(&mut body).unwrap() as usize;
             let count = get_varint(&mut body).unwrap() as usize;
             assert_eq!(part, i);
-            let done = peer.snapshot_part(&mut view, seq, part, count, body, &mut moves);
+            let done = peer.snapshot_part(&mut view, (seq, device), part, count, body, &mut moves);
             assert_eq!(done, i == 0);
         }
         assert_eq!(view.devices_of(holder).len(), 300);
         assert!(view.slots(&ac(9), "stale").is_empty());
         assert_eq!(peer.applied, origin.seq);
+        // Its context is the origin's: the next define decodes.
+        let s = slot(300, PresenceStatus::Busy);
+        origin_view.insert(&ac(1), "late", s);
+        origin.define(&ac(1), "late", &s);
+        assert_eq!(deliver(&mut origin, &mut peer, &mut view), [Outcome::Applied]);
+        assert_eq!(view.slots(&ac(1), "late")[0].device, DeviceId(300));
     }
 
     #[test]

@@ -44,7 +44,9 @@ mod relay;
 mod sealed;
 
 pub use relay::FeedTiming;
-pub use sealed::{FleetKey, GossipCounters, GossipCounts, KeyError, KindCounts, FEED_OVERHEAD, MAX_AGE, OVERHEAD};
+pub use sealed::{
+    FleetKey, GossipCounters, GossipCounts, KeyError, KindCounts, SynBudget, FEED_OVERHEAD, MAX_AGE, OVERHEAD,
+};
 
 use self::feed::{origin_tag, LocalFeed, PeerFeed};
 use self::relay::Relay;
@@ -83,8 +85,11 @@ pub struct GossipSettings {
     pub seeds: Vec<String>,
     /// The fleet's shared secret.
     pub fleet_key: String,
-    /// Between two gossip rounds (each round talks to 3 peers).
+    /// Between two gossip rounds.
     pub gossip_interval: Duration,
+    /// Live peers each round talks to once the fleet is larger than
+    /// [`sealed::SMALL_FLEET`] (chitchat asks for 3; [`SynBudget`]).
+    pub peers_per_round: usize,
     /// The phi accrual threshold: a peer is dead when the silence since its
     /// last heartbeat exceeds this many mean heartbeat intervals.
     pub phi_threshold: f64,
@@ -120,6 +125,7 @@ impl GossipSettings {
             dead_node_grace: Duration::from_secs(600),
             tombstone_grace: Duration::from_secs(60),
             max_devices: usize::MAX,
+            peers_per_round: 1,
             feed: FeedTiming::default(),
             compress: true,
         }
@@ -173,6 +179,7 @@ struct Inner {
     ops: mpsc::UnboundedSender<Op>,
     /// Children per appliance in the relay tree.
     fanout: usize,
+    syns: Arc<SynBudget>,
     /// Every appliance's last announcement as gossiped (not this one's).
     announced: Mutex<Vec<Announcement>>,
     /// This appliance's own announcement: as last given, as last published.
@@ -235,6 +242,7 @@ impl GossipRoutes {
             extra_liveness_predicate: None,
         };
         let (feed_tx, feed_rx) = mpsc::channel(relay::INBOUND_QUEUE);
+        let syns = Arc::new(SynBudget::new(settings.peers_per_round, settings.gossip_interval));
         let transport = SealedTransport::new(
             key.clone(),
             counters.clone(),
@@ -242,6 +250,7 @@ impl GossipRoutes {
             socket.clone(),
             settings.compress,
             feed_tx,
+            syns.clone(),
         );
         let chitchat =
             spawn_chitchat(config, Vec::new(), &transport).await.map_err(|e| GossipError::Chitchat(e.to_string()))?;
@@ -262,6 +271,7 @@ impl GossipRoutes {
             changes,
             ops,
             fanout: settings.feed.fanout,
+            syns,
             announced: Mutex::new(Vec::new()),
             mine: Mutex::new(Mine::default()),
             regions: Mutex::new(HashMap::new()),
@@ -429,6 +439,7 @@ impl Inner {
             live.values().map(|id| (id.node_id.clone(), id.gossip_advertise_addr)).collect();
         tree.push((self.me.node_id.clone(), self.me.gossip_advertise_addr));
         fleet.relay.retree(tree, &self.me.node_id, self.fanout);
+        self.syns.set_live(live.values().map(|id| id.gossip_advertise_addr).collect());
         drop(fleet);
 
         // Announcements of every node chitchat still knows, dead ones too.

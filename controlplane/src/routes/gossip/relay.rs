@@ -35,7 +35,7 @@ pub struct FeedTiming {
 
 impl Default for FeedTiming {
     fn default() -> FeedTiming {
-        FeedTiming { batch: Duration::from_millis(200), flush: Duration::from_millis(50), fanout: 4 }
+        FeedTiming { batch: Duration::from_millis(300), flush: Duration::from_millis(100), fanout: 4 }
     }
 }
 
@@ -168,9 +168,11 @@ impl Inner {
             }
             KIND_SNAPSHOT => {
                 let mut b = body;
-                let parsed =
-                    (|| Some((get_u32(&mut b)?, get_varint(&mut b)?, get_varint(&mut b)?, get_varint(&mut b)?)))();
-                let Some((tag, seq, part, parts)) = parsed else {
+                let parsed = (|| {
+                    let (tag, seq, device) = (get_u32(&mut b)?, get_varint(&mut b)?, get_varint(&mut b)?);
+                    Some((tag, (seq, device), get_varint(&mut b)?, get_varint(&mut b)?))
+                })();
+                let Some((tag, at, part, parts)) = parsed else {
                     return self.counters.refused(Refusal::Undecodable);
                 };
                 let Some(&holder) = fleet.tags.get(&tag) else {
@@ -178,7 +180,7 @@ impl Inner {
                     return;
                 };
                 let Some(feed) = fleet.feeds.get_mut(&holder) else { return };
-                if feed.snapshot_part(&mut fleet.view, seq, part as usize, parts as usize, b, &mut moves) {
+                if feed.snapshot_part(&mut fleet.view, at, part as usize, parts as usize, b, &mut moves) {
                     feed.pulled_at = None;
                 }
             }

@@ -232,6 +232,8 @@ pub struct GossipCounters {
     pub feed: KindCounters,
     /// Feed messages dropped at arrival: the feed's queue was full.
     pub feed_overflow: AtomicU64,
+    /// Syns chitchat asked for beyond the round's budget ([`SynBudget`]).
+    pub syns_skipped: AtomicU64,
     /// Serialized (before our compression) digest and delta bytes sent.
     pub digest_bytes: AtomicU64,
     pub delta_bytes: AtomicU64,
@@ -275,6 +277,7 @@ pub struct GossipCounts {
     pub ack: KindCounts,
     pub feed: KindCounts,
     pub feed_overflow: u64,
+    pub syns_skipped: u64,
     /// Serialized digests sent (before compression).
     pub digest_bytes: u64,
     /// Serialized deltas sent (chitchat compresses these itself).
@@ -302,6 +305,7 @@ impl GossipCounters {
             ack: KindCounts { datagrams: get(&self.ack.datagrams), bytes: get(&self.ack.bytes) },
             feed: KindCounts { datagrams: get(&self.feed.datagrams), bytes: get(&self.feed.bytes) },
             feed_overflow: get(&self.feed_overflow),
+            syns_skipped: get(&self.syns_skipped),
             digest_bytes: get(&self.digest_bytes),
             delta_bytes: get(&self.delta_bytes),
             plain_bytes: get(&self.plain_bytes),
@@ -358,6 +362,44 @@ impl RoundTrips {
     }
 }
 
+/// How many live peers a gossip round talks to. chitchat 0.11 sends a Syn
+/// (a digest of every node) to 3 random live peers each round, a constant,
+/// so membership costs 3 digests of N entries (and their answers) per
+/// round: at 50 appliances that alone is ~150 kbit/s per appliance at
+/// 150 ms. Beyond [`SMALL_FLEET`] live peers the transport lets the first
+/// `per_round` of them go and drops the rest (counted); smaller fleets keep
+/// chitchat's 3 (cheap there, and a faster failure detector). Syns to peers
+/// not known live (a dead one probed, a seed) always go: they are how
+/// partitions heal. Rounds are told apart by the pause between them (a
+/// round's Syns leave back to back).
+/// Fleets of at most this many live peers keep chitchat's 3 Syns a round.
+pub const SMALL_FLEET: usize = 8;
+
+#[derive(Debug)]
+pub struct SynBudget {
+    per_round: usize,
+    /// A pause longer than this starts a new round.
+    round_gap: Duration,
+    live: Mutex<std::collections::HashSet<SocketAddr>>,
+}
+
+impl SynBudget {
+    pub fn new(per_round: usize, gossip_interval: Duration) -> SynBudget {
+        SynBudget { per_round: per_round.max(1), round_gap: gossip_interval / 3, live: Mutex::default() }
+    }
+
+    /// The gossip addresses of the peers now live.
+    pub fn set_live(&self, live: std::collections::HashSet<SocketAddr>) {
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = live;
+    }
+
+    /// Whether `addr` is a live peer, and this round's budget of Syns to them.
+    fn live_budget(&self, addr: &SocketAddr) -> (bool, usize) {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        (live.contains(addr), if live.len() <= SMALL_FLEET { 3 } else { self.per_round })
+    }
+}
+
 /// A [`Transport`] that seals chitchat's messages with the fleet key.
 /// It hands chitchat a socket bound beforehand, so the caller knows the
 /// port (and reports the bind error) before chitchat starts.
@@ -368,6 +410,7 @@ pub struct SealedTransport {
     socket: Mutex<Option<Arc<tokio::net::UdpSocket>>>,
     compress: bool,
     feed: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    syns: Arc<SynBudget>,
 }
 
 impl SealedTransport {
@@ -378,8 +421,9 @@ impl SealedTransport {
         socket: Arc<tokio::net::UdpSocket>,
         compress: bool,
         feed: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
+        syns: Arc<SynBudget>,
     ) -> SealedTransport {
-        SealedTransport { key, counters, round_trips, socket: Mutex::new(Some(socket)), compress, feed }
+        SealedTransport { key, counters, round_trips, socket: Mutex::new(Some(socket)), compress, feed, syns }
     }
 }
 
@@ -404,6 +448,9 @@ impl Transport for SealedTransport {
             next_msg: 0,
             pending: HashMap::new(),
             feed: self.feed.clone(),
+            syns: self.syns.clone(),
+            last_syn: Instant::now(),
+            syns_this_round: 0,
         }))
     }
 }
@@ -433,6 +480,10 @@ struct SealedSocket {
     pending: HashMap<(SocketAddr, u32), Pending>,
     /// Where route feed messages go (opened), by their own magic.
     feed: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    syns: Arc<SynBudget>,
+    last_syn: Instant,
+    /// Syns to live peers sent in this round.
+    syns_this_round: usize,
 }
 
 #[async_trait]
@@ -440,7 +491,20 @@ impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
         let (kind, digest, delta) = match &msg {
             ChitchatMessage::Syn { digest, .. } => {
-                self.round_trips.syn_sent(to, Instant::now());
+                let now = Instant::now();
+                if now.duration_since(self.last_syn) > self.syns.round_gap {
+                    self.syns_this_round = 0;
+                }
+                self.last_syn = now;
+                let (live, budget) = self.syns.live_budget(&to);
+                if live {
+                    if self.syns_this_round >= budget {
+                        self.counters.syns_skipped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    self.syns_this_round += 1;
+                }
+                self.round_trips.syn_sent(to, now);
                 (Some(&self.counters.syn), digest.serialized_len(), 0)
             }
             ChitchatMessage::SynAck { digest, delta } => {
@@ -686,7 +750,8 @@ mod tests {
                 let counters = Arc::new(GossipCounters::default());
                 // Feed messages are not what these tests send: dropped.
                 let (feed, _) = tokio::sync::mpsc::channel(1);
-                let t = SealedTransport::new(k, counters.clone(), Arc::default(), Arc::new(s), true, feed);
+                let syns = Arc::new(SynBudget::new(1, Duration::from_millis(100)));
+                let t = SealedTransport::new(k, counters.clone(), Arc::default(), Arc::new(s), true, feed, syns);
                 (t.open(addr).await.unwrap(), counters, addr)
             }
         };
