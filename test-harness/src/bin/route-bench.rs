@@ -8,6 +8,7 @@
 //!   ├─ churn: C changes/s fleet-wide for D s (60 % status flips, 20 % moves
 //!   │         to another appliance, 20 % unregistrations/registrations);
 //!   │         ~20 changes/s sampled: time until every appliance sees it
+//!   ├─ a new appliance joins: time until it holds every route
 //!   └─ kill one appliance: time until its routes are gone everywhere
 //! ```
 //!
@@ -439,12 +440,28 @@ async fn run(o: Options) -> Result<String, String> {
     {
         eprintln!("route-bench: {e} (the fleet is behind; measuring the withdrawal anyway)");
     }
+
+    // ---- a new appliance joins the loaded fleet: it pulls every feed ----
+    let mut s = GossipSettings::new("bh-joiner", ([127, 0, 0, 1], 0).into(), KEY);
+    s.seeds = seeds.clone();
+    s.gossip_interval = Duration::from_millis(o.gossip_ms);
+    s.phi_threshold = o.phi;
+    s.compress = o.compress;
+    s.feed = o.feed;
+    s.peers_per_round = o.peers_per_round;
+    let joiner = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
+    let join_s = wait("the joiner holds every route", Duration::from_secs(60), || {
+        joiner.live_peers() == n && joiner.counts().total() == present
+    })
+    .await?
+    .as_secs_f64();
+    eprintln!("route-bench: a new appliance joined and held all {present} routes after {join_s:.2} s");
     let killed = Instant::now();
     nodes[victim].shutdown().await;
     let others = &nodes[..victim];
     let victim_name = name(victim);
     let withdraw = wait("dead appliance's routes withdrawn", Duration::from_secs(60), || {
-        others.iter().all(|r| r.peer_routes(&victim_name) == 0)
+        others.iter().chain([&joiner]).all(|r| r.peer_routes(&victim_name) == 0)
     })
     .await?;
     let _ = killed;
@@ -454,7 +471,7 @@ async fn run(o: Options) -> Result<String, String> {
         name(victim)
     );
     let refused: u64 = nodes.iter().map(|r| r.counters().refused_unauthentic + r.counters().refused_stale).sum();
-    for r in &nodes {
+    for r in nodes.iter().chain([&joiner]) {
         r.shutdown().await;
     }
     Ok(serde_json::json!({
@@ -471,6 +488,7 @@ async fn run(o: Options) -> Result<String, String> {
         "propagation_p50_ms": (p50 * 10.0).round() / 10.0,
         "propagation_p99_ms": (p99 * 10.0).round() / 10.0,
         "withdraw_s": (withdraw_s * 100.0).round() / 100.0,
+        "join_s": (join_s * 100.0).round() / 100.0,
         "kbps_per_appliance": (kbps_per_appliance * 10.0).round() / 10.0,
         "bytes_per_datagram": bytes / datagrams.max(1),
         "refused_datagrams": refused,

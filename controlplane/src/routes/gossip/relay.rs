@@ -44,6 +44,10 @@ const PULL_RETRY: Duration = Duration::from_millis(500);
 /// A peer announcing changes this appliance lacks, with no progress for
 /// this long, is pulled from (the last changes of a burst were lost).
 const STALLED: Duration = Duration::from_secs(1);
+/// Pulls of whole feeds (a box joining a fleet pulls every peer's) in
+/// flight at once: each answer is a burst of snapshot datagrams, and the
+/// socket's receive buffer (~200 KB by default) holds a few at a time.
+const PULLS_IN_FLIGHT: usize = 2;
 /// How often the head of the feed is published in chitchat (key `f`).
 const PUBLISH_HEAD: Duration = Duration::from_secs(3);
 /// Messages waiting for the feed task at most (beyond: dropped, pulled later).
@@ -199,6 +203,8 @@ impl Inner {
                 fleet.relay.outbox.push((None, group));
             }
         }
+        let in_flight =
+            fleet.feeds.values().filter(|f| f.pulled_at.is_some_and(|at| at.elapsed() < PULL_RETRY)).count();
         let stalled: Vec<Holder> = fleet
             .feeds
             .values()
@@ -207,6 +213,7 @@ impl Inner {
                     || (f.announced > f.applied && f.moved_at.elapsed() >= STALLED)
             })
             .map(|f| f.holder)
+            .take(PULLS_IN_FLIGHT.saturating_sub(in_flight))
             .collect();
         for holder in stalled {
             want_pull(fleet, holder, sends);
