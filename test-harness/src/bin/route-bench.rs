@@ -199,6 +199,9 @@ fn totals(nodes: &[GossipRoutes]) -> GossipCounts {
             sum.bytes += k.bytes;
         }
         t.digest_bytes += c.digest_bytes;
+        t.feed_pulls += c.feed_pulls;
+        t.feed_repairs += c.feed_repairs;
+        t.feed_snapshots += c.feed_snapshots;
         t.delta_bytes += c.delta_bytes;
         t.plain_bytes += c.plain_bytes;
         t.packed_bytes += c.packed_bytes;
@@ -496,6 +499,9 @@ async fn run(o: Options) -> Result<String, String> {
         "kbps_syn": (syn.0 * 10.0).round() / 10.0,
         "kbps_syn_ack": (syn_ack.0 * 10.0).round() / 10.0,
         "kbps_feed": (feed.0 * 10.0).round() / 10.0,
+        "feed_pulls": after.feed_pulls - before.feed_pulls,
+        "feed_repairs": after.feed_repairs - before.feed_repairs,
+        "feed_snapshots": after.feed_snapshots - before.feed_snapshots,
         "kbps_busiest_appliance": (max_kbps * 10.0).round() / 10.0,
         "kbps_ack": (ack.0 * 10.0).round() / 10.0,
         "kbps_digest_serialized": (digest_kbps * 10.0).round() / 10.0,

@@ -54,12 +54,31 @@ impl Collector for GossipCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "gossip_sent_kind_bytes",
-                "Bytes of sealed gossip sent per chitchat message kind: syn (a digest), synack (a digest and a delta), ack (a delta)",
+                "Bytes of sealed gossip sent per message kind: syn (a digest), synack (a digest and a delta), ack (a delta), feed (route changes)",
                 None,
                 MetricType::Counter,
             )?;
-            for (kind, value) in [("syn", c.syn.bytes), ("synack", c.syn_ack.bytes), ("ack", c.ack.bytes)] {
+            for (kind, value) in
+                [("syn", c.syn.bytes), ("synack", c.syn_ack.bytes), ("ack", c.ack.bytes), ("feed", c.feed.bytes)]
+            {
                 ConstCounter::new(value).encode(family.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "route_feed_events",
+                "Route feed: pulls sent (a gap, a join, a stalled origin), answers sent from the log (repair) or as a snapshot, messages dropped on arrival (the feed's queue full), and membership Syns skipped beyond a round's budget",
+                None,
+                MetricType::Counter,
+            )?;
+            for (event, value) in [
+                ("pull", c.feed_pulls),
+                ("repair", c.feed_repairs),
+                ("snapshot", c.feed_snapshots),
+                ("overflow", c.feed_overflow),
+                ("syn_skipped", c.syns_skipped),
+            ] {
+                ConstCounter::new(value).encode(family.encode_family(&[("event", event)])?)?;
             }
         }
         {

@@ -93,7 +93,7 @@ fn pull_message(tag: u32, from: u64) -> Vec<u8> {
 
 /// Asks `holder`'s origin for what follows what is held, unless a pull
 /// went out lately.
-fn want_pull(fleet: &mut Fleet, holder: Holder, sends: &mut Vec<(SocketAddr, Vec<u8>)>) {
+fn want_pull(fleet: &mut Fleet, holder: Holder, counters: &GossipCounters, sends: &mut Vec<(SocketAddr, Vec<u8>)>) {
     let Some(feed) = fleet.feeds.get_mut(&holder) else { return };
     if feed.pulled_at.is_some_and(|at| at.elapsed() < PULL_RETRY) {
         return;
@@ -102,6 +102,7 @@ fn want_pull(fleet: &mut Fleet, holder: Holder, sends: &mut Vec<(SocketAddr, Vec
     let tag = fleet.tags.iter().find(|(_, h)| **h == holder).map(|(t, _)| *t);
     if let Some(tag) = tag {
         sends.push((feed.addr, pull_message(tag, feed.applied + 1)));
+        counters.feed_pulls.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -150,7 +151,7 @@ impl Inner {
                             }
                         }
                         Outcome::Duplicate => {}
-                        Outcome::Gap | Outcome::Malformed => want_pull(fleet, holder, sends),
+                        Outcome::Gap | Outcome::Malformed => want_pull(fleet, holder, &self.counters, sends),
                     }
                 }
             }
@@ -165,8 +166,14 @@ impl Inner {
                     return;
                 }
                 let replies = match fleet.local.since(start) {
-                    Some(groups) => pack(KIND_REPAIR, &groups),
-                    None => fleet.local.snapshot(&fleet.view),
+                    Some(groups) => {
+                        self.counters.feed_repairs.fetch_add(1, Ordering::Relaxed);
+                        pack(KIND_REPAIR, &groups)
+                    }
+                    None => {
+                        self.counters.feed_snapshots.fetch_add(1, Ordering::Relaxed);
+                        fleet.local.snapshot(&fleet.view)
+                    }
                 };
                 sends.extend(replies.into_iter().map(|m| (from, m)));
             }
@@ -216,7 +223,7 @@ impl Inner {
             .take(PULLS_IN_FLIGHT.saturating_sub(in_flight))
             .collect();
         for holder in stalled {
-            want_pull(fleet, holder, sends);
+            want_pull(fleet, holder, &self.counters, sends);
         }
         if !fleet.relay.outbox.is_empty() {
             let outbox = std::mem::take(&mut fleet.relay.outbox);

@@ -234,6 +234,11 @@ pub struct GossipCounters {
     pub feed_overflow: AtomicU64,
     /// Syns chitchat asked for beyond the round's budget ([`SynBudget`]).
     pub syns_skipped: AtomicU64,
+    /// Route feed: pulls sent (a gap, a join, a stalled origin), and the
+    /// answers this appliance sent from its log or as a snapshot.
+    pub feed_pulls: AtomicU64,
+    pub feed_repairs: AtomicU64,
+    pub feed_snapshots: AtomicU64,
     /// Serialized (before our compression) digest and delta bytes sent.
     pub digest_bytes: AtomicU64,
     pub delta_bytes: AtomicU64,
@@ -278,6 +283,9 @@ pub struct GossipCounts {
     pub feed: KindCounts,
     pub feed_overflow: u64,
     pub syns_skipped: u64,
+    pub feed_pulls: u64,
+    pub feed_repairs: u64,
+    pub feed_snapshots: u64,
     /// Serialized digests sent (before compression).
     pub digest_bytes: u64,
     /// Serialized deltas sent (chitchat compresses these itself).
@@ -306,6 +314,9 @@ impl GossipCounters {
             feed: KindCounts { datagrams: get(&self.feed.datagrams), bytes: get(&self.feed.bytes) },
             feed_overflow: get(&self.feed_overflow),
             syns_skipped: get(&self.syns_skipped),
+            feed_pulls: get(&self.feed_pulls),
+            feed_repairs: get(&self.feed_repairs),
+            feed_snapshots: get(&self.feed_snapshots),
             digest_bytes: get(&self.digest_bytes),
             delta_bytes: get(&self.delta_bytes),
             plain_bytes: get(&self.plain_bytes),
