@@ -48,6 +48,11 @@ const STALLED: Duration = Duration::from_secs(1);
 /// flight at once: each answer is a burst of snapshot datagrams, and the
 /// socket's receive buffer (~200 KB by default) holds a few at a time.
 const PULLS_IN_FLIGHT: usize = 2;
+/// Answers to pulls (repairs, snapshots) sent per flush at most (~10
+/// Mbit/s at 100 ms): a box of 100,000 devices answers a joining one with
+/// ~2,000 datagrams, which at once would overflow the asker's receive
+/// buffer every time it asked again.
+const ANSWERS_PER_FLUSH: usize = 128;
 /// How often the head of the feed is published in chitchat (key `f`).
 const PUBLISH_HEAD: Duration = Duration::from_secs(3);
 /// Messages waiting for the feed task at most (beyond: dropped, pulled later).
@@ -66,12 +71,21 @@ pub(super) struct Relay {
     published: (u64, Instant),
     /// Groups of origins not (yet) in the view.
     pub unknown_origin: u64,
+    /// Answers to pulls waiting to go, [`ANSWERS_PER_FLUSH`] at a time.
+    backlog: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl Relay {
     pub fn new() -> Relay {
         let now = Instant::now();
-        Relay { neighbours: Vec::new(), outbox: Vec::new(), last_batch: now, published: (0, now), unknown_origin: 0 }
+        Relay {
+            neighbours: Vec::new(),
+            outbox: Vec::new(),
+            last_batch: now,
+            published: (0, now),
+            unknown_origin: 0,
+            backlog: std::collections::VecDeque::new(),
+        }
     }
 
     /// Recomputes this appliance's neighbours from the live fleet (ids and
@@ -95,7 +109,7 @@ fn pull_message(tag: u32, from: u64) -> Vec<u8> {
 /// went out lately.
 fn want_pull(fleet: &mut Fleet, holder: Holder, counters: &GossipCounters, sends: &mut Vec<(SocketAddr, Vec<u8>)>) {
     let Some(feed) = fleet.feeds.get_mut(&holder) else { return };
-    if feed.pulled_at.is_some_and(|at| at.elapsed() < PULL_RETRY) {
+    if feed.pulled_at.is_some_and(|at| at.elapsed() < PULL_RETRY) || feed.receiving_snapshot() {
         return;
     }
     feed.pulled_at = Some(Instant::now());
@@ -175,7 +189,10 @@ impl Inner {
                         fleet.local.snapshot(&fleet.view)
                     }
                 };
-                sends.extend(replies.into_iter().map(|m| (from, m)));
+                // Paced through the backlog, one answer per asker: a
+                // repeated pull replaces the copy not yet sent.
+                fleet.relay.backlog.retain(|(to, _)| *to != from);
+                fleet.relay.backlog.extend(replies.into_iter().map(|m| (from, m)));
             }
             KIND_SNAPSHOT => {
                 let mut b = body;
@@ -232,6 +249,8 @@ impl Inner {
                 sends.extend(pack(KIND_RELAY, groups).into_iter().map(|m| (n, m)));
             }
         }
+        let paced = fleet.relay.backlog.len().min(ANSWERS_PER_FLUSH);
+        sends.extend(fleet.relay.backlog.drain(..paced));
         let (seq, at) = fleet.relay.published;
         if fleet.local.seq != seq && at.elapsed() >= PUBLISH_HEAD {
             fleet.relay.published = (fleet.local.seq, now);

@@ -231,6 +231,31 @@ async fn routes_cross_a_chain_of_relays_and_late_joiners_pull_them() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_appliance_reaches_a_late_joiner_by_snapshot() {
+    // More devices than its log keeps: the joiner's pull is answered with
+    // a snapshot of ~900 datagrams, paced so that it is not lost.
+    const DEVICES: u64 = 40_000;
+    let mut s = GossipSettings::new("bh-0", "127.0.0.1:0".parse().unwrap(), KEY);
+    s.gossip_interval = Duration::from_millis(100);
+    let a = GossipRoutes::start(s).await.unwrap();
+    for d in 0..DEVICES {
+        a.register(route("bh-0", d, &format!("user-{d:06}"), Available)).unwrap();
+    }
+    a.set_status(DeviceId(7), Busy);
+    let b = node("bh-1", KEY, &[a.local_addr()]).await;
+    let took = wait_for("all on the joiner", Duration::from_secs(30), || b.counts().total() == DEVICES as usize).await;
+    println!("{DEVICES} devices on the joiner in {took:?}");
+    assert!(a.counters().feed_snapshots >= 1, "the log did not reach back: a snapshot");
+    assert_eq!(b.presence(&ac(1), "user-000007").status, Busy);
+    // And the feed goes on from the snapshot.
+    a.unregister(DeviceId(9));
+    wait_for("then changes", Duration::from_secs(5), || b.presence(&ac(1), "user-000009").devices == 0).await;
+    for r in [&a, &b] {
+        r.shutdown().await;
+    }
+}
+
 #[test]
 fn small_resource_moves_wait() {
     let a = Announcement {
