@@ -38,7 +38,7 @@ impl Collector for GossipCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "gossip_datagrams_refused",
-                "Gossip datagrams dropped: not sealed (malformed), not opened by the fleet key (unauthentic: a non-member or a forgery), sealed too long ago (stale), or not a gossip message (undecodable)",
+                "Gossip datagrams dropped: not sealed (malformed), not opened by the fleet key (unauthentic: a non-member or a forgery), sealed too long ago (stale), not a gossip message (undecodable), or compressed against a message of ours no longer kept (unreferenced)",
                 None,
                 MetricType::Counter,
             )?;
@@ -47,6 +47,7 @@ impl Collector for GossipCollector {
                 ("unauthentic", c.refused_unauthentic),
                 ("stale", c.refused_stale),
                 ("undecodable", c.refused_undecodable),
+                ("unreferenced", c.refused_unreferenced),
             ] {
                 ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
             }
