@@ -216,6 +216,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// One appliance's gossip settings as the options say, on loopback.
+fn settings(o: &Options, name: &str, seeds: &[String]) -> GossipSettings {
+    let mut s = GossipSettings::new(name, ([127, 0, 0, 1], 0).into(), KEY);
+    s.seeds = seeds.to_vec();
+    s.gossip_interval = Duration::from_millis(o.gossip_ms);
+    s.phi_threshold = o.phi;
+    s.compress = o.compress;
+    s.feed = o.feed;
+    s.peers_per_round = o.peers_per_round;
+    s
+}
+
 async fn run(o: Options) -> Result<String, String> {
     let n = o.appliances;
     let name = |i: usize| format!("bh-{i:03}");
@@ -223,14 +235,7 @@ async fn run(o: Options) -> Result<String, String> {
     let mut nodes: Vec<GossipRoutes> = Vec::with_capacity(n);
     let mut seeds = Vec::new();
     for i in 0..n {
-        let mut s = GossipSettings::new(name(i), ([127, 0, 0, 1], 0).into(), KEY);
-        s.seeds = seeds.clone();
-        s.gossip_interval = Duration::from_millis(o.gossip_ms);
-        s.phi_threshold = o.phi;
-        s.compress = o.compress;
-        s.feed = o.feed;
-        s.peers_per_round = o.peers_per_round;
-        let node = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
+        let node = GossipRoutes::start(settings(&o, &name(i), &seeds)).await.map_err(|e| e.to_string())?;
         if i < 3 {
             seeds.push(node.local_addr().to_string());
         }
@@ -445,14 +450,7 @@ async fn run(o: Options) -> Result<String, String> {
     }
 
     // ---- a new appliance joins the loaded fleet: it pulls every feed ----
-    let mut s = GossipSettings::new("bh-joiner", ([127, 0, 0, 1], 0).into(), KEY);
-    s.seeds = seeds.clone();
-    s.gossip_interval = Duration::from_millis(o.gossip_ms);
-    s.phi_threshold = o.phi;
-    s.compress = o.compress;
-    s.feed = o.feed;
-    s.peers_per_round = o.peers_per_round;
-    let joiner = GossipRoutes::start(s).await.map_err(|e| e.to_string())?;
+    let joiner = GossipRoutes::start(settings(&o, "bh-joiner", &seeds)).await.map_err(|e| e.to_string())?;
     let join_s = wait("the joiner holds every route", Duration::from_secs(60), || {
         joiner.live_peers() == n && joiner.counts().total() == present
     })
