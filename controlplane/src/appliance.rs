@@ -57,6 +57,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 async fn start_calls(
     config: &Config,
     tls: &TlsIdentity,
+    fleet_certs: crate::tls::FleetCerts,
     store: Arc<dyn Store>,
     dataplane: DataplaneHandle,
     clients: ClientLayer,
@@ -66,10 +67,10 @@ async fn start_calls(
         tcp: config.listen.sip_tcp,
         tls: Some((config.listen.sip_tls, tls.server_config(&[])?)),
         tls_client: Some(Arc::new(
-            crate::instructions::http::tls_config(&WebhookConfig {
-                accept_invalid_certs: config.calls.sip_tls_insecure,
-                ..WebhookConfig::default()
-            })
+            crate::instructions::http::sip_tls_config(
+                &WebhookConfig { accept_invalid_certs: config.calls.sip_tls_insecure, ..WebhookConfig::default() },
+                fleet_certs.clone(),
+            )
             .map_err(|e| StartError::Task(e.to_string()))?,
         )),
     };
@@ -94,6 +95,7 @@ async fn start_calls(
         max_calls: config.calls.max_calls,
         fleet_key: config.peers.as_ref().map(|p| p.fleet_key.clone()),
         latency_ms: config.peers.as_ref().map(|p| p.latency_ms.clone()).unwrap_or_default(),
+        fleet_certs,
     };
     let (call_stats, control, media_timeouts) =
         crate::call::shell::spawn(shell, sip, events, store, dataplane, webhooks.clone(), Some(clients));
@@ -227,7 +229,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             return Err(e);
         }
     };
-    let calls = match start_calls(&config, &_tls, _store.clone(), handle.clone(), (hub.clone(), client_events)).await {
+    let fleet_certs = crate::tls::FleetCerts::default();
+    let clients = (hub.clone(), client_events);
+    let calls = match start_calls(&config, &_tls, fleet_certs.clone(), _store.clone(), handle.clone(), clients).await {
         Ok(calls) => calls,
         Err(e) => {
             dataplane.stop();
@@ -280,9 +284,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             ip if ip.is_unspecified() => config.dataplane.media_ips[0],
             ip => ip,
         };
+        let tls_ip = match config.listen.sip_tls.ip() {
+            ip if ip.is_unspecified() => config.dataplane.media_ips[0],
+            ip => ip,
+        };
         let announced = announcer::AnnouncerConfig {
             region: config.appliance.region.clone(),
             sip: Some(std::net::SocketAddr::new(sip_ip, config.listen.sip_tcp.port())),
+            sip_tls: Some((std::net::SocketAddr::new(tls_ip, config.listen.sip_tls.port()), _tls.sha256())),
+            fleet_certs: fleet_certs.clone(),
             draining: draining.clone(),
         };
         tokio::spawn(announcer::run(g.clone(), handle.clone(), announced))

@@ -6,11 +6,15 @@
 //! later start, so that clients that pinned its fingerprint keep working;
 //! the SHA-256 fingerprint is logged at start-up.
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{ServerName, UnixTime};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -49,6 +53,11 @@ impl TlsIdentity {
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(self.chain.first().map_or(&[][..], |c| c.as_ref()));
         digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    }
+
+    /// SHA-256 of the leaf certificate, as announced to the fleet.
+    pub fn sha256(&self) -> [u8; 32] {
+        Sha256::digest(self.chain.first().map_or(&[][..], |c| c.as_ref())).into()
     }
 
     /// A rustls server configuration; `alpn` lists the protocols offered
@@ -122,6 +131,82 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     write().map_err(|e| TlsError::Write(path.to_path_buf(), e))
 }
 
+/// The certificates (SHA-256 of each leaf) of the fleet's
+/// appliances, as their sealed announcements name them; the announcer
+/// refreshes it every second.
+#[derive(Debug, Clone, Default)]
+pub struct FleetCerts(Arc<RwLock<HashSet<[u8; 32]>>>);
+
+impl FleetCerts {
+    pub fn replace(&self, certs: impl IntoIterator<Item = [u8; 32]>) {
+        let certs: HashSet<[u8; 32]> = certs.into_iter().collect();
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = certs;
+    }
+
+    pub fn insert(&self, cert: [u8; 32]) {
+        self.0.write().unwrap_or_else(PoisonError::into_inner).insert(cert);
+    }
+
+    pub fn contains(&self, cert: &CertificateDer<'_>) -> bool {
+        let digest: [u8; 32] = Sha256::digest(cert.as_ref()).into();
+        self.0.read().unwrap_or_else(PoisonError::into_inner).contains(&digest)
+    }
+}
+
+/// Trusts a fleet appliance's certificate by its announced SHA-256 (whatever
+/// name or issuer it has: appliances use self-signed ones by default), and
+/// every other certificate as `inner` does. The handshake's signature is
+/// checked either way, so the peer holds the certificate's key.
+#[derive(Debug)]
+pub struct FleetVerifier {
+    fleet: FleetCerts,
+    inner: Arc<dyn ServerCertVerifier>,
+}
+
+impl FleetVerifier {
+    pub fn new(fleet: FleetCerts, inner: Arc<dyn ServerCertVerifier>) -> FleetVerifier {
+        FleetVerifier { fleet, inner }
+    }
+}
+
+impl ServerCertVerifier for FleetVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.fleet.contains(end_entity) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +216,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A TLS handshake with `identity` through `fleet` (over the web's
+    /// roots otherwise): whether it succeeds.
+    async fn handshake(identity: &TlsIdentity, fleet: &FleetCerts) -> bool {
+        let server = tokio_rustls::TlsAcceptor::from(identity.server_config(&[]).unwrap());
+        let config = crate::instructions::http::sip_tls_config(&Default::default(), fleet.clone()).unwrap();
+        let client = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let (accepted, connected) = tokio::join!(server.accept(a), client.connect(name, b));
+        accepted.is_ok() && connected.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_fleet_certificate_is_trusted_by_its_announced_hash_only() {
+        let dir = temp_dir("fleet");
+        let peer = load_or_generate(None, &dir, &["127.0.0.1".to_string()]).unwrap();
+        let fleet = FleetCerts::default();
+        assert!(!handshake(&peer, &fleet).await, "self-signed and not announced: refused");
+        fleet.replace([[7u8; 32]]);
+        assert!(!handshake(&peer, &fleet).await, "another appliance's hash: refused");
+        fleet.replace([peer.sha256()]);
+        assert!(handshake(&peer, &fleet).await, "announced: trusted");
+        fleet.replace([]);
+        assert!(!handshake(&peer, &fleet).await, "no longer live: refused again");
     }
 
     #[test]

@@ -704,6 +704,13 @@ fn fleet_endings_and_refusals() {
     assert!(alice.ws.next_frame(Duration::from_millis(300)).is_err(), "alice never rang: {:?}", alice.ws.queued());
     let metrics = fleet.members[DE1].app().admin.metrics().unwrap();
     assert_eq!(metric_sum(&metrics, "bridgehead_fleet_sip_refused"), Some(1), "counted");
+    // The calls above crossed over TLS, de1's certificate trusted by the
+    // hash its sealed announcement carries (no CA, no name checked).
+    let taken = |transport: &str| {
+        let label = format!("transport=\"{transport}\"");
+        metric_sum_with(&metrics, "bridgehead_fleet_client_legs", &label).unwrap_or(0)
+    };
+    assert!(taken("tls") >= 2 && taken("tcp") == 0, "fleet SIP over TLS: tls {}, tcp {}", taken("tls"), taken("tcp"));
 
     // A key deleted through us1-a (the fleet's store): its client on de1 is
     // told (31204) and disconnected; clients of other keys stay.

@@ -280,12 +280,17 @@ impl Collector for CallCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "fleet_client_legs",
-                "Client legs of calls crossing appliances: sent to the peer holding the client, taken for a peer's call",
+                "Client legs of calls crossing appliances: sent to the peer holding the client, taken for a peer's call; over TLS or TCP",
                 None,
                 MetricType::Counter,
             )?;
-            for (way, counter) in [("sent", &s.fleet.sent), ("taken", &s.fleet.taken)] {
-                ConstCounter::new(counter.load(Relaxed)).encode(family.encode_family(&[("way", way)])?)?;
+            for (way, all, tls) in
+                [("sent", &s.fleet.sent, &s.fleet.sent_tls), ("taken", &s.fleet.taken, &s.fleet.taken_tls)]
+            {
+                let (all, tls) = (all.load(Relaxed), tls.load(Relaxed));
+                for (transport, n) in [("tls", tls), ("tcp", all.saturating_sub(tls))] {
+                    ConstCounter::new(n).encode(family.encode_family(&[("way", way), ("transport", transport)])?)?;
+                }
             }
         }
         ConstCounter::new(s.fleet.refused.load(Relaxed)).encode(encoder.encode_descriptor(

@@ -71,6 +71,9 @@ pub struct ShellConfig {
     /// `[peers] latency_ms`: configured round trips between regions, for
     /// the route policy (gossip's measurements override them).
     pub latency_ms: Vec<(String, String, u32)>,
+    /// The certificates SIP over TLS trusts for fleet peers (a peer's is
+    /// added the moment a call picks it, before the announcer's refresh).
+    pub fleet_certs: crate::tls::FleetCerts,
 }
 
 /// Counters of the call layer, read at scrape time.
@@ -366,7 +369,11 @@ impl Shell {
     ) -> Shell {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let records = RecordWriter::start(store.clone());
-        let fleet = fleet::FleetCalls::new(cfg.fleet_key.as_deref().map(FleetKey::new), &cfg.latency_ms);
+        let fleet = fleet::FleetCalls::new(
+            cfg.fleet_key.as_deref().map(FleetKey::new),
+            &cfg.latency_ms,
+            cfg.fleet_certs.clone(),
+        );
         Shell {
             cfg,
             sip,

@@ -461,13 +461,32 @@ fn classify(error: &reqwest::Error, host: &str, timeout: Duration) -> FetchError
 /// The TLS client configuration of `config` (also used for the SIP TLS
 /// connections we open, with the same trust).
 pub(crate) fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, WebhookClientError> {
+    client_config(verifier(config)?)
+}
+
+/// The client configuration of SIP over TLS: certificates as for webhooks,
+/// and the fleet's appliances' own by their announced SHA-256 (they are
+/// self-signed or from a private CA; the sealed gossip vouches for them).
+pub(crate) fn sip_tls_config(
+    config: &WebhookConfig,
+    fleet: crate::tls::FleetCerts,
+) -> Result<rustls::ClientConfig, WebhookClientError> {
+    client_config(Arc::new(crate::tls::FleetVerifier::new(fleet, verifier(config)?)))
+}
+
+fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Result<rustls::ClientConfig, WebhookClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
+}
+
+/// How server certificates are checked: against the web's roots (and
+/// `extra_ca_pem`), or not at all with `accept_invalid_certs`.
+fn verifier(config: &WebhookConfig) -> Result<Arc<dyn ServerCertVerifier>, WebhookClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     if config.accept_invalid_certs {
-        tracing::warn!("webhooks accept any TLS certificate (accept_invalid_certs): for test and lab apps only");
-        let verifier = AnyCertificate { algorithms: provider.signature_verification_algorithms };
-        return Ok(builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth());
+        tracing::warn!("TLS certificates are not checked (accept_invalid_certs): for test and lab peers only");
+        return Ok(Arc::new(AnyCertificate { algorithms: provider.signature_verification_algorithms }));
     }
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(pem) = &config.extra_ca_pem {
@@ -481,7 +500,10 @@ pub(crate) fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig,
             return Err(WebhookClientError::ExtraCa("no certificate in the PEM".into()));
         }
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map(|v| v as Arc<dyn ServerCertVerifier>)
+        .map_err(|e| WebhookClientError::ExtraCa(e.to_string()))
 }
 
 /// Accepts any certificate chain; handshake signatures are still checked,

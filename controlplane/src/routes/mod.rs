@@ -182,8 +182,12 @@ pub struct Announcement {
     /// Id, region, draining flag, free media sessions, load, services and
     /// the failure detector's verdict.
     pub state: policy::ApplianceState,
-    /// Where peers send the SIP of calls for the clients it holds.
+    /// Where peers send the SIP of calls for the clients it holds (TCP).
     pub sip: Option<SocketAddr>,
+    /// The same over TLS, with the SHA-256 of the certificate it shows:
+    /// peers trust that certificate for this appliance because the fleet's
+    /// sealed gossip said so (`crate::tls::FleetCerts`).
+    pub sip_tls: Option<(SocketAddr, [u8; 32])>,
     /// The address its dataplane puts in SDP (where media anchored on it
     /// goes).
     pub media_ip: Option<IpAddr>,

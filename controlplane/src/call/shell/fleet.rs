@@ -154,7 +154,7 @@ struct GatewayLeg {
     call_id: String,
     /// The near appliance's announced SIP address: where our requests in
     /// the dialog go (its connection to us may be gone by then).
-    near_sip: Option<SocketAddr>,
+    near_sip: Option<Peer>,
     /// When the near appliance asked us to anchor the media: our session,
     /// its side toward the near appliance's caller (0) and the client (1).
     media: Option<(SessionId, [SocketAddr; 2])>,
@@ -176,15 +176,21 @@ pub(super) struct FleetCalls {
     /// Call-IDs of the fleet INVITEs taken within the proof's lifetime,
     /// with when: a captured INVITE sent again is refused.
     taken: HashMap<String, u64>,
+    /// What SIP over TLS trusts for fleet peers.
+    certs: crate::tls::FleetCerts,
 }
 
 impl FleetCalls {
-    pub(super) fn new(key: Option<FleetKey>, configured: &[(String, String, u32)]) -> FleetCalls {
+    pub(super) fn new(
+        key: Option<FleetKey>,
+        configured: &[(String, String, u32)],
+        certs: crate::tls::FleetCerts,
+    ) -> FleetCalls {
         let mut latency = Latency::default();
         for (a, b, ms) in configured {
             latency.set(&Region::new(a.clone()), &Region::new(b.clone()), *ms);
         }
-        FleetCalls { key, latency, ..FleetCalls::default() }
+        FleetCalls { key, latency, certs, ..FleetCalls::default() }
     }
 }
 
@@ -195,6 +201,9 @@ pub struct FleetStats {
     pub sent: std::sync::atomic::AtomicU64,
     /// Client legs taken for another appliance.
     pub taken: std::sync::atomic::AtomicU64,
+    /// Of those sent and taken, the ones over TLS (the rest: TCP).
+    pub sent_tls: std::sync::atomic::AtomicU64,
+    pub taken_tls: std::sync::atomic::AtomicU64,
     /// Fleet INVITEs refused (bad or missing proof of membership).
     pub refused: std::sync::atomic::AtomicU64,
 }
@@ -228,9 +237,12 @@ impl Shell {
         // The first appliance holding the identity that is alive and says
         // where its SIP is (one hop, one appliance: docs/fleet.md).
         let fleet = routes.appliances();
-        let (far, sip) = ringable.iter().find_map(|d| {
+        let (far, peer) = ringable.iter().find_map(|d| {
             let a = fleet.iter().find(|a| a.state.id.0 == d.appliance && a.state.alive)?;
-            Some((d.appliance.clone(), a.sip?))
+            if let Some((_, cert)) = a.sip_tls {
+                self.fleet.certs.insert(cert);
+            }
+            Some((d.appliance.clone(), sip_peer(a)?))
         })?;
         let anchor = media_anchor(&me, &far, &fleet, self.fleet.latency.clone(), &routes);
         // Anchored far only when the caller can still be answered with the
@@ -251,10 +263,13 @@ impl Shell {
         request.headers.push(Header::with_name(ACCOUNT, account.as_str().to_owned()));
         let proof = key.sign(&me, ts, &subject(request));
         request.headers.push(Header::with_name(FLEET, proof));
-        request.uri = bytes::Bytes::from(format!("sip:{}@{sip};transport=tcp", uri_user(&identity)));
-        let peer = Peer { transport: Transport::Tcp, addr: sip, connection: None };
+        let transport = if peer.transport == Transport::Tls { "tls" } else { "tcp" };
+        request.uri = bytes::Bytes::from(format!("sip:{}@{};transport={transport}", uri_user(&identity), peer.addr));
         self.fleet.out_peers.insert(call_id, peer);
         self.stats.fleet.sent.fetch_add(1, Relaxed);
+        if peer.transport == Transport::Tls {
+            self.stats.fleet.sent_tls.fetch_add(1, Relaxed);
+        }
         Some(peer)
     }
 
@@ -282,9 +297,10 @@ impl Shell {
                 return false; // a retransmission never gets here; a new INVITE with a used Call-ID is not ours
             }
             let Some(leg) = self.fleet.legs.get(&leg_id) else { return false };
-            if peer.transport != Transport::Tcp {
-                // Fleet dialogs run over TCP between appliances: anything else
-                // naming one of their Call-IDs is not from the near appliance.
+            if !matches!(peer.transport, Transport::Tls | Transport::Tcp) {
+                // Fleet dialogs run over TLS (or TCP) between appliances:
+                // anything else naming one of their Call-IDs is not from the
+                // near appliance.
                 self.refuse(key.clone(), request, 403);
                 return true;
             }
@@ -347,7 +363,8 @@ impl Shell {
             self.stats.refused[3].fetch_add(1, Relaxed);
             return self.refuse(key.clone(), request, 503);
         }
-        let near_sip = self.routes().and_then(|r| r.appliances().into_iter().find(|a| a.state.id.0 == from)?.sip);
+        let near_sip =
+            self.routes().and_then(|r| sip_peer(&r.appliances().into_iter().find(|a| a.state.id.0 == from)?));
         let mut request = request.clone();
         let anchor = request.headers.get_named(MEDIA).and_then(|h| h.value_str()) == Some("anchor");
         let media = if anchor {
@@ -363,6 +380,9 @@ impl Shell {
         self.next_id += 1;
         tracing::debug!(%from, %call_id, anchor, "client leg taken for a peer");
         self.stats.fleet.taken.fetch_add(1, Relaxed);
+        if peer.transport == Transport::Tls {
+            self.stats.fleet.taken_tls.fetch_add(1, Relaxed);
+        }
         self.stats.gateway_legs.fetch_add(1, Relaxed);
         self.fleet.by_call_id.insert(call_id.clone(), id);
         self.fleet.by_invite.insert(key.clone(), id);
@@ -480,8 +500,7 @@ impl Shell {
                 }
                 let code = response.code;
                 if (200..300).contains(&code) {
-                    let near = leg.near_sip.map(|addr| Peer { transport: Transport::Tcp, addr, connection: None });
-                    leg.dialog = Dialog::as_uas(&leg.invite, near.unwrap_or(leg.peer), &leg.tag);
+                    leg.dialog = Dialog::as_uas(&leg.invite, leg.near_sip.unwrap_or(leg.peer), &leg.tag);
                     if let Some((session, local)) = leg.media {
                         // The client's answer: side 1 sends to it, and the
                         // near appliance is told our side 0.
@@ -537,6 +556,17 @@ impl Shell {
                 c.call_ended(id);
             }
         }
+    }
+}
+
+/// Where an appliance takes fleet SIP: over TLS when it announced that (its
+/// certificate is then trusted by its announced SHA-256,
+/// `crate::tls::FleetVerifier`), else over TCP (a link the operator secures).
+fn sip_peer(a: &Announcement) -> Option<Peer> {
+    match (a.sip_tls, a.sip) {
+        (Some((addr, _)), _) => Some(Peer { transport: Transport::Tls, addr, connection: None }),
+        (None, Some(addr)) => Some(Peer { transport: Transport::Tcp, addr, connection: None }),
+        (None, None) => None,
     }
 }
 

@@ -14,6 +14,11 @@ pub struct AnnouncerConfig {
     pub region: String,
     /// Where peers send SIP for the clients held here.
     pub sip: Option<SocketAddr>,
+    /// The SIP over TLS address and the SHA-256 of its certificate.
+    pub sip_tls: Option<(SocketAddr, [u8; 32])>,
+    /// Filled every second with the certificates the other appliances
+    /// announced (their SIP over TLS is trusted by these).
+    pub fleet_certs: crate::tls::FleetCerts,
     /// Set through the admin API (`/drain`).
     pub draining: Arc<AtomicBool>,
 }
@@ -39,7 +44,22 @@ pub async fn run(routes: Arc<dyn RouteStore>, dataplane: DataplaneHandle, config
             services: [Service::Relay].into(),
             alive: true,
         };
-        routes.announce(Announcement { state, sip: config.sip, media_ip: Some(dataplane.media_ip()) });
+        routes.announce(Announcement {
+            state,
+            sip: config.sip,
+            sip_tls: config.sip_tls,
+            media_ip: Some(dataplane.media_ip()),
+        });
+        let me = routes.appliance().to_owned();
+        config.fleet_certs.replace(
+            routes
+                .appliances()
+                .iter()
+                // Every appliance the fleet announced, live or lately dead:
+                // a call may pick a peer the moment it comes back.
+                .filter(|a| a.state.id.0 != me)
+                .filter_map(|a| a.sip_tls.map(|(_, cert)| cert)),
+        );
     }
 }
 

@@ -468,19 +468,25 @@ impl Inner {
     }
 }
 
-/// `region|sip|media_ip|free|load permille|services|draining`.
+/// `region|sip|media_ip|free|load permille|services|draining|sip_tls|cert sha256 hex`.
 fn encode_announcement(a: &Announcement) -> String {
     let services: Vec<&str> = a.state.services.iter().map(|s| s.as_str()).collect();
     let load = if a.state.load.is_nan() { 1000 } else { (a.state.load.clamp(0.0, 1.0) * 1000.0).round() as u32 };
+    let (sip_tls, cert) = match a.sip_tls {
+        Some((addr, cert)) => (addr.to_string(), cert.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        None => (String::new(), String::new()),
+    };
     format!(
-        "{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{}|{}|{}|{}|{}|{}|{}",
         a.state.region,
         a.sip.map(|s| s.to_string()).unwrap_or_default(),
         a.media_ip.map(|s| s.to_string()).unwrap_or_default(),
         a.state.free_media_sessions,
         load,
         services.join(","),
-        u8::from(a.state.draining)
+        u8::from(a.state.draining),
+        sip_tls,
+        cert
     )
 }
 
@@ -499,6 +505,7 @@ fn decode_announcement(id: &str, value: &str) -> Option<Announcement> {
         })
         .collect();
     let draining = f.next()? == "1";
+    let sip_tls = f.next().and_then(|a| a.parse().ok()).zip(f.next().and_then(decode_sha256));
     Some(Announcement {
         state: ApplianceState {
             id: ApplianceId::new(id),
@@ -510,8 +517,21 @@ fn decode_announcement(id: &str, value: &str) -> Option<Announcement> {
             alive: true,
         },
         sip,
+        sip_tls,
         media_ip,
     })
+}
+
+/// 64 hex digits.
+fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Whether a new announcement is worth a gossip update: resources move all
@@ -527,6 +547,7 @@ fn worth_publishing(last: Option<&Announcement>, new: &Announcement) -> bool {
         || a.draining != b.draining
         || a.services != b.services
         || last.sip != new.sip
+        || last.sip_tls != new.sip_tls
         || last.media_ip != new.media_ip
         || free_moved
         || (a.load - b.load).abs() >= 0.05

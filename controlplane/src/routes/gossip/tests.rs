@@ -117,6 +117,7 @@ async fn a_dead_appliance_is_withdrawn_everywhere() {
                 alive: true,
             },
             sip: Some("127.0.0.1:5060".parse().unwrap()),
+            sip_tls: Some(("127.0.0.1:5061".parse().unwrap(), [i as u8; 32])),
             media_ip: Some("127.0.0.1".parse().unwrap()),
         });
     }
@@ -269,6 +270,7 @@ fn small_resource_moves_wait() {
             alive: true,
         },
         sip: None,
+        sip_tls: Some(("192.0.2.1:5061".parse().unwrap(), [0xab; 32])),
         media_ip: None,
     };
     let decoded = decode_announcement("bh-0", &encode_announcement(&a)).unwrap();
