@@ -658,9 +658,8 @@ impl PeerFeed {
     }
 }
 
-/// The tree the feed is relayed on: the live appliances sorted by id, each
-/// the parent of the next `fanout` (a heap), so a change crosses at most
-/// two depths of the tree. Returns `me`'s neighbours.
+/// A heap over `sorted`: each node the parent of the next `fanout`, so a
+/// change crosses at most two depths of it. Returns `me`'s neighbours.
 pub(super) fn neighbours<T: Clone>(sorted: &[T], me: usize, fanout: usize) -> Vec<T> {
     let fanout = fanout.max(1);
     let mut out = Vec::new();
@@ -670,6 +669,44 @@ pub(super) fn neighbours<T: Clone>(sorted: &[T], me: usize, fanout: usize) -> Ve
     for child in fanout * me + 1..=fanout * me + fanout {
         if let Some(n) = sorted.get(child) {
             out.push(n.clone());
+        }
+    }
+    out
+}
+
+/// One live appliance as the tree sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Member {
+    pub region: Arc<str>,
+    pub id: Arc<str>,
+    pub addr: SocketAddr,
+}
+
+/// The tree the feed is relayed on, built the same on every appliance from
+/// the live fleet: within each region a heap of its appliances sorted by id
+/// (`neighbours`), and the regions' first appliances joined to the first
+/// region's, so **a change crosses between regions only as many times as
+/// there are other regions** (each inter-region link at most twice: out
+/// of the origin's region, into each other one), not at every hop of a
+/// tree drawn across the world. Returns `me`'s neighbours.
+pub(super) fn region_tree(mut fleet: Vec<Member>, me: &str, fanout: usize) -> Vec<SocketAddr> {
+    fleet.sort();
+    let Some(mine) = fleet.iter().find(|m| &*m.id == me).map(|m| m.region.clone()) else { return Vec::new() };
+    let region: Vec<&Member> = fleet.iter().filter(|m| m.region == mine).collect();
+    let Some(i) = region.iter().position(|m| &*m.id == me) else { return Vec::new() };
+    let mut out: Vec<SocketAddr> = neighbours(&region, i, fanout).into_iter().map(|m| m.addr).collect();
+    if i == 0 {
+        // A region's root: the hub (the first region's root) links them.
+        let mut roots: Vec<&Member> = Vec::new();
+        for m in &fleet {
+            if roots.last().is_none_or(|r| r.region != m.region) {
+                roots.push(m);
+            }
+        }
+        if roots.first().is_some_and(|hub| hub.region == mine) {
+            out.extend(roots.iter().skip(1).map(|r| r.addr));
+        } else if let Some(hub) = roots.first() {
+            out.push(hub.addr);
         }
     }
     out
@@ -826,6 +863,49 @@ mod tests {
         origin.define(&ac(1), "late", &s);
         assert_eq!(deliver(&mut origin, &mut peer, &mut view), [Outcome::Applied]);
         assert_eq!(view.slots(&ac(1), "late")[0].device, DeviceId(300));
+    }
+
+    #[test]
+    fn the_tree_crosses_between_regions_only_at_their_roots() {
+        let regions = ["us1", "us1", "us1", "de1", "de1", "au1", "us1", "de1", "us1", "us1", "us1", "us1"];
+        let fleet: Vec<Member> = regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Member {
+                region: Arc::from(*r),
+                id: Arc::from(format!("bh-{i:02}")),
+                addr: SocketAddr::from(([10, 0, 0, i as u8], 7946)),
+            })
+            .collect();
+        let of = |addr: SocketAddr| fleet.iter().find(|m| m.addr == addr).unwrap();
+        let mut edges = 0;
+        for m in &fleet {
+            for n in region_tree(fleet.clone(), &m.id, 2) {
+                let n = of(n);
+                edges += 1;
+                assert!(region_tree(fleet.clone(), &n.id, 2).contains(&m.addr), "{} - {} both ways", m.id, n.id);
+                if n.region != m.region {
+                    // Only the roots (first id of a region) link regions,
+                    // through the first region's (au1).
+                    let root = |x: &Member| fleet.iter().filter(|y| y.region == x.region).min().unwrap().id.clone();
+                    assert!(m.id == root(m) && n.id == root(n), "{} - {}", m.id, n.id);
+                    assert!(&*m.region == "au1" || &*n.region == "au1");
+                }
+            }
+        }
+        assert_eq!(edges / 2, fleet.len() - 1, "a tree: n - 1 edges");
+        // Connected: everyone reached from the first.
+        let mut seen = vec![fleet[0].addr];
+        let mut next = vec![fleet[0].clone()];
+        while let Some(m) = next.pop() {
+            for n in region_tree(fleet.clone(), &m.id, 2) {
+                if !seen.contains(&n) {
+                    seen.push(n);
+                    next.push(of(n).clone());
+                }
+            }
+        }
+        assert_eq!(seen.len(), fleet.len());
     }
 
     #[test]

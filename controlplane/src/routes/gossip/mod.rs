@@ -435,9 +435,26 @@ impl Inner {
                 feed.announced = head;
             }
         }
-        let mut tree: Vec<(Arc<str>, SocketAddr)> =
-            live.values().map(|id| (id.node_id.clone(), id.gossip_advertise_addr)).collect();
-        tree.push((self.me.node_id.clone(), self.me.gossip_advertise_addr));
+        // Regions as last announced (a peer not announced yet counts in
+        // the region ""); the tree keeps each region's links inside it.
+        let regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let region_of = |addr: &SocketAddr| regions.get(addr).map_or(Arc::from(""), |r| Arc::from(r.0.as_str()));
+        let my_region = self
+            .mine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |a| Arc::from(a.state.region.0.as_str()));
+        let mut tree: Vec<feed::Member> = live
+            .values()
+            .map(|id| feed::Member {
+                region: region_of(&id.gossip_advertise_addr),
+                id: id.node_id.clone(),
+                addr: id.gossip_advertise_addr,
+            })
+            .collect();
+        tree.push(feed::Member { region: my_region, id: self.me.node_id.clone(), addr: self.me.gossip_advertise_addr });
         fleet.relay.retree(tree, &self.me.node_id, self.fanout);
         self.syns.set_live(live.values().map(|id| id.gossip_advertise_addr).collect());
         drop(fleet);

@@ -9,8 +9,8 @@
 //! ```
 
 use super::feed::{
-    get_u32, get_varint, neighbours, pack, put_varint, Group, Outcome, COMPRESSED, KIND_PULL, KIND_RELAY, KIND_REPAIR,
-    KIND_SNAPSHOT, MAX_MESSAGE,
+    get_u32, get_varint, pack, put_varint, region_tree, Group, Member, Outcome, COMPRESSED, KIND_PULL, KIND_RELAY,
+    KIND_REPAIR, KIND_SNAPSHOT, MAX_MESSAGE,
 };
 use super::sealed::{FleetKey, GossipCounters, Refusal};
 use super::{Fleet, Inner, Op, FEED_KEY};
@@ -88,12 +88,10 @@ impl Relay {
         }
     }
 
-    /// Recomputes this appliance's neighbours from the live fleet (ids and
-    /// gossip addresses, this appliance included).
-    pub fn retree(&mut self, mut fleet: Vec<(Arc<str>, SocketAddr)>, me: &str, fanout: usize) {
-        fleet.sort();
-        let Some(i) = fleet.iter().position(|(id, _)| &**id == me) else { return };
-        self.neighbours = neighbours(&fleet, i, fanout).into_iter().map(|(_, a)| a).collect();
+    /// Recomputes this appliance's neighbours from the live fleet (this
+    /// appliance included).
+    pub fn retree(&mut self, fleet: Vec<Member>, me: &str, fanout: usize) {
+        self.neighbours = region_tree(fleet, me, fanout);
     }
 }
 
