@@ -15,7 +15,10 @@
 //! Progress on stderr; last, one JSON line on stdout.
 
 use controlplane::routes::gossip::{FeedTiming, GossipCounts};
-use controlplane::routes::{DeviceId, DeviceRoute, GossipRoutes, GossipSettings, PresenceStatus, RouteStore};
+use controlplane::routes::policy::{ApplianceId, ApplianceState, Region, Service};
+use controlplane::routes::{
+    Announcement, DeviceId, DeviceRoute, GossipRoutes, GossipSettings, PresenceStatus, RouteStore,
+};
 use controlplane::store::AccountSid;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 const USAGE: &str = "\
 usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration-s D]
                    [--gossip-ms G] [--phi P] [--compress 0|1]
-                   [--batch-ms B] [--flush-ms F] [--fanout K] [--peers-per-round P]
+                   [--batch-ms B] [--flush-ms F] [--fanout K] [--peers-per-round P] [--regions G]
   --appliances N     chitchat nodes in this process (default 50)
   --routes R         client routes spread over them (default 100000)
   --changes-per-s C  route changes per second, fleet-wide (default 1000)
@@ -34,6 +37,8 @@ usage: route-bench [--appliances N] [--routes R] [--changes-per-s C] [--duration
   --flush-ms F       relayed route changes wait at most F ms per hop (default 100)
   --fanout K         children per appliance in the route relay tree (default 4)
   --peers-per-round P  live peers a gossip round talks to (default 1; chitchat's own is 3)
+  --regions G        appliances announce G regions round-robin (default 1); the relay tree
+                     keeps each region's links inside it
   --compress 0|1     zstd on gossip messages (default 1, the appliance's default)";
 
 const KEY: &str = "route-bench fleet key, not a secret";
@@ -49,6 +54,7 @@ struct Options {
     compress: bool,
     feed: FeedTiming,
     peers_per_round: usize,
+    regions: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -62,6 +68,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         compress: true,
         feed: FeedTiming::default(),
         peers_per_round: 1,
+        regions: 1,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -79,6 +86,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--flush-ms" => o.feed.flush = Duration::from_millis(value.parse().map_err(|_| bad())?),
             "--fanout" => o.feed.fanout = value.parse().map_err(|_| bad())?,
             "--peers-per-round" => o.peers_per_round = value.parse().map_err(|_| bad())?,
+            "--regions" => o.regions = value.parse::<usize>().map_err(|_| bad())?.max(1),
             _ => return Err(format!("unknown argument {arg}")),
         }
     }
@@ -236,6 +244,20 @@ async fn run(o: Options) -> Result<String, String> {
     let mut seeds = Vec::new();
     for i in 0..n {
         let node = GossipRoutes::start(settings(&o, &name(i), &seeds)).await.map_err(|e| e.to_string())?;
+        node.announce(Announcement {
+            state: ApplianceState {
+                id: ApplianceId::new(name(i)),
+                region: Region::new(format!("r{}", i % o.regions)),
+                draining: false,
+                free_media_sessions: 10_000,
+                load: 0.0,
+                services: [Service::Relay].into(),
+                alive: true,
+            },
+            sip: None,
+            sip_tls: None,
+            media_ip: None,
+        });
         if i < 3 {
             seeds.push(node.local_addr().to_string());
         }
@@ -484,6 +506,7 @@ async fn run(o: Options) -> Result<String, String> {
         "flush_ms": o.feed.flush.as_millis() as u64,
         "fanout": o.feed.fanout,
         "peers_per_round": o.peers_per_round,
+        "regions": o.regions,
         "samples": propagation_ms.len(),
         "samples_missed": missed,
         "propagation_p50_ms": (p50 * 10.0).round() / 10.0,
