@@ -90,6 +90,10 @@ pub enum RouteError {
     /// The route has no identity.
     #[error("a route needs a client identity")]
     EmptyIdentity,
+    /// The identity is longer than a fleet carries (a route change must fit
+    /// one datagram of the route feed).
+    #[error("a client identity of {len} bytes is longer than the {limit} a fleet carries")]
+    IdentityTooLong { len: usize, limit: usize },
 }
 
 /// How many presence changes a subscriber may fall behind before it sees

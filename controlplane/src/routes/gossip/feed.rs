@@ -5,7 +5,7 @@
 //!   message  = kind u8 (| 0x80: the rest is one zstd frame) , body
 //!   relay    = group*                   (kind 1: forwarded along the tree)
 //!   repair   = group*                   (kind 2: an origin's answer to a pull; not forwarded)
-//!   pull     = tag u32, from varint      (kind 3: "send me your changes from `from` on")
+//!   pull     = tag u32, asker u32, from varint   (kind 3: "send me, asker, your changes from `from` on")
 //!   snapshot = tag u32, seq varint, device varint, part varint, parts varint, change*   (kind 4)
 //!   group    = tag u32, first varint, count varint, length varint, change*
 //!   change   = varint(slot << 3 | op) [payload]
@@ -49,6 +49,13 @@ pub(super) const MAX_MESSAGE: usize = 1_200;
 const MAX_GROUP: usize = 1_100;
 /// Changes an origin keeps to answer pulls; older pulls get a snapshot.
 const LOG_CAPACITY: usize = 32_768;
+/// The longest client identity a fleet carries (bytes): a define must fit
+/// one group, a group one datagram.
+pub(super) const MAX_IDENTITY: usize = 256;
+/// The region of an appliance not announced yet: sorts after every name.
+pub(super) const UNKNOWN_REGION: &str = "\u{10ffff}";
+/// Parts of one snapshot at most (~20 MB: ~1 million devices).
+const MAX_SNAPSHOT_PARTS: usize = 16_384;
 
 pub(super) const KIND_RELAY: u8 = 1;
 pub(super) const KIND_REPAIR: u8 = 2;
@@ -274,7 +281,8 @@ impl Group {
             let count = get_varint(&mut body)?;
             let len = usize::try_from(get_varint(&mut body)?).ok()?;
             let changes = get_bytes(&mut body, len)?;
-            if count == 0 || first == 0 {
+            // Every change takes a byte at least; the last number must exist.
+            if count == 0 || first == 0 || count > len as u64 || first.checked_add(count).is_none() {
                 return None;
             }
             out.push(Group { tag, first, count, changes: Arc::from(changes) });
@@ -616,11 +624,14 @@ impl PeerFeed {
         changes: &[u8],
         moves: &mut Vec<(Home, Moved)>,
     ) -> bool {
-        if seq < self.applied || parts == 0 || part >= parts || parts > 1 << 16 {
+        if seq < self.applied || parts == 0 || part >= parts || parts > MAX_SNAPSHOT_PARTS {
             return false;
         }
-        if self.snapshot.as_ref().is_none_or(|(s, p)| *s != seq || p.len() != parts) {
-            self.snapshot = Some((seq, vec![None; parts]));
+        match &self.snapshot {
+            // An older snapshot's part (a late or replayed datagram).
+            Some((s, _)) if seq < *s => return false,
+            Some((s, p)) if *s == seq && p.len() == parts => {}
+            _ => self.snapshot = Some((seq, vec![None; parts])),
         }
         // Parts arriving are progress: no pull for this origin meanwhile
         // (a pull would make it start another snapshot).
@@ -906,6 +917,29 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), fleet.len());
+    }
+
+    #[test]
+    fn impossible_groups_and_stale_snapshot_parts_are_refused() {
+        let group = |first: u64, count: u64, changes: &[u8]| {
+            let mut m = Vec::new();
+            Group { tag: 1, first, count, changes: Arc::from(changes) }.encode(&mut m);
+            Group::decode_all(&m)
+        };
+        assert!(group(1, 2, &[0, 8]).is_some());
+        assert!(group(u64::MAX, 2, &[0, 8]).is_none(), "the last number overflows");
+        assert!(group(1, 3, &[0, 8]).is_none(), "more changes than bytes");
+        assert!(group(0, 1, &[0]).is_none() && group(1, 0, &[]).is_none());
+
+        let mut view = View::new("bh-1");
+        let holder = view.add_holder("bh-0");
+        let mut peer = PeerFeed::new(holder, "127.0.0.1:1".parse().unwrap(), 1_800_000_000_000);
+        let mut moves = Vec::new();
+        assert!(!peer.snapshot_part(&mut view, (10, 0), 0, 2, &[], &mut moves));
+        // A part of an older snapshot does not restart the one collected.
+        assert!(!peer.snapshot_part(&mut view, (9, 0), 0, 1, &[], &mut moves));
+        assert!(peer.snapshot_part(&mut view, (10, 0), 1, 2, &[], &mut moves), "10 completes");
+        assert!(!peer.snapshot_part(&mut view, (11, 0), 0, MAX_SNAPSHOT_PARTS + 1, &[], &mut moves));
     }
 
     #[test]

@@ -1,29 +1,22 @@
-//! The fleet's [`RouteStore`]: routes and announcements shared between
-//! appliances by gossip (chitchat), sealed with the fleet key.
+//! The fleet's [`RouteStore`]: membership and announcements by gossip
+//! (chitchat), routes by the route feed, all sealed with the fleet key.
 //!
 //! ```text
-//!   client sessions --register/set_status/unregister--> GossipRoutes --(view lock)--> View (local + live peers)
-//!                                                            |  ops channel                 ^   ^
-//!                                                            v                              |   | key listener: peers' route keys
-//!                                             pump task --> chitchat self node state        |   | as deltas arrive
-//!                                                            |                              |   |
-//!   peers <== SealedTransport (UDP, ChaCha20-Poly1305) <== chitchat server          reconciler task: joins,
-//!                                                                                    deaths, announcements
+//!   client sessions --register/set_status/unregister--> GossipRoutes --(index lock)--> View (local + live peers)
+//!                                                            |  LocalFeed (numbered changes)  ^
+//!                                                            v                                | applied in order
+//!   peers <== SealedTransport (UDP, one socket) ==> relay task (feed.rs, relay.rs): batches, relays along the
+//!               |  "BHG1": chitchat                           tree, pulls gaps, answers pulls
+//!               v                                         reconciler task: joins, deaths, the tree,
+//!             chitchat server <-- pump task (keys a, f)       feed heads, announcements
 //! ```
 //!
 //! Each appliance is one chitchat node (`[appliance] id`, generation = start
-//! time in ms, so a restarted box supersedes its old self) owning only its
-//! own keys:
-//!
-//! - `r<bucket>`: the local devices whose (account, identity) hash to that
-//!   bucket, each with its status, incoming grant and registration time;
-//!   `c<n>`: the account SID this appliance numbers `n` in its buckets
-//!   (`buckets.rs`). A change marks its bucket; the pump writes the marked
-//!   buckets a few ms later, so a burst of changes costs one write per
-//!   bucket. A device that goes is left out of its bucket's next value: no
-//!   tombstones.
-//! - `a`: the announcement (region, SIP and media addresses, free media
-//!   sessions, load, services, draining).
+//! time in ms, so a restarted box supersedes its old self) owning two keys:
+//! `a`, the announcement (region, SIP and media addresses, the SIP/TLS
+//! certificate's hash, free media sessions, load, services, draining), and
+//! `f`, the number of its route feed's last change. Its devices go in the
+//! route feed (`feed.rs`: what is carried; `relay.rs`: how).
 //!
 //! Reads (`devices`, `presence`, `list`, `counts`) answer from one index
 //! of local and live peers' devices, so they cost what the in-process
@@ -31,9 +24,7 @@
 //! `device` is the peer's number: **a `DeviceId` is unique only within
 //! its appliance**. A peer the failure detector holds dead leaves the
 //! index at once (its identities' presence changes are broadcast); when it
-//! comes back, or after chitchat had to reset our copy of a node (a long
-//! partition), the peer's keys are read again in full, so nothing stale
-//! stays.
+//! comes back it is a new origin, pulled in full, so nothing stale stays.
 //!
 //! docs/fleet.md describes the fleet, its timings and its figures.
 
@@ -435,17 +426,19 @@ impl Inner {
                 feed.announced = head;
             }
         }
-        // Regions as last announced (a peer not announced yet counts in
-        // the region ""); the tree keeps each region's links inside it.
+        // Regions as last announced (a peer not announced yet sorts after
+        // every region: never the hub); the tree keeps each region's links
+        // inside it.
         let regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let region_of = |addr: &SocketAddr| regions.get(addr).map_or(Arc::from(""), |r| Arc::from(r.0.as_str()));
+        let unknown = || Arc::from(feed::UNKNOWN_REGION);
+        let region_of = |addr: &SocketAddr| regions.get(addr).map_or_else(unknown, |r| Arc::from(r.0.as_str()));
         let my_region = self
             .mine
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .current
             .as_ref()
-            .map_or_else(|| Arc::from(""), |a| Arc::from(a.state.region.0.as_str()));
+            .map_or_else(unknown, |a| Arc::from(a.state.region.0.as_str()));
         let mut tree: Vec<feed::Member> = live
             .values()
             .map(|id| feed::Member {
@@ -579,6 +572,9 @@ impl RouteStore for GossipRoutes {
         let inner = &*self.inner;
         if route.identity.is_empty() {
             return Err(RouteError::EmptyIdentity);
+        }
+        if route.identity.len() > feed::MAX_IDENTITY {
+            return Err(RouteError::IdentityTooLong { len: route.identity.len(), limit: feed::MAX_IDENTITY });
         }
         if route.appliance != inner.appliance {
             return Err(RouteError::ForeignAppliance { appliance: route.appliance, this: inner.appliance.clone() });

@@ -48,6 +48,13 @@ const STALLED: Duration = Duration::from_secs(1);
 /// flight at once: each answer is a burst of snapshot datagrams, and the
 /// socket's receive buffer (~200 KB by default) holds a few at a time.
 const PULLS_IN_FLIGHT: usize = 2;
+/// Answers to pulls waiting at most (~20 MB): past it a pull is not
+/// answered (the asker pulls again later).
+const MAX_BACKLOG: usize = 16_384;
+/// A snapshot is answered again, unchanged, for this long: an asker that
+/// lost parts gets the same ones (same number) and completes, and askers
+/// pulling together share one.
+const SNAPSHOT_REUSE: Duration = Duration::from_secs(10);
 /// Answers to pulls (repairs, snapshots) sent per flush at most (~10
 /// Mbit/s at 100 ms): a box of 100,000 devices answers a joining one with
 /// ~2,000 datagrams, which at once would overflow the asker's receive
@@ -59,6 +66,9 @@ const PUBLISH_HEAD: Duration = Duration::from_secs(3);
 pub(super) const INBOUND_QUEUE: usize = 8_192;
 /// A compressed message opens to at most this much.
 const MAX_OPENED: usize = 64 * 1024;
+
+/// A snapshot's messages, shared by the askers it is queued for.
+type Snapshot = Arc<Vec<Arc<[u8]>>>;
 
 /// The relay's state, kept in the index lock with the feeds it serves.
 #[derive(Debug)]
@@ -72,7 +82,9 @@ pub(super) struct Relay {
     /// Groups of origins not (yet) in the view.
     pub unknown_origin: u64,
     /// Answers to pulls waiting to go, [`ANSWERS_PER_FLUSH`] at a time.
-    backlog: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    backlog: std::collections::VecDeque<(SocketAddr, Arc<[u8]>)>,
+    /// The last snapshot made, answered again to later pulls for a while.
+    snapshot: Option<(Instant, Snapshot)>,
 }
 
 impl Relay {
@@ -85,6 +97,7 @@ impl Relay {
             published: (0, now),
             unknown_origin: 0,
             backlog: std::collections::VecDeque::new(),
+            snapshot: None,
         }
     }
 
@@ -96,9 +109,10 @@ impl Relay {
 }
 
 /// A pull for `tag`'s changes from `from` on.
-fn pull_message(tag: u32, from: u64) -> Vec<u8> {
+fn pull_message(tag: u32, asker: u32, from: u64) -> Vec<u8> {
     let mut m = vec![KIND_PULL];
     m.extend_from_slice(&tag.to_le_bytes());
+    m.extend_from_slice(&asker.to_le_bytes());
     put_varint(from, &mut m);
     m
 }
@@ -113,7 +127,7 @@ fn want_pull(fleet: &mut Fleet, holder: Holder, counters: &GossipCounters, sends
     feed.pulled_at = Some(Instant::now());
     let tag = fleet.tags.iter().find(|(_, h)| **h == holder).map(|(t, _)| *t);
     if let Some(tag) = tag {
-        sends.push((feed.addr, pull_message(tag, feed.applied + 1)));
+        sends.push((feed.addr, pull_message(tag, fleet.local.tag, feed.applied + 1)));
         counters.feed_pulls.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -157,6 +171,10 @@ impl Inner {
                     match feed.apply(&mut fleet.view, &group, &mut moves) {
                         Outcome::Applied => {
                             if k == KIND_REPAIR {
+                                // Not relayed: its groups are cut apart from
+                                // the batches, and a neighbour holding part
+                                // of one would see an overlap (a gap). Those
+                                // below pull for themselves.
                                 feed.pulled_at = None;
                             } else {
                                 fleet.relay.outbox.push((Some(from), group));
@@ -169,7 +187,8 @@ impl Inner {
             }
             KIND_PULL => {
                 let mut b = body;
-                let (Some(tag), Some(start)) = (get_u32(&mut b), get_varint(&mut b)) else {
+                let (Some(tag), Some(asker), Some(start)) = (get_u32(&mut b), get_u32(&mut b), get_varint(&mut b))
+                else {
                     return self.counters.refused(Refusal::Undecodable);
                 };
                 // A pull for an earlier life of this appliance: the asker
@@ -177,20 +196,46 @@ impl Inner {
                 if tag != fleet.local.tag {
                     return;
                 }
-                let replies = match fleet.local.since(start) {
+                // Answered only to a live member, at the gossip address it
+                // advertises (not the datagram's source): a pull replayed
+                // from a forged source reflects nothing onto it.
+                let Some(to) = fleet.tags.get(&asker).and_then(|h| fleet.feeds.get(h)).map(|f| f.addr) else {
+                    fleet.relay.unknown_origin += 1;
+                    return;
+                };
+                // What waits for the next batch goes first: a snapshot
+                // holds it, and the batch must not overlap the snapshot.
+                for group in fleet.local.take_unsent() {
+                    fleet.relay.outbox.push((None, group));
+                }
+                let replies: Vec<Arc<[u8]>> = match fleet.local.since(start) {
                     Some(groups) => {
                         self.counters.feed_repairs.fetch_add(1, Ordering::Relaxed);
-                        pack(KIND_REPAIR, &groups)
+                        pack(KIND_REPAIR, &groups).into_iter().map(Arc::from).collect()
                     }
                     None => {
-                        self.counters.feed_snapshots.fetch_add(1, Ordering::Relaxed);
-                        fleet.local.snapshot(&fleet.view)
+                        let reuse = fleet.relay.snapshot.as_ref().filter(|(at, _)| at.elapsed() < SNAPSHOT_REUSE);
+                        let parts = match reuse {
+                            Some((_, parts)) => parts.clone(),
+                            None => {
+                                self.counters.feed_snapshots.fetch_add(1, Ordering::Relaxed);
+                                let parts: Vec<Arc<[u8]>> =
+                                    fleet.local.snapshot(&fleet.view).into_iter().map(Arc::from).collect();
+                                let parts = Arc::new(parts);
+                                fleet.relay.snapshot = Some((Instant::now(), parts.clone()));
+                                parts
+                            }
+                        };
+                        parts.iter().cloned().collect()
                     }
                 };
                 // Paced through the backlog, one answer per asker: a
                 // repeated pull replaces the copy not yet sent.
-                fleet.relay.backlog.retain(|(to, _)| *to != from);
-                fleet.relay.backlog.extend(replies.into_iter().map(|m| (from, m)));
+                fleet.relay.backlog.retain(|(queued, _)| *queued != to);
+                if fleet.relay.backlog.len() + replies.len() > MAX_BACKLOG {
+                    return;
+                }
+                fleet.relay.backlog.extend(replies.into_iter().map(|m| (to, m)));
             }
             KIND_SNAPSHOT => {
                 let mut b = body;
@@ -248,7 +293,7 @@ impl Inner {
             }
         }
         let paced = fleet.relay.backlog.len().min(ANSWERS_PER_FLUSH);
-        sends.extend(fleet.relay.backlog.drain(..paced));
+        sends.extend(fleet.relay.backlog.drain(..paced).map(|(to, m)| (to, m.to_vec())));
         let (seq, at) = fleet.relay.published;
         if fleet.local.seq != seq && at.elapsed() >= PUBLISH_HEAD {
             fleet.relay.published = (fleet.local.seq, now);

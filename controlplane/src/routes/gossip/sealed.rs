@@ -63,8 +63,15 @@ const ZSTD_LEVEL: i32 = 1;
 /// A zstd frame's first four bytes.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// A message compressed against one the receiver sent: this marker, that
-/// message's number (u32 LE), then the zstd frame.
+/// message's number (u32 LE) and a hash of its bytes (u32 LE: a receiver
+/// that restarted numbers its messages anew, and must not decompress
+/// against another message of the same number), then the zstd frame.
 const REFERENCED: [u8; 4] = *b"BHR1";
+
+/// FNV-1a of a reference message.
+fn reference_hash(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
 /// Messages this socket sent that peers may compress against (~2.5 KB each
 /// at 50 appliances: ~1.3 MB).
 const SENT_KEPT: usize = 512;
@@ -570,6 +577,7 @@ impl Socket for SealedSocket {
                     Some((number, _, against)) => {
                         self.packed.extend_from_slice(&REFERENCED);
                         self.packed.extend_from_slice(&number.to_le_bytes());
+                        self.packed.extend_from_slice(&reference_hash(&against).to_le_bytes());
                         let ok = c.set_dictionary(ZSTD_LEVEL, &against).is_ok() && {
                             let mut frame = Vec::with_capacity(self.plain.len());
                             let done = c.compress_to_buffer(&self.plain, &mut frame).is_ok();
@@ -684,9 +692,10 @@ impl Socket for SealedSocket {
             let unpacked;
             let mut slice = whole.as_ref();
             if let Some(rest) = slice.strip_prefix(&REFERENCED) {
-                let against = rest.get(..4).and_then(|b| {
+                let against = rest.get(..8).and_then(|b| {
                     let number = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    self.sent.get(&number).cloned()
+                    let hash = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                    self.sent.get(&number).filter(|m| reference_hash(m) == hash).cloned()
                 });
                 let (Some(against), Some(d)) = (against, &mut self.decompressor) else {
                     // A reference to a message no longer kept: lost, as a
@@ -694,7 +703,7 @@ impl Socket for SealedSocket {
                     self.counters.refused_unreferenced.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let opened = d.set_dictionary(&against).ok().and_then(|()| d.decompress(&rest[4..], MAX_MESSAGE).ok());
+                let opened = d.set_dictionary(&against).ok().and_then(|()| d.decompress(&rest[8..], MAX_MESSAGE).ok());
                 if d.set_dictionary(&[]).is_err() {
                     self.decompressor = None;
                 }

@@ -179,6 +179,12 @@ async fn local_rules_match_the_in_process_store() {
     assert_eq!(r.presence(&ac(1), "alice"), Presence::aggregate("alice", [Available]));
     assert!(matches!(r.register(route("bh-9", 4, "x", Available)), Err(RouteError::ForeignAppliance { .. })));
     assert_eq!(r.register(route("bh-0", 4, "", Available)), Err(RouteError::EmptyIdentity));
+    let long = "x".repeat(257);
+    assert_eq!(
+        r.register(route("bh-0", 4, &long, Available)),
+        Err(RouteError::IdentityTooLong { len: 257, limit: 256 }),
+        "a change must fit a datagram"
+    );
     r.set_status(DeviceId(2), Offline);
     assert_eq!(r.counts().total(), 1);
     r.shutdown().await;
