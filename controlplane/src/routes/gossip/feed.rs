@@ -723,6 +723,34 @@ pub(super) fn region_tree(mut fleet: Vec<Member>, me: &str, fanout: usize) -> Ve
     out
 }
 
+/// For the fuzz target `route_feed`: applies `body` as a relay or repair
+/// body (groups), then as snapshot parts, to a receiver holding nothing,
+/// and checks the index agrees with itself. Returns the devices held.
+#[doc(hidden)]
+pub fn fuzz_receive(body: &[u8]) -> usize {
+    let mut view = View::new("bh-fuzz");
+    let holder = view.add_holder("bh-origin");
+    let mut peer = PeerFeed::new(holder, SocketAddr::from(([127, 0, 0, 1], 1)), 1_800_000_000_000);
+    let mut moves = Vec::new();
+    for group in Group::decode_all(body).unwrap_or_default() {
+        // Groups apply in order only; force the order so that decoding runs.
+        peer.applied = group.first - 1;
+        peer.apply(&mut view, &group, &mut moves);
+    }
+    let mut b = body;
+    while let (Some(seq), Some(device), Some(part), Some(parts)) =
+        (get_varint(&mut b), get_varint(&mut b), get_varint(&mut b), get_varint(&mut b))
+    {
+        let Some(len) = get_varint(&mut b).and_then(|l| usize::try_from(l).ok()) else { break };
+        let Some(changes) = get_bytes(&mut b, len) else { break };
+        let (part, parts) = (usize::try_from(part).unwrap_or(usize::MAX), usize::try_from(parts).unwrap_or(0));
+        peer.snapshot_part(&mut view, (seq, device), part, parts, changes, &mut moves);
+    }
+    let held = view.devices_of(holder).len();
+    assert_eq!(view.counts.total(), held, "the counts and the index agree");
+    held
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -917,6 +945,20 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), fleet.len());
+    }
+
+    #[test]
+    fn the_fuzz_entry_applies_real_groups_and_survives_junk() {
+        let mut origin = LocalFeed::new("bh-origin", 1_800_000_000_000);
+        for d in 0..5 {
+            origin.define(&ac(1), &format!("u{d}"), &slot(d, PresenceStatus::Available));
+        }
+        origin.remove(DeviceId(2));
+        let body = &pack(KIND_RELAY, &origin.take_unsent())[0][1..];
+        assert_eq!(fuzz_receive(body), 4);
+        for junk in [&[][..], &[0xff; 40], &[1, 0, 0, 0, 1, 200, 3, 0, 0, 0]] {
+            fuzz_receive(junk);
+        }
     }
 
     #[test]

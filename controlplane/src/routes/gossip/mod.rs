@@ -34,6 +34,7 @@ pub mod metrics;
 mod relay;
 mod sealed;
 
+pub use feed::fuzz_receive;
 pub use relay::FeedTiming;
 pub use sealed::{
     FleetKey, GossipCounters, GossipCounts, KeyError, KindCounts, SynBudget, FEED_OVERHEAD, MAX_AGE, OVERHEAD,
