@@ -428,7 +428,7 @@ fn call_alice_at(fleet: &Fleet, at: usize, alice: &mut Device, anchor: usize, wh
     let hangup =
         alice.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{what}: hangup: {e:#}\n{}", fleet.context()));
     assert_eq!(hangup["callsid"], child_sid.as_str());
-    let outcome = caller.wait(SIPP_END).unwrap();
+    let outcome = caller.wait(SIPP_END).unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.context()));
     assert!(outcome.success(), "{what}: {}\n{}", outcome.report, fleet.context());
     for (i, (id, _)) in MEMBERS.iter().enumerate() {
         if fleet.members[i].app.is_some() {
@@ -525,7 +525,10 @@ fn a_fleet_of_four_in_three_regions() {
     // A call to alice now ends at once.
     let rtp = fleet.carrier.endpoint().unwrap();
     let started = Instant::now();
-    let refused = fleet.carrier_call("uac_refused.xml", US1_A, &rtp, US1_A).wait(SIPP_END).unwrap();
+    let refused = fleet
+        .carrier_call("uac_refused.xml", US1_A, &rtp, US1_A)
+        .wait(SIPP_END)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.context()));
     let finals: Vec<u16> = refused.statuses_received().into_iter().filter(|s| *s >= 200).collect();
     assert_eq!(finals, [480], "alice present nowhere: {}\n{}", refused.report, fleet.context());
     eprintln!("call to alice present nowhere ended in {:?}", started.elapsed());
@@ -611,7 +614,7 @@ fn fleet_endings_and_refusals() {
     alice.ws.answer(&plain_rtp_sdp(alice.rtp.local_addr()), &child).unwrap();
     answered(&mut caller, &fleet);
     alice.ws.hangup(&child).unwrap();
-    let outcome = caller.wait(SIPP_END).unwrap();
+    let outcome = caller.wait(SIPP_END).unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.context()));
     assert!(outcome.success(), "the carrier is hung up on: {}\n{}", outcome.report, fleet.context());
     assert!(outcome.logs.iter().any(|l| l.event == "bye" && l.get("event") == Some("received")), "{}", outcome.report);
     for (i, (id, _)) in MEMBERS.iter().enumerate() {
@@ -666,7 +669,7 @@ fn fleet_endings_and_refusals() {
     let invite = alice.ws.expect("invite", SIGNAL).unwrap_or_else(|e| panic!("invite: {e:#}\n{}", fleet.context()));
     let cancel = alice.ws.expect("cancel", SIGNAL).unwrap_or_else(|e| panic!("cancel: {e:#}\n{}", fleet.context()));
     assert_eq!(cancel["callsid"], invite["callsid"]);
-    let outcome = cancelling.wait(SIPP_END).unwrap();
+    let outcome = cancelling.wait(SIPP_END).unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.context()));
     assert!(outcome.logs.iter().any(|l| l.event == "cancelled"), "the carrier's 487: {}", outcome.report);
 
     // A fleet INVITE with a forged proof, straight to de1's SIP over TCP.

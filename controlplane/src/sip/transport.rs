@@ -547,11 +547,25 @@ impl Core {
 
     fn send(&mut self, send: Send) {
         // A response starts "SIP/2.0 NNN"; anything else we send is a request.
-        match send.bytes.strip_prefix(b"SIP/2.0 ").and_then(|r| std::str::from_utf8(r.get(..3)?).ok()?.parse().ok()) {
-            Some(code) => self.stats.responses_out[class_index(code)].fetch_add(1, Relaxed),
-            None => self.stats.requests_out.fetch_add(1, Relaxed),
+        let request = match send
+            .bytes
+            .strip_prefix(b"SIP/2.0 ")
+            .and_then(|r| std::str::from_utf8(r.get(..3)?).ok()?.parse().ok())
+        {
+            Some(code) => {
+                self.stats.responses_out[class_index(code)].fetch_add(1, Relaxed);
+                false
+            }
+            None => {
+                self.stats.requests_out.fetch_add(1, Relaxed);
+                true
+            }
         };
-        let connection = match (send.peer.connection, send.peer.transport) {
+        // A request on a connection that closed goes to the peer's address
+        // (an appliance's or a trunk's listener), dialed again; a response
+        // has nowhere else to go.
+        let gone = request && send.peer.connection.is_some_and(|id| !self.connections.contains_key(&id));
+        let connection = match (send.peer.connection.filter(|_| !gone), send.peer.transport) {
             (None, Transport::Tcp | Transport::Tls) => {
                 // A request toward a peer over a connection-oriented transport:
                 // reuse a connection to it, or open one.

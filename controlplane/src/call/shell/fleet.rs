@@ -500,7 +500,14 @@ impl Shell {
                 }
                 let code = response.code;
                 if (200..300).contains(&code) {
-                    leg.dialog = Dialog::as_uas(&leg.invite, leg.near_sip.unwrap_or(leg.peer), &leg.tag);
+                    // Our requests of the dialog (BYE) go over the connection
+                    // the near appliance opened while it lasts, else to its
+                    // announced SIP address (the transport dials it).
+                    let near = match leg.near_sip {
+                        Some(near) => Peer { connection: leg.peer.connection, ..near },
+                        None => leg.peer,
+                    };
+                    leg.dialog = Dialog::as_uas(&leg.invite, near, &leg.tag);
                     if let Some((session, local)) = leg.media {
                         // The client's answer: side 1 sends to it, and the
                         // near appliance is told our side 0.
