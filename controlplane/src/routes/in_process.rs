@@ -18,7 +18,7 @@
 //! 212 bytes. The route of a device is rebuilt when it is read
 //! (`devices`), so the appliance name is not stored per device.
 
-use super::view::{summary, Moved, Slot, View, LOCAL};
+use super::view::{summary, Moved, Registered, View, LOCAL};
 use super::{DeviceId, DeviceRoute, Presence, PresenceChange, PresenceCounts, PresenceStatus, RouteError, RouteStore};
 use crate::store::AccountSid;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -81,41 +81,13 @@ impl RouteStore for InProcessRoutes {
             return Err(RouteError::ForeignAppliance { appliance: route.appliance, this: self.appliance.clone() });
         }
         let mut table = self.table();
-        if let Some(home) = table.home(LOCAL, route.device) {
-            if *home.account == route.account && *home.identity == *route.identity {
-                // A refresh (the SDK registers again every 30 s): the grant
-                // may have changed with a new token; status and time stay.
-                if let Some(slot) = table.slot_mut(LOCAL, route.device) {
-                    slot.incoming = route.incoming;
-                }
-                return Ok(());
-            }
-            // The device now registers another identity: it moves, with its
-            // status and time, and the device count stays.
-            if let Some((slot, home, moved)) = table.remove(LOCAL, route.device) {
+        // A refresh (the SDK registers again every 30 s) changes no presence.
+        if let Registered::Placed { left, joined, .. } = table.register_local(&route, self.max_devices)? {
+            if let Some((home, moved)) = left {
                 self.announce(&home.account, &home.identity, moved);
-                let slot = Slot { incoming: route.incoming, ..slot };
-                let moved = table.insert(&route.account, &route.identity, slot);
-                self.announce(&route.account, &route.identity, moved);
             }
-            return Ok(());
+            self.announce(&route.account, &route.identity, joined);
         }
-        if table.local >= self.max_devices {
-            return Err(RouteError::Full { limit: self.max_devices });
-        }
-        let status = match route.status {
-            PresenceStatus::Offline => PresenceStatus::Available,
-            status => status,
-        };
-        let slot = Slot {
-            holder: LOCAL,
-            device: route.device,
-            registered_at: route.registered_at,
-            status,
-            incoming: route.incoming,
-        };
-        let moved = table.insert(&route.account, &route.identity, slot);
-        self.announce(&route.account, &route.identity, moved);
         Ok(())
     }
 
@@ -161,7 +133,7 @@ impl RouteStore for InProcessRoutes {
 
 #[cfg(test)]
 mod tests {
-    use super::super::view::Home;
+    use super::super::view::{Home, Slot};
     use super::*;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};

@@ -14,7 +14,7 @@
 //! A `DeviceId` is unique only within its holder.
 
 use super::presence::aggregate;
-use super::{DeviceId, DeviceRoute, Presence, PresenceCounts, PresenceStatus};
+use super::{DeviceId, DeviceRoute, Presence, PresenceCounts, PresenceStatus, RouteError};
 use crate::store::AccountSid;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,6 +41,15 @@ pub(super) struct Home {
 
 /// An identity's (status, device count) before and after an operation.
 pub(super) type Moved = ((PresenceStatus, usize), (PresenceStatus, usize));
+
+/// What [`View::register_local`] did.
+pub(super) enum Registered {
+    /// The device was there already; the slot if its grant changed.
+    Refreshed(Option<Slot>),
+    /// The device is in, new or moved from another identity (`left`: that
+    /// identity's home and move); `joined`: its identity's move.
+    Placed { slot: Slot, left: Option<(Home, Moved)>, joined: Moved },
+}
 
 #[derive(Debug, Default)]
 pub(super) struct View {
@@ -183,6 +192,45 @@ impl View {
         slot.status = status;
         let after = summary(slots);
         Some((home, (before, after)))
+    }
+
+    /// Registers one of this appliance's devices (both stores' rule): a
+    /// refresh keeps status and time and takes the grant; a device that
+    /// now registers another identity moves with its status and time; a
+    /// new one comes in available (offline means available here) unless
+    /// `max_devices` are held already.
+    pub fn register_local(&mut self, route: &DeviceRoute, max_devices: usize) -> Result<Registered, RouteError> {
+        if let Some(home) = self.home(LOCAL, route.device).cloned() {
+            if *home.account == route.account && *home.identity == *route.identity {
+                let slot = self.slot_mut(LOCAL, route.device);
+                let changed = slot.filter(|s| s.incoming != route.incoming).map(|s| {
+                    s.incoming = route.incoming;
+                    *s
+                });
+                return Ok(Registered::Refreshed(changed));
+            }
+            if let Some((slot, home, left)) = self.remove(LOCAL, route.device) {
+                let slot = Slot { incoming: route.incoming, ..slot };
+                let joined = self.insert(&route.account, &route.identity, slot);
+                return Ok(Registered::Placed { slot, left: Some((home, left)), joined });
+            }
+        }
+        if self.local >= max_devices {
+            return Err(RouteError::Full { limit: max_devices });
+        }
+        let status = match route.status {
+            PresenceStatus::Offline => PresenceStatus::Available,
+            status => status,
+        };
+        let slot = Slot {
+            holder: LOCAL,
+            device: route.device,
+            registered_at: route.registered_at,
+            status,
+            incoming: route.incoming,
+        };
+        let joined = self.insert(&route.account, &route.identity, slot);
+        Ok(Registered::Placed { slot, left: None, joined })
     }
 
     /// Applies a peer's route as announced: added, updated, or moved from

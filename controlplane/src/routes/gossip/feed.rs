@@ -528,8 +528,6 @@ pub(super) struct PeerFeed {
     accounts: HashMap<u32, AccountSid>,
     /// A snapshot being put together: its seq and parts.
     snapshot: Option<(u64, Vec<Option<Vec<u8>>>)>,
-    /// When the last snapshot part arrived.
-    snapshot_at: Option<std::time::Instant>,
     /// When a pull was last sent (one at a time, repeated if unanswered).
     pub pulled_at: Option<std::time::Instant>,
     /// When `applied` last moved.
@@ -547,15 +545,15 @@ impl PeerFeed {
             slots: HashMap::new(),
             accounts: HashMap::new(),
             snapshot: None,
-            snapshot_at: None,
             pulled_at: None,
             moved_at: std::time::Instant::now(),
         }
     }
 
-    /// Whether a snapshot of this origin is arriving (a part came lately).
+    /// Whether a snapshot of this origin is arriving (collecting, and a
+    /// part or a change came within the last second).
     pub fn receiving_snapshot(&self) -> bool {
-        self.snapshot.is_some() && self.snapshot_at.is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        self.snapshot.is_some() && self.moved_at.elapsed() < Duration::from_secs(1)
     }
 
     /// Applies a group of this origin, in order only.
@@ -636,7 +634,6 @@ impl PeerFeed {
         // Parts arriving are progress: no pull for this origin meanwhile
         // (a pull would make it start another snapshot).
         self.moved_at = std::time::Instant::now();
-        self.snapshot_at = Some(self.moved_at);
         let Some((_, collected)) = self.snapshot.as_mut() else { return false };
         collected[part] = Some(changes.to_vec());
         if collected.iter().any(Option::is_none) {

@@ -44,7 +44,7 @@ use self::feed::{origin_tag, LocalFeed, PeerFeed};
 use self::relay::Relay;
 use self::sealed::{RoundTrips, SealedTransport};
 use super::policy::{ApplianceId, ApplianceState, Region, Service};
-use super::view::{Holder, Home, Moved, Slot, View, LOCAL};
+use super::view::{Holder, Home, Moved, Registered, View, LOCAL};
 use super::{
     Announcement, DeviceId, DeviceRoute, Presence, PresenceChange, PresenceCounts, PresenceStatus, RouteError,
     RouteStore,
@@ -582,46 +582,21 @@ impl RouteStore for GossipRoutes {
         }
         let mut guard = inner.fleet();
         let fleet = &mut *guard;
-        if let Some(home) = fleet.view.home(LOCAL, route.device).cloned() {
-            if *home.account == route.account && *home.identity == *route.identity {
-                // A refresh: the grant may have changed; status and time stay.
-                if let Some(slot) = fleet.view.slot_mut(LOCAL, route.device) {
-                    if slot.incoming != route.incoming {
-                        slot.incoming = route.incoming;
-                        let slot = *slot;
-                        fleet.local.define(&route.account, &route.identity, &slot);
-                    }
+        match fleet.view.register_local(&route, inner.max_devices)? {
+            // A refresh: peers hear of it only if the grant changed.
+            Registered::Refreshed(changed) => {
+                if let Some(slot) = changed {
+                    fleet.local.define(&route.account, &route.identity, &slot);
                 }
-                return Ok(());
             }
-            // The device now registers another identity: it moves, with
-            // its status and time.
-            if let Some((slot, home, moved)) = fleet.view.remove(LOCAL, route.device) {
-                inner.tell(&home.account, &home.identity, moved);
-                let slot = Slot { incoming: route.incoming, ..slot };
-                let moved = fleet.view.insert(&route.account, &route.identity, slot);
-                inner.tell(&route.account, &route.identity, moved);
+            Registered::Placed { slot, left, joined } => {
+                if let Some((home, moved)) = left {
+                    inner.tell(&home.account, &home.identity, moved);
+                }
+                inner.tell(&route.account, &route.identity, joined);
                 fleet.local.define(&route.account, &route.identity, &slot);
             }
-            return Ok(());
         }
-        if fleet.view.local >= inner.max_devices {
-            return Err(RouteError::Full { limit: inner.max_devices });
-        }
-        let status = match route.status {
-            PresenceStatus::Offline => PresenceStatus::Available,
-            status => status,
-        };
-        let slot = Slot {
-            holder: LOCAL,
-            device: route.device,
-            registered_at: route.registered_at,
-            status,
-            incoming: route.incoming,
-        };
-        let moved = fleet.view.insert(&route.account, &route.identity, slot);
-        inner.tell(&route.account, &route.identity, moved);
-        fleet.local.define(&route.account, &route.identity, &slot);
         Ok(())
     }
 
