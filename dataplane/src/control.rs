@@ -23,17 +23,34 @@ use std::time::{Duration, SystemTime};
 /// Commands a worker applies between bursts.
 #[derive(Debug)]
 pub enum Command {
-    Install { id: SessionId, locals: [LocalEndpoint; 2], settings: [LegSettings; 2] },
-    Update { id: SessionId, side: usize, settings: LegSettings },
-    Remove { id: SessionId },
+    Install {
+        id: SessionId,
+        locals: [LocalEndpoint; 2],
+        settings: [LegSettings; 2],
+    },
+    Update {
+        id: SessionId,
+        side: usize,
+        settings: LegSettings,
+    },
+    Remove {
+        id: SessionId,
+    },
+    /// Socket backend: close the sockets of these ports, which no session
+    /// uses (the process ran out of files).
+    CloseIdle {
+        locals: Vec<LocalEndpoint>,
+    },
 }
 
 /// A command with the sockets the socket backend needs for it.
 #[derive(Debug)]
 pub struct WorkerCommand {
     pub command: Command,
-    /// Socket backend: per leg, the RTP socket and (without rtcp-mux) the RTCP socket.
-    pub sockets: Vec<(LocalEndpoint, UdpSocket)>,
+    /// Socket backend, with `Install`: the ports the session receives on
+    /// (per leg its RTP port and, without rtcp-mux, its RTCP port), each
+    /// with a newly bound socket where the worker holds none yet.
+    pub ports: Vec<(LocalEndpoint, Option<UdpSocket>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -136,7 +153,13 @@ struct Registry {
     /// Free leg endpoints (even RTP ports), oldest-freed first so a port is
     /// not reused while stray packets of its last call may still arrive.
     free_endpoints: Vec<VecDeque<LocalEndpoint>>,
+    /// Socket backend: the ports whose worker holds a bound socket (kept
+    /// open between sessions), by `port_index`.
+    bound: Vec<bool>,
 }
+
+/// Idle sockets each worker is asked to close when binding runs out of files.
+const CLOSE_WHEN_OUT_OF_FILES: usize = 256;
 
 struct Inner {
     config: DataplaneConfig,
@@ -208,8 +231,14 @@ impl Dataplane {
                 pair += 1;
             }
         }
-        let registry =
-            Registry { sessions: HashMap::new(), generations: vec![0; config.sessions], free_slots, free_endpoints };
+        let bound = vec![false; if config.backend == Backend::Sockets { addrs * port_count } else { 0 }];
+        let registry = Registry {
+            sessions: HashMap::new(),
+            generations: vec![0; config.sessions],
+            free_slots,
+            free_endpoints,
+            bound,
+        };
 
         let queues: Vec<_> = (0..workers).map(|_| ArrayQueue::new(16_384)).collect();
         let specs = crate::io::prepare(&config).map_err(StartError::Backend)?;
@@ -281,6 +310,9 @@ fn validate(config: &DataplaneConfig) -> Result<(), StartError> {
     let bad = |m: String| Err(StartError::Config(m));
     if config.workers == 0 || config.workers > 64 {
         return bad(format!("workers = {} (1 to 64)", config.workers));
+    }
+    if *config.ports.start() == 0 {
+        return bad("ports: port 0 cannot be a media port".into());
     }
     if config.media_ips.is_empty() || config.media_ips.len() > 64 {
         return bad("media_ips: between 1 and 64 addresses".into());
@@ -373,7 +405,7 @@ impl DataplaneHandle {
             return Err(ControlError::TableFull(self.inner.config.sessions));
         }
         let mut locals = Vec::with_capacity(2);
-        let mut sockets = Vec::new();
+        let mut ports = Vec::new();
         // Ports another program holds are skipped (and kept out of the pool
         // until they come back round).
         let mut skipped = Vec::new();
@@ -384,8 +416,8 @@ impl DataplaneHandle {
                 return Err(ControlError::PortsExhausted);
             };
             if self.inner.config.backend == Backend::Sockets {
-                match self.bind_leg(local, request.rtcp_mux) {
-                    Ok(mut s) => sockets.append(&mut s),
+                match self.bind_leg(&reg, local, request.rtcp_mux) {
+                    Ok(mut s) => ports.append(&mut s),
                     Err(ControlError::BindSocket(addr, e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
                         tracing::debug!(%addr, "media port in use elsewhere; skipped");
                         skipped.push(local);
@@ -395,6 +427,12 @@ impl DataplaneHandle {
                         reg.free_endpoints[worker].extend(locals.drain(..));
                         reg.free_endpoints[worker].push_front(local);
                         reg.free_endpoints[worker].extend(skipped);
+                        if let ControlError::BindSocket(_, io) = &e {
+                            let out_of_files = [nix::errno::Errno::EMFILE, nix::errno::Errno::ENFILE];
+                            if out_of_files.iter().any(|e| io.raw_os_error() == Some(*e as i32)) {
+                                self.close_idle(&mut reg);
+                            }
+                        }
                         return Err(e);
                     }
                 }
@@ -409,10 +447,17 @@ impl DataplaneHandle {
         reg.generations[slot as usize] = reg.generations[slot as usize].wrapping_add(1);
         let id = SessionId::new(slot, reg.generations[slot as usize]);
         let command = Command::Install { id, locals, settings: request.legs };
-        if let Err(e) = self.send(worker, WorkerCommand { command, sockets }) {
+        let newly_bound: Vec<LocalEndpoint> =
+            ports.iter().filter(|(_, socket)| socket.is_some()).map(|(local, _)| *local).collect();
+        if let Err(e) = self.send(worker, WorkerCommand { command, ports }) {
             reg.free_slots[worker].push(slot);
             reg.free_endpoints[worker].extend(locals);
             return Err(e);
+        }
+        for local in newly_bound {
+            if let Some(i) = self.port_index(local) {
+                reg.bound[i] = true;
+            }
         }
         reg.sessions.insert(
             slot,
@@ -431,16 +476,62 @@ impl DataplaneHandle {
         Ok(self.info(id, record))
     }
 
-    fn bind_leg(&self, local: LocalEndpoint, rtcp_mux: bool) -> Result<Vec<(LocalEndpoint, UdpSocket)>, ControlError> {
+    /// The ports a leg at `local` receives on, each with a new socket
+    /// where its worker holds none yet.
+    fn bind_leg(
+        &self,
+        reg: &Registry,
+        local: LocalEndpoint,
+        rtcp_mux: bool,
+    ) -> Result<Vec<(LocalEndpoint, Option<UdpSocket>)>, ControlError> {
         let mut out = Vec::with_capacity(2);
         let ports = if rtcp_mux { 1 } else { 2 };
         for p in 0..ports {
             let ep = LocalEndpoint { port: local.port + p, ..local };
+            if self.port_index(ep).is_some_and(|i| reg.bound[i]) {
+                out.push((ep, None));
+                continue;
+            }
             let addr = self.socket_addr(ep);
             let socket = crate::io::sockets::bind_media_socket(addr).map_err(|e| ControlError::BindSocket(addr, e))?;
-            out.push((ep, socket));
+            out.push((ep, Some(socket)));
         }
         Ok(out)
+    }
+
+    /// Where a port's flag lives in `Registry::bound`.
+    fn port_index(&self, local: LocalEndpoint) -> Option<usize> {
+        let config = &self.inner.config;
+        let port = usize::from(local.port.checked_sub(*config.ports.start())?);
+        let count = usize::from(*config.ports.end() - *config.ports.start()) + 1;
+        (port < count && usize::from(local.addr) < config.media_ips.len())
+            .then(|| usize::from(local.addr) * count + port)
+    }
+
+    /// Out of files: each worker closes the idle sockets of its most
+    /// recently freed ports (the last to be reused), so that the session
+    /// after this one can bind. The one that failed is refused.
+    fn close_idle(&self, reg: &mut Registry) {
+        let mut closed = 0;
+        for worker in 0..self.inner.config.workers {
+            let mut locals = Vec::new();
+            for &local in reg.free_endpoints[worker].iter().rev() {
+                if locals.len() >= CLOSE_WHEN_OUT_OF_FILES * 2 {
+                    break;
+                }
+                for ep in [local, LocalEndpoint { port: local.port + 1, ..local }] {
+                    if let Some(i) = self.port_index(ep).filter(|&i| reg.bound[i]) {
+                        reg.bound[i] = false;
+                        locals.push(ep);
+                    }
+                }
+            }
+            closed += locals.len();
+            if !locals.is_empty() {
+                let _ = self.send(worker, WorkerCommand { command: Command::CloseIdle { locals }, ports: Vec::new() });
+            }
+        }
+        tracing::warn!(closed, "out of open files binding a media port: idle media sockets closed");
     }
 
     /// Changes one leg's settings (new remote after a re-INVITE, payload-type
@@ -457,7 +548,7 @@ impl DataplaneHandle {
         let mut reg = self.registry();
         let record = lookup(&mut reg, id)?;
         let worker = record.worker;
-        self.send(worker, WorkerCommand { command: Command::Update { id, side, settings }, sockets: Vec::new() })?;
+        self.send(worker, WorkerCommand { command: Command::Update { id, side, settings }, ports: Vec::new() })?;
         let record = lookup(&mut reg, id)?;
         record.settings[side] = settings;
         record.latched[side] = None;
@@ -469,7 +560,7 @@ impl DataplaneHandle {
     pub fn delete_session(&self, id: SessionId) -> Result<SessionInfo, ControlError> {
         let mut reg = self.registry();
         let record = lookup(&mut reg, id)?;
-        self.send(record.worker, WorkerCommand { command: Command::Remove { id }, sockets: Vec::new() })?;
+        self.send(record.worker, WorkerCommand { command: Command::Remove { id }, ports: Vec::new() })?;
         let info = self.info(id, record);
         let record = reg.sessions.remove(&id.slot()).ok_or(ControlError::NotFound(id))?;
         reg.free_slots[record.worker].push(id.slot());

@@ -125,7 +125,7 @@ fn engine_relay_allocates_nothing() {
 #[test]
 fn socket_backend_burst_allocates_nothing() {
     let waker = Arc::new(nix::sys::eventfd::EventFd::new().unwrap());
-    let mut io = SocketIo::new(waker, 16).unwrap();
+    let mut io = SocketIo::new(waker, 16, 1, 1..=65535).unwrap();
     let shared = Arc::new(Shared::new(1, 8, Duration::from_secs(30)));
     let mut engine = Engine::new(0, SessionTable::new(0, 1, 8, 1, 1..=65535), shared.clone());
 
@@ -151,7 +151,7 @@ fn socket_backend_burst_allocates_nothing() {
     engine.apply(Now::default(), command).unwrap();
     let target = legs[0].local_addr().unwrap();
     for (leg, (local, socket)) in legs.into_iter().enumerate().map(|(i, s)| (i, (locals[i], s))) {
-        io.attach(leg as u32, vec![(local, socket)]);
+        io.attach(leg as u32, vec![(local, Some(socket))]);
     }
 
     let mut relayed = 0;

@@ -251,6 +251,8 @@ impl Engine {
                     std::sync::atomic::Ordering::Relaxed,
                 );
             }
+            // The backend's business (`worker::apply`).
+            Command::CloseIdle { .. } => {}
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-/// Bursts between two looks at the command queue while busy.
+/// Bursts between two rounds of housekeeping (timeouts, the backend's own) while busy.
 const CONTROL_EVERY: u64 = 16;
 /// How many datagrams ahead of the one being relayed its state is prefetched.
 const AHEAD: usize = 4;
@@ -19,7 +19,7 @@ const COMMANDS_PER_TICK: usize = 256;
 
 pub fn run(engine: Engine, io: AnyIo, commands: &ArrayQueue<WorkerCommand>, epoch: Instant) {
     match io {
-        AnyIo::Sockets(io) => run_loop(engine, io, commands, epoch),
+        AnyIo::Sockets(io) => run_loop(engine, *io, commands, epoch),
         #[cfg(feature = "dpdk")]
         AnyIo::Dpdk(io) => run_loop(engine, io, commands, epoch),
     }
@@ -38,7 +38,15 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
     let mut idle = false;
     let mut tick = 0u64;
     loop {
-        let batch = io.rx_burst(idle.then_some(IDLE_WAIT));
+        // Commands first, then the sockets: a datagram read after a
+        // session's `Install` was queued belongs to that session (a socket
+        // backend's port stays watched between sessions, and a backend
+        // woken for a command returns before reading; `PacketIo::rx_burst`).
+        let mut commands_left = false;
+        if !commands.is_empty() {
+            commands_left = apply_queued(&mut engine, &mut io, now(epoch), commands);
+        }
+        let batch = io.rx_burst((idle && !commands_left).then_some(IDLE_WAIT));
         let received = batch.len();
         let t = now(epoch);
         // Software pipelining: while datagram i is relayed, the session
@@ -74,18 +82,14 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
             bump(&counters.idle_loops, 1);
         }
         tick += 1;
+        // Commands left over: look again before blocking. The control
+        // plane wakes a worker only for a command that finds its queue
+        // empty (`DataplaneHandle::send`), so a worker must never sleep on
+        // a queue that is not.
+        if commands_left {
+            idle = false;
+        }
         if idle || tick.is_multiple_of(CONTROL_EVERY) {
-            for _ in 0..COMMANDS_PER_TICK {
-                let Some(cmd) = commands.pop() else { break };
-                apply(&mut engine, &mut io, t, cmd);
-            }
-            // Commands left over: look again before blocking. The control
-            // plane wakes a worker only for a command that finds the queue
-            // empty (`DataplaneHandle::send`), so a worker must never sleep
-            // on a queue that is not.
-            if !commands.is_empty() {
-                idle = false;
-            }
             engine.scan_timeouts_paced(t);
             io.housekeeping();
             if shared.stop.load(Ordering::Acquire) {
@@ -97,11 +101,29 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
     tracing::info!(worker = w, "dataplane worker stopped");
 }
 
+/// Applies up to [`COMMANDS_PER_TICK`] queued commands; true when some are left.
+fn apply_queued<Io: PacketIo>(
+    engine: &mut Engine,
+    io: &mut Io,
+    now: Now,
+    commands: &ArrayQueue<WorkerCommand>,
+) -> bool {
+    for _ in 0..COMMANDS_PER_TICK {
+        let Some(cmd) = commands.pop() else { return false };
+        apply(engine, io, now, cmd);
+    }
+    !commands.is_empty()
+}
+
 fn apply<Io: PacketIo>(engine: &mut Engine, io: &mut Io, now: Now, cmd: WorkerCommand) {
-    let WorkerCommand { command, mut sockets } = cmd;
+    let WorkerCommand { command, mut ports } = cmd;
     let (id, install) = match &command {
         Command::Install { id, locals, .. } => (*id, Some(*locals)),
         Command::Update { id, .. } | Command::Remove { id } => (*id, None),
+        Command::CloseIdle { locals } => {
+            io.close_idle(locals);
+            return;
+        }
     };
     let remove = matches!(command, Command::Remove { .. });
     let local_leg = (id.slot() / shared_workers(engine)) * 2;
@@ -112,10 +134,11 @@ fn apply<Io: PacketIo>(engine: &mut Engine, io: &mut Io, now: Now, cmd: WorkerCo
     }
     if let Some(locals) = install {
         for (side, local) in locals.iter().enumerate() {
-            let mine = sockets.iter().position(|(l, _)| l == local).map(|i| sockets.swap_remove(i));
             let rtcp_ep = crate::session::LocalEndpoint { port: local.port + 1, ..*local };
-            let rtcp = sockets.iter().position(|(l, _)| *l == rtcp_ep).map(|i| sockets.swap_remove(i));
-            io.attach(local_leg + side as u32, mine.into_iter().chain(rtcp).collect());
+            let mut take = |ep| ports.iter().position(|(l, _)| *l == ep).map(|i| ports.swap_remove(i));
+            let rtp = take(*local);
+            let rtcp = take(rtcp_ep);
+            io.attach(local_leg + side as u32, rtp.into_iter().chain(rtcp).collect());
         }
     }
     if remove {

@@ -25,18 +25,27 @@ pub trait PacketIo {
     type Datagram: Datagram;
 
     /// Receives one burst. With `wait`, the previous loop found nothing and
-    /// the backend may block up to that long (or until woken).
+    /// the backend may block up to that long (or until woken). Woken for a
+    /// command, it returns without reading, so that the worker applies the
+    /// command before it reads what came after it.
     fn rx_burst(&mut self, wait: Option<Duration>) -> &mut [Self::Datagram];
 
     /// Sends the datagrams of the last burst that the engine readdressed and
     /// releases the others, counting what could not be sent.
     fn tx_burst(&mut self, counters: &WorkerCounters);
 
-    /// A session's leg `leg` (local index) was installed with these sockets.
-    fn attach(&mut self, leg: u32, sockets: Vec<(LocalEndpoint, UdpSocket)>);
+    /// A session's leg `leg` (local index) was installed: it receives on
+    /// these ports (RTP, then RTCP without rtcp-mux), each with the socket
+    /// the control plane bound for it when the backend has none there yet.
+    fn attach(&mut self, leg: u32, ports: Vec<(LocalEndpoint, Option<UdpSocket>)>);
 
-    /// A session's leg was removed: its sockets, if any, are closed.
+    /// A session's leg was removed: its ports stop delivering (their
+    /// sockets, if any, stay open for the next session).
     fn detach(&mut self, leg: u32);
+
+    /// Closes the sockets of these ports if no session uses them (the
+    /// process ran out of files).
+    fn close_idle(&mut self, _locals: &[LocalEndpoint]) {}
 
     /// Background work between bursts (ARP, the exception path); cheap.
     fn housekeeping(&mut self) {}
@@ -67,7 +76,7 @@ impl Waker {
 /// One backend instance per worker, as built inside its worker thread (its
 /// buffers and driver handles stay on that thread).
 pub enum AnyIo {
-    Sockets(sockets::SocketIo),
+    Sockets(Box<sockets::SocketIo>),
     #[cfg(feature = "dpdk")]
     Dpdk(dpdk::DpdkIo),
 }
@@ -78,6 +87,8 @@ pub enum IoSpec {
     Sockets {
         waker: Arc<nix::sys::eventfd::EventFd>,
         legs: usize,
+        addrs: usize,
+        ports: std::ops::RangeInclusive<u16>,
     },
     #[cfg(feature = "dpdk")]
     Dpdk(dpdk::DpdkSpec),
@@ -95,9 +106,9 @@ impl IoSpec {
     /// Opens the instance; called on the worker's own thread.
     pub fn open(self) -> Result<AnyIo, String> {
         match self {
-            IoSpec::Sockets { waker, legs } => {
-                sockets::SocketIo::new(waker, legs).map(AnyIo::Sockets).map_err(|e| format!("socket backend: {e}"))
-            }
+            IoSpec::Sockets { waker, legs, addrs, ports } => sockets::SocketIo::new(waker, legs, addrs, ports)
+                .map(|io| AnyIo::Sockets(Box::new(io)))
+                .map_err(|e| format!("socket backend: {e}")),
             #[cfg(feature = "dpdk")]
             IoSpec::Dpdk(spec) => spec.open().map(AnyIo::Dpdk),
         }
@@ -113,7 +124,12 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<IoSpec>, String> {
                 .map(|_| {
                     let flags = nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC;
                     let waker = nix::sys::eventfd::EventFd::from_flags(flags).map_err(|e| format!("eventfd: {e}"))?;
-                    Ok(IoSpec::Sockets { waker: Arc::new(waker), legs })
+                    Ok(IoSpec::Sockets {
+                        waker: Arc::new(waker),
+                        legs,
+                        addrs: config.media_ips.len(),
+                        ports: config.ports.clone(),
+                    })
                 })
                 .collect()
         }

@@ -2,6 +2,14 @@
 //! the worker's `epoll`; each readable socket is drained with `recvmmsg`, and
 //! what the engine relays goes out of the other leg's socket with `sendmmsg`
 //! (consecutive datagrams leaving by the same socket share one call).
+//!
+//! A port's socket outlives its session: it is bound the first time a
+//! session uses the port and stays open and watched, idle, until the next
+//! session there (or until the control plane asks for idle ones back when the
+//! process runs out of files). Creating, watching, unwatching and closing
+//! four sockets a call was about 8 % of the appliance's CPU per call
+//! (docs/benchmarks.md). What an idle socket receives is read and dropped as
+//! `no_session`, as the DPDK backend does for a port no session owns.
 
 use super::{PacketIo, BURST};
 use crate::engine::checksum_delta::ChecksumDelta;
@@ -26,18 +34,17 @@ const WAKER_TOKEN: u64 = u64::MAX;
 /// Ready sockets taken per `epoll_wait`: many, so that one system call
 /// feeds several bursts under load.
 const READY_EVENTS: usize = 256;
-/// Epoll token of a socket: local leg index << 1 | is-RTCP-port.
-fn token(leg: u32, rtcp: bool) -> u64 {
-    u64::from(leg) << 1 | u64::from(rtcp)
-}
+/// What a datagram received on an idle port claims as its local endpoint:
+/// port 0 is never a media port, so the engine finds no session for it.
+const UNOWNED: LocalEndpoint = LocalEndpoint { addr: 0, port: 0 };
 
 pub struct SocketDatagram {
     buf: Box<[u8; BUF_LEN]>,
     len: usize,
     local: LocalEndpoint,
     source: SocketAddr,
-    /// Where it goes, once readdressed: the socket's slot and the destination.
-    out: Option<(u32, bool, SocketAddr)>,
+    /// Where it goes, once readdressed: the port it leaves by and the destination.
+    out: Option<(LocalEndpoint, SocketAddr)>,
 }
 
 impl Datagram for SocketDatagram {
@@ -54,15 +61,34 @@ impl Datagram for SocketDatagram {
         &mut self.buf[..self.len]
     }
     #[inline]
-    fn readdress(&mut self, from_leg: u32, from: LocalEndpoint, to: SocketAddr, _payload_delta: ChecksumDelta) {
-        // The kernel computes the checksum; an odd port is the leg's RTCP socket.
-        self.out = Some((from_leg, from.port % 2 == 1, to));
+    fn readdress(&mut self, _from_leg: u32, from: LocalEndpoint, to: SocketAddr, _payload_delta: ChecksumDelta) {
+        // The kernel computes the checksum.
+        self.out = Some((from, to));
     }
 }
 
-struct LegSockets {
-    rtp: Option<(LocalEndpoint, UdpSocket)>,
-    rtcp: Option<(LocalEndpoint, UdpSocket)>,
+/// A bound media port.
+struct Port {
+    local: LocalEndpoint,
+    socket: UdpSocket,
+    /// A session receives on it; otherwise what arrives is dropped.
+    active: bool,
+}
+
+/// The ports of the worker's media range: where a local endpoint's socket
+/// lives, as the session table indexes its flows.
+struct PortIndex {
+    first_port: u16,
+    port_count: usize,
+    addrs: usize,
+}
+
+impl PortIndex {
+    fn of(&self, local: LocalEndpoint) -> Option<usize> {
+        let port = usize::from(local.port.checked_sub(self.first_port)?);
+        (port < self.port_count && usize::from(local.addr) < self.addrs)
+            .then(|| usize::from(local.addr) * self.port_count + port)
+    }
 }
 
 pub struct SocketIo {
@@ -73,8 +99,11 @@ pub struct SocketIo {
     /// served before asking the kernel again, so none is polled twice.
     ready: Vec<u64>,
     ready_next: usize,
-    /// Indexed by local leg.
-    legs: Vec<LegSockets>,
+    index: PortIndex,
+    /// Indexed by `index`; the epoll token of a port is its index.
+    ports: Vec<Option<Port>>,
+    /// Per local leg, the ports its session receives on (RTP, RTCP).
+    legs: Vec<[Option<usize>; 2]>,
     batch: Vec<SocketDatagram>,
     filled: usize,
     rx_headers: MultiHeaders<SockaddrStorage>,
@@ -90,8 +119,15 @@ pub fn bind_media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 impl SocketIo {
-    /// `legs`: the most legs this worker's share of the table holds.
-    pub fn new(waker: Arc<EventFd>, legs: usize) -> std::io::Result<Self> {
+    /// `legs`: the most legs this worker's share of the table holds;
+    /// `addrs` media addresses, each with the port range `ports`.
+    pub fn new(
+        waker: Arc<EventFd>,
+        legs: usize,
+        addrs: usize,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> std::io::Result<Self> {
+        let port_count = usize::from(*ports.end() - *ports.start()) + 1;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
         let batch = (0..BURST)
@@ -109,7 +145,9 @@ impl SocketIo {
             events: vec![EpollEvent::empty(); READY_EVENTS],
             ready: Vec::with_capacity(READY_EVENTS),
             ready_next: 0,
-            legs: (0..legs).map(|_| LegSockets { rtp: None, rtcp: None }).collect(),
+            index: PortIndex { first_port: *ports.start(), port_count, addrs },
+            ports: (0..addrs * port_count).map(|_| None).collect(),
+            legs: vec![[None; 2]; legs],
             batch,
             filled: 0,
             rx_headers: MultiHeaders::preallocate(BURST, None),
@@ -117,22 +155,13 @@ impl SocketIo {
         })
     }
 
-    fn socket(&self, leg: u32, rtcp: bool) -> Option<&(LocalEndpoint, UdpSocket)> {
-        let l = self.legs.get(leg as usize)?;
-        if rtcp {
-            l.rtcp.as_ref()
-        } else {
-            l.rtp.as_ref()
-        }
-    }
-
     /// Drains up to the batch's free room from one socket; true when the
     /// socket has nothing more (it returned less than asked).
-    fn receive_from(&mut self, leg: u32, rtcp: bool) -> bool {
-        let Some((local, socket)) = self.socket(leg, rtcp) else {
+    fn receive_from(&mut self, port: usize) -> bool {
+        let Some(Some(p)) = self.ports.get(port) else {
             return true;
         };
-        let (local, fd) = (*local, socket.as_raw_fd());
+        let (local, fd) = (if p.active { p.local } else { UNOWNED }, p.socket.as_raw_fd());
         let room = BURST - self.filled;
         let mut results = [(0usize, None::<SocketAddr>); BURST];
         let received = {
@@ -186,17 +215,23 @@ impl PacketIo for SocketIo {
             let n = self.epoll.wait(&mut self.events, timeout).unwrap_or(0);
             self.ready.clear();
             self.ready_next = 0;
+            let mut woken = false;
             for event in &self.events[..n] {
                 if event.data() == WAKER_TOKEN {
                     let _ = self.waker.read();
+                    woken = true;
                 } else {
                     self.ready.push(event.data());
                 }
             }
+            if woken {
+                // The ready sockets are served by the next call, after the command.
+                return &mut self.batch[..0];
+            }
         }
         while self.filled < BURST && self.ready_next < self.ready.len() {
             let token = self.ready[self.ready_next];
-            if self.receive_from((token >> 1) as u32, token & 1 == 1) {
+            if self.receive_from(token as usize) {
                 self.ready_next += 1;
             }
         }
@@ -206,42 +241,41 @@ impl PacketIo for SocketIo {
     fn tx_burst(&mut self, counters: &WorkerCounters) {
         let mut start = 0;
         while start < self.filled {
-            let Some((leg, rtcp, _)) = self.batch[start].out else {
+            let Some((from, _)) = self.batch[start].out else {
                 start += 1;
                 continue;
             };
             // The run of datagrams leaving by the same socket.
             let mut end = start + 1;
-            while end < self.filled && matches!(self.batch[end].out, Some((l, r, _)) if l == leg && r == rtcp) {
+            while end < self.filled && matches!(self.batch[end].out, Some((f, _)) if f == from) {
                 end += 1;
             }
             let run = &self.batch[start..end];
-            let sent =
-                match self.legs.get(leg as usize).and_then(|l| if rtcp { l.rtcp.as_ref() } else { l.rtp.as_ref() }) {
-                    Some((_, socket)) => {
-                        let mut parts = run.iter();
-                        let iovs: [[IoSlice<'_>; 1]; BURST] = std::array::from_fn(|_| match parts.next() {
-                            Some(d) => [IoSlice::new(&d.buf[..d.len])],
-                            None => [IoSlice::new(&[])],
-                        });
-                        let mut addrs: [Option<SockaddrStorage>; BURST] = [None; BURST];
-                        for (a, d) in addrs.iter_mut().zip(run) {
-                            *a = d.out.map(|(_, _, to)| SockaddrStorage::from(to));
-                        }
-                        match sendmmsg(
-                            socket.as_raw_fd(),
-                            &mut self.tx_headers,
-                            &iovs[..run.len()],
-                            &addrs[..run.len()],
-                            [],
-                            MsgFlags::MSG_DONTWAIT,
-                        ) {
-                            Ok(results) => results.count(),
-                            Err(_) => 0,
-                        }
+            let sent = match self.index.of(from).and_then(|i| self.ports[i].as_ref()) {
+                Some(Port { socket, .. }) => {
+                    let mut parts = run.iter();
+                    let iovs: [[IoSlice<'_>; 1]; BURST] = std::array::from_fn(|_| match parts.next() {
+                        Some(d) => [IoSlice::new(&d.buf[..d.len])],
+                        None => [IoSlice::new(&[])],
+                    });
+                    let mut addrs: [Option<SockaddrStorage>; BURST] = [None; BURST];
+                    for (a, d) in addrs.iter_mut().zip(run) {
+                        *a = d.out.map(|(_, to)| SockaddrStorage::from(to));
                     }
-                    None => 0,
-                };
+                    match sendmmsg(
+                        socket.as_raw_fd(),
+                        &mut self.tx_headers,
+                        &iovs[..run.len()],
+                        &addrs[..run.len()],
+                        [],
+                        MsgFlags::MSG_DONTWAIT,
+                    ) {
+                        Ok(results) => results.count(),
+                        Err(_) => 0,
+                    }
+                }
+                None => 0,
+            };
             for (i, d) in run.iter().enumerate() {
                 if i < sent {
                     bump(&counters.tx_packets, 1);
@@ -254,21 +288,31 @@ impl PacketIo for SocketIo {
         }
     }
 
-    fn attach(&mut self, leg: u32, sockets: Vec<(LocalEndpoint, UdpSocket)>) {
+    fn attach(&mut self, leg: u32, ports: Vec<(LocalEndpoint, Option<UdpSocket>)>) {
         let Some(slot) = self.legs.get_mut(leg as usize) else {
             return;
         };
-        for (local, socket) in sockets {
-            let rtcp = local.port % 2 == 1;
-            if let Err(e) = self.epoll.add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token(leg, rtcp))) {
-                tracing::error!(port = local.port, error = %e, "cannot watch media socket");
+        *slot = [None; 2];
+        for (n, (local, socket)) in ports.into_iter().take(2).enumerate() {
+            let Some(i) = self.index.of(local) else {
+                tracing::error!(port = local.port, "media port outside the range");
                 continue;
+            };
+            if let Some(socket) = socket {
+                if let Some(old) = self.ports[i].take() {
+                    let _ = self.epoll.delete(old.socket.as_fd());
+                }
+                if let Err(e) = self.epoll.add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64)) {
+                    tracing::error!(port = local.port, error = %e, "cannot watch media socket");
+                    continue;
+                }
+                self.ports[i] = Some(Port { local, socket, active: false });
             }
-            if rtcp {
-                slot.rtcp = Some((local, socket));
-            } else {
-                slot.rtp = Some((local, socket));
+            match &mut self.ports[i] {
+                Some(p) => p.active = true,
+                None => tracing::error!(port = local.port, "media port has no socket"),
             }
+            slot[n] = Some(i);
         }
     }
 
@@ -276,8 +320,21 @@ impl PacketIo for SocketIo {
         let Some(slot) = self.legs.get_mut(leg as usize) else {
             return;
         };
-        for (_, socket) in [slot.rtp.take(), slot.rtcp.take()].into_iter().flatten() {
-            let _ = self.epoll.delete(socket.as_fd());
+        for i in std::mem::take(slot).into_iter().flatten() {
+            if let Some(p) = &mut self.ports[i] {
+                p.active = false;
+            }
+        }
+    }
+
+    fn close_idle(&mut self, locals: &[LocalEndpoint]) {
+        for &local in locals {
+            let Some(i) = self.index.of(local) else { continue };
+            if self.ports[i].as_ref().is_some_and(|p| !p.active) {
+                if let Some(p) = self.ports[i].take() {
+                    let _ = self.epoll.delete(p.socket.as_fd());
+                }
+            }
         }
     }
 }

@@ -677,7 +677,7 @@ impl PacketIo for DpdkIo {
         self.send_requests();
     }
 
-    fn attach(&mut self, _leg: u32, _sockets: Vec<(LocalEndpoint, UdpSocket)>) {
+    fn attach(&mut self, _leg: u32, _ports: Vec<(LocalEndpoint, Option<UdpSocket>)>) {
         // The port owns every media address: no sockets.
     }
 
