@@ -224,8 +224,23 @@ impl Dataplane {
         let mut free_endpoints = vec![VecDeque::new(); workers];
         let mut pair = 0usize;
         let first_even = config.ports.start() + config.ports.start() % 2;
-        for port in (first_even..*config.ports.end()).step_by(2) {
+        // Sockets: a port's socket stays open once bound, so the range in
+        // use is what the open-file limit leaves room for.
+        let pairs_allowed = match config.backend {
+            Backend::Sockets => socket_budget(&config) / 2,
+            Backend::Dpdk => usize::MAX,
+        };
+        'deal: for port in (first_even..*config.ports.end()).step_by(2) {
             for addr in 0..addrs as u8 {
+                if pair == pairs_allowed {
+                    tracing::warn!(
+                        ports = %format!("{}-{}", config.ports.start(), config.ports.end()),
+                        used_up_to = port,
+                        "the media port range is wider than the open-file limit allows one socket per port; \
+                         only its first ports are used"
+                    );
+                    break 'deal;
+                }
                 // Deal whole sessions (two legs) to each worker in turn.
                 free_endpoints[(pair / 2) % workers].push_back(LocalEndpoint { addr, port });
                 pair += 1;
@@ -336,6 +351,21 @@ fn validate(config: &DataplaneConfig) -> Result<(), StartError> {
     }
     Ok(())
 }
+
+/// Media sockets the socket backend may hold open: one per port, within
+/// the process's open-file limit less a reserve for everything else
+/// (SIP, HTTP, webhooks, the database, client connections beyond it are
+/// sized from the same limit by the control plane).
+fn socket_budget(config: &DataplaneConfig) -> usize {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX));
+    let reserve = (limit / 2).min(SOCKET_RESERVE);
+    config.endpoint_count().min(limit - reserve)
+}
+
+/// Open files kept for everything but media sockets (the control plane's
+/// client limit keeps the same reserve).
+pub const SOCKET_RESERVE: usize = 1_000;
 
 fn available_memory() -> Option<usize> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -1,7 +1,8 @@
 //! Out of open files: binding a new media port fails, the session is
 //! refused with the error, the workers close their idle media sockets, and
-//! the next session binds; sessions already up keep relaying. Its own test
-//! binary, because it lowers the process's open-file limit.
+//! the next session binds; sessions already up keep relaying. A port range
+//! wider than the limit allows is used only in part. Its own test binary,
+//! because it lowers the process's open-file limit (one test at a time).
 
 use dataplane::control::{ControlError, SessionRequest};
 use dataplane::session::LegSettings;
@@ -29,8 +30,25 @@ fn limit_leaving(free: usize) -> u64 {
         .map_or(0, |fd| fd + 1)
 }
 
+/// The open-file limit is the process's: one test changes it at a time.
+static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_range_wider_than_the_file_limit_is_used_in_part() {
+    let _one = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 400, hard).unwrap();
+    // 700 ports, 400 files: half of them kept for everything else, 200 ports used.
+    let config = DataplaneConfig { ports: 46300..=46999, workers: 1, sessions: 1000, ..DataplaneConfig::default() };
+    let dataplane = Dataplane::start(config).expect("dataplane starts");
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    assert_eq!(dataplane.handle().free_sessions(), 50, "200 ports make 100 legs, 50 sessions");
+    dataplane.stop();
+}
+
 #[test]
 fn out_of_files_closes_idle_sockets_and_refuses_one_session() {
+    let _one = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
     let config = DataplaneConfig { ports: 46200..=46279, workers: 1, sessions: 64, ..DataplaneConfig::default() };
     let dataplane = Dataplane::start(config).expect("dataplane starts");
     let h = dataplane.handle();
