@@ -15,6 +15,7 @@ packages=(
   kamailio                           # the reference proxy (its rtpengine module is in this package)
   rtpengine-daemon                   # the reference media anchor
   iproute2 util-linux procps         # ip netns; setpriv, nsenter; uptime
+  make                               # jemalloc, the appliance's allocator, builds from source
 )
 source scripts/lib.sh
 ensure_packages "${packages[@]}"

@@ -9,6 +9,8 @@
 # either benchmark would spoil the other's figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
+command -v make >/dev/null 2>&1 || ensure_packages make   # jemalloc builds from source
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 echo "==> cargo build --release"

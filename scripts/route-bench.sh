@@ -9,6 +9,8 @@
 #   scripts/route-bench.sh [extra route-bench arguments...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
+command -v make >/dev/null 2>&1 || ensure_packages make   # jemalloc builds from source
 cargo build --release -q -p test-harness --bin route-bench
 bin="${CARGO_TARGET_DIR:-target}/release/route-bench"
 extra=("$@")

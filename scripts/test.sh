@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   pkg-config clang libclang-dev      # bindgen for dpdk-sys
+  make                               # jemalloc (the appliance's allocator) builds from source
   dpdk dpdk-dev libdpdk-dev          # the DPDK backend and dpdk-testpmd
   iproute2 nftables ethtool          # test networks: namespaces, veth, NAT
   sip-tester                         # sipp, the SIP peer of the end-to-end tests
