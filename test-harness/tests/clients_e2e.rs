@@ -457,6 +457,26 @@ fn client_calls_client() {
     let sid = answer["callsid"].as_str().unwrap().to_owned();
     rig.media_flows("bob <-> alice", (&bob.rtp, media_of(&answer)), (&alice.rtp, media_of(&invite)));
 
+    // The caller's media moves (the SDK's ICE restart; here a new RTP
+    // address): its `reinvite` is answered with our description, the other
+    // client's leg keeps its own, and media flows to the new address.
+    let moved = rig.phones.endpoint().unwrap();
+    bob.ws.reinvite(&plain_rtp_sdp(moved.local_addr()), &sid).unwrap();
+    let reanswer = bob.ws.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(reanswer["callsid"], sid.as_str(), "{reanswer:#}");
+    assert_eq!(media_of(&reanswer), media_of(&answer), "the appliance's media address stays");
+    let sessions = rig.app.admin.sessions().unwrap();
+    let signalled =
+        sessions.sessions.iter().flat_map(|s| &s.legs).any(|l| l.remote == Some(moved.local_addr()) && !l.latched);
+    assert!(signalled, "the new address is signalled to the dataplane before any packet: {sessions:#?}");
+    rig.media_flows("bob (moved) <-> alice", (&moved, media_of(&reanswer)), (&alice.rtp, media_of(&invite)));
+    // Alice's side moves too (the callee's reinvite).
+    let alice_moved = rig.phones.endpoint().unwrap();
+    alice.ws.reinvite(&plain_rtp_sdp(alice_moved.local_addr()), &child_sid).unwrap();
+    let reanswer = alice.ws.expect("answer", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(media_of(&reanswer), media_of(&invite));
+    rig.media_flows("bob (moved) <-> alice (moved)", (&moved, media_of(&answer)), (&alice_moved, media_of(&invite)));
+
     // Call.sendMessage on either side: acknowledged (the SDK's `messageSent`).
     for (ws, callsid) in [(&mut alice.ws, &child_sid), (&mut bob.ws, &sid)] {
         let sent = ws.message(callsid, &json!({"note": "hi"}), "user-defined-message").unwrap();

@@ -143,6 +143,10 @@ struct ClientFork {
     sdp: String,
     identity: String,
     account: AccountSid,
+    /// The answering device's description (its answer, then its last `reinvite`).
+    device_sdp: Option<String>,
+    /// CSeq of the requests the answering device sends in the dialog.
+    cseq: u32,
 }
 
 /// A call a client placed: its inbound leg.
@@ -160,9 +164,12 @@ struct CallerLeg {
     ringing_sent: bool,
     answer_sdp: Option<String>,
     reconnect: String,
+    /// CSeq of the requests the client sends in the dialog (BYE, re-INVITE).
     bye_cseq: u32,
     /// The BYEs it sent us (their answers are ours to drop).
     bye_keys: Vec<TxKey>,
+    /// The client's description: its offer, then its last `reinvite`.
+    device_sdp: String,
 }
 
 /// Which leg a Call-ID, a call SID or a reconnect token names.
@@ -181,6 +188,8 @@ pub struct ClientLegs {
     /// (device, callsid as the device knows it) -> the leg.
     by_device: HashMap<(DeviceId, String), LegRef>,
     by_server_key: HashMap<TxKey, String>,
+    /// A device's `reinvite` in flight: its re-INVITE's key -> (call, device, callsid).
+    reinvites: HashMap<TxKey, (u64, DeviceId, String)>,
     by_reconnect: HashMap<String, LegRef>,
     /// Every leg a call ever had here, so that its end forgets them
     /// without scanning the others.
@@ -237,6 +246,7 @@ impl ClientLegs {
             by_call_id: HashMap::new(),
             by_device: HashMap::new(),
             by_server_key: HashMap::new(),
+            reinvites: HashMap::new(),
             by_reconnect: HashMap::new(),
             by_call: HashMap::new(),
             sip_devices: std::collections::HashSet::new(),
@@ -254,7 +264,7 @@ impl ClientLegs {
     }
 
     pub fn owns_server_key(&self, key: &TxKey) -> bool {
-        self.by_server_key.contains_key(key)
+        self.by_server_key.contains_key(key) || self.reinvites.contains_key(key)
     }
 
     pub fn owns_invite(&self, key: &TxKey) -> bool {
@@ -273,10 +283,27 @@ impl ClientLegs {
                 self.hang_up_leg(&leg);
                 vec![(call, respond(&key, &request, 200))]
             }
-            // A client cannot take a new offer in this release (its media is
-            // plain RTP at a fixed address): the re-INVITE is declined and
-            // the call keeps its media.
-            (Method::Invite | Method::Update, Some(_)) => vec![(call, respond(&key, &request, 488))],
+            // A client takes no new offer from the call in this release (the
+            // SDK has no server-driven renegotiation): a refresh or a new
+            // address of the other side (media flowing both ways, which the
+            // dataplane anchors anyway) is answered with the client's own
+            // description; hold and the like are declined (488) and the
+            // call keeps its media.
+            (Method::Invite | Method::Update, Some(leg)) => {
+                let device_sdp = match &leg {
+                    LegRef::Fork(k) => self.forks.get(k).and_then(|f| f.device_sdp.clone()),
+                    LegRef::Caller(sid) => self.callers.get(sid).map(|c| c.device_sdp.clone()),
+                };
+                match device_sdp.filter(|_| keeps_both_ways(&request.body)) {
+                    Some(sdp) => {
+                        let mut ok = Response::for_request(&request, 200, "");
+                        ok.headers.set(HeaderName::ContentType, "application/sdp");
+                        ok.body = Bytes::from(sdp);
+                        vec![(call, Event::Response { key, response: ok })]
+                    }
+                    None => vec![(call, respond(&key, &request, 488))],
+                }
+            }
             _ => vec![(call, respond(&key, &request, 481))],
         }
     }
@@ -351,6 +378,8 @@ impl ClientLegs {
                 sdp,
                 identity,
                 account: account.clone(),
+                device_sdp: None,
+                cseq: 0,
             },
         );
         vec![(call, ringing)]
@@ -380,6 +409,9 @@ impl ClientLegs {
 
     /// The call answers its client caller (`Respond` on the inbound INVITE).
     pub fn respond(&mut self, key: &TxKey, response: Response) {
+        if let Some((_, device, callsid)) = self.reinvites.get(key).cloned() {
+            return self.reinvite_answered(key, device, callsid, &response);
+        }
         let Some(sid) = self.by_server_key.get(key).cloned() else { return };
         let Some(leg) = self.callers.get_mut(&sid) else { return };
         if key != &leg.key {
@@ -458,6 +490,7 @@ impl ClientLegs {
             reconnect: random_hex(16),
             bye_cseq: 1,
             bye_keys: Vec::new(),
+            device_sdp: sdp.to_owned(),
         };
         self.by_call_id.insert(call_id, LegRef::Caller(call_sid.to_owned()));
         self.by_device.insert((device, temp_id.to_owned()), LegRef::Caller(call_sid.to_owned()));
@@ -496,6 +529,7 @@ impl ClientLegs {
         response.body = Bytes::from(sdp.to_owned());
         fork.to = response.headers.get(HeaderName::To).and_then(|h| h.value_str()).map(str::to_owned);
         fork.device = Some(device);
+        fork.device_sdp = Some(sdp.to_owned());
         for (d, ring) in &mut fork.devices {
             if *d == device {
                 *ring = Ring::Answered;
@@ -508,6 +542,77 @@ impl ClientLegs {
         let call = fork.call;
         self.hub.routes.set_status(device, PresenceStatus::Busy);
         vec![(call, Event::Response { key, response })]
+    }
+
+    /// A device's `reinvite` (the SDK's ICE restart; with plain RTP, its
+    /// new address): a re-INVITE from its leg into the call, which takes
+    /// the new address at once and answers with our description, sent to
+    /// the device as `answer`.
+    pub fn reinvite(&mut self, device: DeviceId, callsid: &str, sdp: &str) -> Events {
+        let key = new_key(Method::Invite);
+        let (call, mut headers, uri) = match self.by_device.get(&(device, callsid.to_owned())).cloned() {
+            Some(LegRef::Fork(fork_key)) => {
+                let Some(fork) = self.forks.get_mut(&fork_key) else { return Vec::new() };
+                let Some(to) = fork.to.clone().filter(|_| fork.device == Some(device)) else {
+                    return Vec::new();
+                };
+                fork.cseq += 1;
+                let mut headers = Headers::new();
+                headers.push(Header::new(HeaderName::From, to));
+                for (name, value) in [(HeaderName::To, HeaderName::From), (HeaderName::CallId, HeaderName::CallId)] {
+                    if let Some(h) = fork.invite.headers.get(value).and_then(|h| h.value_str()) {
+                        headers.push(Header::new(name, h.to_owned()));
+                    }
+                }
+                headers.push(Header::new(HeaderName::CSeq, format!("{} INVITE", fork.cseq)));
+                fork.device_sdp = Some(sdp.to_owned());
+                (fork.call, headers, Bytes::from(client_target(&fork.identity).0))
+            }
+            Some(LegRef::Caller(sid)) => {
+                let Some(leg) = self.callers.get_mut(&sid) else { return Vec::new() };
+                let Some(to) = leg.to.clone().filter(|_| leg.device == Some(device)) else {
+                    return Vec::new();
+                };
+                leg.bye_cseq += 1;
+                let mut headers = Headers::new();
+                for name in [HeaderName::From, HeaderName::CallId] {
+                    if let Some(h) = leg.invite.headers.get(name) {
+                        headers.push(h.clone());
+                    }
+                }
+                headers.push(Header::new(HeaderName::To, to));
+                headers.push(Header::new(HeaderName::CSeq, format!("{} INVITE", leg.bye_cseq)));
+                leg.device_sdp = sdp.to_owned();
+                (leg.call, headers, leg.invite.uri.clone())
+            }
+            None => return Vec::new(),
+        };
+        headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", key.branch)));
+        headers.push(Header::new(HeaderName::ContentType, "application/sdp"));
+        let request = Request { method: Method::Invite, uri, headers, body: Bytes::from(sdp.to_owned()) };
+        self.reinvites.insert(key.clone(), (call, device, callsid.to_owned()));
+        vec![(call, Event::Request { key, peer: client_peer(), request })]
+    }
+
+    /// The call's answer to a device's `reinvite`: `answer` with our
+    /// description, or an error frame (the call keeps its media).
+    fn reinvite_answered(&mut self, key: &TxKey, device: DeviceId, callsid: String, response: &Response) {
+        if response.code < 200 {
+            return;
+        }
+        self.reinvites.remove(key);
+        if response.code >= 300 {
+            let message = format!("renegotiation refused ({})", response.code);
+            self.hub.send(device, ServerMessage::Error { code: 31000, message, callsid: Some(callsid) });
+            return;
+        }
+        let reconnect = match self.by_device.get(&(device, callsid.clone())) {
+            Some(LegRef::Fork(k)) => self.forks.get(k).map(|f| f.reconnect.clone()),
+            Some(LegRef::Caller(sid)) => self.callers.get(sid).map(|c| c.reconnect.clone()),
+            None => None,
+        };
+        let sdp = String::from_utf8_lossy(&response.body).into_owned();
+        self.hub.send(device, ServerMessage::Answer { callsid, sdp, reconnect: reconnect.unwrap_or_default() });
     }
 
     pub fn reject(&mut self, device: DeviceId, callsid: &str) -> Events {
@@ -703,7 +808,7 @@ impl ClientLegs {
         }
         let bye_key = new_key(Method::Bye);
         headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", bye_key.branch)));
-        headers.push(Header::new(HeaderName::CSeq, "1 BYE"));
+        headers.push(Header::new(HeaderName::CSeq, format!("{} BYE", fork.cseq + 1)));
         let (uri, _) = client_target(&fork.identity);
         let request = Request { method: Method::Bye, uri: Bytes::from(uri), headers, body: Bytes::new() };
         let call = fork.call;
@@ -770,6 +875,7 @@ impl ClientLegs {
 
     /// A call is over: forget whatever of it is left.
     pub fn call_ended(&mut self, call: u64) {
+        self.reinvites.retain(|_, (c, _, _)| *c != call);
         for leg in self.by_call.remove(&call).unwrap_or_default() {
             match leg {
                 LegRef::Fork(key) => self.forget_fork(&key),
@@ -777,6 +883,14 @@ impl ClientLegs {
             }
         }
     }
+}
+
+/// An offer whose audio flows both ways (a refresh, a new address), not a
+/// hold (`sendonly`, `recvonly`, `inactive`).
+fn keeps_both_ways(sdp: &[u8]) -> bool {
+    crate::sdp::SessionDescription::parse(sdp)
+        .ok()
+        .is_some_and(|d| d.audio().is_some_and(|m| d.media_direction(m) == crate::sdp::Direction::SendRecv))
 }
 
 /// A response of the client side to our request `key`.

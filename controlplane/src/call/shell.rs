@@ -1164,6 +1164,7 @@ impl Shell {
                 ClientMessage::Answer { callsid, sdp } => clients.answer(device, &callsid, &sdp),
                 ClientMessage::Reject { callsid } => clients.reject(device, &callsid),
                 ClientMessage::Hangup { callsid } => clients.hangup(device, &callsid),
+                ClientMessage::Reinvite { callsid, sdp } => clients.reinvite(device, &callsid, &sdp),
                 // Call.sendMessage: acknowledged for a call of the device
                 // (the SDK's `messageSent`); where it goes next is the
                 // customer's message subscription, not served in this release.
@@ -1177,7 +1178,7 @@ impl Shell {
                     Vec::new()
                 }
                 other => {
-                    // DTMF and in-call messages belong to the media services.
+                    // DTMF belongs to the media services (RFC 4733 toward the other leg, not yet).
                     tracing::debug!(kind = other.kind(), "client message not acted on");
                     Vec::new()
                 }
