@@ -111,7 +111,10 @@ async fn client_hub(
     config: &Config,
     store: Arc<dyn Store>,
 ) -> Result<(ClientLayer, Option<Arc<GossipRoutes>>), StartError> {
-    let media_sockets = config.dataplane.ports.clone().count();
+    let media_sockets = match config.dataplane.backend {
+        dataplane::Backend::Sockets => dataplane::control::socket_budget(&config.dataplane),
+        dataplane::Backend::Dpdk => 0,
+    };
     let max_connections = client_connection_limit(media_sockets, config.clients.max_connections);
     let gossip = match &config.peers {
         Some(peers) => Some(Arc::new(GossipRoutes::start(gossip_settings(config, peers, max_connections)).await?)),

@@ -356,7 +356,7 @@ fn validate(config: &DataplaneConfig) -> Result<(), StartError> {
 /// the process's open-file limit less a reserve for everything else
 /// (SIP, HTTP, webhooks, the database, client connections beyond it are
 /// sized from the same limit by the control plane).
-fn socket_budget(config: &DataplaneConfig) -> usize {
+pub fn socket_budget(config: &DataplaneConfig) -> usize {
     let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(1024, |(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX));
     let reserve = (limit / 2).min(SOCKET_RESERVE);
@@ -550,15 +550,24 @@ impl DataplaneHandle {
                     break;
                 }
                 for ep in [local, LocalEndpoint { port: local.port + 1, ..local }] {
-                    if let Some(i) = self.port_index(ep).filter(|&i| reg.bound[i]) {
-                        reg.bound[i] = false;
+                    if self.port_index(ep).is_some_and(|i| reg.bound[i]) {
                         locals.push(ep);
                     }
                 }
             }
-            closed += locals.len();
-            if !locals.is_empty() {
-                let _ = self.send(worker, WorkerCommand { command: Command::CloseIdle { locals }, ports: Vec::new() });
+            if locals.is_empty() {
+                continue;
+            }
+            let count = locals.len();
+            let command = WorkerCommand { command: Command::CloseIdle { locals: locals.clone() }, ports: Vec::new() };
+            // Flags follow the sockets: cleared only once the worker will close them.
+            if self.send(worker, command).is_ok() {
+                for ep in locals {
+                    if let Some(i) = self.port_index(ep) {
+                        reg.bound[i] = false;
+                    }
+                }
+                closed += count;
             }
         }
         tracing::warn!(closed, "out of open files binding a media port: idle media sockets closed");

@@ -172,6 +172,13 @@ struct CallerLeg {
     device_sdp: String,
 }
 
+struct PendingReinvite {
+    call: u64,
+    device: DeviceId,
+    callsid: String,
+    sdp: String,
+}
+
 /// Which leg a Call-ID, a call SID or a reconnect token names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum LegRef {
@@ -188,8 +195,10 @@ pub struct ClientLegs {
     /// (device, callsid as the device knows it) -> the leg.
     by_device: HashMap<(DeviceId, String), LegRef>,
     by_server_key: HashMap<TxKey, String>,
-    /// A device's `reinvite` in flight: its re-INVITE's key -> (call, device, callsid).
-    reinvites: HashMap<TxKey, (u64, DeviceId, String)>,
+    /// A device's `reinvite` in flight: its re-INVITE's key -> the call,
+    /// the device, its callsid and the new description (the device's
+    /// once the call takes it).
+    reinvites: HashMap<TxKey, PendingReinvite>,
     by_reconnect: HashMap<String, LegRef>,
     /// Every leg a call ever had here, so that its end forgets them
     /// without scanning the others.
@@ -409,8 +418,8 @@ impl ClientLegs {
 
     /// The call answers its client caller (`Respond` on the inbound INVITE).
     pub fn respond(&mut self, key: &TxKey, response: Response) {
-        if let Some((_, device, callsid)) = self.reinvites.get(key).cloned() {
-            return self.reinvite_answered(key, device, callsid, &response);
+        if self.reinvites.contains_key(key) {
+            return self.reinvite_answered(key, &response);
         }
         let Some(sid) = self.by_server_key.get(key).cloned() else { return };
         let Some(leg) = self.callers.get_mut(&sid) else { return };
@@ -550,12 +559,29 @@ impl ClientLegs {
     /// the device as `answer`.
     pub fn reinvite(&mut self, device: DeviceId, callsid: &str, sdp: &str) -> Events {
         let key = new_key(Method::Invite);
-        let (call, mut headers, uri) = match self.by_device.get(&(device, callsid.to_owned())).cloned() {
+        let Some((call, mut headers, uri)) = self.reinvite_request(device, callsid) else {
+            // Not a call of this device's, or not answered yet.
+            let error =
+                ServerMessage::Error { code: 31005, message: "no such call".into(), callsid: Some(callsid.into()) };
+            self.hub.send(device, error);
+            return Vec::new();
+        };
+
+        headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", key.branch)));
+        headers.push(Header::new(HeaderName::ContentType, "application/sdp"));
+        let request = Request { method: Method::Invite, uri, headers, body: Bytes::from(sdp.to_owned()) };
+        let pending = PendingReinvite { call, device, callsid: callsid.to_owned(), sdp: sdp.to_owned() };
+        self.reinvites.insert(key.clone(), pending);
+        vec![(call, Event::Request { key, peer: client_peer(), request })]
+    }
+
+    /// The call, headers and Request-URI of a re-INVITE from `device`'s
+    /// answered leg of `callsid` (its CSeq taken).
+    fn reinvite_request(&mut self, device: DeviceId, callsid: &str) -> Option<(u64, Headers, Bytes)> {
+        match self.by_device.get(&(device, callsid.to_owned())).cloned() {
             Some(LegRef::Fork(fork_key)) => {
-                let Some(fork) = self.forks.get_mut(&fork_key) else { return Vec::new() };
-                let Some(to) = fork.to.clone().filter(|_| fork.device == Some(device)) else {
-                    return Vec::new();
-                };
+                let fork = self.forks.get_mut(&fork_key)?;
+                let to = fork.to.clone().filter(|_| fork.device == Some(device))?;
                 fork.cseq += 1;
                 let mut headers = Headers::new();
                 headers.push(Header::new(HeaderName::From, to));
@@ -565,14 +591,11 @@ impl ClientLegs {
                     }
                 }
                 headers.push(Header::new(HeaderName::CSeq, format!("{} INVITE", fork.cseq)));
-                fork.device_sdp = Some(sdp.to_owned());
-                (fork.call, headers, Bytes::from(client_target(&fork.identity).0))
+                Some((fork.call, headers, Bytes::from(client_target(&fork.identity).0)))
             }
             Some(LegRef::Caller(sid)) => {
-                let Some(leg) = self.callers.get_mut(&sid) else { return Vec::new() };
-                let Some(to) = leg.to.clone().filter(|_| leg.device == Some(device)) else {
-                    return Vec::new();
-                };
+                let leg = self.callers.get_mut(&sid)?;
+                let to = leg.to.clone().filter(|_| leg.device == Some(device))?;
                 leg.bye_cseq += 1;
                 let mut headers = Headers::new();
                 for name in [HeaderName::From, HeaderName::CallId] {
@@ -582,33 +605,34 @@ impl ClientLegs {
                 }
                 headers.push(Header::new(HeaderName::To, to));
                 headers.push(Header::new(HeaderName::CSeq, format!("{} INVITE", leg.bye_cseq)));
-                leg.device_sdp = sdp.to_owned();
-                (leg.call, headers, leg.invite.uri.clone())
+                Some((leg.call, headers, leg.invite.uri.clone()))
             }
-            None => return Vec::new(),
-        };
-        headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", key.branch)));
-        headers.push(Header::new(HeaderName::ContentType, "application/sdp"));
-        let request = Request { method: Method::Invite, uri, headers, body: Bytes::from(sdp.to_owned()) };
-        self.reinvites.insert(key.clone(), (call, device, callsid.to_owned()));
-        vec![(call, Event::Request { key, peer: client_peer(), request })]
+            None => None,
+        }
     }
 
     /// The call's answer to a device's `reinvite`: `answer` with our
     /// description, or an error frame (the call keeps its media).
-    fn reinvite_answered(&mut self, key: &TxKey, device: DeviceId, callsid: String, response: &Response) {
+    fn reinvite_answered(&mut self, key: &TxKey, response: &Response) {
         if response.code < 200 {
             return;
         }
-        self.reinvites.remove(key);
+        let Some(PendingReinvite { device, callsid, sdp: offered, .. }) = self.reinvites.remove(key) else { return };
         if response.code >= 300 {
             let message = format!("renegotiation refused ({})", response.code);
             self.hub.send(device, ServerMessage::Error { code: 31000, message, callsid: Some(callsid) });
             return;
         }
+        // Taken: the device's description is the new one from now on.
         let reconnect = match self.by_device.get(&(device, callsid.clone())) {
-            Some(LegRef::Fork(k)) => self.forks.get(k).map(|f| f.reconnect.clone()),
-            Some(LegRef::Caller(sid)) => self.callers.get(sid).map(|c| c.reconnect.clone()),
+            Some(LegRef::Fork(k)) => self.forks.get_mut(k).map(|f| {
+                f.device_sdp = Some(offered);
+                f.reconnect.clone()
+            }),
+            Some(LegRef::Caller(sid)) => self.callers.get_mut(sid).map(|c| {
+                c.device_sdp = offered;
+                c.reconnect.clone()
+            }),
             None => None,
         };
         let sdp = String::from_utf8_lossy(&response.body).into_owned();
@@ -875,7 +899,7 @@ impl ClientLegs {
 
     /// A call is over: forget whatever of it is left.
     pub fn call_ended(&mut self, call: u64) {
-        self.reinvites.retain(|_, (c, _, _)| *c != call);
+        self.reinvites.retain(|_, pending| pending.call != call);
         for leg in self.by_call.remove(&call).unwrap_or_default() {
             match leg {
                 LegRef::Fork(key) => self.forget_fork(&key),

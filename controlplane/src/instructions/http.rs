@@ -471,7 +471,12 @@ pub(crate) fn sip_tls_config(
     config: &WebhookConfig,
     fleet: crate::tls::FleetCerts,
 ) -> Result<rustls::ClientConfig, WebhookClientError> {
-    client_config(Arc::new(crate::tls::FleetVerifier::new(fleet, verifier(config)?)))
+    let mut tls = client_config(Arc::new(crate::tls::FleetVerifier::new(fleet, verifier(config)?)))?;
+    // A resumed session skips the verifier: an appliance that left the
+    // fleet (its certificate no longer announced) must not be reached on
+    // an old ticket. Every connection checks the certificate afresh.
+    tls.resumption = rustls::client::Resumption::disabled();
+    Ok(tls)
 }
 
 fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Result<rustls::ClientConfig, WebhookClientError> {

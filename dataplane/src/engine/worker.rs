@@ -130,6 +130,8 @@ fn apply<Io: PacketIo>(engine: &mut Engine, io: &mut Io, now: Now, cmd: WorkerCo
     if let Err(e) = engine.apply(now, command) {
         // The control plane allocates slots and ports, so this is a bug, not input.
         tracing::error!(session = %id, error = %e, "dataplane command refused");
+        // The control plane counts these ports' sockets as the worker's: kept, idle.
+        io.adopt(ports);
         return;
     }
     if let Some(locals) = install {

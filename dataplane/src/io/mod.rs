@@ -43,6 +43,10 @@ pub trait PacketIo {
     /// sockets, if any, stay open for the next session).
     fn detach(&mut self, leg: u32);
 
+    /// Keeps sockets the control plane bound for a session that could not
+    /// be installed, idle, for the next session on their ports.
+    fn adopt(&mut self, _ports: Vec<(LocalEndpoint, Option<UdpSocket>)>) {}
+
     /// Closes the sockets of these ports if no session uses them (the
     /// process ran out of files).
     fn close_idle(&mut self, _locals: &[LocalEndpoint]) {}

@@ -73,6 +73,9 @@ struct Port {
     socket: UdpSocket,
     /// A session receives on it; otherwise what arrives is dropped.
     active: bool,
+    /// Registered in the worker's epoll (a failed registration is retried
+    /// when a session next takes the port).
+    watched: bool,
 }
 
 /// The ports of the worker's media range: where a local endpoint's socket
@@ -289,30 +292,48 @@ impl PacketIo for SocketIo {
     }
 
     fn attach(&mut self, leg: u32, ports: Vec<(LocalEndpoint, Option<UdpSocket>)>) {
+        let locals: Vec<LocalEndpoint> = ports.iter().map(|(l, _)| *l).collect();
+        self.adopt(ports);
         let Some(slot) = self.legs.get_mut(leg as usize) else {
             return;
         };
         *slot = [None; 2];
-        for (n, (local, socket)) in ports.into_iter().take(2).enumerate() {
+        for (n, local) in locals.into_iter().take(2).enumerate() {
             let Some(i) = self.index.of(local) else {
                 tracing::error!(port = local.port, "media port outside the range");
                 continue;
             };
-            if let Some(socket) = socket {
-                if let Some(old) = self.ports[i].take() {
+            let Some(p) = &mut self.ports[i] else {
+                tracing::error!(port = local.port, "media port has no socket");
+                continue;
+            };
+            if !p.watched {
+                match self.epoll.add(p.socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64)) {
+                    Ok(()) => p.watched = true,
+                    Err(e) => tracing::error!(port = local.port, error = %e, "cannot watch media socket"),
+                }
+            }
+            p.active = true;
+            slot[n] = Some(i);
+        }
+    }
+
+    fn adopt(&mut self, ports: Vec<(LocalEndpoint, Option<UdpSocket>)>) {
+        for (local, socket) in ports {
+            let (Some(i), Some(socket)) = (self.index.of(local), socket) else { continue };
+            if let Some(old) = self.ports[i].take() {
+                if old.watched {
                     let _ = self.epoll.delete(old.socket.as_fd());
                 }
-                if let Err(e) = self.epoll.add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64)) {
-                    tracing::error!(port = local.port, error = %e, "cannot watch media socket");
-                    continue;
+            }
+            let watched = match self.epoll.add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64)) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(port = local.port, error = %e, "cannot watch media socket; retried at its next session");
+                    false
                 }
-                self.ports[i] = Some(Port { local, socket, active: false });
-            }
-            match &mut self.ports[i] {
-                Some(p) => p.active = true,
-                None => tracing::error!(port = local.port, "media port has no socket"),
-            }
-            slot[n] = Some(i);
+            };
+            self.ports[i] = Some(Port { local, socket, active: false, watched });
         }
     }
 
@@ -331,7 +352,7 @@ impl PacketIo for SocketIo {
         for &local in locals {
             let Some(i) = self.index.of(local) else { continue };
             if self.ports[i].as_ref().is_some_and(|p| !p.active) {
-                if let Some(p) = self.ports[i].take() {
+                if let Some(p) = self.ports[i].take().filter(|p| p.watched) {
                     let _ = self.epoll.delete(p.socket.as_fd());
                 }
             }

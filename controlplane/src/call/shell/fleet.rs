@@ -527,8 +527,16 @@ impl Shell {
                     self.fleet_forget(id);
                 }
             }
-            Event::Response { key, response } if key.method != Method::Cancel => {
+            Event::Response { key, mut response } if key.method != Method::Cancel => {
                 let bye = key.method == Method::Bye;
+                // The client legs answer a new offer with the client's own
+                // description: when we anchor, the near appliance must see
+                // our side 0, never the client's address.
+                if let (Some((_, local)), true) = (leg.media, !response.body.is_empty()) {
+                    if let Some(moved) = with_media_address(&response.body, local[0]) {
+                        response.body = bytes::Bytes::from(moved);
+                    }
+                }
                 self.sip.respond(key, response);
                 if bye {
                     self.fleet_forget(id);
@@ -541,6 +549,32 @@ impl Shell {
                     self.sip.request(dialog.peer, bye);
                 }
                 self.fleet_forget(id);
+            }
+            // The client's `reinvite` (a new address): when we anchor, our
+            // dataplane takes it and the client keeps the description it
+            // was offered; when the near appliance anchors, the new offer
+            // is declined (the client gets an error, the call its media).
+            Event::Request { key, request, .. } if request.method == Method::Invite => {
+                let answer = match leg.media {
+                    Some((session, _)) => {
+                        let offer = SessionDescription::parse(&request.body).ok();
+                        let remote = offer.and_then(|s| LegMedia::from_sdp(&s).ok()).and_then(|m| m.remote);
+                        let settings = LegSettings { remote, ..LegSettings::default() };
+                        match remote.map(|_| self.dataplane.update_session(session, 1, settings)) {
+                            Some(Ok(_)) => {
+                                let mut ok = crate::sip::message::Response::for_request(&request, 200, "");
+                                ok.headers.set(HeaderName::ContentType, "application/sdp");
+                                ok.body = leg.invite.body.clone();
+                                ok
+                            }
+                            _ => crate::sip::message::Response::for_request(&request, 488, ""),
+                        }
+                    }
+                    None => crate::sip::message::Response::for_request(&request, 488, ""),
+                };
+                if let Some(clients) = self.clients.as_mut() {
+                    clients.respond(&key, answer);
+                }
             }
             _ => {}
         }
