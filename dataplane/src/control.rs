@@ -230,6 +230,13 @@ impl Dataplane {
             Backend::Sockets => socket_budget(&config) / 2,
             Backend::Dpdk => usize::MAX,
         };
+        if pairs_allowed < 2 * workers {
+            return Err(StartError::Config(format!(
+                "the open-file limit leaves room for {} media sockets: too few for one session per worker \
+                 ({workers} workers); raise the limit (ulimit -n)",
+                pairs_allowed * 2
+            )));
+        }
         'deal: for port in (first_even..*config.ports.end()).step_by(2) {
             for addr in 0..addrs as u8 {
                 if pair == pairs_allowed {
