@@ -41,6 +41,14 @@ pub enum Command {
     CloseIdle {
         locals: Vec<LocalEndpoint>,
     },
+    /// Play RFC 4733 events (`crate::engine::tones`) out of leg `side`,
+    /// with payload type `pt`.
+    Digits {
+        id: SessionId,
+        side: usize,
+        events: Vec<u8>,
+        pt: u8,
+    },
 }
 
 /// A command with the sockets the socket backend needs for it.
@@ -601,6 +609,31 @@ impl DataplaneHandle {
         record.rtcp_latched[side] = None;
         let record = &reg.sessions[&id.slot()];
         Ok(self.info(id, record))
+    }
+
+    /// Plays DTMF `digits` (`0-9 * # A-D`, `w` a 500 ms pause) as RFC 4733
+    /// events with payload type `pt` into the stream leg `side` sends its
+    /// peer (`engine::tones`). Socket backend only in this release.
+    pub fn send_digits(&self, id: SessionId, side: usize, digits: &str, pt: u8) -> Result<(), ControlError> {
+        if self.inner.config.backend != Backend::Sockets {
+            return Err(ControlError::Invalid(
+                "DTMF generation runs on the socket backend only in this release".into(),
+            ));
+        }
+        if side > 1 || pt > 127 || digits.is_empty() || digits.len() > 64 {
+            return Err(ControlError::Invalid(format!(
+                "digits: 1 to 64 of 0-9 * # A-D w, leg 0 or 1, payload type 0-127 (got {digits:?}, leg {side}, pt {pt})"
+            )));
+        }
+        let events = digits
+            .chars()
+            .map(|c| crate::engine::tones::event_code(c).ok_or(c))
+            .collect::<Result<Vec<u8>, char>>()
+            .map_err(|c| ControlError::Invalid(format!("{c:?} is not a DTMF digit (0-9 * # A-D, w to pause)")))?;
+        let mut reg = self.registry();
+        let worker = lookup(&mut reg, id)?.worker;
+        let command = Command::Digits { id, side, events, pt };
+        self.send(worker, WorkerCommand { command, ports: Vec::new() })
     }
 
     pub fn delete_session(&self, id: SessionId) -> Result<SessionInfo, ControlError> {

@@ -477,6 +477,28 @@ fn client_calls_client() {
     assert_eq!(media_of(&reanswer), media_of(&invite));
     rig.media_flows("bob (moved) <-> alice (moved)", (&moved, media_of(&answer)), (&alice_moved, media_of(&invite)));
 
+    // DTMF sent as the SDK's `dtmf` message (its fallback without an
+    // RTCDTMFSender) reaches the other client as RFC 4733 events in its
+    // stream: two digits, 5 + 3 packets each, then nothing.
+    alice_moved.drain().unwrap();
+    let events = alice_moved.receive_raw_in_background(16, Duration::from_secs(3)).unwrap();
+    bob.ws.dtmf(&sid, "1#").unwrap();
+    let events = events.join().unwrap().unwrap();
+    let played: Vec<(u8, bool, u16, u8)> = events
+        .iter()
+        .filter(|(_, p)| p.len() == 16 && p[1] & 0x7f == 101)
+        .map(|(_, p)| (p[12], p[13] & 0x80 != 0, u16::from_be_bytes([p[2], p[3]]), p[1] >> 7))
+        .collect();
+    assert_eq!(played.len(), 16, "two digits as telephone-events (pt 101): {events:?}\n{}", rig.context());
+    for (i, (event, end, seq, marker)) in played.iter().enumerate() {
+        assert_eq!((*event, *end), (if i < 8 { 1 } else { 11 }, i % 8 >= 5), "packet {i}: {played:?}");
+        assert_eq!(*seq, played[0].2.wrapping_add(i as u16), "gapless numbering: {played:?}");
+        assert_eq!(*marker == 1, i % 8 == 0, "each event's first packet is marked: {played:?}");
+    }
+    bob.ws.dtmf("CA00000000000000000000000000000000", "1").unwrap();
+    let refused = bob.ws.expect("error", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", rig.context()));
+    assert_eq!(refused["error"]["code"], 31005, "DTMF for no call of ours: {refused:#}");
+
     // Call.sendMessage on either side: acknowledged (the SDK's `messageSent`).
     for (ws, callsid) in [(&mut alice.ws, &child_sid), (&mut bob.ws, &sid)] {
         let sent = ws.message(callsid, &json!({"note": "hi"}), "user-defined-message").unwrap();

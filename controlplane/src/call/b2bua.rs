@@ -1414,6 +1414,25 @@ impl Call {
         self.send_request(peer, relayed, Purpose::Relay(Box::new(Relay { from, to, key, request, offer })));
     }
 
+    /// Where DTMF played toward the caller (`caller`) or the bridged callee
+    /// goes: the call's media session, the leg facing that party and the
+    /// telephone-event payload type that party negotiated. `None` without
+    /// a bridge, without telephone-event, or when the media is not ours
+    /// (a pass-through bridge).
+    pub fn dtmf_toward(&self, caller: bool) -> Option<(SessionId, usize, u8)> {
+        if self.passed_sdp.is_some() {
+            return None;
+        }
+        let session = self.session()?;
+        let event_pt = |codecs: &[(Codec, u8)]| codecs.iter().find(|(c, _)| *c == Codec::TelephoneEvent).map(|c| c.1);
+        let bridge = self.bridge.as_ref()?;
+        if caller {
+            Some((session, CALLER, event_pt(self.inbound.as_ref()?.answered_codecs.as_ref()?)?))
+        } else {
+            Some((session, CALLEE, event_pt(&self.forks.get(bridge.fork)?.media.as_ref()?.codecs)?))
+        }
+    }
+
     /// Our current description toward `party` (for an offerless re-INVITE).
     fn current_sdp(&mut self, party: Party) -> Option<String> {
         match party {

@@ -639,6 +639,22 @@ impl ClientLegs {
         self.hub.send(device, ServerMessage::Answer { callsid, sdp, reconnect: reconnect.unwrap_or_default() });
     }
 
+    /// The call a device's `dtmf` belongs to, and whether the digits go
+    /// toward its caller (the device answered a `<Client>` fork) or toward
+    /// the callee (the device placed the call). Answered calls only.
+    pub fn dtmf_route(&self, device: DeviceId, callsid: &str) -> Option<(u64, bool)> {
+        match self.by_device.get(&(device, callsid.to_owned()))? {
+            LegRef::Fork(key) => {
+                let fork = self.forks.get(key)?;
+                (fork.device == Some(device) && fork.to.is_some()).then_some((fork.call, true))
+            }
+            LegRef::Caller(sid) => {
+                let leg = self.callers.get(sid)?;
+                (leg.device == Some(device) && leg.to.is_some()).then_some((leg.call, false))
+            }
+        }
+    }
+
     pub fn reject(&mut self, device: DeviceId, callsid: &str) -> Events {
         let Some(LegRef::Fork(key)) = self.by_device.remove(&(device, callsid.to_owned())) else {
             return Vec::new();

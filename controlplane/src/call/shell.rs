@@ -1165,6 +1165,26 @@ impl Shell {
                 ClientMessage::Reject { callsid } => clients.reject(device, &callsid),
                 ClientMessage::Hangup { callsid } => clients.hangup(device, &callsid),
                 ClientMessage::Reinvite { callsid, sdp } => clients.reinvite(device, &callsid, &sdp),
+                // The SDK's fallback when the browser cannot put DTMF in the
+                // media: played as RFC 4733 events toward the other party.
+                ClientMessage::Dtmf { callsid, digits } => {
+                    let target = clients.dtmf_route(device, &callsid).and_then(|(call, toward_caller)| {
+                        self.calls.get(&call).and_then(|e| e.call.dtmf_toward(toward_caller))
+                    });
+                    match target {
+                        Some((session, side, pt)) => {
+                            if let Err(e) = self.dataplane.send_digits(session, side, &digits, pt) {
+                                tracing::info!(%callsid, error = %e, "client DTMF not played");
+                            }
+                        }
+                        None => {
+                            let message = "no answered call with telephone-event to play DTMF into".to_owned();
+                            let error = ServerMessage::Error { code: 31005, message, callsid: Some(callsid) };
+                            clients.hub.send(device, error);
+                        }
+                    }
+                    Vec::new()
+                }
                 // Call.sendMessage: acknowledged for a call of the device
                 // (the SDK's `messageSent`); where it goes next is the
                 // customer's message subscription, not served in this release.

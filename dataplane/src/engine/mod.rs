@@ -8,6 +8,7 @@
 
 pub mod checksum_delta;
 pub mod counters;
+pub mod tones;
 pub mod worker;
 
 use crate::control::{Command, Event, Shared};
@@ -61,6 +62,8 @@ pub struct Engine {
     /// Next local slot the timeout scan looks at.
     scan_cursor: usize,
     last_scan_us: u64,
+    /// DTMF this worker plays into its sessions' streams.
+    pub(crate) tones: tones::Tones,
 }
 
 /// The timeout scan covers every slot once per this many microseconds.
@@ -68,7 +71,7 @@ pub const SWEEP_US: u64 = 1_000_000;
 
 impl Engine {
     pub fn new(worker: u32, table: SessionTable, shared: Arc<Shared>) -> Self {
-        Engine { worker, table, shared, scan_cursor: 0, last_scan_us: 0 }
+        Engine { worker, table, shared, scan_cursor: 0, last_scan_us: 0, tones: tones::Tones::default() }
     }
 
     fn counters(&self) -> &counters::WorkerCounters {
@@ -253,8 +256,19 @@ impl Engine {
             }
             // The backend's business (`worker::apply`).
             Command::CloseIdle { .. } => {}
+            Command::Digits { id, side, events, pt } => {
+                self.table.originating_leg(id, side)?;
+                self.tones.start(now, id, side, events, pt)?;
+            }
         }
         Ok(())
+    }
+
+    /// Sends the DTMF packets due by `now` through `send`.
+    pub fn play_tones(&mut self, now: Now, send: impl FnMut(tones::Originated)) {
+        if !self.tones.is_empty() {
+            self.tones.play(now, &mut self.table, send);
+        }
     }
 
     /// Scans for media timeouts at the pace that covers the whole table once

@@ -2,7 +2,7 @@
 
 use super::checksum_delta::ChecksumDelta;
 use super::counters::DropReason;
-use super::{Datagram, Engine, Now, Verdict};
+use super::{tones, Datagram, Engine, Now, Verdict};
 use crate::control::{Command, Event, Shared};
 use crate::session::table::SessionTable;
 use crate::session::{LegSettings, LocalEndpoint, PayloadTypeMap, SessionId};
@@ -271,4 +271,66 @@ fn paced_scan_covers_the_table_once_per_sweep() {
     // A quarter sweep later: a quarter of the table.
     e.scan_timeouts_paced(Now { us: 1_750_000 });
     assert_eq!(e.scan_cursor, 4);
+}
+
+/// Plays the tones due by `ms` and returns them as (from, to, packet).
+fn tones_at(e: &mut Engine, ms: u64) -> Vec<(LocalEndpoint, SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    e.play_tones(Now { us: ms * 1000 }, |o| out.push((o.from, o.to, o.packet.to_vec())));
+    out
+}
+
+#[test]
+fn digits_are_rfc_4733_events_in_the_stream_the_leg_sends() {
+    let (mut e, id) = engine_with_session(signalled(A, B));
+    // Audio from A goes out of leg 1 to B: its numbering is what the events continue.
+    let (_, dg) = send(&mut e, 0, 20000, A, rtp(0, 500, 8000, 0x1111));
+    let audio_ssrc = u32::from_be_bytes(dg.payload[8..12].try_into().unwrap());
+    let events = "1#".chars().map(|c| tones::event_code(c).unwrap()).collect();
+    e.apply(Now { us: 10_000 }, Command::Digits { id, side: 1, events, pt: 101 }).unwrap();
+
+    let mut packets = Vec::new();
+    for ms in (10..=600).step_by(10) {
+        packets.extend(tones_at(&mut e, ms));
+    }
+    assert_eq!(packets.len(), 16, "two digits: 5 packets and 3 end packets each");
+    for (from, to, _) in &packets {
+        assert_eq!((*from, *to), (ep(20002), addr(B)), "out of leg 1, to its peer");
+    }
+    let field = |(_, _, p): &(LocalEndpoint, SocketAddr, Vec<u8>)| {
+        let event = crate::wire::telephone_event::Packet::new_checked(&p[12..]).unwrap();
+        let seq = u16::from_be_bytes([p[2], p[3]]);
+        let ts = u32::from_be_bytes(p[4..8].try_into().unwrap());
+        let ssrc = u32::from_be_bytes(p[8..12].try_into().unwrap());
+        (p[1] & 0x80 != 0, p[1] & 0x7f, seq, ts, ssrc, event.event(), event.end_of_event(), event.duration())
+    };
+    let first = field(&packets[0]);
+    assert_eq!((first.0, first.1, first.5, first.6, first.7), (true, 101, 1, false, 160), "marked, event 1, 20 ms");
+    assert_ne!(first.4, 0x1111, "the leg's stream is rewritten from the first event on");
+    let _ = audio_ssrc;
+    for (i, p) in packets.iter().enumerate() {
+        let f = field(p);
+        assert_eq!(f.2, first.2.wrapping_add(i as u16), "gapless sequence numbers");
+        assert_eq!(f.4, first.4, "one SSRC");
+        assert_eq!(f.0, i % 8 == 0, "the first packet of each event is marked");
+        let (event, end) = (if i < 8 { 1 } else { 11 }, i % 8 >= 5);
+        assert_eq!((f.5, f.6), (event, end), "packet {i}");
+        assert_eq!(f.7, if end { 800 } else { 160 * (i as u16 % 8 + 1) }, "duration of packet {i}");
+        assert_eq!(f.3, if i < 8 { first.3 } else { field(&packets[8]).3 }, "one timestamp per event");
+    }
+    assert!(tones_at(&mut e, 2000).is_empty(), "done");
+    // Audio resumes right after the events in the numbering.
+    let (_, dg) = send(&mut e, 700, 20000, A, rtp(0, 501, 8160, 0x1111));
+    let seq = u16::from_be_bytes([dg.payload[2], dg.payload[3]]);
+    assert_eq!(seq, field(&packets[15]).2.wrapping_add(1), "relayed audio continues after the events");
+}
+
+#[test]
+fn digits_for_a_removed_session_stop() {
+    let (mut e, id) = engine_with_session(signalled(A, B));
+    e.apply(Now::default(), Command::Digits { id, side: 0, events: vec![5, 5, 5], pt: 101 }).unwrap();
+    assert_eq!(tones_at(&mut e, 0).len(), 1);
+    e.apply(Now::default(), Command::Remove { id }).unwrap();
+    assert!(tones_at(&mut e, 1000).is_empty());
+    assert!(e.tones.is_empty(), "forgotten");
 }

@@ -4,7 +4,7 @@
 
 use super::{Engine, Now};
 use crate::control::{Command, WorkerCommand, IDLE_WAIT};
-use crate::engine::counters::bump;
+use crate::engine::counters::{bump, DropReason};
 use crate::io::{AnyIo, PacketIo};
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::Ordering;
@@ -91,6 +91,14 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
         }
         if idle || tick.is_multiple_of(CONTROL_EVERY) {
             engine.scan_timeouts_paced(t);
+            engine.play_tones(t, |o| {
+                if io.send_local(o.from, o.to, &o.packet) {
+                    bump(&counters.tx_packets, 1);
+                    bump(&counters.tx_bytes, o.packet.len() as u64);
+                } else {
+                    counters.drop(DropReason::TxFailed);
+                }
+            });
             io.housekeeping();
             if shared.stop.load(Ordering::Acquire) {
                 break;
@@ -119,7 +127,7 @@ fn apply<Io: PacketIo>(engine: &mut Engine, io: &mut Io, now: Now, cmd: WorkerCo
     let WorkerCommand { command, mut ports } = cmd;
     let (id, install) = match &command {
         Command::Install { id, locals, .. } => (*id, Some(*locals)),
-        Command::Update { id, .. } | Command::Remove { id } => (*id, None),
+        Command::Update { id, .. } | Command::Remove { id } | Command::Digits { id, .. } => (*id, None),
         Command::CloseIdle { locals } => {
             io.close_idle(locals);
             return;

@@ -14,7 +14,7 @@ use crate::config::{Backend, DataplaneConfig};
 use crate::engine::counters::WorkerCounters;
 use crate::engine::Datagram;
 use crate::session::LocalEndpoint;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,13 @@ pub trait PacketIo {
     /// A session's leg was removed: its ports stop delivering (their
     /// sockets, if any, stay open for the next session).
     fn detach(&mut self, leg: u32);
+
+    /// Sends a packet the dataplane originates (DTMF) out of `from` to
+    /// `to`; false when it could not. Backends without it refuse the
+    /// command before it gets here (`DataplaneHandle::send_digits`).
+    fn send_local(&mut self, _from: LocalEndpoint, _to: SocketAddr, _payload: &[u8]) -> bool {
+        false
+    }
 
     /// Keeps sockets the control plane bound for a session that could not
     /// be installed, idle, for the next session on their ports.

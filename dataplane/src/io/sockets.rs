@@ -318,6 +318,13 @@ impl PacketIo for SocketIo {
         }
     }
 
+    fn send_local(&mut self, from: LocalEndpoint, to: SocketAddr, payload: &[u8]) -> bool {
+        let Some(Port { socket, .. }) = self.index.of(from).and_then(|i| self.ports[i].as_ref()) else {
+            return false;
+        };
+        socket.send_to(payload, to).is_ok()
+    }
+
     fn adopt(&mut self, ports: Vec<(LocalEndpoint, Option<UdpSocket>)>) {
         for (local, socket) in ports {
             let (Some(i), Some(socket)) = (self.index.of(local), socket) else { continue };

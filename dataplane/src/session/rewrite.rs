@@ -15,6 +15,9 @@ pub struct StreamRewrite {
     ts_delta: u32,
     last_out_seq: u16,
     last_out_ts: u32,
+    /// The appliance put packets of its own in the stream before any
+    /// source: the first source continues after them.
+    originated: bool,
 }
 
 impl StreamRewrite {
@@ -39,6 +42,13 @@ impl StreamRewrite {
                 self.ts_delta = self.last_out_ts.wrapping_add(step).wrapping_sub(ts);
                 self.in_ssrc = Some(ssrc);
             }
+            None if self.originated => {
+                // After packets of our own (DTMF before any relayed one): continue after them.
+                self.seq_delta = self.last_out_seq.wrapping_add(1).wrapping_sub(seq);
+                let step = clock_rate / 1000 * FRAME_MS;
+                self.ts_delta = self.last_out_ts.wrapping_add(step).wrapping_sub(ts);
+                self.in_ssrc = Some(ssrc);
+            }
             None => {
                 // The first source keeps its own numbering.
                 self.in_ssrc = Some(ssrc);
@@ -52,6 +62,24 @@ impl StreamRewrite {
             self.last_out_ts = out_ts;
         }
         (self.out_ssrc, out_seq, out_ts)
+    }
+
+    /// Numbers a packet the appliance itself puts in this stream (an RFC
+    /// 4733 event): the SSRC, the next sequence number (relayed packets
+    /// shift by one after it, so the numbering stays gapless) and the
+    /// timestamp of the newest packet sent.
+    pub fn originate(&mut self) -> (u32, u16, u32) {
+        let seq = self.last_out_seq.wrapping_add(1);
+        self.seq_delta = self.seq_delta.wrapping_add(1);
+        self.last_out_seq = seq;
+        self.originated = true;
+        (self.out_ssrc, seq, self.last_out_ts)
+    }
+
+    /// The timestamp for an event the appliance starts now: one frame
+    /// (`step`) after the newest packet sent.
+    pub fn originate_timestamp(&self, step: u32) -> u32 {
+        self.last_out_ts.wrapping_add(step)
     }
 
     /// The SSRC this stream's RTCP should carry for a packet from `ssrc`.

@@ -58,6 +58,8 @@ pub struct Slot {
 pub enum TableError {
     #[error("slot {0} does not belong to this worker or is out of range")]
     ForeignSlot(u32),
+    #[error("too many digit sequences playing at once")]
+    TonesFull,
     #[error("slot {0} is in use")]
     SlotInUse(u32),
     #[error("session {0} not found")]
@@ -205,6 +207,18 @@ impl SessionTable {
         let local = self.find(id)?;
         self.apply_settings(local * 2 + (side & 1), settings, id);
         Ok(())
+    }
+
+    /// Leg `side` of session `id`, to originate packets out of: its
+    /// outgoing stream is rewritten from now on (SSRC, numbering), so that
+    /// what the appliance adds continues the stream its peer receives.
+    pub fn originating_leg(&mut self, id: SessionId, side: usize) -> Result<&mut Leg, TableError> {
+        let local = self.find(id)?;
+        let leg = &mut self.legs[local * 2 + (side & 1)];
+        if leg.rewrite.is_none() {
+            leg.rewrite = Some(StreamRewrite::new(ssrc_for(id, side as u32 & 1)));
+        }
+        Ok(leg)
     }
 
     pub fn remove(&mut self, id: SessionId) -> Result<(), TableError> {
