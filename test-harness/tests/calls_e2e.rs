@@ -563,6 +563,38 @@ fn carrier_call_dials_a_number_media_flows_both_ways_and_the_caller_hangs_up() {
     }
 }
 
+/// `<Number sendDigits>`: once the callee answers, the digits reach it as
+/// RFC 4733 events (its telephone-event type, 101) in the stream the
+/// appliance sends it; `w` pauses half a second.
+#[test]
+fn send_digits_are_played_to_the_answering_number() {
+    let rig = Rig::new();
+    rig.twiml("/voice", &format!(r#"<Response><Dial><Number sendDigits="1w#">{CALLEE}</Number></Dial></Response>"#));
+    rig.accept_callbacks(&["/status"]);
+    let mut p = rig.dial_in("uac_call.xml", NUMBER, 1);
+    let heard = p.callee_rtp.receive_raw_in_background(16, Duration::from_secs(8)).unwrap();
+    let answer = p.caller.wait_log(SIGNAL, |l| l.event == "sdp" && l.get("event") == Some("200"));
+    let caller_call_id = answer
+        .unwrap_or_else(|e| panic!("the appliance's 200 to the caller: {e:#}\n{}", rig.context()))
+        .get("call_id")
+        .unwrap()
+        .to_owned();
+    let heard = heard.join().unwrap().unwrap();
+    let events: Vec<(u8, bool, u8)> = heard
+        .iter()
+        .filter(|(_, d)| d.len() == 16 && d[1] & 0x7f == 101)
+        .map(|(_, d)| (d[12], d[13] & 0x80 != 0, d[13] & 0x3f))
+        .collect();
+    assert_eq!(events.len(), 16, "two digits, 8 packets each: {heard:?}\n{}", rig.context());
+    for (i, (event, end, volume)) in events.iter().enumerate() {
+        assert_eq!((*event, *end, *volume), (if i < 8 { 1 } else { 11 }, i % 8 >= 5, 10), "packet {i}: {events:?}");
+    }
+    rig.poke(&p.caller, &caller_call_id, "hangup");
+    rig.finished(p.caller, "caller");
+    rig.finished(p.callee, "callee");
+    rig.no_media_left();
+}
+
 /// BYE from the callee ends the dial; with nothing after the `<Dial>` the
 /// appliance then hangs up on the caller.
 #[test]

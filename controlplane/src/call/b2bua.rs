@@ -96,6 +96,8 @@ struct Fork {
     /// offered the caller's own SDP, and its answer goes to the caller
     /// untouched; this appliance relays nothing for the call.
     pass_through: bool,
+    /// `<Number sendDigits>`: played to the callee once it answers.
+    send_digits: Option<String>,
 }
 
 struct DialRun {
@@ -655,6 +657,7 @@ impl Call {
                     credentials: None,
                     auth_tries: 0,
                     pass_through: false,
+                    send_digits: None,
                 });
                 continue;
             };
@@ -695,6 +698,10 @@ impl Call {
                 credentials,
                 auth_tries: 0,
                 pass_through: false,
+                send_digits: match noun {
+                    DialNoun::Number(n) => n.send_digits.clone(),
+                    _ => None,
+                },
             });
             self.send_request(peer, invite, Purpose::Invite(index));
         }
@@ -1120,6 +1127,12 @@ impl Call {
         }
         self.update_media(CALLEE);
         self.update_media(CALLER);
+        if let Some(digits) = self.forks[i].send_digits.take() {
+            match self.dtmf_toward(false) {
+                Some((session, side, pt)) => self.out.push_back(Output::PlayDigits { session, side, digits, pt }),
+                None => tracing::info!(call = %self.forks[i].sid, "sendDigits: the callee offered no telephone-event"),
+            }
+        }
         if self.inbound.as_ref().is_some_and(|x| x.state == InboundState::Ringing) {
             let sdp = self.caller_sdp(&codecs, answer.direction);
             self.respond_inbound(200, sdp);

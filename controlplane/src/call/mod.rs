@@ -172,6 +172,14 @@ pub enum Output {
     DeleteMedia {
         session: SessionId,
     },
+    /// Play DTMF `digits` as RFC 4733 events (payload type `pt`) out of
+    /// leg `side` (`DataplaneHandle::send_digits`).
+    PlayDigits {
+        session: SessionId,
+        side: usize,
+        digits: String,
+        pt: u8,
+    },
     /// The offer was acceptable: start the interpreter for this call.
     RunInstructions,
     /// Give this to the interpreter.

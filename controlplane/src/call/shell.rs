@@ -964,6 +964,11 @@ impl Shell {
                     tracing::warn!(error = %e, "media session update failed");
                 }
             }
+            Output::PlayDigits { session, side, digits, pt } => {
+                if let Err(e) = self.dataplane.send_digits(session, side, &digits, pt) {
+                    tracing::info!(error = %e, "sendDigits not played");
+                }
+            }
             Output::DeleteMedia { session } => {
                 self.by_session.remove(&session);
                 let _ = self.dataplane.delete_session(session);
