@@ -613,13 +613,8 @@ impl DataplaneHandle {
 
     /// Plays DTMF `digits` (`0-9 * # A-D`, `w` a 500 ms pause) as RFC 4733
     /// events with payload type `pt` into the stream leg `side` sends its
-    /// peer (`engine::tones`). Socket backend only in this release.
+    /// peer (`engine::tones`).
     pub fn send_digits(&self, id: SessionId, side: usize, digits: &str, pt: u8) -> Result<(), ControlError> {
-        if self.inner.config.backend != Backend::Sockets {
-            return Err(ControlError::Invalid(
-                "DTMF generation runs on the socket backend only in this release".into(),
-            ));
-        }
         if side > 1 || pt > 127 || digits.is_empty() || digits.len() > 64 {
             return Err(ControlError::Invalid(format!(
                 "digits: 1 to 64 of 0-9 * # A-D w, leg 0 or 1, payload type 0-127 (got {digits:?}, leg {side}, pt {pt})"

@@ -255,6 +255,13 @@ impl AdminClient {
         self.expect("PATCH", &format!("/v1/dataplane/sessions/{id}"), Some(&body.to_string()), 200)?.json()
     }
 
+    /// Plays DTMF `digits` as RFC 4733 events (payload type 101) toward
+    /// leg `leg`'s peer.
+    pub fn digits(&self, id: u64, leg: usize, digits: &str) -> Result<()> {
+        let body = serde_json::json!({"leg": leg, "digits": digits}).to_string();
+        self.expect("POST", &format!("/v1/dataplane/sessions/{id}/digits"), Some(&body), 202).map(|_| ())
+    }
+
     pub fn delete_session(&self, id: u64) -> Result<SessionInfo> {
         self.expect("DELETE", &format!("/v1/dataplane/sessions/{id}"), None, 200)?.json()
     }

@@ -151,6 +151,19 @@ fn relays_both_ways_and_the_kernel_answers_through_the_tap() {
         assert_eq!(leg.counters.lost, 0);
     }
 
+    // DTMF the dataplane originates: built whole (Ethernet, IP, UDP with
+    // checksums the peer's kernel accepts), from leg 1's address to its peer.
+    let rx = eb.receive_raw_in_background(16, ARRIVE).unwrap();
+    rig.app.admin.digits(s.id, 1, "1#").expect("digits");
+    let got = rx.join().expect("receiver").expect("receive");
+    let events: Vec<(SocketAddr, u8, u8, bool)> =
+        got.iter().map(|(from, d)| (*from, d[1] & 0x7f, d[12], d[13] & 0x80 != 0)).collect();
+    assert_eq!(events.len(), 16, "two digits, 8 packets each: {events:?}\n{}", rig.app.stderr());
+    for (i, (from, pt, event, end)) in events.iter().enumerate() {
+        assert_eq!((*from, *pt), (s.legs[1].local, 101), "packet {i}");
+        assert_eq!((*event, *end), (if i < 8 { 1 } else { 11 }, i % 8 >= 5), "packet {i}: {events:?}");
+    }
+
     // A clean stop removes the EAL's runtime directory.
     let mut rig = rig;
     let pid = rig.app.pid().expect("pid");

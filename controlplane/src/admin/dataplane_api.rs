@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
     Router::new()
         .route("/v1/dataplane/sessions", get(list).post(create))
         .route("/v1/dataplane/sessions/{id}", get(fetch).patch(update).delete(remove))
+        .route("/v1/dataplane/sessions/{id}/digits", axum::routing::post(digits))
         .route("/v1/dataplane/workers", get(workers))
         .route("/v1/dataplane/events", get(events))
 }
@@ -178,6 +179,37 @@ async fn update(State(state): State<Arc<AdminState>>, Path(id): Path<String>, by
     };
     match state.dataplane.update_session(id, request.leg, settings) {
         Ok(info) => Json(info).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigitsBody {
+    /// The leg whose peer hears them.
+    pub leg: usize,
+    pub digits: String,
+    /// The telephone-event payload type that peer negotiated.
+    #[serde(default = "default_event_pt")]
+    pub payload_type: u8,
+}
+
+fn default_event_pt() -> u8 {
+    101
+}
+
+/// Plays DTMF as RFC 4733 events toward a leg's peer (202: queued).
+async fn digits(State(state): State<Arc<AdminState>>, Path(id): Path<String>, bytes: axum::body::Bytes) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let request: DigitsBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match state.dataplane.send_digits(id, request.leg, &request.digits, request.payload_type) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"queued": request.digits}))).into_response(),
         Err(e) => control_error(e),
     }
 }

@@ -44,11 +44,8 @@ pub trait PacketIo {
     fn detach(&mut self, leg: u32);
 
     /// Sends a packet the dataplane originates (DTMF) out of `from` to
-    /// `to`; false when it could not. Backends without it refuse the
-    /// command before it gets here (`DataplaneHandle::send_digits`).
-    fn send_local(&mut self, _from: LocalEndpoint, _to: SocketAddr, _payload: &[u8]) -> bool {
-        false
-    }
+    /// `to`; false when it could not (no socket, next hop unresolved, ...).
+    fn send_local(&mut self, from: LocalEndpoint, to: SocketAddr, payload: &[u8]) -> bool;
 
     /// Keeps sockets the control plane bound for a session that could not
     /// be installed, idle, for the next session on their ports.

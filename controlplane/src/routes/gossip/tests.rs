@@ -254,7 +254,11 @@ async fn a_large_appliance_reaches_a_late_joiner_by_snapshot() {
     let took = wait_for("all on the joiner", Duration::from_secs(30), || b.counts().total() == DEVICES as usize).await;
     println!("{DEVICES} devices on the joiner in {took:?}");
     assert!(a.counters().feed_snapshots >= 1, "the log did not reach back: a snapshot");
-    assert_eq!(b.presence(&ac(1), "user-000007").status, Busy);
+    // Eventually (the snapshot may predate the status change, which then
+    // follows in the feed). A CI run once saw it Offline right after the
+    // count was complete (docs/status.md, known problems): waited for, and
+    // still a failure if it never comes.
+    wait_for("the busy device", Duration::from_secs(5), || b.presence(&ac(1), "user-000007").status == Busy).await;
     // And the feed goes on from the snapshot.
     a.unregister(DeviceId(9));
     wait_for("then changes", Duration::from_secs(5), || b.presence(&ac(1), "user-000009").devices == 0).await;

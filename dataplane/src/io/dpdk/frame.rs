@@ -359,6 +359,71 @@ pub fn rewrite_media(
     Ok(())
 }
 
+/// Length of a UDP frame (no VLAN tag) carrying `payload` bytes.
+pub fn udp_frame_len(v6: bool, payload: usize) -> usize {
+    let ip = if v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
+    crate::wire::ethernet::HEADER_LEN + ip + udp::HEADER_LEN + payload
+}
+
+/// Writes a whole UDP datagram from `src` to `dst` (one family) into
+/// `buf` (at least [`udp_frame_len`] long), checksums computed: a packet
+/// the dataplane originates (DTMF). Returns its length.
+pub fn emit_udp(
+    buf: &mut [u8],
+    macs: (EthernetAddress, EthernetAddress),
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+) -> Option<usize> {
+    let v6 = src.is_ipv6();
+    let len = udp_frame_len(v6, payload.len());
+    let buf = buf.get_mut(..len)?;
+    buf.fill(0);
+    let eth_len = crate::wire::ethernet::HEADER_LEN;
+    let mut eth = Frame::new_unchecked(&mut *buf);
+    eth.set_src_addr(macs.0);
+    eth.set_dst_addr(macs.1);
+    eth.set_ethertype(if v6 { EtherType::IPV6 } else { EtherType::IPV4 });
+    let udp_len = u16::try_from(udp::HEADER_LEN + payload.len()).ok()?;
+    let l4 = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut ip = ipv4::Packet::new_unchecked(&mut buf[eth_len..]);
+            ip.set_version(4);
+            ip.set_header_len(ipv4::HEADER_LEN);
+            ip.set_total_len(u16::try_from(ipv4::HEADER_LEN).ok()? + udp_len);
+            ip.set_dont_frag(true);
+            ip.set_hop_limit(RELAY_TTL);
+            ip.set_next_header(protocol::UDP);
+            ip.set_src_addr(s.octets());
+            ip.set_dst_addr(d.octets());
+            ip.fill_checksum();
+            eth_len + ipv4::HEADER_LEN
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut ip = ipv6::Packet::new_unchecked(&mut buf[eth_len..]);
+            ip.set_version(6);
+            ip.set_payload_len(udp_len);
+            ip.set_next_header(protocol::UDP);
+            ip.set_hop_limit(RELAY_TTL);
+            ip.set_src_addr(&s.octets());
+            ip.set_dst_addr(&d.octets());
+            eth_len + ipv6::HEADER_LEN
+        }
+        _ => return None,
+    };
+    let mut dgram = udp::Packet::new_unchecked(&mut buf[l4..]);
+    dgram.set_src_port(src.port());
+    dgram.set_dst_port(dst.port());
+    dgram.set_len(udp_len);
+    dgram.payload_mut()[..payload.len()].copy_from_slice(payload);
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => dgram.fill_checksum_v4(s.octets(), d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => dgram.fill_checksum_v6(&s.octets(), &d.octets()),
+        _ => return None,
+    }
+    Some(len)
+}
+
 /// Sets the Ethernet addresses of a frame going out of the port.
 pub fn set_ethernet(frame: &mut [u8], src: EthernetAddress, dst: EthernetAddress) {
     if frame.len() >= 12 {

@@ -681,6 +681,33 @@ impl PacketIo for DpdkIo {
         // The port owns every media address: no sockets.
     }
 
+    fn send_local(&mut self, from: LocalEndpoint, to: SocketAddr, payload: &[u8]) -> bool {
+        let now = self.ctx.now_ms();
+        let ctx = &mut self.ctx;
+        let Some(&src) = ctx.addressing.media_ips.get(usize::from(from.addr)) else { return false };
+        let Some(hop) = ctx.addressing.next_hop(to.ip()) else { return false };
+        let mac = match ctx.neighbours.lookup(hop, now) {
+            Lookup::Known { mac, .. } => mac,
+            Lookup::Unknown => {
+                ctx.want(hop, now);
+                return false;
+            }
+        };
+        let Some(pool) = self.devices.pool.as_ref() else { return false };
+        let Some(mut m) = pool.alloc() else { return false };
+        let len = frame::udp_frame_len(src.is_ipv6(), payload.len());
+        let written = u16::try_from(len).ok().and_then(|l| m.append(l).ok()).and_then(|buf| {
+            frame::emit_udp(buf, (ctx.addressing.mac, mac), SocketAddr::new(src, from.port), to, payload)
+        });
+        if written.is_none() {
+            return false;
+        }
+        let before = ctx.stats.port_tx_failed;
+        push_or_count(&mut self.bufs.to_port, m, &mut self.ctx.stats.port_tx_failed);
+        self.flush_control();
+        self.ctx.stats.port_tx_failed == before
+    }
+
     fn detach(&mut self, _leg: u32) {}
 
     #[inline]

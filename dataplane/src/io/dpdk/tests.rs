@@ -547,3 +547,35 @@ fn no_panic_and_valid_output_on_mutated_frames() {
         }
     }
 }
+
+#[test]
+fn originated_udp_frames_are_whole_and_valid() {
+    let a = addressing();
+    let payload = [0x80, 101, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4, 1, 10, 0, 160];
+    // IPv4: what a peer at the media address would see as media for it.
+    let mut buf = vec![0u8; 128];
+    let (from, to) = (SocketAddr::from((PEER4, 40000)), SocketAddr::from((MEDIA4, 20010)));
+    let len = super::frame::emit_udp(&mut buf, (PEER_MAC, OUR_MAC), from, to, &payload).unwrap();
+    assert_eq!(len, super::frame::udp_frame_len(false, payload.len()));
+    let f = &buf[..len];
+    let m = media(classify(f, &a));
+    assert_eq!((m.local, m.source, m.src_mac), (LocalEndpoint { addr: 0, port: 20010 }, from, PEER_MAC));
+    assert_eq!(&f[m.layout.payload()], &payload[..]);
+    let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 header checksum");
+    assert_eq!((ip.hop_limit(), ip.next_header()), (RELAY_TTL, protocol::UDP));
+    let d = udp::Packet::new_checked(ip.payload()).unwrap();
+    assert!(d.checksum() != 0 && d.verify_checksum_v4(ip.src_addr(), ip.dst_addr()), "UDP checksum");
+    // IPv6.
+    let (from, to) = (SocketAddr::from((PEER6, 40000)), SocketAddr::from((MEDIA6, 20012)));
+    let len = super::frame::emit_udp(&mut buf, (PEER_MAC, OUR_MAC), from, to, &payload).unwrap();
+    let f = &buf[..len];
+    let m = media(classify(f, &a));
+    assert_eq!((m.local, m.source), (LocalEndpoint { addr: 1, port: 20012 }, from));
+    let ip = ipv6::Packet::new_checked(&f[14..]).unwrap();
+    let d = udp::Packet::new_checked(ip.payload()).unwrap();
+    assert!(d.verify_checksum_v6(&ip.src_addr(), &ip.dst_addr()));
+    // Mixed families and short buffers are refused.
+    assert!(super::frame::emit_udp(&mut buf, (PEER_MAC, OUR_MAC), SocketAddr::from((PEER4, 1)), to, &payload).is_none());
+    assert!(super::frame::emit_udp(&mut buf[..40], (PEER_MAC, OUR_MAC), from, to, &payload).is_none());
+}
