@@ -157,13 +157,14 @@ async fn fetch(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> 
     }
 }
 
+/// The session a path names and the request body, or the error response.
+fn id_and_body<T: serde::de::DeserializeOwned>(id: &str, bytes: &[u8]) -> Result<(SessionId, T), Response> {
+    Ok((parse_id(id)?, body(bytes)?))
+}
+
 async fn update(State(state): State<Arc<AdminState>>, Path(id): Path<String>, bytes: axum::body::Bytes) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let request: UpdateBody = match body(&bytes) {
-        Ok(b) => b,
+    let (id, request): (_, UpdateBody) = match id_and_body(&id, &bytes) {
+        Ok(parsed) => parsed,
         Err(r) => return r,
     };
     if request.leg > 1 {
@@ -200,12 +201,8 @@ fn default_event_pt() -> u8 {
 
 /// Plays DTMF as RFC 4733 events toward a leg's peer (202: queued).
 async fn digits(State(state): State<Arc<AdminState>>, Path(id): Path<String>, bytes: axum::body::Bytes) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let request: DigitsBody = match body(&bytes) {
-        Ok(b) => b,
+    let (id, request): (_, DigitsBody) = match id_and_body(&id, &bytes) {
+        Ok(parsed) => parsed,
         Err(r) => return r,
     };
     match state.dataplane.send_digits(id, request.leg, &request.digits, request.payload_type) {
