@@ -258,7 +258,23 @@ async fn a_large_appliance_reaches_a_late_joiner_by_snapshot() {
     // follows in the feed). A CI run once saw it Offline right after the
     // count was complete (docs/status.md, known problems): waited for, and
     // still a failure if it never comes.
-    wait_for("the busy device", Duration::from_secs(5), || b.presence(&ac(1), "user-000007").status == Busy).await;
+    let start = Instant::now();
+    while b.presence(&ac(1), "user-000007").status != Busy {
+        if start.elapsed() > Duration::from_secs(5) {
+            let listed = b.list(&ac(1));
+            let near: Vec<_> = listed.iter().filter(|p| p.identity.starts_with("user-00000")).collect();
+            panic!(
+                "user-000007 not busy on the joiner: {:?}; devices {:?}; counts {:?}; {} identities listed; \
+                 user-00000x: {near:?}; feed counters {:?}",
+                b.presence(&ac(1), "user-000007"),
+                b.devices(&ac(1), "user-000007"),
+                b.counts(),
+                listed.len(),
+                b.counters().feed,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // And the feed goes on from the snapshot.
     a.unregister(DeviceId(9));
     wait_for("then changes", Duration::from_secs(5), || b.presence(&ac(1), "user-000009").devices == 0).await;
