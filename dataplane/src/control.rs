@@ -164,6 +164,9 @@ struct Registry {
     /// Socket backend: the ports whose worker holds a bound socket (kept
     /// open between sessions), by `port_index`.
     bound: Vec<bool>,
+    /// When idle sockets were last handed back for closing: a burst of
+    /// failing binds before the workers closed them closes no more.
+    closed_idle_at: Option<std::time::Instant>,
 }
 
 /// Idle sockets each worker is asked to close when binding runs out of files.
@@ -268,6 +271,7 @@ impl Dataplane {
             free_slots,
             free_endpoints,
             bound,
+            closed_idle_at: None,
         };
 
         let queues: Vec<_> = (0..workers).map(|_| ArrayQueue::new(16_384)).collect();
@@ -557,6 +561,10 @@ impl DataplaneHandle {
     /// recently freed ports (the last to be reused), so that the session
     /// after this one can bind. The one that failed is refused.
     fn close_idle(&self, reg: &mut Registry) {
+        if reg.closed_idle_at.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        reg.closed_idle_at = Some(std::time::Instant::now());
         let mut closed = 0;
         for worker in 0..self.inner.config.workers {
             let mut locals = Vec::new();
