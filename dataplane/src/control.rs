@@ -11,7 +11,7 @@
 use crate::config::{Backend, DataplaneConfig};
 use crate::engine::counters::{LegCounters, LegSnapshot, WorkerCounters, WorkerSnapshot};
 use crate::session::table::SessionTable;
-use crate::session::{LegSettings, LocalEndpoint, SessionId};
+use crate::session::{LegSettings, LocalEndpoint, PortIndex, SessionId};
 use crossbeam_queue::ArrayQueue;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -550,11 +550,7 @@ impl DataplaneHandle {
 
     /// Where a port's flag lives in `Registry::bound`.
     fn port_index(&self, local: LocalEndpoint) -> Option<usize> {
-        let config = &self.inner.config;
-        let port = usize::from(local.port.checked_sub(*config.ports.start())?);
-        let count = usize::from(*config.ports.end() - *config.ports.start()) + 1;
-        (port < count && usize::from(local.addr) < config.media_ips.len())
-            .then(|| usize::from(local.addr) * count + port)
+        PortIndex::new(self.inner.config.media_ips.len(), &self.inner.config.ports).of(local)
     }
 
     /// Out of files: each worker closes the idle sockets of its most

@@ -165,7 +165,7 @@ struct CallerLeg {
     answer_sdp: Option<String>,
     reconnect: String,
     /// CSeq of the requests the client sends in the dialog (BYE, re-INVITE).
-    bye_cseq: u32,
+    cseq: u32,
     /// The BYEs it sent us (their answers are ours to drop).
     bye_keys: Vec<TxKey>,
     /// The client's description: its offer, then its last `reinvite`.
@@ -177,6 +177,50 @@ struct PendingReinvite {
     device: DeviceId,
     callsid: String,
     sdp: String,
+}
+
+impl ClientFork {
+    /// The answering device's next request in the dialog (its CSeq taken):
+    /// the transaction key and the request; `None` before the answer.
+    fn request(&mut self, method: Method) -> Option<(TxKey, Request)> {
+        let to = self.to.clone()?;
+        self.cseq += 1;
+        let mut headers = Headers::new();
+        headers.push(Header::new(HeaderName::From, to));
+        for (name, value) in [(HeaderName::To, HeaderName::From), (HeaderName::CallId, HeaderName::CallId)] {
+            if let Some(h) = self.invite.headers.get(value).and_then(|h| h.value_str()) {
+                headers.push(Header::new(name, h.to_owned()));
+            }
+        }
+        let uri = Bytes::from(client_target(&self.identity).0);
+        Some(dialog_request(method, self.cseq, headers, uri))
+    }
+}
+
+impl CallerLeg {
+    /// The calling client's next request in the dialog (its CSeq taken);
+    /// `None` before the answer.
+    fn request(&mut self, method: Method) -> Option<(TxKey, Request)> {
+        let to = self.to.clone()?;
+        self.cseq += 1;
+        let mut headers = Headers::new();
+        for name in [HeaderName::From, HeaderName::CallId] {
+            if let Some(h) = self.invite.headers.get(name) {
+                headers.push(h.clone());
+            }
+        }
+        headers.push(Header::new(HeaderName::To, to));
+        Some(dialog_request(method, self.cseq, headers, self.invite.uri.clone()))
+    }
+}
+
+/// A request of a client's side of a dialog: `headers` (From, To, Call-ID)
+/// with its CSeq and our Via added.
+fn dialog_request(method: Method, cseq: u32, mut headers: Headers, uri: Bytes) -> (TxKey, Request) {
+    headers.push(Header::new(HeaderName::CSeq, format!("{cseq} {method}")));
+    let key = new_key(method.clone());
+    headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", key.branch)));
+    (key, Request { method, uri, headers, body: Bytes::new() })
 }
 
 /// Which leg a Call-ID, a call SID or a reconnect token names.
@@ -497,7 +541,7 @@ impl ClientLegs {
             ringing_sent: false,
             answer_sdp: None,
             reconnect: random_hex(16),
-            bye_cseq: 1,
+            cseq: 1,
             bye_keys: Vec::new(),
             device_sdp: sdp.to_owned(),
         };
@@ -558,57 +602,31 @@ impl ClientLegs {
     /// the new address at once and answers with our description, sent to
     /// the device as `answer`.
     pub fn reinvite(&mut self, device: DeviceId, callsid: &str, sdp: &str) -> Events {
-        let key = new_key(Method::Invite);
-        let Some((call, mut headers, uri)) = self.reinvite_request(device, callsid) else {
+        let made = match self.by_device.get(&(device, callsid.to_owned())).cloned() {
+            Some(LegRef::Fork(key)) => self
+                .forks
+                .get_mut(&key)
+                .filter(|f| f.device == Some(device))
+                .and_then(|f| Some((f.call, f.request(Method::Invite)?))),
+            Some(LegRef::Caller(sid)) => self
+                .callers
+                .get_mut(&sid)
+                .filter(|l| l.device == Some(device))
+                .and_then(|l| Some((l.call, l.request(Method::Invite)?))),
+            None => None,
+        };
+        let Some((call, (key, mut request))) = made else {
             // Not a call of this device's, or not answered yet.
             let error =
                 ServerMessage::Error { code: 31005, message: "no such call".into(), callsid: Some(callsid.into()) };
             self.hub.send(device, error);
             return Vec::new();
         };
-
-        headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", key.branch)));
-        headers.push(Header::new(HeaderName::ContentType, "application/sdp"));
-        let request = Request { method: Method::Invite, uri, headers, body: Bytes::from(sdp.to_owned()) };
+        request.headers.push(Header::new(HeaderName::ContentType, "application/sdp"));
+        request.body = Bytes::from(sdp.to_owned());
         let pending = PendingReinvite { call, device, callsid: callsid.to_owned(), sdp: sdp.to_owned() };
         self.reinvites.insert(key.clone(), pending);
         vec![(call, Event::Request { key, peer: client_peer(), request })]
-    }
-
-    /// The call, headers and Request-URI of a re-INVITE from `device`'s
-    /// answered leg of `callsid` (its CSeq taken).
-    fn reinvite_request(&mut self, device: DeviceId, callsid: &str) -> Option<(u64, Headers, Bytes)> {
-        match self.by_device.get(&(device, callsid.to_owned())).cloned() {
-            Some(LegRef::Fork(fork_key)) => {
-                let fork = self.forks.get_mut(&fork_key)?;
-                let to = fork.to.clone().filter(|_| fork.device == Some(device))?;
-                fork.cseq += 1;
-                let mut headers = Headers::new();
-                headers.push(Header::new(HeaderName::From, to));
-                for (name, value) in [(HeaderName::To, HeaderName::From), (HeaderName::CallId, HeaderName::CallId)] {
-                    if let Some(h) = fork.invite.headers.get(value).and_then(|h| h.value_str()) {
-                        headers.push(Header::new(name, h.to_owned()));
-                    }
-                }
-                headers.push(Header::new(HeaderName::CSeq, format!("{} INVITE", fork.cseq)));
-                Some((fork.call, headers, Bytes::from(client_target(&fork.identity).0)))
-            }
-            Some(LegRef::Caller(sid)) => {
-                let leg = self.callers.get_mut(&sid)?;
-                let to = leg.to.clone().filter(|_| leg.device == Some(device))?;
-                leg.bye_cseq += 1;
-                let mut headers = Headers::new();
-                for name in [HeaderName::From, HeaderName::CallId] {
-                    if let Some(h) = leg.invite.headers.get(name) {
-                        headers.push(h.clone());
-                    }
-                }
-                headers.push(Header::new(HeaderName::To, to));
-                headers.push(Header::new(HeaderName::CSeq, format!("{} INVITE", leg.bye_cseq)));
-                Some((leg.call, headers, leg.invite.uri.clone()))
-            }
-            None => None,
-        }
     }
 
     /// The call's answer to a device's `reinvite`: `answer` with our
@@ -807,21 +825,9 @@ impl ClientLegs {
     fn caller_gone(&mut self, sid: &str) -> Events {
         let Some(leg) = self.callers.get_mut(sid) else { return Vec::new() };
         let call = leg.call;
-        let events = match &leg.to {
+        let events = match leg.request(Method::Bye) {
             None => vec![(call, Event::Cancelled { invite: leg.key.clone() })],
-            Some(to) => {
-                leg.bye_cseq += 1;
-                let mut headers = Headers::new();
-                for name in [HeaderName::From, HeaderName::CallId] {
-                    if let Some(h) = leg.invite.headers.get(name) {
-                        headers.push(h.clone());
-                    }
-                }
-                headers.push(Header::new(HeaderName::To, to.clone()));
-                headers.push(Header::new(HeaderName::CSeq, format!("{} BYE", leg.bye_cseq)));
-                let key = new_key(Method::Bye);
-                headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", key.branch)));
-                let request = Request { method: Method::Bye, uri: leg.invite.uri.clone(), headers, body: Bytes::new() };
+            Some((key, request)) => {
                 self.by_server_key.insert(key.clone(), sid.to_owned());
                 leg.bye_keys.push(key.clone());
                 vec![(call, Event::Request { key, peer: client_peer(), request })]
@@ -837,20 +843,8 @@ impl ClientLegs {
 
     /// The device that answered fork `key` hung up: a BYE from the callee.
     fn fork_bye(&mut self, key: &TxKey) -> Events {
-        let Some(fork) = self.forks.get(key) else { return Vec::new() };
-        let Some(to) = fork.to.clone() else { return Vec::new() };
-        let mut headers = Headers::new();
-        headers.push(Header::new(HeaderName::From, to));
-        for (name, value) in [(HeaderName::To, HeaderName::From), (HeaderName::CallId, HeaderName::CallId)] {
-            if let Some(h) = fork.invite.headers.get(value).and_then(|h| h.value_str()) {
-                headers.push(Header::new(name, h.to_owned()));
-            }
-        }
-        let bye_key = new_key(Method::Bye);
-        headers.push(Header::new(HeaderName::Via, format!("SIP/2.0/WSS {CLIENT_HOST};branch={}", bye_key.branch)));
-        headers.push(Header::new(HeaderName::CSeq, format!("{} BYE", fork.cseq + 1)));
-        let (uri, _) = client_target(&fork.identity);
-        let request = Request { method: Method::Bye, uri: Bytes::from(uri), headers, body: Bytes::new() };
+        let Some(fork) = self.forks.get_mut(key) else { return Vec::new() };
+        let Some((bye_key, request)) = fork.request(Method::Bye) else { return Vec::new() };
         let call = fork.call;
         if let Some(device) = fork.device {
             self.hub.routes.set_status(device, PresenceStatus::Available);

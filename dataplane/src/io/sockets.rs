@@ -15,7 +15,7 @@ use super::{PacketIo, BURST};
 use crate::engine::checksum_delta::ChecksumDelta;
 use crate::engine::counters::{bump, DropReason, WorkerCounters};
 use crate::engine::Datagram;
-use crate::session::LocalEndpoint;
+use crate::session::{LocalEndpoint, PortIndex};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
@@ -78,22 +78,6 @@ struct Port {
     watched: bool,
 }
 
-/// The ports of the worker's media range: where a local endpoint's socket
-/// lives, as the session table indexes its flows.
-struct PortIndex {
-    first_port: u16,
-    port_count: usize,
-    addrs: usize,
-}
-
-impl PortIndex {
-    fn of(&self, local: LocalEndpoint) -> Option<usize> {
-        let port = usize::from(local.port.checked_sub(self.first_port)?);
-        (port < self.port_count && usize::from(local.addr) < self.addrs)
-            .then(|| usize::from(local.addr) * self.port_count + port)
-    }
-}
-
 pub struct SocketIo {
     epoll: Epoll,
     waker: Arc<EventFd>,
@@ -130,7 +114,7 @@ impl SocketIo {
         addrs: usize,
         ports: std::ops::RangeInclusive<u16>,
     ) -> std::io::Result<Self> {
-        let port_count = usize::from(*ports.end() - *ports.start()) + 1;
+        let index = PortIndex::new(addrs, &ports);
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
         let batch = (0..BURST)
@@ -148,8 +132,8 @@ impl SocketIo {
             events: vec![EpollEvent::empty(); READY_EVENTS],
             ready: Vec::with_capacity(READY_EVENTS),
             ready_next: 0,
-            index: PortIndex { first_port: *ports.start(), port_count, addrs },
-            ports: (0..addrs * port_count).map(|_| None).collect(),
+            ports: (0..index.len()).map(|_| None).collect(),
+            index,
             legs: vec![[None; 2]; legs],
             batch,
             filled: 0,

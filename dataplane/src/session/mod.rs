@@ -18,6 +18,39 @@ pub struct LocalEndpoint {
     pub port: u16,
 }
 
+/// Numbers the local endpoints of the configured media addresses and port
+/// range densely (address-major): the session table's flow index, the
+/// socket backend's sockets and the control plane's bound flags all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortIndex {
+    first_port: u16,
+    port_count: usize,
+    addrs: usize,
+}
+
+impl PortIndex {
+    pub fn new(addrs: usize, ports: &std::ops::RangeInclusive<u16>) -> PortIndex {
+        PortIndex { first_port: *ports.start(), port_count: usize::from(*ports.end() - *ports.start()) + 1, addrs }
+    }
+
+    /// How many endpoints there are.
+    pub fn len(&self) -> usize {
+        self.addrs * self.port_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The endpoint's number; `None` outside the addresses or the range.
+    #[inline]
+    pub fn of(&self, local: LocalEndpoint) -> Option<usize> {
+        let port = usize::from(local.port.checked_sub(self.first_port)?);
+        (port < self.port_count && usize::from(local.addr) < self.addrs)
+            .then(|| usize::from(local.addr) * self.port_count + port)
+    }
+}
+
 /// Identifies a session: its slot in the table and the generation of that slot,
 /// so an id of a deleted session never reaches the session that reuses the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -13,7 +13,7 @@
 
 use super::receive_stats::ReceiveStats;
 use super::rewrite::StreamRewrite;
-use super::{LegSettings, LocalEndpoint, PayloadTypeMap, PeerAddr, SessionId};
+use super::{LegSettings, LocalEndpoint, PayloadTypeMap, PeerAddr, PortIndex, SessionId};
 use std::net::SocketAddr;
 
 pub const NO_LEG: u32 = u32::MAX;
@@ -75,23 +75,21 @@ pub struct SessionTable {
     legs: Vec<Leg>,
     /// (address index, port - first port) -> local leg index, or NO_LEG.
     flow: Vec<u32>,
-    first_port: u16,
-    port_count: usize,
+    ports: PortIndex,
 }
 
 impl SessionTable {
     /// A table for worker `worker` of `workers`, holding its share of `capacity` sessions.
     pub fn new(worker: u32, workers: u32, capacity: usize, addrs: usize, ports: std::ops::RangeInclusive<u16>) -> Self {
         let per_worker = capacity.div_ceil(workers as usize);
-        let port_count = usize::from(*ports.end() - *ports.start()) + 1;
+        let index = PortIndex::new(addrs, &ports);
         SessionTable {
             worker,
             workers,
             slots: vec![Slot::default(); per_worker],
             legs: vec![Leg::default(); per_worker * 2],
-            flow: vec![NO_LEG; addrs * port_count],
-            first_port: *ports.start(),
-            port_count,
+            flow: vec![NO_LEG; index.len()],
+            ports: index,
         }
     }
 
@@ -111,11 +109,9 @@ impl SessionTable {
         Ok(local)
     }
 
+    #[inline]
     fn flow_index(&self, local: LocalEndpoint) -> Option<usize> {
-        let port = usize::from(local.port.checked_sub(self.first_port)?);
-        (port < self.port_count)
-            .then(|| usize::from(local.addr) * self.port_count + port)
-            .filter(|&i| i < self.flow.len())
+        self.ports.of(local)
     }
 
     /// The global slot of a local leg index.
