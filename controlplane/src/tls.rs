@@ -32,6 +32,15 @@ pub enum TlsError {
     Config(rustls::Error),
 }
 
+/// The cryptography of every TLS endpoint of the appliance, server and
+/// client: aws-lc-rs, whose X25519 and ECDSA P-256 take about half of
+/// ring's time on x86-64 (a client's sign-in is mostly its handshake's key
+/// exchange; docs/benchmarks.md, client-bench). Key exchange prefers the
+/// hybrid X25519MLKEM768 that current browsers offer, then X25519.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
 /// Certificate chain and key, as the TLS listeners need them.
 pub struct TlsIdentity {
     pub chain: Vec<CertificateDer<'static>>,
@@ -63,8 +72,7 @@ impl TlsIdentity {
     /// A rustls server configuration; `alpn` lists the protocols offered
     /// (e.g. `h2`, `http/1.1`).
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?
             .with_no_client_auth()
@@ -77,7 +85,7 @@ impl TlsIdentity {
         // resume, where rustls' default is a cache of 256 sessions and two
         // tickets a handshake. A resumed handshake skips the certificate
         // signature on our side and its verification on the client's.
-        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Config)?;
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Config)?;
         config.send_tls13_tickets = 1;
         Ok(Arc::new(config))
     }
@@ -259,8 +267,7 @@ mod tests {
         let server = tokio_rustls::TlsAcceptor::from(identity.server_config(&[]).unwrap());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(identity.chain[0].clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)

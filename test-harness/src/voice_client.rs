@@ -847,7 +847,7 @@ pub(crate) fn tls_client_config(pem: &Path) -> Result<Arc<rustls::ClientConfig>>
     if roots.is_empty() {
         bail!("{} holds no certificate", pem.display());
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

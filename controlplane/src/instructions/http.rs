@@ -480,15 +480,15 @@ pub(crate) fn sip_tls_config(
 }
 
 fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Result<rustls::ClientConfig, WebhookClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+        .with_safe_default_protocol_versions()?;
     Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
 }
 
 /// How server certificates are checked: against the web's roots (and
 /// `extra_ca_pem`), or not at all with `accept_invalid_certs`.
 fn verifier(config: &WebhookConfig) -> Result<Arc<dyn ServerCertVerifier>, WebhookClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::crypto_provider();
     if config.accept_invalid_certs {
         tracing::warn!("TLS certificates are not checked (accept_invalid_certs): for test and lab peers only");
         return Ok(Arc::new(AnyCertificate { algorithms: provider.signature_verification_algorithms }));
