@@ -242,7 +242,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     };
 
-    let listener = match tokio::net::TcpListener::bind(config.listen.admin).await {
+    let listener = match crate::net::listen(config.listen.admin) {
         Ok(l) => l,
         Err(e) => {
             dataplane.stop();
@@ -250,7 +250,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     };
     // ---- https listener: REST API (api/, https.rs) -------------------------
-    let https_listener = match tokio::net::TcpListener::bind(config.listen.https).await {
+    let https_listener = match crate::net::listen(config.listen.https) {
         Ok(l) => l,
         Err(e) => {
             dataplane.stop();

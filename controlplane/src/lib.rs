@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod https;
 pub mod instructions;
+pub mod net;
 pub mod routes;
 pub mod sdp;
 pub mod sip;

@@ -216,10 +216,10 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 pub async fn start(listeners: Listeners) -> Result<(SipHandle, mpsc::UnboundedReceiver<Event>), TransportError> {
     let udp = UdpSocket::bind(listeners.udp).await.map_err(|e| TransportError::Bind("UDP", listeners.udp, e))?;
     let udp = Arc::new(udp);
-    let tcp = TcpListener::bind(listeners.tcp).await.map_err(|e| TransportError::Bind("TCP", listeners.tcp, e))?;
+    let tcp = crate::net::listen(listeners.tcp).map_err(|e| TransportError::Bind("TCP", listeners.tcp, e))?;
     let tls = match listeners.tls {
         Some((addr, config)) => {
-            let l = TcpListener::bind(addr).await.map_err(|e| TransportError::Bind("TLS", addr, e))?;
+            let l = crate::net::listen(addr).map_err(|e| TransportError::Bind("TLS", addr, e))?;
             Some((l, tokio_rustls::TlsAcceptor::from(config)))
         }
         None => None,
