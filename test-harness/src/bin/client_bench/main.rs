@@ -28,7 +28,7 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: client-bench [--clients N] [--workers W] [--sources S] [--concurrency C]
                     [--idle-seconds S] [--calls M] [--call-rate R] [--callers K]
-                    [--over-limit EXTRA] [--bridgehead PATH] [--keep-logs]
+                    [--over-limit EXTRA] [--key-exchange KX] [--bridgehead PATH] [--keep-logs]
   --clients N        registered clients (default 15000)
   --workers W        processes holding them (default 4)
   --sources S        loopback source addresses 127.0.0.2.. (default 8)
@@ -39,6 +39,8 @@ usage: client-bench [--clients N] [--workers W] [--sources S] [--concurrency C]
   --callers K        clients placing them, one call at a time each (default 32)
   --over-limit EXTRA set [clients] max_connections to N + callers, then connect EXTRA
                      more clients: each must be refused, the others stay registered
+  --key-exchange KX  what the clients offer: hybrid (X25519MLKEM768, then X25519, as
+                     current browsers do; the default) or x25519 (older browsers, SDKs)
   --bridgehead PATH  the appliance (default: $BRIDGEHEAD_BIN, or bridgehead beside this program)
   --keep-logs        keep the run's directory (logs, configuration) even on success
 internal: client-bench worker ... | client-bench serve-app --listen ADDR";
@@ -61,6 +63,7 @@ fn parse(args: &[String]) -> Result<run::Options, String> {
             "--call-rate" => o.call_rate = num(value(arg)?, arg)?,
             "--callers" => o.callers = num(value(arg)?, arg)?,
             "--over-limit" => o.over_limit = Some(num(value(arg)?, arg)?),
+            "--key-exchange" => o.key_exchange = value(arg)?.parse()?,
             "--bridgehead" => o.bridgehead = Some(value(arg)?.into()),
             "--keep-logs" => o.keep_dir = true,
             "-h" | "--help" => return Err(String::new()),

@@ -55,6 +55,29 @@ pub fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The network namespace's TCP counters that say whether handshakes were
+/// lost on the way (`/proc/net/netstat` TcpExt, `/proc/net/snmp` Tcp):
+/// listen queue overflows, SYN cookies, retransmitted segments.
+pub fn tcp_counters() -> BTreeMap<String, u64> {
+    const WANTED: &[&str] =
+        &["ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPReqQFullDrop", "TCPTimeouts", "RetransSegs"];
+    let mut out = BTreeMap::new();
+    for file in ["/proc/net/netstat", "/proc/net/snmp"] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        // Pairs of lines: `Prefix: name name ...` then `Prefix: value value ...`.
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            for (name, value) in names.split_whitespace().zip(values.split_whitespace()).skip(1) {
+                if WANTED.contains(&name) {
+                    out.insert(name.to_string(), value.parse().unwrap_or(0));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

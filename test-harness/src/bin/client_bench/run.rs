@@ -17,6 +17,7 @@
 use crate::procfs;
 use crate::rig::{self, Bridgehead, Namespace, Worker};
 use crate::tokens;
+use crate::worker::KeyExchange;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ pub struct Options {
     /// `Some(extra)`: `[clients] max_connections` = clients + callers, then
     /// `extra` more clients try to connect.
     pub over_limit: Option<usize>,
+    pub key_exchange: KeyExchange,
     pub bridgehead: Option<PathBuf>,
     pub keep_dir: bool,
 }
@@ -53,6 +55,7 @@ impl Default for Options {
             call_rate: 50.0,
             callers: 32,
             over_limit: None,
+            key_exchange: KeyExchange::Hybrid,
             bridgehead: None,
             keep_dir: false,
         }
@@ -159,6 +162,8 @@ fn phases(o: &Options, me: &std::path::Path, bin: &std::path::Path, dir: &std::p
             o.concurrency.to_string(),
             "--callees".into(),
             o.clients.to_string(),
+            "--key-exchange".into(),
+            o.key_exchange.to_string(),
         ]
     };
     let mut workers = Vec::new();
@@ -183,6 +188,7 @@ fn phases(o: &Options, me: &std::path::Path, bin: &std::path::Path, dir: &std::p
 
     // ---- 2. sign-in
     let cpu_sign_in0 = procfs::cpu_seconds(pid)?;
+    let tcp0 = procfs::tcp_counters();
     let wall0 = Instant::now();
     for w in &mut workers {
         w.send("connect")?;
@@ -204,11 +210,19 @@ fn phases(o: &Options, me: &std::path::Path, bin: &std::path::Path, dir: &std::p
         }
     }
     let sign_in_cpu = procfs::cpu_seconds(pid)? - cpu_sign_in0;
+    let tcp_lost: BTreeMap<String, u64> = procfs::tcp_counters()
+        .into_iter()
+        .map(|(name, n)| (n.saturating_sub(tcp0.get(&name).copied().unwrap_or(0)), name))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, name)| (name, n))
+        .collect();
+    eprintln!("client-bench: TCP during sign-in: {tcp_lost:?}");
     let span_s = last.saturating_sub(first) as f64 / 1e6;
     let register_per_s = if span_s > 0.0 { ready as f64 / span_s } else { 0.0 };
     eprintln!(
-        "client-bench: {ready} ready, {failed} failed, {refused} refused in {span_s:.2} s ({register_per_s:.0}/s; wall {:.2} s; appliance CPU {sign_in_cpu:.1} s)",
-        wall0.elapsed().as_secs_f64()
+        "client-bench: {ready} ready, {failed} failed, {refused} refused in {span_s:.2} s ({register_per_s:.0}/s; wall {:.2} s; appliance CPU {sign_in_cpu:.2} s, {:.3} ms per sign-in)",
+        wall0.elapsed().as_secs_f64(),
+        sign_in_cpu * 1000.0 / ready.max(1) as f64
     );
     for e in &errors {
         eprintln!("client-bench:   first error {e}");
@@ -358,7 +372,7 @@ fn phases(o: &Options, me: &std::path::Path, bin: &std::path::Path, dir: &std::p
         "ring_p99_ms": percentile(&ring, 0.99).map(|v| round(v, 2)),
         "detail": {
             "failed": failed, "refused": refused, "refused_metric": refused_total,
-            "sign_in_s": round(span_s, 2), "client_sign_in_ms": sign_in_ms, "sign_in_appliance_cpu_s": round(sign_in_cpu, 1),
+            "sign_in_s": round(span_s, 2), "sign_in_tcp": tcp_lost, "key_exchange": o.key_exchange.to_string(), "client_sign_in_ms": sign_in_ms, "sign_in_appliance_cpu_s": round(sign_in_cpu, 2), "appliance_ms_per_sign_in": round(sign_in_cpu * 1000.0 / ready.max(1) as f64, 3),
             "pss_kib": [pss0, pss1], "rss_kib": [rss0, rss1], "files": [fds0, fds1],
             "bench_workers_pss_kib": bench_pss,
             "idle_s": round(idle_s, 1), "idle_cpu_pct": round(idle_pct, 2), "idle_by_thread": idle_split,

@@ -62,6 +62,36 @@ pub struct WorkerArgs {
     pub concurrency: usize,
     /// Identities callers pick from: `client-00001` ..= `client-<callees>`.
     pub callees: usize,
+    pub key_exchange: KeyExchange,
+}
+
+/// The TLS key exchange the clients offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyExchange {
+    /// X25519MLKEM768 first, then X25519: Chrome, Firefox and Safari today.
+    Hybrid,
+    /// X25519 alone: older browsers, most native SDKs.
+    X25519,
+}
+
+impl std::str::FromStr for KeyExchange {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "hybrid" => Ok(KeyExchange::Hybrid),
+            "x25519" => Ok(KeyExchange::X25519),
+            other => Err(format!("--key-exchange {other}: hybrid or x25519")),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyExchange::Hybrid => "hybrid",
+            KeyExchange::X25519 => "x25519",
+        })
+    }
 }
 
 pub fn parse_args(args: &[String]) -> Result<WorkerArgs> {
@@ -73,6 +103,7 @@ pub fn parse_args(args: &[String]) -> Result<WorkerArgs> {
         role: Role::Clients,
         concurrency: 64,
         callees: 0,
+        key_exchange: KeyExchange::Hybrid,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -96,6 +127,7 @@ pub fn parse_args(args: &[String]) -> Result<WorkerArgs> {
             }
             "--concurrency" => w.concurrency = value()?.parse()?,
             "--callees" => w.callees = value()?.parse()?,
+            "--key-exchange" => w.key_exchange = value()?.parse().map_err(|e: String| anyhow!(e))?,
             other => bail!("unknown worker argument {other}"),
         }
     }
@@ -162,7 +194,7 @@ pub fn run(w: WorkerArgs) -> Result<()> {
         .filter_map(|l| l.split_once('\t'))
         .map(|(identity, token)| (identity.to_string(), token.to_string()))
         .collect();
-    let tls = tls_config(&w.ca)?;
+    let tls = tls_config(&w.ca, w.key_exchange)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(serve(w, creds, tls))
 }
@@ -540,30 +572,84 @@ async fn wait_for(ws: &mut Ws, stats: &Stats, kind: &str) -> Result<Value> {
     }
 }
 
-fn tls_config(pem: &std::path::Path) -> Result<Arc<rustls::ClientConfig>> {
+fn tls_config(pem: &std::path::Path, key_exchange: KeyExchange) -> Result<Arc<rustls::ClientConfig>> {
     use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        rustls_pki_types::CertificateDer::pem_file_iter(pem).with_context(|| format!("reading {}", pem.display()))?
-    {
-        roots.add(cert?)?;
-    }
+    let cert = rustls_pki_types::CertificateDer::pem_file_iter(pem)
+        .with_context(|| format!("reading {}", pem.display()))?
+        .next()
+        .ok_or_else(|| anyhow!("{} holds no certificate", pem.display()))??;
     // The TLS 1.3 suites in the order browsers offer them (Chrome, Firefox:
     // AES-128-GCM first), since the Voice SDK runs in a browser; rustls'
     // own default puts AES-256-GCM-SHA384 first.
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites.sort_by_key(|s| match s.suite() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
         rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
         rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
         _ => 3,
     });
+    if key_exchange == KeyExchange::X25519 {
+        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    }
+    let pinned = Arc::new(Pinned { cert, algorithms: provider.signature_verification_algorithms });
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(pinned)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Trusts exactly the appliance's certificate, compared byte for byte (as
+/// a client that pins it), and checks the handshake's signature with it,
+/// so the appliance still proves it holds the key. This spares the bench's
+/// clients the certificate's own signature check, one ECDSA verification
+/// per sign-in that a browser would make on its own CPU, not the
+/// appliance's; the bench shares the appliance's two cores.
+#[derive(Debug)]
+struct Pinned {
+    cert: rustls_pki_types::CertificateDer<'static>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// xorshift64*: the callees picked, seeded from the OS.
