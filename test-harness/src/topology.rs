@@ -11,9 +11,13 @@
 //! ```
 //!
 //! Addresses are TEST-NET ranges and exist only inside these namespaces.
-//! Neighbour entries are static, so a first burst never waits on ARP.
+//! Neighbour entries are static, between every two hosts of the LAN and
+//! toward 192.0.2.1, so a first burst never waits on ARP. (A burst that
+//! does arrives out of order: the packets queued while the address
+//! resolves are overtaken by the first one sent after it. Across a
+//! [`crate::wan::Wan`] delay line the wait is a whole round trip.)
 
-use crate::netns::{veth, Netns};
+use crate::netns::{run, veth, Netns};
 use crate::rtp::RtpEndpoint;
 use anyhow::{bail, Context, Result};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,6 +39,9 @@ fn mac(kind: u8, host: u8) -> String {
 pub struct MediaLan {
     pub app: Netns,
     next_host: u8,
+    /// The hosts plugged so far, by namespace name and host number: each
+    /// new one gets static neighbour entries toward them, and they toward it.
+    hosts: Vec<(String, u8)>,
 }
 
 /// A host on the LAN (or, for a NATed peer, behind it).
@@ -61,7 +68,7 @@ impl MediaLan {
         app.ip(&["link", "add", BRIDGE, "address", &mac(0, 1), "type", "bridge"])?;
         app.ip(&["addr", "add", &format!("{MEDIA_IP}/{LAN_PREFIX}"), "dev", BRIDGE])?;
         app.ip(&["link", "set", BRIDGE, "up"])?;
-        Ok(MediaLan { app, next_host: 10 })
+        Ok(MediaLan { app, next_host: 10, hosts: Vec::new() })
     }
 
     pub fn media_ip(&self) -> IpAddr {
@@ -95,7 +102,31 @@ impl MediaLan {
             "nud",
             "permanent",
         ])?;
+        self.neighbours(ns, host)?;
         Ok(ip)
+    }
+
+    /// Static neighbour entries between host `host` (namespace `ns`, just
+    /// plugged) and every host plugged before it that still exists.
+    fn neighbours(&mut self, ns: &Netns, host: u8) -> Result<()> {
+        let entry = |h: u8| format!("neigh replace 192.0.2.{h} lladdr {} dev eth0 nud permanent\n", mac(2, h));
+        let gone = |name: &str| !std::path::Path::new("/run/netns").join(name).exists();
+        self.hosts.retain(|(name, _)| !gone(name));
+        let mut toward_them = String::new();
+        for (name, other) in &self.hosts {
+            toward_them.push_str(&entry(*other));
+            let net = format!("--net=/run/netns/{name}");
+            match run("nsenter", &[&net, "ip", "-batch", "-"], Some(&entry(host))) {
+                // A peer dropped meanwhile needs no entry.
+                Err(_) if gone(name) => {}
+                result => result.with_context(|| format!("a neighbour entry for 192.0.2.{host} in {name}"))?,
+            }
+        }
+        if !toward_them.is_empty() {
+            ns.exec("ip", &["-batch", "-"], Some(&toward_them)).context("neighbour entries toward the LAN's hosts")?;
+        }
+        self.hosts.push((ns.name().to_owned(), host));
+        Ok(())
     }
 
     /// A peer on the LAN in its own namespace.

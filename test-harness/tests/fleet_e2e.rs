@@ -363,18 +363,38 @@ fn presence_becomes(ws: &mut VoiceClient, identity: &str, status: &str, within: 
     None
 }
 
+/// Devices member `i` sees busy, fleet-wide.
+fn busy_seen(fleet: &Fleet, i: usize) -> anyhow::Result<u64> {
+    let text = fleet.members[i].app().admin.metrics()?;
+    Ok(metric_sum_with(&text, "bridgehead_client_devices", "status=\"busy\"").unwrap_or(0))
+}
+
+/// Waits until every appliance sees the `busy` devices of an answered call
+/// busy. Call it before the call ends: a device's busy and available travel
+/// to the others as two changes, in order, and an appliance that has not
+/// heard the first yet shows no busy device either, so without this
+/// [`nobody_busy`] can pass before the call's end (or even its start) has
+/// reached a box; that box then hears busy and turns the next call away
+/// (no-answer).
+fn everyone_sees_busy(fleet: &Fleet, busy: u64) {
+    for (i, (id, _)) in MEMBERS.iter().enumerate() {
+        if fleet.members[i].app.is_some() {
+            let seen = settle(PROPAGATION, || busy_seen(fleet, i), |n| *n == busy).unwrap();
+            assert_eq!(seen, busy, "{id} sees {seen} devices busy in the call, not {busy}\n{}", fleet.context());
+        }
+    }
+}
+
 /// Waits until no appliance still sees a device busy: a call's end reaches
 /// the others by gossip, and a device seen busy is not rung (the next call
-/// would end no-answer).
+/// would end no-answer). Only conclusive once every appliance saw the
+/// call's devices busy ([`everyone_sees_busy`]).
 fn nobody_busy(fleet: &Fleet) {
     for (i, (id, _)) in MEMBERS.iter().enumerate() {
-        let Some(app) = fleet.members[i].app.as_ref() else { continue };
-        let busy = || {
-            let text = app.admin.metrics()?;
-            Ok(metric_sum_with(&text, "bridgehead_client_devices", "status=\"busy\"").unwrap_or(0))
-        };
-        let left = settle(PROPAGATION, busy, |n| *n == 0).unwrap();
-        assert_eq!(left, 0, "{id} still sees a busy device\n{}", fleet.context());
+        if fleet.members[i].app.is_some() {
+            let left = settle(PROPAGATION, || busy_seen(fleet, i), |n| *n == 0).unwrap();
+            assert_eq!(left, 0, "{id} still sees a busy device\n{}", fleet.context());
+        }
     }
 }
 
@@ -424,6 +444,8 @@ fn call_alice_at(fleet: &Fleet, at: usize, alice: &mut Device, anchor: usize, wh
     });
     let counted = fleet.members[anchor].app().admin.worker_totals().unwrap().rx_packets - before;
     assert!(counted >= 2 * PACKETS as u64, "{what}: the anchor's dataplane carried the media: {counted} packets");
+    // alice, in the call, is the fleet's only busy device.
+    everyone_sees_busy(fleet, 1);
     caller.poke(&call_id, &[("X-Poke", "hangup")]).unwrap();
     let hangup =
         alice.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{what}: hangup: {e:#}\n{}", fleet.context()));
@@ -613,6 +635,7 @@ fn fleet_endings_and_refusals() {
     let child = invite["callsid"].as_str().unwrap_or_default().to_owned();
     alice.ws.answer(&plain_rtp_sdp(alice.rtp.local_addr()), &child).unwrap();
     answered(&mut caller, &fleet);
+    everyone_sees_busy(&fleet, 1);
     alice.ws.hangup(&child).unwrap();
     let outcome = caller.wait(SIPP_END).unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.context()));
     assert!(outcome.success(), "the carrier is hung up on: {}\n{}", outcome.report, fleet.context());
@@ -649,6 +672,8 @@ fn fleet_endings_and_refusals() {
         PACKETS,
         || fleet.context(),
     );
+    // Both in the call: bob (placing it, on us1-b) and alice (on de1).
+    everyone_sees_busy(&fleet, 2);
     bob.ws.hangup(answer["callsid"].as_str().unwrap_or_default()).unwrap();
     let hangup = alice.ws.expect("hangup", SIGNAL).unwrap_or_else(|e| panic!("{e:#}\n{}", fleet.context()));
     assert_eq!(hangup["callsid"], child.as_str());

@@ -95,7 +95,7 @@ fn a_line_delays_between_regions_and_not_within() {
     assert_eq!(wan.one_way("near", "far").unwrap(), Duration::from_millis(20));
 
     let echo_far = Echo::on(&far_a);
-    // The first probe also resolves the neighbour (ARP crosses the line).
+    // A first probe (neighbours are static: no ARP crosses the line first).
     probe(&near_a, &echo_far, 1, Duration::from_secs(2));
     let rtts = probe(&near_a, &echo_far, 20, Duration::from_secs(2));
     let across = median("across", &rtts);
