@@ -79,12 +79,47 @@ impl Engine {
     }
 
     #[inline]
-    fn reject(&self, leg: Option<u32>, reason: DropReason) -> Verdict {
+    /// Counts a datagram of `len` bytes that is not relayed: on the worker,
+    /// and received and dropped on its leg when it has one.
+    fn reject(&self, leg: Option<u32>, len: usize, reason: DropReason) -> Verdict {
         self.counters().drop(reason);
         if let Some(leg) = leg {
-            bump(&self.shared.legs[self.global_leg(leg)].dropped, 1);
+            let lc = &self.shared.legs[self.global_leg(leg)];
+            bump(&lc.rx_packets, 1);
+            bump(&lc.rx_bytes, len as u64);
+            bump(&lc.dropped, 1);
         }
         Verdict::Drop(reason)
+    }
+
+    /// Adds what the legs of local slot `local` relayed since the last
+    /// call to their shared counters, with the receiving legs' RFC 3550
+    /// loss and jitter. A relayed packet counts as received and relayed
+    /// on its receiving leg, and sent on the other.
+    fn publish(&mut self, local: usize) {
+        for sending in [local * 2, local * 2 + 1] {
+            let (packets, bytes) = self.table.take_unpublished(sending);
+            if packets == 0 {
+                continue;
+            }
+            let receiving = (sending ^ 1) as u32;
+            let lc = &self.shared.legs[self.global_leg(receiving)];
+            bump(&lc.rx_packets, packets);
+            bump(&lc.rx_bytes, bytes);
+            bump(&lc.relayed_packets, packets);
+            bump(&lc.relayed_bytes, bytes);
+            let stats = &self.table.leg(receiving).stats;
+            lc.lost.store(stats.lost() as u64, std::sync::atomic::Ordering::Relaxed);
+            lc.jitter.store(u64::from(stats.jitter()), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes every session's counters now (the scan does it once a
+    /// second): for tests and for a worker that stops.
+    pub fn publish_all(&mut self) {
+        for local in 0..self.table.slot_count() {
+            self.publish(local);
+        }
     }
 
     #[inline]
@@ -99,17 +134,14 @@ impl Engine {
     }
 
     /// Calls `touch` with every cache line `relay` will use for this
-    /// datagram's session: the receiving leg's hot line, the sending leg's
-    /// two, and the receiving leg's counters. Call it once the flow entry is
+    /// datagram's session: the receiving leg's hot line and the sending
+    /// leg's two (its counts included). Call it once the flow entry is
     /// warm, so that this lookup itself does not miss.
     #[inline]
     pub fn session_lines<D: Datagram>(&self, dg: &D, mut touch: impl FnMut(*const u8)) {
         let Some((leg, _)) = self.table.lookup(dg.local()) else { return };
         for line in self.table.session_lines(leg) {
             touch(line);
-        }
-        if let Some(c) = self.shared.legs.get(self.global_leg(leg)) {
-            touch(std::ptr::from_ref(c).cast());
         }
     }
 
@@ -119,40 +151,36 @@ impl Engine {
         let wc = &self.shared.workers[self.worker as usize];
         let Some((leg, rtcp_port)) = self.table.lookup(dg.local()) else {
             bump(&wc.rx_packets, 1);
-            return self.reject(None, DropReason::NoSession);
+            return self.reject(None, 0, DropReason::NoSession);
         };
         let src = dg.source();
         let payload = dg.payload_mut();
         let len = payload.len();
         bump(&wc.rx_packets, 1);
         bump(&wc.rx_bytes, len as u64);
-        let gleg = self.global_leg(leg);
-        let lc = &self.shared.legs[gleg];
-        bump(&lc.rx_packets, 1);
-        bump(&lc.rx_bytes, len as u64);
 
         if len > MAX_PAYLOAD {
-            return self.reject(Some(leg), DropReason::Oversized);
+            return self.reject(Some(leg), len, DropReason::Oversized);
         }
         let is_rtcp = match classify::classify(payload) {
             classify::Kind::Rtp => false,
             classify::Kind::Rtcp => true,
             classify::Kind::Stun | classify::Kind::Dtls | classify::Kind::Turn | classify::Kind::ZrtpOrOther => {
-                return self.reject(Some(leg), DropReason::Control)
+                return self.reject(Some(leg), len, DropReason::Control)
             }
-            classify::Kind::Unknown if len < 2 => return self.reject(Some(leg), DropReason::Truncated),
+            classify::Kind::Unknown if len < 2 => return self.reject(Some(leg), len, DropReason::Truncated),
             // RFC 7983 leaves 64..=127 and 192..=255 unassigned: a version
             // field of 1 or 3 lands there.
             classify::Kind::Unknown if matches!(payload[0] >> 6, 1 | 3) => {
-                return self.reject(Some(leg), DropReason::BadVersion)
+                return self.reject(Some(leg), len, DropReason::BadVersion)
             }
-            classify::Kind::Unknown => return self.reject(Some(leg), DropReason::NotRtp),
+            classify::Kind::Unknown => return self.reject(Some(leg), len, DropReason::NotRtp),
         };
         if len < if is_rtcp { RTCP_MIN } else { rtp::HEADER_LEN } {
-            return self.reject(Some(leg), DropReason::Truncated);
+            return self.reject(Some(leg), len, DropReason::Truncated);
         }
         if rtcp_port && !is_rtcp {
-            return self.reject(Some(leg), DropReason::NotRtp);
+            return self.reject(Some(leg), len, DropReason::NotRtp);
         }
 
         let (rx, _) = self.table.leg_pair_mut(leg);
@@ -162,7 +190,7 @@ impl Engine {
         // Source: strict legs accept only their peer; others latch the first source.
         match *remote {
             r if r == source => {}
-            r if r.is_some() && rx.strict => return self.reject(Some(leg), DropReason::WrongSource),
+            r if r.is_some() && rx.strict => return self.reject(Some(leg), len, DropReason::WrongSource),
             _ if !*latched => {
                 *remote = source;
                 *latched = true;
@@ -179,7 +207,7 @@ impl Engine {
             (tx.remote, tx.local)
         };
         let Some(dest) = dest.get() else {
-            return self.reject(Some(leg), DropReason::NoDestination);
+            return self.reject(Some(leg), len, DropReason::NoDestination);
         };
 
         let mut delta = ChecksumDelta::default();
@@ -190,15 +218,13 @@ impl Engine {
         } else {
             let mut packet = rtp::Packet::new_unchecked(&mut *payload);
             if packet.check_rtp().is_err() {
-                return self.reject(Some(leg), DropReason::Malformed);
+                return self.reject(Some(leg), len, DropReason::Malformed);
             }
             let (ssrc, seq, ts) = (packet.ssrc(), packet.sequence_number(), packet.timestamp());
             let clock_rate = rx.clock_rate;
             // u64 holds microseconds x 192 kHz for 3,000 years; a constant divisor is a multiply.
             let arrival = (now.us.wrapping_mul(u64::from(clock_rate)) / 1_000_000) as u32;
             rx.stats.update(seq, ts, arrival);
-            lc.lost.store(rx.stats.lost() as u64, std::sync::atomic::Ordering::Relaxed);
-            lc.jitter.store(u64::from(rx.stats.jitter()), std::sync::atomic::Ordering::Relaxed);
 
             let pt = packet.payload_type();
             let out_pt = tx.pt_map.map(pt);
@@ -220,10 +246,10 @@ impl Engine {
             }
         }
         let out_leg = leg ^ 1;
-        self.table.leg_pair_mut(leg).0.last_rx_ms = now.ms() as u32;
-        let lc = &self.shared.legs[gleg];
-        bump(&lc.relayed_packets, 1);
-        bump(&lc.relayed_bytes, len as u64);
+        let (rx, tx) = self.table.leg_pair_mut(leg);
+        rx.last_rx_ms = now.ms() as u32;
+        tx.unpublished_packets += 1;
+        tx.unpublished_bytes += len as u64;
         dg.readdress(out_leg, from, dest, delta);
         Verdict::Forward
     }
@@ -247,6 +273,9 @@ impl Engine {
             }
             Command::Update { id, side, settings } => self.table.update(id, side, settings)?,
             Command::Remove { id } => {
+                if let Some(local) = self.table.local_of(id) {
+                    self.publish(local);
+                }
                 self.table.remove(id)?;
                 let c = &self.counters().sessions_active;
                 c.store(
@@ -300,6 +329,7 @@ impl Engine {
             if self.scan_cursor >= count {
                 self.scan_cursor = 0;
             }
+            self.publish(local);
             let silent_ms = self.table.silence_ms(local, now.ms() as u32);
             let slot = self.table.slot_by_index(local);
             let Some(id) = slot.id else { continue };

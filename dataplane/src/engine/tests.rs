@@ -2,7 +2,7 @@
 
 use super::checksum_delta::ChecksumDelta;
 use super::counters::DropReason;
-use super::{tones, Datagram, Engine, Now, Verdict};
+use super::{tones, Datagram, Engine, Now, Verdict, SWEEP_US};
 use crate::control::{Command, Event, Shared};
 use crate::session::table::SessionTable;
 use crate::session::{LegSettings, LocalEndpoint, PayloadTypeMap, SessionId};
@@ -89,6 +89,7 @@ fn relays_to_the_other_legs_peer_from_the_other_legs_port() {
     assert_eq!(v, Verdict::Forward);
     assert_eq!(dg.out.unwrap().2, addr(A));
 
+    e.publish_all();
     let legs = &e.shared.legs[id.slot() as usize * 2..];
     assert_eq!(legs[0].rx_packets.load(Relaxed), 1);
     assert_eq!(legs[0].relayed_packets.load(Relaxed), 1);
@@ -230,6 +231,7 @@ fn loss_and_jitter_are_tracked_per_leg() {
     for seq in [1u16, 2, 3, 6, 7] {
         send(&mut e, u64::from(seq) * 20, 20000, A, rtp(0, seq, u32::from(seq) * 160, 1));
     }
+    e.publish_all();
     let leg = &e.shared.legs[id.slot() as usize * 2];
     assert_eq!(leg.lost.load(Relaxed) as i64, 2);
     assert_eq!(leg.jitter.load(Relaxed), 0, "perfectly paced");
@@ -331,4 +333,24 @@ fn digits_for_a_removed_session_stop() {
     e.apply(Now::default(), Command::Remove { id }).unwrap();
     assert!(tones_at(&mut e, 1000).is_empty());
     assert!(e.tones.is_empty(), "forgotten");
+}
+
+#[test]
+fn relayed_counts_reach_the_shared_counters_within_a_sweep_and_at_removal() {
+    let (mut e, id) = engine_with_session(signalled(A, B));
+    // Leg 0's received, relayed and dropped packets, and its received bytes.
+    let leg0 = |e: &Engine| {
+        let c = &e.shared.legs[id.slot() as usize * 2];
+        [&c.rx_packets, &c.relayed_packets, &c.dropped, &c.rx_bytes].map(|v| v.load(Relaxed))
+    };
+    send(&mut e, 0, 20000, A, rtp(0, 1, 160, 1));
+    // A dropped datagram is counted at once; a relayed one waits for the scan.
+    send(&mut e, 0, 20000, A, vec![0x80, 0]);
+    assert_eq!(leg0(&e), [1, 0, 1, 2]);
+    // The paced scan covers the whole table once per SWEEP_US.
+    e.scan_timeouts_paced(Now { us: SWEEP_US });
+    assert_eq!(leg0(&e), [2, 1, 1, 2 + 172]);
+    send(&mut e, SWEEP_US / 1000 + 20, 20000, A, rtp(0, 2, 320, 1));
+    e.apply(Now { us: SWEEP_US + 40_000 }, Command::Remove { id }).unwrap();
+    assert_eq!(leg0(&e)[1], 2, "published before the session went");
 }

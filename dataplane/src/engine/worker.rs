@@ -105,6 +105,7 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
             }
         }
     }
+    engine.publish_all();
     shared.running[w].store(false, Ordering::Release);
     tracing::info!(worker = w, "dataplane worker stopped");
 }

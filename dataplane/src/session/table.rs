@@ -44,6 +44,15 @@ pub struct Leg {
     /// Rewrite state of the stream sent out of this leg, when enabled.
     pub rewrite: Option<StreamRewrite>,
     pub pt_map: PayloadTypeMap,
+    /// Packets and bytes relayed out of this leg that are not yet in the
+    /// shared counters of the other (receiving) leg: kept here, in a line
+    /// every relayed packet writes anyway, and added to the shared
+    /// [`LegCounters`](crate::engine::counters::LegCounters) by the
+    /// timeout scan (every session once a second) and at removal. A
+    /// separate counters line per packet cost a cache miss each.
+    pub unpublished_packets: u64,
+    pub unpublished_bytes: u64,
+    // Third cache line: RTCP on its own port (a packet every few seconds).
     /// Where RTCP sent on the odd port goes: signalled port + 1, then latched.
     pub rtcp_remote: PeerAddr,
 }
@@ -231,6 +240,21 @@ impl SessionTable {
         Ok(())
     }
 
+    /// The local index of session `id`'s slot, if it is installed.
+    pub fn local_of(&self, id: SessionId) -> Option<usize> {
+        self.find(id).ok()
+    }
+
+    /// Takes the packets and bytes relayed out of local leg `leg` since the
+    /// last call.
+    #[inline]
+    pub fn take_unpublished(&mut self, leg: usize) -> (u64, u64) {
+        let l = &mut self.legs[leg];
+        let taken = (l.unpublished_packets, l.unpublished_bytes);
+        (l.unpublished_packets, l.unpublished_bytes) = (0, 0);
+        taken
+    }
+
     fn find(&self, id: SessionId) -> Result<usize, TableError> {
         let local = self.local_index(id.slot()).map_err(|_| TableError::NotFound(id))?;
         if self.slots[local].id != Some(id) {
@@ -368,6 +392,10 @@ mod tests {
         assert_eq!(std::mem::align_of::<Leg>(), 64);
         assert!(std::mem::offset_of!(Leg, last_rx_ms) + 4 <= 64);
         assert!(std::mem::offset_of!(Leg, pt_map) + std::mem::size_of::<PayloadTypeMap>() <= 128);
+        assert!(
+            std::mem::offset_of!(Leg, unpublished_bytes) + 8 <= 128,
+            "a relayed packet's counts share the sending leg's second line"
+        );
     }
 
     #[test]
