@@ -640,8 +640,12 @@ impl PacketIo for DpdkIo {
         for slot in &mut self.slots[..self.filled] {
             let Some(mut m) = slot.mbuf.take() else { continue };
             // Not readdressed: the engine dropped it (and counted why).
-            let Some(out) = slot.out.take() else { continue };
-            match self.ctx.prepare(&mut m, &slot.media, &out, now) {
+            // Borrowed, not taken: moving the record out copied it through
+            // the stack in pieces that the next load could not forward from
+            // (a store-forwarding stall, 29 % of this function's samples).
+            // `handle` clears `out` when it fills the slot again.
+            let Some(out) = slot.out.as_ref() else { continue };
+            match self.ctx.prepare(&mut m, &slot.media, out, now) {
                 Ok(()) => {
                     self.bufs.tx_lens[queued] = slot.media.layout.payload().len() as u16;
                     queued += 1;
