@@ -137,6 +137,16 @@ pub struct Media {
     pub src_mac: EthernetAddress,
 }
 
+impl Media {
+    /// A placeholder, for a slot not filled yet.
+    pub const NONE: Media = Media {
+        layout: MediaLayout { l3: 0, l4: 0, payload_end: 0, v6: false },
+        local: LocalEndpoint { addr: 0, port: 0 },
+        source: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        src_mac: EthernetAddress([0; 6]),
+    };
+}
+
 /// What a received frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -168,33 +178,50 @@ pub fn classify(frame: &[u8], a: &Addressing) -> Class {
 }
 
 fn classify_ipv4(eth: &Frame<&[u8]>, l3: usize, a: &Addressing) -> Class {
-    if eth.dst_addr() != a.mac {
-        return Class::Kernel;
+    let mut media = Media::NONE;
+    if ipv4_media(eth, l3, a, &mut media) {
+        Class::Media(media)
+    } else {
+        Class::Kernel
     }
-    let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else { return Class::Kernel };
+}
+
+/// The receive loop's fast path: when `frame` is IPv4 media (what
+/// [`classify`] calls `Class::Media`), writes it to `out`, the burst slot
+/// itself, and says so; anything else (IPv6 media included) is for
+/// [`classify`]. Writing in place spares a `Class` returned through the
+/// stack and copied into the slot, whose pieces the CPU could not forward
+/// to the wider loads of the copy.
+#[inline]
+pub fn media_into(frame: &[u8], a: &Addressing, out: &mut Media) -> bool {
+    let Ok(eth) = Frame::new_checked(frame) else { return false };
+    eth.ethertype() == EtherType::IPV4 && ipv4_media(&eth, eth.header_len(), a, out)
+}
+
+#[inline]
+fn ipv4_media(eth: &Frame<&[u8]>, l3: usize, a: &Addressing, out: &mut Media) -> bool {
+    if eth.dst_addr() != a.mac {
+        return false;
+    }
+    let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else { return false };
     // Fragments need reassembly (the kernel's job); a bad header checksum
     // is the kernel's to drop and count.
     if ip.next_header() != protocol::UDP || ip.is_fragment() || !ip.verify_checksum() {
-        return Class::Kernel;
+        return false;
     }
-    let Some(addr) = a.index_v4(ip.dst_addr()) else { return Class::Kernel };
-    let Ok(dgram) = udp::Packet::new_checked(ip.payload()) else { return Class::Kernel };
+    let Some(addr) = a.index_v4(ip.dst_addr()) else { return false };
+    let Ok(dgram) = udp::Packet::new_checked(ip.payload()) else { return false };
     let port = dgram.dst_port();
     if !a.ports.contains(&port) {
-        return Class::Kernel;
+        return false;
     }
     let l4 = l3 + ip.header_len();
-    Class::Media(Media {
-        layout: MediaLayout {
-            l3: l3 as u16,
-            l4: l4 as u16,
-            payload_end: (l4 + usize::from(dgram.len())) as u16,
-            v6: false,
-        },
-        local: LocalEndpoint { addr, port },
-        source: SocketAddr::new(IpAddr::V4(ip.src_ipv4()), dgram.src_port()),
-        src_mac: eth.src_addr(),
-    })
+    out.layout =
+        MediaLayout { l3: l3 as u16, l4: l4 as u16, payload_end: (l4 + usize::from(dgram.len())) as u16, v6: false };
+    out.local = LocalEndpoint { addr, port };
+    out.source = SocketAddr::new(IpAddr::V4(ip.src_ipv4()), dgram.src_port());
+    out.src_mac = eth.src_addr();
+    true
 }
 
 fn classify_ipv6(eth: &Frame<&[u8]>, l3: usize, a: &Addressing) -> Class {

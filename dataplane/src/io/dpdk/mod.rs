@@ -35,7 +35,7 @@ use crate::engine::Datagram;
 use crate::session::LocalEndpoint;
 use crate::wire::ethernet::EthernetAddress;
 use dpdk_sys::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, QueueId, BURST_SIZE};
-use frame::{Addressing, Class, Media, MediaLayout};
+use frame::{Addressing, Class, Media};
 use neighbour::{Lookup, NeighbourTable};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -269,15 +269,9 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<DpdkSpec>, String> {
 impl DpdkSpec {
     /// Builds the worker's backend; runs on the worker thread.
     pub fn open(self) -> Result<DpdkIo, String> {
-        let empty = Media {
-            layout: MediaLayout { l3: 0, l4: 0, payload_end: 0, v6: false },
-            local: LocalEndpoint::default(),
-            source: SocketAddr::from(([0, 0, 0, 0], 0)),
-            src_mac: EthernetAddress::default(),
-        };
         let SpecParts { devices, addressing } = *self.0;
         Ok(DpdkIo {
-            slots: (0..BURST).map(|_| DpdkDatagram { mbuf: None, media: empty, out: None }).collect(),
+            slots: (0..BURST).map(|_| DpdkDatagram { mbuf: None, media: Media::NONE, out: None }).collect(),
             filled: 0,
             bufs: Box::new(Buffers {
                 rx: Burst::new(),
@@ -497,6 +491,16 @@ impl DpdkIo {
             return self.send_to_kernel(m);
         }
         let ctx = &mut self.ctx;
+        if let Some(slot) = self.slots.get_mut(self.filled) {
+            if frame::media_into(m.data(), &ctx.addressing, &mut slot.media) {
+                // Symmetric learning: the peer is at the MAC it sent from.
+                ctx.learn(slot.media.source.ip(), slot.media.src_mac, now);
+                slot.mbuf = Some(m);
+                slot.out = None;
+                self.filled += 1;
+                return;
+            }
+        }
         match frame::classify(m.data(), &ctx.addressing) {
             Class::Media(media) => {
                 // Symmetric learning: the peer is at the MAC it sent from.

@@ -523,7 +523,16 @@ fn no_panic_and_valid_output_on_mutated_frames() {
                     f[i] = rng.next() as u8;
                 }
             }
-            match classify(&f, &a) {
+            // The receive loop's fast path agrees with `classify`, field by field.
+            let mut fast = Media::NONE;
+            let class = classify(&f, &a);
+            match (super::frame::media_into(&f, &a, &mut fast), &class) {
+                (true, Class::Media(m)) => assert_eq!(&fast, m),
+                (false, Class::Media(m)) => assert!(m.layout.v6, "IPv4 media the fast path missed: {m:?}"),
+                (true, other) => panic!("the fast path took {other:?} for media"),
+                (false, _) => {}
+            }
+            match class {
                 Class::Media(m) => {
                     let v4 = !m.layout.v6;
                     let (src, dst) = if v4 {
