@@ -490,30 +490,19 @@ impl DpdkIo {
             // Larger than one mbuf: not media we relay (jumbo frames).
             return self.send_to_kernel(m);
         }
-        let ctx = &mut self.ctx;
         if let Some(slot) = self.slots.get_mut(self.filled) {
-            if frame::media_into(m.data(), &ctx.addressing, &mut slot.media) {
-                // Symmetric learning: the peer is at the MAC it sent from.
-                ctx.learn(slot.media.source.ip(), slot.media.src_mac, now);
-                slot.mbuf = Some(m);
-                slot.out = None;
-                self.filled += 1;
-                return;
+            if frame::media_into(m.data(), &self.ctx.addressing, &mut slot.media) {
+                return self.queue_media(m, now);
             }
         }
+        let ctx = &mut self.ctx;
         match frame::classify(m.data(), &ctx.addressing) {
+            // IPv6 media (IPv4 took the fast path above).
             Class::Media(media) => {
-                // Symmetric learning: the peer is at the MAC it sent from.
-                ctx.learn(media.source.ip(), media.src_mac, now);
-                match self.slots.get_mut(self.filled) {
-                    Some(slot) => {
-                        slot.mbuf = Some(m);
-                        slot.media = media;
-                        slot.out = None;
-                        self.filled += 1;
-                    }
-                    None => drop(m), // cannot happen: a burst is at most BURST frames
+                if let Some(slot) = self.slots.get_mut(self.filled) {
+                    slot.media = media;
                 }
+                self.queue_media(m, now);
             }
             Class::ArpRequestForUs { l3, sender } => {
                 ctx.learn(IpAddr::V4(sender.0), sender.1, now);
@@ -556,6 +545,19 @@ impl DpdkIo {
             }
             Class::Kernel => self.send_to_kernel(m),
         }
+    }
+
+    /// Puts a media frame, whose `Media` is already in the next free slot,
+    /// into the burst for the engine.
+    #[inline]
+    fn queue_media(&mut self, m: Mbuf, now: u64) {
+        // Cannot be full: a burst is at most BURST frames (`m` is freed).
+        let Some(slot) = self.slots.get_mut(self.filled) else { return };
+        // Symmetric learning: the peer is at the MAC it sent from.
+        self.ctx.learn(slot.media.source.ip(), slot.media.src_mac, now);
+        slot.mbuf = Some(m);
+        slot.out = None;
+        self.filled += 1;
     }
 
     #[inline]
