@@ -563,30 +563,29 @@ impl DataplaneHandle {
         reg.closed_idle_at = Some(std::time::Instant::now());
         let mut closed = 0;
         for worker in 0..self.inner.config.workers {
-            let mut locals = Vec::new();
+            // The idle ports with a socket, and where their flags are.
+            let (mut locals, mut flags) = (Vec::new(), Vec::new());
             for &local in reg.free_endpoints[worker].iter().rev() {
                 if locals.len() >= CLOSE_WHEN_OUT_OF_FILES * 2 {
                     break;
                 }
                 for ep in [local, LocalEndpoint { port: local.port + 1, ..local }] {
-                    if self.port_index(ep).is_some_and(|i| reg.bound[i]) {
+                    if let Some(i) = self.port_index(ep).filter(|&i| reg.bound[i]) {
                         locals.push(ep);
+                        flags.push(i);
                     }
                 }
             }
             if locals.is_empty() {
                 continue;
             }
-            let count = locals.len();
-            let command = WorkerCommand { command: Command::CloseIdle { locals: locals.clone() }, ports: Vec::new() };
+            let command = WorkerCommand { command: Command::CloseIdle { locals }, ports: Vec::new() };
             // Flags follow the sockets: cleared only once the worker will close them.
             if self.send(worker, command).is_ok() {
-                for ep in locals {
-                    if let Some(i) = self.port_index(ep) {
-                        reg.bound[i] = false;
-                    }
+                for &i in &flags {
+                    reg.bound[i] = false;
                 }
-                closed += count;
+                closed += flags.len();
             }
         }
         tracing::warn!(closed, "out of open files binding a media port: idle media sockets closed");
