@@ -8,6 +8,8 @@
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod frame;
+pub mod neighbour;
 pub mod sockets;
 
 use crate::config::{Backend, DataplaneConfig};

@@ -13,8 +13,9 @@
 //!   housekeeping: TAP rx ─▶ NIC tx unchanged (kernel replies, its ARP), pending ARP/NS requests
 //! ```
 //!
-//! - [`frame`]: classification and the header rewrite, pure over `&[u8]`.
-//! - [`neighbour`]: the fixed-capacity neighbour table.
+//! - [`frame`]: classification and the header rewrite, pure over `&[u8]`
+//!   (shared with the AF_XDP backend).
+//! - [`neighbour`]: the fixed-capacity neighbour table (shared too).
 //! - [`neighbour_frames`]: the ARP/ND frames we answer and send.
 //!
 //! [`prepare`] runs on the starting thread: EAL initialisation (once per
@@ -23,9 +24,9 @@
 //! idle worker sleeps [`IDLE_BACKOFF`] between empty polls (the "idle
 //! back-off"), so it does not spin a core at 100 % on a shared machine.
 
-pub mod frame;
-pub mod neighbour;
 pub mod neighbour_frames;
+
+pub use super::{frame, neighbour};
 
 use super::{PacketIo, BURST};
 use crate::config::DataplaneConfig;
