@@ -113,7 +113,7 @@ async fn client_hub(
 ) -> Result<(ClientLayer, Option<Arc<GossipRoutes>>), StartError> {
     let media_sockets = match config.dataplane.backend {
         dataplane::Backend::Sockets => dataplane::control::socket_budget(&config.dataplane),
-        dataplane::Backend::Dpdk => 0,
+        dataplane::Backend::Dpdk | dataplane::Backend::AfXdp => 0,
     };
     let max_connections = client_connection_limit(media_sockets, config.clients.max_connections);
     let gossip = match &config.peers {

@@ -9,7 +9,7 @@ use crate::store::{
     check_http_url, check_sip_uri, check_trunk_name, AccountSid, ApiKeySid, ApplicationSid, Cidr, HttpMethod,
     PostgresUrl, E164,
 };
-use dataplane::config::{Backend, DataplaneConfig, DpdkConfig};
+use dataplane::config::{AfXdpConfig, Backend, DataplaneConfig, DpdkConfig, XdpMode};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -509,7 +509,17 @@ impl Reader {
         let t = self.section(
             root,
             "dataplane",
-            &["backend", "media_ip", "extra_media_ips", "ports", "workers", "sessions", "media_timeout_s", "dpdk"],
+            &[
+                "backend",
+                "media_ip",
+                "extra_media_ips",
+                "ports",
+                "workers",
+                "sessions",
+                "media_timeout_s",
+                "dpdk",
+                "af_xdp",
+            ],
         );
         let backend = match self.string(&t, "dataplane.backend").as_deref() {
             None | Some("sockets") => Backend::Sockets,
@@ -522,8 +532,9 @@ impl Reader {
                 }
                 Backend::Dpdk
             }
+            Some("af_xdp") => Backend::AfXdp,
             Some(other) => {
-                self.error("dataplane.backend", format!("{other:?}: expected \"sockets\" or \"dpdk\""));
+                self.error("dataplane.backend", format!("{other:?}: expected \"sockets\", \"dpdk\" or \"af_xdp\""));
                 Backend::Sockets
             }
         };
@@ -587,7 +598,34 @@ impl Reader {
                 self.error("dataplane.workers", "the DPDK backend runs one worker in this release");
             }
         }
-        DataplaneConfig { backend, media_ips, ports, workers, sessions, media_timeout, dpdk }
+        let xdp_t = self.section(&t, "dataplane.af_xdp", &["interface", "mode"]);
+        let af_xdp = AfXdpConfig {
+            interface: self.string(&xdp_t, "dataplane.af_xdp.interface").unwrap_or_default(),
+            mode: match self.string(&xdp_t, "dataplane.af_xdp.mode").as_deref() {
+                None | Some("auto") => XdpMode::Auto,
+                Some("driver") => XdpMode::Driver,
+                Some("generic") => XdpMode::Generic,
+                Some(other) => {
+                    self.error(
+                        "dataplane.af_xdp.mode",
+                        format!("{other:?}: expected \"auto\", \"driver\" or \"generic\""),
+                    );
+                    XdpMode::Auto
+                }
+            },
+        };
+        if backend == Backend::AfXdp {
+            if af_xdp.interface.is_empty() {
+                self.error("dataplane.af_xdp.interface", "required with backend = \"af_xdp\" (e.g. \"eth0\")");
+            }
+            if workers != 1 {
+                self.error("dataplane.workers", "the AF_XDP backend runs one worker in this release");
+            }
+            if media_ips.iter().any(IpAddr::is_ipv6) {
+                self.error("dataplane.media_ip", "the AF_XDP backend relays IPv4 media only in this release");
+            }
+        }
+        DataplaneConfig { backend, media_ips, ports, workers, sessions, media_timeout, dpdk, af_xdp }
     }
 }
 

@@ -13,6 +13,21 @@ pub enum Backend {
     Sockets,
     /// DPDK poll-mode drivers (build feature `dpdk`).
     Dpdk,
+    /// AF_XDP on a kernel interface: an XDP program steers media to the
+    /// appliance before the kernel's IP stack; the rest stays the kernel's.
+    #[serde(rename = "af_xdp")]
+    AfXdp,
+}
+
+impl Backend {
+    /// The name in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sockets => "sockets",
+            Backend::Dpdk => "dpdk",
+            Backend::AfXdp => "af_xdp",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +44,7 @@ pub struct DataplaneConfig {
     /// A session that carries no packet for this long is reported to the control plane.
     pub media_timeout: Duration,
     pub dpdk: DpdkConfig,
+    pub af_xdp: AfXdpConfig,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,6 +61,25 @@ pub struct DpdkConfig {
     pub gateway: Option<IpAddr>,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct AfXdpConfig {
+    /// The kernel interface media arrives on, e.g. `eth0`.
+    pub interface: String,
+    pub mode: XdpMode,
+}
+
+/// Where the steering program runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver where it can, else generic.
+    #[default]
+    Auto,
+    /// In the driver only (fails on interfaces without native XDP).
+    Driver,
+    /// Generic XDP (every interface; AF_XDP copies frames).
+    Generic,
+}
+
 impl Default for DataplaneConfig {
     fn default() -> Self {
         DataplaneConfig {
@@ -55,6 +90,7 @@ impl Default for DataplaneConfig {
             sessions: 262_144,
             media_timeout: Duration::from_secs(30),
             dpdk: DpdkConfig::default(),
+            af_xdp: AfXdpConfig::default(),
         }
     }
 }

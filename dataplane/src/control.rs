@@ -239,7 +239,7 @@ impl Dataplane {
         // use is what the open-file limit leaves room for.
         let pairs_allowed = match config.backend {
             Backend::Sockets => socket_budget(&config) / 2,
-            Backend::Dpdk => usize::MAX,
+            Backend::Dpdk | Backend::AfXdp => usize::MAX,
         };
         if pairs_allowed < 2 * workers {
             return Err(StartError::Config(format!(

@@ -30,5 +30,5 @@ pub mod io;
 pub mod session;
 pub mod wire;
 
-pub use config::{Backend, DataplaneConfig};
+pub use config::{AfXdpConfig, Backend, DataplaneConfig, XdpMode};
 pub use control::{Dataplane, DataplaneHandle};

@@ -389,7 +389,8 @@ mod tests {
         vlan[12..14].copy_from_slice(&[0x81, 0x00]);
         let mut v6 = udp_frame(media, 20000, 172);
         v6[12..14].copy_from_slice(&[0x86, 0xdd]);
-        for (why, frame) in [("TCP", tcp), ("fragment", fragment), ("IP options", options), ("802.1Q", vlan), ("IPv6", v6)]
+        for (why, frame) in
+            [("TCP", tcp), ("fragment", fragment), ("IP options", options), ("802.1Q", vlan), ("IPv6", v6)]
         {
             assert_eq!(p.test_run(&frame).unwrap(), XDP_PASS, "{why}");
         }

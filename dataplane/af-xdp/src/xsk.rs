@@ -29,7 +29,6 @@ pub struct Config {
     pub frame_size: u32,
     /// Entries per ring, a power of two.
     pub ring: u32,
-
 }
 
 impl Default for Config {
@@ -67,7 +66,8 @@ impl Mapping {
         };
         // SAFETY: a fresh mapping chosen by the kernel (no fixed address),
         // so no existing memory is affected; the result is checked.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, raw, offset) };
+        let p =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, raw, offset) };
         if p == libc::MAP_FAILED {
             return Err(Error::last(what));
         }
@@ -100,7 +100,13 @@ struct Ring<T> {
 }
 
 impl<T: Copy> Ring<T> {
-    fn map(fd: &OwnedFd, offsets: &libc::xdp_ring_offset, size: u32, pgoff: u64, what: &'static str) -> Result<Ring<T>> {
+    fn map(
+        fd: &OwnedFd,
+        offsets: &libc::xdp_ring_offset,
+        size: u32,
+        pgoff: u64,
+        what: &'static str,
+    ) -> Result<Ring<T>> {
         let len = offsets.desc as usize + size as usize * std::mem::size_of::<T>();
         let map = Mapping::new(len, Some((fd, pgoff as libc::off_t)), what)?;
         let at = |off: u64| -> Result<NonNull<u8>> {
@@ -271,10 +277,16 @@ impl Socket {
         setsockopt(&fd, libc::XDP_TX_RING, &config.ring, "sizing the tx ring")?;
         let off: Offsets = getsockopt(&fd, libc::XDP_MMAP_OFFSETS, "reading the ring offsets")?;
         let rx = Ring::map(&fd, &off.ring(0), config.ring, libc::XDP_PGOFF_RX_RING as u64, "mapping the rx ring")?;
-        let tx = Ring::map(&fd, &off.ring(1), config.ring, libc::XDP_PGOFF_TX_RING as u32 as u64, "mapping the tx ring")?;
+        let tx =
+            Ring::map(&fd, &off.ring(1), config.ring, libc::XDP_PGOFF_TX_RING as u32 as u64, "mapping the tx ring")?;
         let fill = Ring::map(&fd, &off.ring(2), config.ring, libc::XDP_UMEM_PGOFF_FILL_RING, "mapping the fill ring")?;
-        let completion =
-            Ring::map(&fd, &off.ring(3), config.ring, libc::XDP_UMEM_PGOFF_COMPLETION_RING, "mapping the completion ring")?;
+        let completion = Ring::map(
+            &fd,
+            &off.ring(3),
+            config.ring,
+            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+            "mapping the completion ring",
+        )?;
 
         let addr = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
@@ -296,7 +308,7 @@ impl Socket {
         }
         let options: u32 = getsockopt(&fd, libc::XDP_OPTIONS, "reading the AF_XDP socket's options")?;
         let zero_copy = options & libc::XDP_OPTIONS_ZEROCOPY != 0;
-                let mut socket = Socket {
+        let mut socket = Socket {
             fill,
             completion,
             rx,
@@ -420,7 +432,14 @@ impl Socket {
     pub fn statistics(&self) -> Result<Statistics> {
         let s: RawStatistics = getsockopt(&self.fd, libc::XDP_STATISTICS, "reading AF_XDP statistics")?;
         let [rx_dropped, rx_invalid_descs, tx_invalid_descs, rx_ring_full, rx_fill_ring_empty, tx_ring_empty] = s.0;
-        Ok(Statistics { rx_dropped, rx_invalid_descs, tx_invalid_descs, rx_ring_full, rx_fill_ring_empty, tx_ring_empty })
+        Ok(Statistics {
+            rx_dropped,
+            rx_invalid_descs,
+            tx_invalid_descs,
+            rx_ring_full,
+            rx_fill_ring_empty,
+            tx_ring_empty,
+        })
     }
 }
 
@@ -469,7 +488,8 @@ mod tests {
     }
 
     fn checksum(bytes: &[u8]) -> u16 {
-        let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+        let mut sum: u32 =
+            bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }

@@ -22,6 +22,7 @@ pub fn run(engine: Engine, io: AnyIo, commands: &ArrayQueue<WorkerCommand>, epoc
         AnyIo::Sockets(io) => run_loop(engine, *io, commands, epoch),
         #[cfg(feature = "dpdk")]
         AnyIo::Dpdk(io) => run_loop(engine, io, commands, epoch),
+        AnyIo::AfXdp(io) => run_loop(engine, *io, commands, epoch),
     }
 }
 

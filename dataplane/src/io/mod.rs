@@ -5,7 +5,11 @@
 //!   readiness, `recvmmsg`/`sendmmsg` in batches. No system library needed.
 //! - `dpdk` (feature `dpdk`): poll-mode drivers; owns the media IP on the
 //!   port, answers ARP/ND, hands everything else to the kernel through TAP.
+//! - [`af_xdp`]: AF_XDP sockets on a kernel interface, an XDP program
+//!   steering media to them; the kernel keeps everything else. No system
+//!   library needed either.
 
+pub mod af_xdp;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod frame;
@@ -89,6 +93,7 @@ pub enum AnyIo {
     Sockets(Box<sockets::SocketIo>),
     #[cfg(feature = "dpdk")]
     Dpdk(dpdk::DpdkIo),
+    AfXdp(Box<af_xdp::AfXdpIo>),
 }
 
 /// What a worker thread needs to open its backend instance; made on the
@@ -102,6 +107,7 @@ pub enum IoSpec {
     },
     #[cfg(feature = "dpdk")]
     Dpdk(dpdk::DpdkSpec),
+    AfXdp(af_xdp::AfXdpSpec),
 }
 
 impl IoSpec {
@@ -110,6 +116,7 @@ impl IoSpec {
             IoSpec::Sockets { waker, .. } => Waker(Some(waker.clone())),
             #[cfg(feature = "dpdk")]
             IoSpec::Dpdk(_) => Waker::none(),
+            IoSpec::AfXdp(spec) => Waker(Some(spec.waker())),
         }
     }
 
@@ -121,19 +128,23 @@ impl IoSpec {
                 .map_err(|e| format!("socket backend: {e}")),
             #[cfg(feature = "dpdk")]
             IoSpec::Dpdk(spec) => spec.open().map(AnyIo::Dpdk),
+            IoSpec::AfXdp(spec) => spec.open().map(|io| AnyIo::AfXdp(Box::new(io))),
         }
     }
 }
 
 /// Prepares the configured backend, one spec per worker.
 pub fn prepare(config: &DataplaneConfig) -> Result<Vec<IoSpec>, String> {
+    let waker = || {
+        let flags = nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC;
+        nix::sys::eventfd::EventFd::from_flags(flags).map_err(|e| format!("eventfd: {e}"))
+    };
     match config.backend {
         Backend::Sockets => {
             let legs = config.sessions.div_ceil(config.workers) * 2;
             (0..config.workers)
                 .map(|_| {
-                    let flags = nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC;
-                    let waker = nix::sys::eventfd::EventFd::from_flags(flags).map_err(|e| format!("eventfd: {e}"))?;
+                    let waker = waker()?;
                     Ok(IoSpec::Sockets {
                         waker: Arc::new(waker),
                         legs,
@@ -147,5 +158,6 @@ pub fn prepare(config: &DataplaneConfig) -> Result<Vec<IoSpec>, String> {
         Backend::Dpdk => dpdk::prepare(config).map(|specs| specs.into_iter().map(IoSpec::Dpdk).collect()),
         #[cfg(not(feature = "dpdk"))]
         Backend::Dpdk => Err("this build has no DPDK support (cargo feature `dpdk`)".into()),
+        Backend::AfXdp => Ok(vec![IoSpec::AfXdp(af_xdp::prepare(config, Arc::new(waker()?))?)]),
     }
 }

@@ -149,6 +149,7 @@ mod circulation {
                 prefix_len: 24,
                 gateway: None,
             },
+            ..DataplaneConfig::default()
         };
         let dataplane = Dataplane::start(config).map_err(|e| format!("dataplane: {e}"))?;
         let result = circulate(&dataplane.handle(), &iface, sessions, seconds);

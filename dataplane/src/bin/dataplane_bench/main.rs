@@ -9,8 +9,13 @@
 //!   ├─ 3. load generator (core 1) ─▶ relay (core 0) ─▶ sinks (nobody reads)
 //!   │       relay = `dataplane-bench serve-sockets`     (child: our socket backend)
 //!   │             | `kernel_relay` (test-harness)       (child: plain epoll relay)
-//!   └─ 4.   relay = rtpengine, calls set up over ng     (child)
+//!   ├─ 4.   relay = rtpengine, calls set up over ng     (child)
+//!   └─ 5.   relay = `serve-sockets --af-xdp lo`         (child: our AF_XDP backend)
 //! ```
+//!
+//! The orchestrator first moves into a network namespace of its own (its
+//! children inherit it), so that no part touches the host's loopback: the
+//! AF_XDP part attaches its XDP program to the namespace's `lo`.
 //!
 //! Prints a table, then a last line of JSON. Modes of the same program run
 //! as its children: `load` (the generator), `serve-sockets` (our relay on
@@ -19,6 +24,7 @@
 mod bencode;
 mod dpdk;
 mod load;
+mod netns;
 mod process;
 mod relay;
 mod report;
@@ -35,7 +41,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: dataplane-bench [--quick] [--only dpdk|testpmd|sockets|rtpengine]
+usage: dataplane-bench [--quick] [--only dpdk|testpmd|sockets|rtpengine|af_xdp]
                        [--sessions N] [--dpdk-sessions N] [--window SECS]
                        [--rate KPPS] [--kernel-relay PATH]
   --quick           short windows and fewer sessions (a smoke run)
@@ -58,6 +64,7 @@ enum Part {
     Testpmd,
     Sockets,
     Rtpengine,
+    AfXdp,
 }
 
 struct Options {
@@ -94,7 +101,8 @@ impl Options {
                     "testpmd" => Part::Testpmd,
                     "sockets" => Part::Sockets,
                     "rtpengine" => Part::Rtpengine,
-                    other => return Err(format!("--only {other}: dpdk, testpmd, sockets or rtpengine")),
+                    "af_xdp" => Part::AfXdp,
+                    other => return Err(format!("--only {other}: dpdk, testpmd, sockets, rtpengine or af_xdp")),
                 }),
                 "--sessions" => o.sessions = number(a, value()?)?,
                 "--dpdk-sessions" => o.dpdk_sessions = number(a, value()?)?,
@@ -162,6 +170,10 @@ fn orchestrate(o: &Options) -> ExitCode {
         ..Report::default()
     };
     let step = |name: &str| eprintln!("[{:5.1} s] {name}", started.elapsed().as_secs_f64());
+    let private = netns::enter_private();
+    if let Err(e) = &private {
+        report.notes.push(format!("own network namespace: {e}; running in the host's, without the AF_XDP part"));
+    }
 
     if o.runs(Part::Dpdk) {
         step("1. DPDK relay");
@@ -187,7 +199,7 @@ fn orchestrate(o: &Options) -> ExitCode {
             Err(e) => report.notes.push(format!("testpmd: {e}")),
         }
     }
-    let needs_sinks = o.runs(Part::Sockets) || o.runs(Part::Rtpengine);
+    let needs_sinks = o.runs(Part::Sockets) || o.runs(Part::Rtpengine) || o.runs(Part::AfXdp);
     let sinks = if needs_sinks {
         match sinks::Sinks::bind(4) {
             Ok(s) => Some(s),
@@ -217,6 +229,13 @@ fn orchestrate(o: &Options) -> ExitCode {
             Ok(Some(f)) => report.rtpengine = Some(f),
             Ok(None) => report.notes.push("rtpengine: not installed".into()),
             Err(e) => report.notes.push(format!("rtpengine: {e}")),
+        }
+    }
+    if let (true, Some(sinks), true) = (o.runs(Part::AfXdp), &sinks, private.is_ok()) {
+        step("5. AF_XDP backend");
+        match sockets::run_af_xdp(o.sessions, o.timing, sinks) {
+            Ok(f) => report.af_xdp = Some(f),
+            Err(e) => report.notes.push(format!("AF_XDP backend: {e}")),
         }
     }
     step("done");

@@ -17,6 +17,8 @@ pub struct Report {
     pub ours: Option<RelayFigures>,
     pub kernel: Option<RelayFigures>,
     pub rtpengine: Option<RelayFigures>,
+    /// Ours on the AF_XDP backend (loopback, generic XDP), same load.
+    pub af_xdp: Option<RelayFigures>,
     pub socket_sessions: usize,
     /// Load offered to each relay, datagrams per second (0: as fast as possible).
     pub rate_pps: u64,
@@ -61,11 +63,19 @@ impl Report {
     fn rtpengine_cpu(&self) -> Option<f64> {
         self.rtpengine.and_then(|f| f.cpu_us_per_packet())
     }
+    fn xdp_kpps(&self) -> Option<f64> {
+        self.af_xdp.map(|f| f.kpps())
+    }
+    fn xdp_cpu(&self) -> Option<f64> {
+        self.af_xdp.and_then(|f| f.cpu_us_per_packet())
+    }
 
     pub fn print(&self) {
         let relay_vs_testpmd = ratio(self.relay_mpps(), self.testpmd_mpps);
         let socket_vs_kernel = ratio(self.socket_kpps(), self.kernel_kpps());
         let socket_vs_rtpengine = ratio(self.rtpengine_cpu(), self.our_cpu());
+        let xdp_vs_kernel = ratio(self.xdp_kpps(), self.kernel_kpps());
+        let xdp_vs_rtpengine = ratio(self.rtpengine_cpu(), self.xdp_cpu());
         let rows = [
             [
                 "DPDK relay, 1 core (Mpps) vs testpmd io".to_string(),
@@ -95,6 +105,20 @@ impl Report {
                 show(socket_vs_rtpengine, 2),
                 verdict(socket_vs_rtpengine, SOCKET_VS_RTPENGINE_GOAL),
             ],
+            [
+                "AF_XDP backend, kpps per core vs kernel relay".into(),
+                show(self.xdp_kpps(), 1),
+                show(self.kernel_kpps(), 1),
+                show(xdp_vs_kernel, 2),
+                verdict(xdp_vs_kernel, SOCKET_VS_KERNEL_GOAL),
+            ],
+            [
+                "CPU us/packet: AF_XDP backend vs rtpengine".into(),
+                show(self.xdp_cpu(), 3),
+                show(self.rtpengine_cpu(), 3),
+                show(xdp_vs_rtpengine, 2),
+                verdict(xdp_vs_rtpengine, SOCKET_VS_RTPENGINE_GOAL),
+            ],
         ];
         let header = ["measure", "figure", "reference", "ratio", "goal"];
         let widths: Vec<usize> =
@@ -119,7 +143,13 @@ impl Report {
             self.socket_sessions,
             if self.rate_pps == 0 { "as fast as possible".to_string() } else { format!("{} kpps", self.rate_pps / 1000) }
         );
-        for (name, f) in [("socket backend", self.ours), ("kernel_relay", self.kernel), ("rtpengine", self.rtpengine)] {
+        let relays = [
+            ("socket backend", self.ours),
+            ("kernel_relay", self.kernel),
+            ("rtpengine", self.rtpengine),
+            ("AF_XDP", self.af_xdp),
+        ];
+        for (name, f) in relays {
             if let Some(f) = f {
                 println!(
                     "  {name:<15} {:>7.1} kpps per core  delivered {:>7.1} kpps  offered {:>7.1} kpps  busy {:>5.1}%  {:>6.3} us/packet{}",
@@ -134,7 +164,7 @@ impl Report {
                 );
             }
         }
-        for (name, f) in [("socket backend", self.ours), ("kernel_relay", self.kernel), ("rtpengine", self.rtpengine)] {
+        for (name, f) in relays {
             let Some(f) = f else { continue };
             if f.forwarded < f.offered * 9 / 10 {
                 println!(
@@ -163,6 +193,12 @@ impl Report {
             "kernel_relay_cpu_us_per_packet": self.kernel.and_then(|f| f.cpu_us_per_packet()),
             "rtpengine_cpu_us_per_packet": self.rtpengine_cpu(),
             "socket_vs_rtpengine": socket_vs_rtpengine,
+            "xdp_kpps": self.xdp_kpps(),
+            "xdp_wall_kpps": self.af_xdp.map(|f| f.wall_kpps()),
+            "xdp_busy": self.af_xdp.map(|f| f.busy()),
+            "xdp_cpu_us_per_packet": self.xdp_cpu(),
+            "xdp_vs_kernel": xdp_vs_kernel,
+            "xdp_vs_rtpengine": xdp_vs_rtpengine,
             "relay_busy": self.dpdk.map(|d| d.busy),
             "sessions": self.dpdk.map_or(self.dpdk_sessions, |d| d.sessions),
             "socket_sessions": self.socket_sessions,

@@ -1,6 +1,8 @@
 //! `dataplane-bench serve-sockets`: Bridgehead's dataplane on the socket
-//! backend with one worker, in a process of its own so that its CPU time can
-//! be read from `/proc` apart from the load generator's and the orchestrator's.
+//! backend (or, with `--af-xdp IFACE`, on the AF_XDP backend on that
+//! interface) with one worker, in a process of its own so that its CPU time
+//! can be read from `/proc` apart from the load generator's and the
+//! orchestrator's.
 //!
 //! It creates `--sessions` sessions with RTCP multiplexed (one socket per
 //! leg): leg 0's remote is the load generator's source `i % sources`, leg 1's
@@ -13,7 +15,7 @@
 
 use dataplane::control::{ControlError, SessionRequest};
 use dataplane::session::LegSettings;
-use dataplane::{Backend, Dataplane, DataplaneConfig};
+use dataplane::{AfXdpConfig, Backend, Dataplane, DataplaneConfig, XdpMode};
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -56,8 +58,10 @@ fn run(args: &[String]) -> Result<(), String> {
     let sources = addr_list(arg(args, "--sources")?)?;
     let sinks = addr_list(arg(args, "--sinks")?)?;
 
+    let af_xdp = arg(args, "--af-xdp").ok();
     let config = DataplaneConfig {
-        backend: Backend::Sockets,
+        backend: if af_xdp.is_some() { Backend::AfXdp } else { Backend::Sockets },
+        af_xdp: AfXdpConfig { interface: af_xdp.unwrap_or_default().to_owned(), mode: XdpMode::Auto },
         media_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         ports,
         workers: 1,

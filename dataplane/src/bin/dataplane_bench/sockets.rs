@@ -36,7 +36,7 @@ pub fn find_kernel_relay(given: Option<&Path>) -> Option<PathBuf> {
 }
 
 pub fn run(sessions: usize, timing: Timing, sinks: &Sinks, kernel_relay: Option<&Path>) -> SocketFigures {
-    let ours = measure_ours(sessions, timing, sinks);
+    let ours = measure_ours(sessions, timing, sinks, None);
     let kernel = match find_kernel_relay(kernel_relay) {
         Some(path) => measure_kernel(&path, sessions, timing, sinks),
         None => Err("kernel_relay not found: build it with `cargo build --release -p test-harness --bin kernel_relay`, or pass --kernel-relay PATH".into()),
@@ -51,10 +51,15 @@ pub fn our_ports(sessions: usize) -> String {
     format!("{FIRST_PORT}-{}", last.min(32767))
 }
 
-fn measure_ours(sessions: usize, timing: Timing, sinks: &Sinks) -> Result<RelayFigures, String> {
+/// Ours on the AF_XDP backend on loopback, same load and sinks.
+pub fn run_af_xdp(sessions: usize, timing: Timing, sinks: &Sinks) -> Result<RelayFigures, String> {
+    measure_ours(sessions, timing, sinks, Some("lo"))
+}
+
+fn measure_ours(sessions: usize, timing: Timing, sinks: &Sinks, af_xdp: Option<&str>) -> Result<RelayFigures, String> {
     let (mut load, sources) = relay::start_load(timing.rate_pps)?;
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-    let args = [
+    let mut args = vec![
         "serve-sockets".to_string(),
         "--sessions".into(),
         sessions.to_string(),
@@ -65,8 +70,12 @@ fn measure_ours(sessions: usize, timing: Timing, sinks: &Sinks) -> Result<RelayF
         "--sinks".into(),
         relay::join(&sinks.addrs()),
     ];
+    if let Some(interface) = af_xdp {
+        args.extend(["--af-xdp".into(), interface.into()]);
+    }
+    let name = if af_xdp.is_some() { "serve-af-xdp" } else { "serve-sockets" };
     let cmd = process::command(&exe, &args, Some(RELAY_CORE));
-    let mut ours = Agent::spawn("serve-sockets", cmd, process::log_file("serve-sockets"), Stop::CloseStdin)?;
+    let mut ours = Agent::spawn(name, cmd, process::log_file(name), Stop::CloseStdin)?;
     let targets = relay::addrs(&ours.json(SETUP)?, "targets")?;
     let pid = ours.pid();
     let figures = relay::measure(&mut load, pid, Some(&mut ours), &targets, sinks, timing);

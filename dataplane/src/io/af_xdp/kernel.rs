@@ -1,0 +1,203 @@
+//! What the AF_XDP backend asks the kernel, which keeps owning the
+//! interface: its MAC and flags, its rx queues, the IPv4 routes through it
+//! (`/proc/net/route`), its ARP cache (`/proc/net/arp`), and, for a next hop
+//! the cache lacks, a request that the kernel resolve it (an `RTM_NEWNEIGH`
+//! with `NTF_USE`, as if traffic used the entry).
+//!
+//! The parsers are pure over the files' text, so they are tested on samples.
+
+use crate::wire::ethernet::EthernetAddress;
+use std::net::Ipv4Addr;
+
+/// `IFF_LOOPBACK` in `/sys/class/net/<if>/flags`.
+const IFF_LOOPBACK: u32 = 0x8;
+/// Route flags in `/proc/net/route`.
+const RTF_UP: u32 = 0x1;
+const RTF_GATEWAY: u32 = 0x2;
+/// `ATF_COM` in `/proc/net/arp`: a complete entry.
+const ATF_COM: u32 = 0x2;
+
+/// The interface as the kernel describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub mac: EthernetAddress,
+    /// Loopback: frames carry zero MACs and nothing is resolved.
+    pub loopback: bool,
+    /// Receive queues: one AF_XDP socket each.
+    pub rx_queues: u32,
+}
+
+pub fn interface(name: &str) -> Result<Interface, String> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_owned());
+    let mac = read("address").map_err(|e| format!("interface {name:?}: {e} (does it exist in this namespace?)"))?;
+    let mac = parse_mac(&mac).ok_or_else(|| format!("interface {name:?}: unreadable MAC {mac:?}"))?;
+    let flags = read("flags")
+        .ok()
+        .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| format!("interface {name:?}: unreadable flags"))?;
+    let rx_queues = std::fs::read_dir(dir.join("queues"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+        .unwrap_or(1)
+        .max(1);
+    Ok(Interface { name: name.to_owned(), mac, loopback: flags & IFF_LOOPBACK != 0, rx_queues })
+}
+
+fn parse_mac(s: &str) -> Option<EthernetAddress> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(EthernetAddress(mac))
+}
+
+/// An IPv4 route through the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub dest: Ipv4Addr,
+    pub prefix_len: u8,
+    /// None: on-link.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// `/proc/net/route` holds addresses as the host's u32 in hex (little-endian here).
+fn proc_addr(hex: &str) -> Option<Ipv4Addr> {
+    let v = u32::from_str_radix(hex, 16).ok()?;
+    Some(Ipv4Addr::from(v.to_ne_bytes()))
+}
+
+/// The up routes of `/proc/net/route` through `ifname`, longest prefix first.
+pub fn parse_routes(text: &str, ifname: &str) -> Vec<Route> {
+    let mut routes: Vec<Route> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 || f[0] != ifname {
+                return None;
+            }
+            let flags = u32::from_str_radix(f[3], 16).ok()?;
+            if flags & RTF_UP == 0 {
+                return None;
+            }
+            let mask = u32::from_be_bytes(proc_addr(f[7])?.octets());
+            Some(Route {
+                dest: proc_addr(f[1])?,
+                prefix_len: mask.count_ones() as u8,
+                gateway: (flags & RTF_GATEWAY != 0).then(|| proc_addr(f[2])).flatten(),
+            })
+        })
+        .collect();
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix_len));
+    routes
+}
+
+pub fn routes(ifname: &str) -> Vec<Route> {
+    std::fs::read_to_string("/proc/net/route").map(|t| parse_routes(&t, ifname)).unwrap_or_default()
+}
+
+/// The neighbour a datagram to `dst` goes to through these routes (longest
+/// prefix first): the gateway, or `dst` itself on-link.
+pub fn next_hop(routes: &[Route], dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    let d = u32::from(dst);
+    routes.iter().find_map(|r| {
+        let mask = if r.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(r.prefix_len)) };
+        (d & mask == u32::from(r.dest) & mask).then_some(r.gateway.unwrap_or(dst))
+    })
+}
+
+/// The complete entry for `ip` on `ifname` in `/proc/net/arp`.
+pub fn parse_arp(text: &str, ifname: &str, ip: Ipv4Addr) -> Option<EthernetAddress> {
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[5] != ifname || f[0].parse::<Ipv4Addr>().ok()? != ip {
+            return None;
+        }
+        let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
+        (flags & ATF_COM != 0).then(|| parse_mac(f[3])).flatten()
+    })
+}
+
+pub fn arp(ifname: &str, ip: Ipv4Addr) -> Option<EthernetAddress> {
+    std::fs::read_to_string("/proc/net/arp").ok().and_then(|t| parse_arp(&t, ifname, ip))
+}
+
+/// Asks the kernel to resolve `ip` on the interface `ifindex`, as if
+/// traffic were waiting for it (`RTM_NEWNEIGH`, `NTF_USE`): it sends the
+/// ARP request, and the answer lands in its cache, where [`arp`] finds it.
+pub fn request_resolution(ifindex: u32, ip: Ipv4Addr) -> Result<(), String> {
+    use nix::sys::socket::{sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
+    const RTM_NEWNEIGH: u16 = 28;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_REPLACE: u16 = 0x100;
+    const NLM_F_CREATE: u16 = 0x400;
+    const NTF_USE: u8 = 0x1;
+    const NDA_DST: u16 = 1;
+    let mut msg = Vec::with_capacity(36);
+    msg.extend_from_slice(&36u32.to_ne_bytes()); // nlmsghdr: length
+    msg.extend_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE).to_ne_bytes());
+    msg.extend_from_slice(&[0; 8]); // sequence, port id
+    msg.push(libc::AF_INET as u8); // ndmsg: family, padding
+    msg.extend_from_slice(&[0; 3]);
+    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // state
+    msg.push(NTF_USE);
+    msg.push(0); // type
+    msg.extend_from_slice(&8u16.to_ne_bytes()); // rtattr NDA_DST
+    msg.extend_from_slice(&NDA_DST.to_ne_bytes());
+    msg.extend_from_slice(&ip.octets());
+    let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
+        .map_err(|e| format!("netlink socket: {e}"))?;
+    sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())
+        .map_err(|e| format!("RTM_NEWNEIGH {ip}: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &str = "\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010011AC\t0003\t0\t0\t0\t00000000\t0\t0\t0
+eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+eth1\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+";
+
+    #[test]
+    fn routes_give_the_gateway_off_link_and_the_destination_on_link() {
+        let r = parse_routes(ROUTES, "eth0");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], Route { dest: Ipv4Addr::new(172, 17, 0, 0), prefix_len: 16, gateway: None });
+        assert_eq!(next_hop(&r, Ipv4Addr::new(172, 17, 3, 4)), Some(Ipv4Addr::new(172, 17, 3, 4)));
+        assert_eq!(next_hop(&r, Ipv4Addr::new(8, 8, 8, 8)), Some(Ipv4Addr::new(172, 17, 0, 1)));
+        let r1 = parse_routes(ROUTES, "eth1");
+        assert_eq!(next_hop(&r1, Ipv4Addr::new(10, 0, 2, 9)), Some(Ipv4Addr::new(10, 0, 2, 9)));
+        assert_eq!(next_hop(&r1, Ipv4Addr::new(10, 0, 3, 9)), None, "no default route through eth1");
+    }
+
+    #[test]
+    fn only_complete_arp_entries_of_the_interface_count() {
+        let arp = "\
+IP address       HW type     Flags       HW address            Mask     Device
+172.17.0.1       0x1         0x2         02:42:ac:11:00:01     *        eth0
+172.17.0.9       0x1         0x0         00:00:00:00:00:00     *        eth0
+10.0.2.1         0x1         0x2         52:54:00:12:35:02     *        eth1
+";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(parse_arp(arp, "eth0", ip("172.17.0.1")), Some(EthernetAddress([0x02, 0x42, 0xac, 0x11, 0, 1])));
+        assert_eq!(parse_arp(arp, "eth0", ip("172.17.0.9")), None, "incomplete");
+        assert_eq!(parse_arp(arp, "eth0", ip("10.0.2.1")), None, "another interface");
+    }
+
+    #[test]
+    fn loopback_is_seen_as_such() {
+        let lo = interface("lo").unwrap();
+        assert!(lo.loopback);
+        assert_eq!(lo.mac, EthernetAddress([0; 6]));
+        assert!(interface("no-such-if0").is_err());
+    }
+}

@@ -1,0 +1,472 @@
+//! The AF_XDP backend: the kernel keeps the interface, its addresses, ARP
+//! and every protocol the appliance speaks (SIP, HTTP, SSH); an XDP program
+//! on the interface hands the appliance only IPv4 UDP to a media address
+//! and port, before the kernel's IP and UDP stack sees it, and relayed
+//! frames go back out through the same sockets' transmit rings.
+//!
+//! ```text
+//!   interface ─▶ XDP steering program ─┬─ media ─▶ AF_XDP socket per rx queue ─▶ frame::media_into ─▶ engine
+//!                                      └─ everything else ─▶ kernel stack (SIP, HTTP, ARP, ping, ...)
+//!   engine ─▶ tx_burst: frame::rewrite_media, next hop's MAC ─▶ tx ring ─▶ interface
+//! ```
+//!
+//! What it saves against the socket backend is the kernel's per-datagram
+//! UDP work on both sides of the relay: socket lookup, socket buffer queue,
+//! copy to user space, route lookup and IP output (docs/benchmarks.md
+//! "Where the socket backend's time goes": 98 % of that backend's CPU).
+//!
+//! Next hops: the kernel owns ARP. A destination's next hop comes from the
+//! kernel's IPv4 routes through the interface; its MAC from the source MAC
+//! of the peer's own frames (a peer that sends to us is reachable at the MAC
+//! it sent from) or from the kernel's ARP cache, which the backend asks the
+//! kernel to fill (`kernel::request_resolution`) when the next hop is not
+//! in it. On loopback, frames carry zero MACs.
+//!
+//! Limits of this release: IPv4 media only (the program passes IPv6, VLAN-
+//! tagged frames and IP options to the kernel); one worker, which serves
+//! every rx queue of the interface.
+
+pub mod kernel;
+
+use super::frame::{self, Addressing, Media};
+use super::neighbour::{Lookup, NeighbourTable};
+use super::{PacketIo, BURST};
+use crate::config::{DataplaneConfig, XdpMode};
+use crate::engine::checksum_delta::ChecksumDelta;
+use crate::engine::counters::{bump, DropReason, WorkerCounters};
+use crate::engine::Datagram;
+use crate::session::LocalEndpoint;
+use crate::wire::ethernet::EthernetAddress;
+use af_xdp::bpf::{AttachMode, Link, Program, SocketMap, Steering, XDP_PASS};
+use af_xdp::xsk::{self, Socket};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::EventFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest frame relayed: a 1500-byte IP packet with its Ethernet header.
+/// Longer ones (jumbo frames) are not media and are dropped as oversized.
+const FRAME_MAX: usize = 1518;
+const WAKER_TOKEN: u64 = u64::MAX;
+/// Next hops waiting for the kernel's ARP cache.
+const MAX_PENDING: usize = 16;
+/// How often the routes through the interface are read again.
+const ROUTES_EVERY: Duration = Duration::from_secs(5);
+
+/// What the backend did besides relaying; logged when the worker stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AfXdpStats {
+    /// Frames the program steered that are not media after all (a bad IP
+    /// header checksum, a UDP length beyond the frame): dropped.
+    pub not_media: u64,
+    /// Media dropped (as `tx_failed`) because the next hop was unresolved.
+    pub unresolved: u64,
+    /// Media dropped (as `tx_failed`) for want of a route through the interface.
+    pub no_route: u64,
+    /// Media dropped (as `tx_failed`) between an IPv4 and an IPv6 leg.
+    pub family_mismatch: u64,
+    /// Requests to the kernel to resolve a next hop.
+    pub resolutions_requested: u64,
+}
+
+/// One worker's share: the interface, made by [`prepare`].
+pub struct AfXdpSpec {
+    interface: kernel::Interface,
+    ifindex: u32,
+    mode: XdpMode,
+    addressing: Addressing,
+    waker: Arc<EventFd>,
+}
+
+/// Checks the interface and the config; the sockets and the program are set
+/// up on the worker thread by [`AfXdpSpec::open`].
+pub fn prepare(config: &DataplaneConfig, waker: Arc<EventFd>) -> Result<AfXdpSpec, String> {
+    if config.workers != 1 {
+        return Err(format!(
+            "the AF_XDP backend runs exactly one worker (serving every rx queue) in this release; workers = {}",
+            config.workers
+        ));
+    }
+    let name = &config.af_xdp.interface;
+    if name.is_empty() {
+        return Err("dataplane.af_xdp.interface is empty: name the interface media arrives on (e.g. eth0)".into());
+    }
+    if let Some(v6) = config.media_ips.iter().find(|ip| ip.is_ipv6()) {
+        return Err(format!("the AF_XDP backend relays IPv4 media only in this release; media address {v6} is IPv6"));
+    }
+    let interface = kernel::interface(name)?;
+    let ifindex =
+        xsk::interface_index(name).ok_or_else(|| format!("interface {name:?} has no index (does it exist?)"))?;
+    let addressing = Addressing::new(interface.mac, &config.media_ips, config.ports.clone(), 32, None);
+    Ok(AfXdpSpec { interface, ifindex, mode: config.af_xdp.mode, addressing, waker })
+}
+
+impl AfXdpSpec {
+    pub fn waker(&self) -> Arc<EventFd> {
+        self.waker.clone()
+    }
+
+    /// Loads and attaches the steering program and opens a socket per rx
+    /// queue; runs on the worker thread.
+    pub fn open(self) -> Result<AfXdpIo, String> {
+        let AfXdpSpec { interface, ifindex, mode, addressing, waker } = self;
+        let name = interface.name.clone();
+        let map = SocketMap::new(interface.rx_queues).map_err(|e| format!("AF_XDP on {name}: {e}"))?;
+        let addrs: Vec<Ipv4Addr> = addressing.v4.iter().map(|(_, a)| Ipv4Addr::from(*a)).collect();
+        let steering = Steering { addrs, ports: addressing.ports.clone(), fallback: XDP_PASS };
+        let program = Program::load(&steering, &map).map_err(|e| format!("AF_XDP on {name}: {e}"))?;
+        let link = match mode {
+            XdpMode::Driver => program.attach(ifindex, AttachMode::Driver),
+            XdpMode::Generic => program.attach(ifindex, AttachMode::Generic),
+            XdpMode::Auto => {
+                program.attach(ifindex, AttachMode::Driver).or_else(|_| program.attach(ifindex, AttachMode::Generic))
+            }
+        }
+        .map_err(|e| format!("AF_XDP on {name}: {e} (another XDP program on the interface? running as root?)"))?;
+        let copy = link.mode == AttachMode::Generic;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
+        epoll
+            .add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))
+            .map_err(|e| format!("epoll: {e}"))?;
+        let mut sockets = Vec::with_capacity(interface.rx_queues as usize);
+        for queue in 0..interface.rx_queues {
+            let socket = Socket::open(ifindex, queue, xsk::Config::default(), copy)
+                .map_err(|e| format!("AF_XDP on {name} queue {queue}: {e}"))?;
+            map.insert(queue, &socket).map_err(|e| format!("AF_XDP on {name} queue {queue}: {e}"))?;
+            epoll
+                .add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, u64::from(queue)))
+                .map_err(|e| format!("epoll: {e}"))?;
+            sockets.push(socket);
+        }
+        tracing::info!(
+            interface = %name, xdp = link.mode.name(), queues = sockets.len(),
+            zero_copy = sockets.iter().all(Socket::zero_copy), loopback = interface.loopback,
+            "AF_XDP steering attached"
+        );
+        let routes = kernel::routes(&name);
+        Ok(AfXdpIo {
+            slots: (0..BURST)
+                .map(|_| XdpDatagram { buf: Box::new([0; FRAME_MAX]), len: 0, media: Media::NONE, out: None })
+                .collect(),
+            filled: 0,
+            events: vec![EpollEvent::empty(); 8],
+            ctx: Context {
+                addressing,
+                interface,
+                ifindex,
+                routes,
+                routes_read: Instant::now(),
+                neighbours: NeighbourTable::new(),
+                pending: [None; MAX_PENDING],
+                epoch: Instant::now(),
+                stats: AfXdpStats::default(),
+            },
+            sockets,
+            epoll,
+            waker,
+            _link: link,
+            _program: program,
+            _map: map,
+        })
+    }
+}
+
+/// A received media frame, copied out of the UMEM.
+pub struct XdpDatagram {
+    buf: Box<[u8; FRAME_MAX]>,
+    len: usize,
+    media: Media,
+    out: Option<Out>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    from: LocalEndpoint,
+    to: SocketAddr,
+    delta: ChecksumDelta,
+}
+
+impl Datagram for XdpDatagram {
+    #[inline]
+    fn local(&self) -> LocalEndpoint {
+        self.media.local
+    }
+
+    #[inline]
+    fn source(&self) -> SocketAddr {
+        self.media.source
+    }
+
+    #[inline]
+    fn payload_mut(&mut self) -> &mut [u8] {
+        let range = self.media.layout.payload();
+        self.buf[..self.len].get_mut(range).unwrap_or_default()
+    }
+
+    #[inline]
+    fn readdress(&mut self, _from_leg: u32, from: LocalEndpoint, to: SocketAddr, payload_delta: ChecksumDelta) {
+        self.out = Some(Out { from, to, delta: payload_delta });
+    }
+}
+
+/// Why a readdressed datagram was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsent {
+    Unresolved,
+    NoRoute,
+    FamilyMismatch,
+}
+
+struct Context {
+    addressing: Addressing,
+    interface: kernel::Interface,
+    ifindex: u32,
+    routes: Vec<kernel::Route>,
+    routes_read: Instant,
+    neighbours: NeighbourTable,
+    /// Next hops to look up in the kernel's ARP cache.
+    pending: [Option<Ipv4Addr>; MAX_PENDING],
+    epoch: Instant,
+    stats: AfXdpStats,
+}
+
+impl Context {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn want(&mut self, hop: Ipv4Addr, now_ms: u64) {
+        let hop_ip = IpAddr::V4(hop);
+        if self.pending.contains(&Some(hop)) || !self.neighbours.should_request(hop_ip, now_ms) {
+            return;
+        }
+        if let Some(free) = self.pending.iter_mut().find(|p| p.is_none()) {
+            *free = Some(hop);
+        }
+    }
+
+    /// The MAC a frame to `to` goes to.
+    #[inline]
+    fn next_hop_mac(&mut self, to: Ipv4Addr, now_ms: u64) -> Result<EthernetAddress, Unsent> {
+        if self.interface.loopback {
+            return Ok(EthernetAddress([0; 6]));
+        }
+        let hop = kernel::next_hop(&self.routes, to).ok_or(Unsent::NoRoute)?;
+        match self.neighbours.lookup(IpAddr::V4(hop), now_ms) {
+            Lookup::Known { mac, refresh } => {
+                if refresh {
+                    self.want(hop, now_ms);
+                }
+                Ok(mac)
+            }
+            Lookup::Unknown => {
+                self.want(hop, now_ms);
+                Err(Unsent::Unresolved)
+            }
+        }
+    }
+
+    /// A peer's frame taught us its next hop's MAC, if it is on-link (an
+    /// off-link peer's frames come from the router, whose entry the kernel's
+    /// cache keeps).
+    #[inline]
+    fn learn(&mut self, media: &Media, now_ms: u64) {
+        if self.interface.loopback {
+            return;
+        }
+        if let IpAddr::V4(src) = media.source.ip() {
+            if kernel::next_hop(&self.routes, src) == Some(src) {
+                self.neighbours.learn(IpAddr::V4(src), media.src_mac, now_ms);
+            }
+        }
+    }
+
+    /// Rewrites a readdressed media frame in place for its destination.
+    #[inline]
+    fn prepare(&mut self, frame: &mut [u8], media: &Media, out: &Out, now_ms: u64) -> Result<(), Unsent> {
+        let src = *self.addressing.media_ips.get(usize::from(out.from.addr)).ok_or(Unsent::NoRoute)?;
+        let IpAddr::V4(to) = out.to.ip() else { return Err(Unsent::FamilyMismatch) };
+        if !src.is_ipv4() || media.layout.v6 {
+            return Err(Unsent::FamilyMismatch);
+        }
+        let mac = self.next_hop_mac(to, now_ms)?;
+        frame::rewrite_media(frame, &media.layout, src, out.from.port, out.to, out.delta)
+            .map_err(|_| Unsent::FamilyMismatch)?;
+        frame::set_ethernet(frame, self.addressing.mac, mac);
+        Ok(())
+    }
+
+    /// Looks the pending next hops up in the kernel's ARP cache, asking the
+    /// kernel to resolve those it lacks; rereads the routes now and then.
+    fn resolve_pending(&mut self) {
+        if self.routes_read.elapsed() >= ROUTES_EVERY {
+            self.routes = kernel::routes(&self.interface.name);
+            self.routes_read = Instant::now();
+        }
+        if self.pending.iter().all(Option::is_none) {
+            return;
+        }
+        let now = self.now_ms();
+        for i in 0..MAX_PENDING {
+            let Some(hop) = self.pending[i].take() else { continue };
+            match kernel::arp(&self.interface.name, hop) {
+                Some(mac) => self.neighbours.learn(IpAddr::V4(hop), mac, now),
+                None => {
+                    self.stats.resolutions_requested += 1;
+                    if let Err(e) = kernel::request_resolution(self.ifindex, hop) {
+                        tracing::debug!(%hop, error = %e, "asking the kernel to resolve a next hop failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The worker's AF_XDP backend.
+pub struct AfXdpIo {
+    slots: Vec<XdpDatagram>,
+    filled: usize,
+    events: Vec<EpollEvent>,
+    ctx: Context,
+    sockets: Vec<Socket>,
+    epoll: Epoll,
+    waker: Arc<EventFd>,
+    // Detached first, then the program and map go.
+    _link: Link,
+    _program: Program,
+    _map: SocketMap,
+}
+
+impl AfXdpIo {
+    pub fn stats(&self) -> AfXdpStats {
+        self.ctx.stats
+    }
+
+    /// Takes what the rx rings hold, up to a burst.
+    fn receive(&mut self) {
+        let now = self.ctx.now_ms();
+        let AfXdpIo { slots, filled, ctx, sockets, .. } = self;
+        for socket in sockets.iter_mut() {
+            if *filled == BURST {
+                break;
+            }
+            socket.receive(BURST - *filled, |bytes| {
+                let Some(slot) = slots.get_mut(*filled) else { return };
+                if bytes.len() > FRAME_MAX || !frame::media_into(bytes, &ctx.addressing, &mut slot.media) {
+                    ctx.stats.not_media += 1;
+                    return;
+                }
+                slot.buf[..bytes.len()].copy_from_slice(bytes);
+                slot.len = bytes.len();
+                slot.out = None;
+                ctx.learn(&slot.media, now);
+                *filled += 1;
+            });
+        }
+    }
+}
+
+impl PacketIo for AfXdpIo {
+    type Datagram = XdpDatagram;
+
+    fn rx_burst(&mut self, wait: Option<Duration>) -> &mut [XdpDatagram] {
+        self.filled = 0;
+        self.receive();
+        if self.filled == 0 {
+            if let Some(wait) = wait {
+                let timeout = EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::NONE);
+                let n = self.epoll.wait(&mut self.events, timeout).unwrap_or(0);
+                if self.events[..n].iter().any(|e| e.data() == WAKER_TOKEN) {
+                    let _ = self.waker.read();
+                    // What arrived is taken by the next call, after the command.
+                    return &mut self.slots[..0];
+                }
+                self.receive();
+            }
+        }
+        &mut self.slots[..self.filled]
+    }
+
+    fn tx_burst(&mut self, counters: &WorkerCounters) {
+        let now = self.ctx.now_ms();
+        let AfXdpIo { slots, filled, ctx, sockets, .. } = self;
+        let Some(socket) = sockets.first_mut() else { return };
+        let (mut sent, mut bytes) = (0u64, 0u64);
+        for slot in &mut slots[..*filled] {
+            let Some(out) = slot.out.as_ref() else { continue };
+            let frame = &mut slot.buf[..slot.len];
+            match ctx.prepare(frame, &slot.media, out, now) {
+                Ok(()) => {
+                    let queued = socket.send_with(|chunk| {
+                        let chunk = chunk.get_mut(..frame.len())?;
+                        chunk.copy_from_slice(frame);
+                        Some(frame.len())
+                    });
+                    if queued {
+                        sent += 1;
+                        bytes += slot.media.layout.payload().len() as u64;
+                    } else {
+                        counters.drop(DropReason::TxFailed);
+                    }
+                }
+                Err(why) => {
+                    let s = &mut ctx.stats;
+                    match why {
+                        Unsent::Unresolved => s.unresolved += 1,
+                        Unsent::NoRoute => s.no_route += 1,
+                        Unsent::FamilyMismatch => s.family_mismatch += 1,
+                    }
+                    counters.drop(DropReason::TxFailed);
+                }
+            }
+        }
+        *filled = 0;
+        socket.kick();
+        bump(&counters.tx_packets, sent);
+        bump(&counters.tx_bytes, bytes);
+    }
+
+    fn attach(&mut self, _leg: u32, _ports: Vec<(LocalEndpoint, Option<UdpSocket>)>) {
+        // The program owns the media ports: no sockets.
+    }
+
+    fn detach(&mut self, _leg: u32) {}
+
+    fn send_local(&mut self, from: LocalEndpoint, to: SocketAddr, payload: &[u8]) -> bool {
+        let now = self.ctx.now_ms();
+        let Some(&src) = self.ctx.addressing.media_ips.get(usize::from(from.addr)) else { return false };
+        let IpAddr::V4(dst) = to.ip() else { return false };
+        let Ok(mac) = self.ctx.next_hop_mac(dst, now) else { return false };
+        let our_mac = self.ctx.addressing.mac;
+        let Some(socket) = self.sockets.first_mut() else { return false };
+        let queued = socket
+            .send_with(|chunk| frame::emit_udp(chunk, (our_mac, mac), SocketAddr::new(src, from.port), to, payload));
+        socket.kick();
+        queued
+    }
+
+    fn housekeeping(&mut self) {
+        self.ctx.resolve_pending();
+    }
+}
+
+impl Drop for AfXdpIo {
+    fn drop(&mut self) {
+        let s = self.ctx.stats;
+        let kernel: Vec<_> = self.sockets.iter().filter_map(|x| x.statistics().ok()).collect();
+        tracing::info!(
+            interface = %self.ctx.interface.name,
+            not_media = s.not_media,
+            unresolved = s.unresolved,
+            no_route = s.no_route,
+            family_mismatch = s.family_mismatch,
+            resolutions_requested = s.resolutions_requested,
+            rx_dropped = kernel.iter().map(|k| k.rx_dropped).sum::<u64>(),
+            rx_ring_full = kernel.iter().map(|k| k.rx_ring_full).sum::<u64>(),
+            rx_fill_ring_empty = kernel.iter().map(|k| k.rx_fill_ring_empty).sum::<u64>(),
+            "AF_XDP backend stopped"
+        );
+    }
+}
