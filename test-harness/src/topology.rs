@@ -42,6 +42,9 @@ pub struct MediaLan {
     /// The hosts plugged so far, by namespace name and host number: each
     /// new one gets static neighbour entries toward them, and they toward it.
     hosts: Vec<(String, u8)>,
+    /// Peers compute their UDP checksums themselves (see
+    /// [`MediaLan::full_checksums`]).
+    full_checksums: bool,
 }
 
 /// A host on the LAN (or, for a NATed peer, behind it).
@@ -68,7 +71,16 @@ impl MediaLan {
         app.ip(&["link", "add", BRIDGE, "address", &mac(0, 1), "type", "bridge"])?;
         app.ip(&["addr", "add", &format!("{MEDIA_IP}/{LAN_PREFIX}"), "dev", BRIDGE])?;
         app.ip(&["link", "set", BRIDGE, "up"])?;
-        Ok(MediaLan { app, next_host: 10, hosts: Vec::new() })
+        Ok(MediaLan { app, next_host: 10, hosts: Vec::new(), full_checksums: false })
+    }
+
+    /// Peers plugged from now on send datagrams with their checksums filled
+    /// in. A veth with transmit offload on leaves the UDP checksum to a NIC
+    /// that is not there; the kernel's own stack knows, but a dataplane that
+    /// reads the frame itself (AF_XDP, af_packet) sees a checksum never
+    /// computed, as no physical NIC ever delivers.
+    pub fn full_checksums(&mut self) {
+        self.full_checksums = true;
     }
 
     pub fn media_ip(&self) -> IpAddr {
@@ -90,6 +102,9 @@ impl MediaLan {
         self.app.ip(&["link", "set", &port, "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/{LAN_PREFIX}"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
+        if self.full_checksums {
+            ns.exec("ethtool", &["-K", "eth0", "tx", "off"], None).context("checksum offload off")?;
+        }
         ns.ip(&["neigh", "replace", &MEDIA_IP.to_string(), "lladdr", &mac(0, 1), "dev", "eth0", "nud", "permanent"])?;
         self.app.ip(&[
             "neigh",

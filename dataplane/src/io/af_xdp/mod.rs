@@ -52,6 +52,12 @@ const FRAME_MAX: usize = 1518;
 const WAKER_TOKEN: u64 = u64::MAX;
 /// Next hops waiting for the kernel's ARP cache.
 const MAX_PENDING: usize = 16;
+/// How often the ARP cache is read while next hops wait for it: the kernel
+/// usually resolves one in a round trip.
+const ARP_READ_EVERY_MS: u64 = 5;
+/// How long a next hop waits for the kernel before it is given up (the next
+/// frame to it asks again).
+const RESOLVE_WITHIN_MS: u64 = 1_000;
 /// How often the routes through the interface are read again.
 const ROUTES_EVERY: Duration = Duration::from_secs(5);
 /// While media flows, an idle worker sleeps this long before it looks
@@ -173,6 +179,7 @@ impl AfXdpSpec {
                 routes_read: Instant::now(),
                 neighbours: NeighbourTable::new(),
                 pending: [None; MAX_PENDING],
+                arp_read_ms: 0,
                 epoch: Instant::now(),
                 stats: AfXdpStats::default(),
             },
@@ -225,6 +232,16 @@ impl Datagram for XdpDatagram {
     }
 }
 
+/// A next hop the kernel's ARP cache has not given us yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    hop: Ipv4Addr,
+    /// When it was wanted (ms of `epoch`).
+    since_ms: u64,
+    /// The kernel was asked to resolve it.
+    requested: bool,
+}
+
 /// Why a readdressed datagram was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unsent {
@@ -241,7 +258,9 @@ struct Context {
     routes_read: Instant,
     neighbours: NeighbourTable,
     /// Next hops to look up in the kernel's ARP cache.
-    pending: [Option<Ipv4Addr>; MAX_PENDING],
+    pending: [Option<Pending>; MAX_PENDING],
+    /// When the ARP cache was last read (ms of `epoch`).
+    arp_read_ms: u64,
     epoch: Instant,
     stats: AfXdpStats,
 }
@@ -252,12 +271,13 @@ impl Context {
     }
 
     fn want(&mut self, hop: Ipv4Addr, now_ms: u64) {
-        let hop_ip = IpAddr::V4(hop);
-        if self.pending.contains(&Some(hop)) || !self.neighbours.should_request(hop_ip, now_ms) {
+        if self.pending.iter().flatten().any(|p| p.hop == hop)
+            || !self.neighbours.should_request(IpAddr::V4(hop), now_ms)
+        {
             return;
         }
         if let Some(free) = self.pending.iter_mut().find(|p| p.is_none()) {
-            *free = Some(hop);
+            *free = Some(Pending { hop, since_ms: now_ms, requested: false });
         }
     }
 
@@ -319,20 +339,25 @@ impl Context {
             self.routes = kernel::routes(&self.interface.name);
             self.routes_read = Instant::now();
         }
-        if self.pending.iter().all(Option::is_none) {
+        let now = self.now_ms();
+        if self.pending.iter().all(Option::is_none) || now.saturating_sub(self.arp_read_ms) < ARP_READ_EVERY_MS {
             return;
         }
-        let now = self.now_ms();
-        for i in 0..MAX_PENDING {
-            let Some(hop) = self.pending[i].take() else { continue };
-            match kernel::arp(&self.interface.name, hop) {
-                Some(mac) => self.neighbours.learn(IpAddr::V4(hop), mac, now),
-                None => {
-                    self.stats.resolutions_requested += 1;
-                    if let Err(e) = kernel::request_resolution(self.ifindex, hop) {
-                        tracing::debug!(%hop, error = %e, "asking the kernel to resolve a next hop failed");
-                    }
+        self.arp_read_ms = now;
+        let cache = kernel::arp_cache();
+        for slot in &mut self.pending {
+            let Some(p) = slot.as_mut() else { continue };
+            if let Some(mac) = kernel::parse_arp(&cache, &self.interface.name, p.hop) {
+                self.neighbours.learn(IpAddr::V4(p.hop), mac, now);
+                *slot = None;
+            } else if !p.requested {
+                p.requested = true;
+                self.stats.resolutions_requested += 1;
+                if let Err(e) = kernel::request_resolution(self.ifindex, p.hop) {
+                    tracing::debug!(hop = %p.hop, error = %e, "asking the kernel to resolve a next hop failed");
                 }
+            } else if now.saturating_sub(p.since_ms) > RESOLVE_WITHIN_MS {
+                *slot = None;
             }
         }
     }
