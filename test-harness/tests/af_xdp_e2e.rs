@@ -201,3 +201,58 @@ fn start_up_names_a_missing_interface_and_a_missing_key() {
     assert_eq!(unnamed.status.code(), Some(2), "stderr:\n{}", unnamed.stderr);
     assert!(unnamed.stderr.contains("dataplane.af_xdp.interface"), "names the key:\n{}", unnamed.stderr);
 }
+
+#[test]
+fn driver_mode_on_a_veth_relays_both_ways() {
+    use test_harness::netns::{veth, Netns};
+    // app: nic0 192.0.2.1 ═══ sw: br0 ─ a 192.0.2.10, b 192.0.2.11. The
+    // program runs in veth's driver hook, before any socket buffer exists.
+    let mut lan = MediaLan::new().expect("switch");
+    lan.full_checksums();
+    let a = lan.add_peer("a").unwrap();
+    let b = lan.add_peer("b").unwrap();
+    let sw = &lan.app;
+    // The switch gives up the media address and its MAC (which the peers'
+    // static entries name) to the app namespace's nic0.
+    sw.ip(&["addr", "del", &format!("{MEDIA_IP}/24"), "dev", "br0"]).unwrap();
+    sw.ip(&["link", "set", "br0", "address", "02:00:c0:00:00:fe"]).unwrap();
+    let app_ns = Netns::new("xapp").unwrap();
+    veth(&app_ns, "nic0", "02:00:c0:00:02:01", sw, "pnic", "02:00:c0:01:02:01").unwrap();
+    sw.ip(&["link", "set", "pnic", "master", "br0"]).unwrap();
+    sw.ip(&["link", "set", "pnic", "up"]).unwrap();
+    app_ns.ip(&["addr", "add", &format!("{MEDIA_IP}/24"), "dev", "nic0"]).unwrap();
+    app_ns.ip(&["link", "set", "nic0", "up"]).unwrap();
+    app_ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    let mut config = ApplianceConfig::sockets(IpAddr::V4(MEDIA_IP));
+    config.backend = "af_xdp".into();
+    config.workers = 1;
+    config.extra = "[dataplane.af_xdp]\ninterface = \"nic0\"\nmode = \"driver\"\n".into();
+    let app = Appliance::start(config, Some(&app_ns)).expect("appliance on AF_XDP, driver mode");
+    assert!(app.stderr().contains("driver"), "{}", app.stderr());
+
+    let (ea, eb) = (a.endpoint().unwrap(), b.endpoint().unwrap());
+    let s = app
+        .admin
+        .create_session(&SessionRequest::new(LegRequest::to(ea.local_addr()), LegRequest::to(eb.local_addr())))
+        .unwrap();
+    // Neither peer is in the app namespace's ARP cache yet: the first
+    // frames wait for the kernel to resolve them.
+    let started = Instant::now();
+    let mut probe = RtpStream::pcmu(0xC0, 1, 160);
+    loop {
+        let rx = eb.receive_in_background(1, Duration::from_millis(100)).unwrap();
+        ea.send_stream(s.legs[0].local, &mut probe, 1, Pace::Bursts(1)).unwrap();
+        if !rx.join().unwrap().unwrap().is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < ARRIVE, "nothing relayed; appliance log:\n{}", app.stderr());
+    }
+    for (from, to, leg_in, leg_out, ssrc) in [(&ea, &eb, 0, 1, 0xA3), (&eb, &ea, 1, 0, 0xB3)] {
+        let rx = to.receive_in_background(200, ARRIVE).unwrap();
+        let sent =
+            from.send_stream(s.legs[leg_in].local, &mut RtpStream::pcmu(ssrc, 1, 160), 200, Pace::Bursts(20)).unwrap();
+        let got = rx.join().expect("receiver").expect("receive");
+        assert_relayed_verbatim(&format!("leg {leg_in} -> leg {leg_out}"), &sent, &got, s.legs[leg_out].local);
+    }
+    drop(app);
+}
