@@ -208,6 +208,9 @@ fn getsockopt<T: Default>(fd: &OwnedFd, name: libc::c_int, what: &'static str) -
     Ok(value)
 }
 
+/// `sendto` calls one kick makes at most (32 frames each in copy mode).
+const KICKS_PER_CALL: usize = 8;
+
 /// `xdp_mmap_offsets` and `xdp_statistics` have no Default in libc.
 #[derive(Default)]
 #[repr(C)]
@@ -408,20 +411,39 @@ impl Socket {
     }
 
     /// Publishes the frames written since the last kick and asks the kernel
-    /// to send them; returns how many were published.
+    /// to send what the tx ring holds; returns how many were published.
+    /// In copy mode the kernel sends at most 32 frames a call (and says
+    /// EAGAIN when more wait), so it is asked again while it makes progress;
+    /// what a busy device leaves on the ring goes at the next kick.
     pub fn kick(&mut self) -> u32 {
         let n = self.unkicked;
-        if n == 0 {
-            return 0;
+        if n > 0 {
+            self.tx.publish();
+            self.unkicked = 0;
         }
-        self.tx.publish();
-        self.unkicked = 0;
-        // SAFETY: a zero-length send on our own socket: the kernel only
-        // walks the tx ring. EAGAIN/EBUSY/ENOBUFS leave frames on the ring
-        // for the next kick, which is what we want.
-        unsafe { libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+        for _ in 0..KICKS_PER_CALL {
+            let waiting = self.tx.ours.wrapping_sub(self.tx.index(self.tx.consumer).load(Ordering::Acquire));
+            if waiting == 0 {
+                break;
+            }
+            // SAFETY: a zero-length send on our own socket: the kernel only
+            // walks the tx ring.
+            let r = unsafe {
+                libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+            };
+            let progressed =
+                self.tx.ours.wrapping_sub(self.tx.index(self.tx.consumer).load(Ordering::Acquire)) < waiting;
+            if r < 0 && (std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) || !progressed) {
+                break;
+            }
+        }
         self.reclaim();
         n
+    }
+
+    /// Frames on the tx ring the kernel has not taken yet.
+    pub fn unsent(&self) -> u32 {
+        self.tx.ours.wrapping_sub(self.tx.index(self.tx.consumer).load(Ordering::Acquire))
     }
 
     /// Frames received and not yet taken by [`Socket::receive`].
@@ -562,6 +584,16 @@ mod tests {
         for i in 0..100u8 {
             let (n, from) = peer.recv_from(&mut buf).unwrap();
             assert_eq!((&buf[..n], from.port()), (&[b'r', i][..], 40003));
+        }
+        // More than the 32 frames the kernel sends per call, in one kick.
+        for i in 0..64u8 {
+            assert!(socket.send_with(|b| Some(loopback_udp(b, 40003, peer_port, &[b'b', i]))));
+        }
+        assert_eq!(socket.kick(), 64);
+        assert_eq!(socket.unsent(), 0, "one kick sends a whole burst");
+        for i in 0..64u8 {
+            let (n, _) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &[b'b', i][..]);
         }
         // (`tx_ring_empty` counts kicks that found the ring drained: normal.)
         let s = socket.statistics().unwrap();

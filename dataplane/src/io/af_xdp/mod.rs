@@ -533,6 +533,12 @@ impl PacketIo for AfXdpIo {
 
     fn housekeeping(&mut self) {
         self.ctx.resolve_pending();
+        // What a busy device left on a transmit ring.
+        for socket in &mut self.sockets {
+            if socket.unsent() > 0 {
+                socket.kick();
+            }
+        }
     }
 }
 
