@@ -245,10 +245,6 @@ pub struct Socket {
     fd: OwnedFd,
 }
 
-// SAFETY: the socket's mappings are owned by it alone; moving it to another
-// thread moves that ownership (the worker opens it and then uses it alone).
-unsafe impl Send for Socket {}
-
 impl Socket {
     /// Opens a socket on queue `queue` of the interface `ifindex`: in copy
     /// mode with `copy` (what generic XDP needs), else zero-copy when the
