@@ -20,6 +20,7 @@ pub mod appliance;
 pub mod call_checks;
 pub mod customer_app;
 pub mod netns;
+pub mod relay_checks;
 pub mod rtp;
 pub mod sip_ws_client;
 pub mod sipp;

@@ -14,12 +14,12 @@
 //! kernel's UDP checksum check, so arrival proves the incremental update.
 //! Needs root, `ip`, `ethtool`, `ping` and a kernel with AF_XDP.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 use test_harness::admin::{LegRequest, SessionInfo, SessionRequest};
 use test_harness::appliance::{run_bridgehead, Appliance, ApplianceConfig, ScratchDir};
-use test_harness::rtp::{assert_relayed_verbatim, Pace, RtpEndpoint, RtpStream};
+use test_harness::relay_checks::{assert_bad_packets_counted, live_over_tcp, relay_both_ways, until_relayed};
+use test_harness::rtp::{assert_relayed_verbatim, Pace, RtpStream};
 use test_harness::settle;
 use test_harness::topology::{MediaLan, Peer, MEDIA_IP};
 
@@ -55,23 +55,6 @@ impl Rig {
     fn create(&self, leg0: LegRequest, leg1: LegRequest) -> SessionInfo {
         self.app.admin.create_session(&SessionRequest::new(leg0, leg1)).expect("create session")
     }
-
-    /// Sends single packets from `from` to `to_local` until one reaches
-    /// `receiver`: the worker has installed the session and resolved the
-    /// next hop. Returns how many probes it took.
-    fn until_relayed(&self, from: &RtpEndpoint, to_local: SocketAddr, receiver: &RtpEndpoint) -> usize {
-        let mut probe = RtpStream::pcmu(0xC0, 1, 160);
-        let started = Instant::now();
-        for sent in 1.. {
-            let rx = receiver.receive_in_background(1, Duration::from_millis(100)).unwrap();
-            from.send_stream(to_local, &mut probe, 1, Pace::Bursts(1)).unwrap();
-            if !rx.join().unwrap().unwrap().is_empty() {
-                return sent;
-            }
-            assert!(started.elapsed() < ARRIVE, "nothing relayed; appliance log:\n{}", self.app.stderr());
-        }
-        unreachable!()
-    }
 }
 
 #[test]
@@ -88,35 +71,17 @@ fn relays_both_ways_and_the_kernel_keeps_everything_else() {
         .ns
         .exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", &MEDIA_IP.to_string()], None)
         .expect("ping the appliance's address");
-    let live = rig
-        .a
-        .ns
-        .run_in(|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&SocketAddr::from((MEDIA_IP, 9090)), Duration::from_secs(3))?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            s.write_all(b"GET /live HTTP/1.1\r\nHost: bh\r\nConnection: close\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .unwrap()
-        .expect("TCP to the admin port");
+    let live = live_over_tcp(&rig.a.ns, SocketAddr::from((MEDIA_IP, 9090)));
     assert!(live.starts_with("HTTP/1.1 200") && live.ends_with("live\n"), "{live}");
 
     // Media: A -> B and B -> A through the dataplane.
     let (ea, eb) = (rig.a.endpoint().unwrap(), rig.b.endpoint().unwrap());
     let s = rig.create(LegRequest::to(ea.local_addr()), LegRequest::to(eb.local_addr()));
-    rig.until_relayed(&ea, s.legs[0].local, &eb);
+    until_relayed(&ea, s.legs[0].local, &eb, || rig.app.stderr());
     // The probes' counts reach the session within a sweep (a second).
     std::thread::sleep(Duration::from_millis(1200));
     let before = rig.app.admin.session(s.id).unwrap();
-    for (from, to, leg_in, leg_out, ssrc) in [(&ea, &eb, 0, 1, 0xA1), (&eb, &ea, 1, 0, 0xB1)] {
-        let rx = to.receive_in_background(200, ARRIVE).unwrap();
-        let sent =
-            from.send_stream(s.legs[leg_in].local, &mut RtpStream::pcmu(ssrc, 1, 160), 200, Pace::Bursts(20)).unwrap();
-        let got = rx.join().expect("receiver").expect("receive");
-        assert_relayed_verbatim(&format!("leg {leg_in} -> leg {leg_out}"), &sent, &got, s.legs[leg_out].local);
-    }
+    relay_both_ways(&ea, &eb, &s, 200, [0xA1, 0xB1]);
     let delta = |s: &SessionInfo, leg: usize| {
         let (now, then) = (&s.legs[leg].counters, &before.legs[leg].counters);
         (now.rx_packets - then.rx_packets, now.tx_packets - then.tx_packets)
@@ -143,16 +108,18 @@ fn a_next_hop_missing_from_the_kernel_cache_is_resolved_by_the_kernel() {
     rig.lan.app.ip(&["neigh", "del", &rig.c.ip.to_string(), "dev", "br0"]).unwrap();
     let (ea, ec) = (rig.a.endpoint().unwrap(), rig.c.endpoint().unwrap());
     let s = rig.create(LegRequest::to(ea.local_addr()), LegRequest::to(ec.local_addr()));
-    rig.until_relayed(&ea, s.legs[0].local, &ec);
+    until_relayed(&ea, s.legs[0].local, &ec, || rig.app.stderr());
     let rx = ec.receive_in_background(100, ARRIVE).unwrap();
     let sent = ea.send_stream(s.legs[0].local, &mut RtpStream::pcmu(0xA2, 1, 160), 100, Pace::Bursts(20)).unwrap();
     assert_relayed_verbatim("a -> c", &sent, &rx.join().unwrap().unwrap(), s.legs[1].local);
-    let out = std::process::Command::new("ip")
-        .args(["-n", rig.lan.app.name(), "neigh", "show", &rig.c.ip.to_string(), "dev", "br0"])
-        .output()
-        .unwrap();
-    let entry = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(entry.contains("lladdr") && !entry.contains("PERMANENT"), "the kernel resolved c itself: {entry:?}");
+    // The app namespace's ARP cache, read from a thread inside it.
+    let arp = rig.lan.app.run_in(|| std::fs::read_to_string("/proc/thread-self/net/arp")).unwrap().unwrap();
+    let c_mac = "02:00:c0:02:02:0c";
+    let entry = arp.lines().find(|l| l.split_whitespace().next() == Some(&rig.c.ip.to_string()));
+    assert!(
+        entry.is_some_and(|e| e.contains(c_mac) && e.split_whitespace().nth(2) == Some("0x2")),
+        "the kernel resolved c itself (complete, not permanent): {entry:?} in\n{arp}"
+    );
 }
 
 #[test]
@@ -161,22 +128,8 @@ fn bad_packets_and_unallocated_ports_are_counted_not_relayed() {
     let (ea, eb) = (rig.a.endpoint().unwrap(), rig.b.endpoint().unwrap());
     let s = rig.create(LegRequest::to(ea.local_addr()), LegRequest::to(eb.local_addr()));
     let leg0 = s.legs[0].local;
-    rig.until_relayed(&ea, leg0, &eb);
-    let before = rig.app.admin.worker_totals().unwrap();
-    ea.send_raw(leg0, &[0x80, 0, 0]).unwrap(); // truncated
-    ea.send_raw(leg0, &[0xC0; 40]).unwrap(); // version 3
-    ea.send_raw(leg0, &[0x08; 40]).unwrap(); // not RTP
-    ea.send_raw(SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198), &[0x80; 40]).unwrap(); // no session
-    let reasons = ["truncated", "bad_version", "not_rtp", "no_session"];
-    let t = settle(
-        Duration::from_secs(3),
-        || rig.app.admin.worker_totals(),
-        |t| reasons.iter().map(|r| t.drops(r) - before.drops(r)).sum::<u64>() >= 4,
-    )
-    .unwrap();
-    for reason in reasons {
-        assert_eq!(t.drops(reason) - before.drops(reason), 1, "{reason}: {t:?}");
-    }
+    until_relayed(&ea, leg0, &eb, || rig.app.stderr());
+    assert_bad_packets_counted(&rig.app.admin, &ea, leg0, SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198));
     let rx = eb.receive_in_background(50, ARRIVE).unwrap();
     let sent = ea.send_stream(leg0, &mut RtpStream::pcmu(0xC1, 1, 160), 50, Pace::Bursts(10)).unwrap();
     assert_relayed_verbatim("after the bad packets", &sent, &rx.join().unwrap().unwrap(), s.legs[1].local);
@@ -237,22 +190,7 @@ fn driver_mode_on_a_veth_relays_both_ways() {
         .unwrap();
     // Neither peer is in the app namespace's ARP cache yet: the first
     // frames wait for the kernel to resolve them.
-    let started = Instant::now();
-    let mut probe = RtpStream::pcmu(0xC0, 1, 160);
-    loop {
-        let rx = eb.receive_in_background(1, Duration::from_millis(100)).unwrap();
-        ea.send_stream(s.legs[0].local, &mut probe, 1, Pace::Bursts(1)).unwrap();
-        if !rx.join().unwrap().unwrap().is_empty() {
-            break;
-        }
-        assert!(started.elapsed() < ARRIVE, "nothing relayed; appliance log:\n{}", app.stderr());
-    }
-    for (from, to, leg_in, leg_out, ssrc) in [(&ea, &eb, 0, 1, 0xA3), (&eb, &ea, 1, 0, 0xB3)] {
-        let rx = to.receive_in_background(200, ARRIVE).unwrap();
-        let sent =
-            from.send_stream(s.legs[leg_in].local, &mut RtpStream::pcmu(ssrc, 1, 160), 200, Pace::Bursts(20)).unwrap();
-        let got = rx.join().expect("receiver").expect("receive");
-        assert_relayed_verbatim(&format!("leg {leg_in} -> leg {leg_out}"), &sent, &got, s.legs[leg_out].local);
-    }
+    until_relayed(&ea, s.legs[0].local, &eb, || app.stderr());
+    relay_both_ways(&ea, &eb, &s, 200, [0xA3, 0xB3]);
     drop(app);
 }

@@ -16,12 +16,12 @@
 //! arrival proves the dataplane's incremental checksum update.
 #![cfg(feature = "dpdk")]
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 use test_harness::admin::{LegRequest, SessionInfo, SessionRequest};
 use test_harness::appliance::{Appliance, ApplianceConfig};
 use test_harness::netns::{veth, Netns};
+use test_harness::relay_checks::{assert_bad_packets_counted, live_over_tcp, relay_both_ways, until_relayed};
 use test_harness::rtp::{assert_relayed_verbatim, Pace, RtpStream};
 use test_harness::settle;
 use test_harness::topology::Peer;
@@ -114,19 +114,7 @@ fn relays_both_ways_and_the_kernel_answers_through_the_tap() {
     // Exception path: ping and a TCP connection to the admin port.
     assert!(rig.ping_from(&rig.a), "ping from a; appliance log:\n{}", rig.app.stderr());
     assert!(rig.ping_from(&rig.b), "ping from b");
-    let live = rig
-        .a
-        .ns
-        .run_in(|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&SocketAddr::from((MEDIA_IP, 9090)), Duration::from_secs(3))?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            s.write_all(b"GET /live HTTP/1.1\r\nHost: bh\r\nConnection: close\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .unwrap()
-        .expect("TCP to the admin port through the TAP");
+    let live = live_over_tcp(&rig.a.ns, SocketAddr::from((MEDIA_IP, 9090)));
     assert!(live.starts_with("HTTP/1.1 200") && live.ends_with("live\n"), "{live}");
 
     // Media: A -> B and B -> A through the dataplane.
@@ -136,13 +124,7 @@ fn relays_both_ways_and_the_kernel_answers_through_the_tap() {
         .admin
         .create_session(&SessionRequest::new(LegRequest::to(ea.local_addr()), LegRequest::to(eb.local_addr())))
         .expect("create session");
-    for (from, to, leg_in, leg_out, ssrc) in [(&ea, &eb, 0, 1, 0xA1), (&eb, &ea, 1, 0, 0xB1)] {
-        let rx = to.receive_in_background(200, ARRIVE).unwrap();
-        let sent =
-            from.send_stream(s.legs[leg_in].local, &mut RtpStream::pcmu(ssrc, 1, 160), 200, Pace::Bursts(20)).unwrap();
-        let got = rx.join().expect("receiver").expect("receive");
-        assert_relayed_verbatim(&format!("leg {leg_in} -> leg {leg_out}"), &sent, &got, s.legs[leg_out].local);
-    }
+    relay_both_ways(&ea, &eb, &s, 200, [0xA1, 0xB1]);
     // Relayed packets reach the session counters with the worker's sweep (within a second).
     let both_sent = |s: &SessionInfo| s.legs.iter().all(|l| l.counters.tx_packets >= 200);
     let after = settle(Duration::from_secs(3), || rig.app.admin.session(s.id), both_sent).unwrap();
@@ -186,33 +168,8 @@ fn bad_packets_and_unallocated_ports_are_counted_not_relayed() {
     // The worker installs a session from its command queue, after the
     // admin API answered: a packet relayed first shows it is in place (else
     // the bad packets below could meet no session and count as that).
-    let mut probe = RtpStream::pcmu(0xC0, 1, 160);
-    let installed = Instant::now();
-    loop {
-        let rx = eb.receive_in_background(1, Duration::from_millis(200)).unwrap();
-        ea.send_stream(leg0, &mut probe, 1, Pace::Bursts(1)).unwrap();
-        if !rx.join().unwrap().unwrap().is_empty() {
-            break;
-        }
-        assert!(installed.elapsed() < Duration::from_secs(5), "the session never relayed; log:\n{}", rig.app.stderr());
-    }
-    let before = rig.app.admin.worker_totals().unwrap();
-    ea.send_raw(leg0, &[0x80, 0, 0]).unwrap(); // truncated
-    ea.send_raw(leg0, &[0xC0; 40]).unwrap(); // version 3
-    ea.send_raw(leg0, &[0x08; 40]).unwrap(); // not RTP
-    ea.send_raw(SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198), &[0x80; 40]).unwrap(); // no session
-    let t = settle(
-        Duration::from_secs(3),
-        || rig.app.admin.worker_totals(),
-        |t| {
-            let reasons = ["truncated", "bad_version", "not_rtp", "no_session"];
-            reasons.iter().map(|r| t.drops(r) - before.drops(r)).sum::<u64>() >= 4
-        },
-    )
-    .unwrap();
-    for reason in ["truncated", "bad_version", "not_rtp", "no_session"] {
-        assert_eq!(t.drops(reason) - before.drops(reason), 1, "{reason}: {t:?}");
-    }
+    until_relayed(&ea, leg0, &eb, || rig.app.stderr());
+    assert_bad_packets_counted(&rig.app.admin, &ea, leg0, SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198));
     // The session is undisturbed.
     let rx = eb.receive_in_background(50, ARRIVE).unwrap();
     let sent = ea.send_stream(leg0, &mut RtpStream::pcmu(0xC1, 1, 160), 50, Pace::Bursts(10)).unwrap();

@@ -130,8 +130,12 @@ fn a_line_delays_between_regions_and_not_within() {
 
     // And ICMP, by the ordinary ping.
     far_b.ns.exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", &near_a.ip.to_string()], None).expect("ping across");
+    // What this test sent across, each way: 21 probes from near_a to the
+    // far echo, 2 from the app namespace, 3 pings. The rest of what the
+    // line carries (IPv6 router solicitations, MLD, DAD of the namespaces'
+    // interfaces) depends on timing: 80 to 88 frames in all were seen.
     let stats = wan.line_stats("far").unwrap();
-    assert!(stats.forwarded > 80, "{stats:?}");
+    assert!(stats.forwarded >= 2 * (21 + 2 + 3), "{stats:?}");
     eprintln!("line: {stats:?}");
 }
 

@@ -291,6 +291,46 @@ fn classify_arp(payload: &[u8], l3: usize, a: &Addressing) -> Class {
     }
 }
 
+/// Where the engine sends a media frame: what `Datagram::readdress`
+/// recorded, applied when the frame is transmitted (where the next hop is
+/// resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub from: LocalEndpoint,
+    pub to: SocketAddr,
+    pub delta: ChecksumDelta,
+}
+
+/// Why a readdressed media frame was not sent (it counts as `tx_failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsent {
+    /// The next hop's MAC is not known yet.
+    Unresolved,
+    /// No route: off-subnet with no gateway of that family.
+    NoRoute,
+    /// Between an IPv4 and an IPv6 leg.
+    FamilyMismatch,
+}
+
+/// Frames not sent, by [`Unsent`] reason: kept by the backends that build
+/// whole frames, logged when their worker stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UnsentCounts {
+    pub unresolved: u64,
+    pub no_route: u64,
+    pub family_mismatch: u64,
+}
+
+impl UnsentCounts {
+    pub fn count(&mut self, why: Unsent) {
+        match why {
+            Unsent::Unresolved => self.unresolved += 1,
+            Unsent::NoRoute => self.no_route += 1,
+            Unsent::FamilyMismatch => self.family_mismatch += 1,
+        }
+    }
+}
+
 /// Why a media frame could not be rewritten for its new destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewriteError {

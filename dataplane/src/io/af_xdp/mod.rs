@@ -28,7 +28,7 @@
 
 pub mod kernel;
 
-use super::frame::{self, Addressing, Media};
+use super::frame::{self, Addressing, Media, Out, Unsent, UnsentCounts};
 use super::neighbour::{Lookup, NeighbourTable};
 use super::{PacketIo, BURST};
 use crate::config::{DataplaneConfig, XdpMode};
@@ -73,12 +73,9 @@ pub struct AfXdpStats {
     /// Frames the program steered that are not media after all (a bad IP
     /// header checksum, a UDP length beyond the frame): dropped.
     pub not_media: u64,
-    /// Media dropped (as `tx_failed`) because the next hop was unresolved.
-    pub unresolved: u64,
-    /// Media dropped (as `tx_failed`) for want of a route through the interface.
-    pub no_route: u64,
-    /// Media dropped (as `tx_failed`) between an IPv4 and an IPv6 leg.
-    pub family_mismatch: u64,
+    /// Media dropped (as `tx_failed`) by reason (no route: none through
+    /// the interface).
+    pub unsent: UnsentCounts,
     /// Requests to the kernel to resolve a next hop.
     pub resolutions_requested: u64,
 }
@@ -210,13 +207,6 @@ pub struct XdpDatagram {
     out: Option<Out>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Out {
-    from: LocalEndpoint,
-    to: SocketAddr,
-    delta: ChecksumDelta,
-}
-
 impl Datagram for XdpDatagram {
     #[inline]
     fn local(&self) -> LocalEndpoint {
@@ -248,14 +238,6 @@ struct Pending {
     since_ms: u64,
     /// The kernel was asked to resolve it.
     requested: bool,
-}
-
-/// Why a readdressed datagram was not sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unsent {
-    Unresolved,
-    NoRoute,
-    FamilyMismatch,
 }
 
 struct Context {
@@ -496,12 +478,7 @@ impl PacketIo for AfXdpIo {
                     }
                 }
                 Err(why) => {
-                    let s = &mut ctx.stats;
-                    match why {
-                        Unsent::Unresolved => s.unresolved += 1,
-                        Unsent::NoRoute => s.no_route += 1,
-                        Unsent::FamilyMismatch => s.family_mismatch += 1,
-                    }
+                    ctx.stats.unsent.count(why);
                     counters.drop(DropReason::TxFailed);
                 }
             }
@@ -549,9 +526,9 @@ impl Drop for AfXdpIo {
         tracing::info!(
             interface = %self.ctx.interface.name,
             not_media = s.not_media,
-            unresolved = s.unresolved,
-            no_route = s.no_route,
-            family_mismatch = s.family_mismatch,
+            unresolved = s.unsent.unresolved,
+            no_route = s.unsent.no_route,
+            family_mismatch = s.unsent.family_mismatch,
             resolutions_requested = s.resolutions_requested,
             rx_dropped = kernel.iter().map(|k| k.rx_dropped).sum::<u64>(),
             rx_ring_full = kernel.iter().map(|k| k.rx_ring_full).sum::<u64>(),

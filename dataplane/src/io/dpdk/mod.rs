@@ -36,7 +36,7 @@ use crate::engine::Datagram;
 use crate::session::LocalEndpoint;
 use crate::wire::ethernet::EthernetAddress;
 use dpdk_sys::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, QueueId, BURST_SIZE};
-use frame::{Addressing, Class, Media};
+use frame::{Addressing, Class, Media, Out, Unsent, UnsentCounts};
 use neighbour::{Lookup, NeighbourTable};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -81,13 +81,8 @@ pub struct DpdkStats {
     pub neighbor_adverts: u64,
     /// ARP requests and Neighbor Solicitations sent for next hops.
     pub neighbour_requests: u64,
-    /// Media dropped (as `tx_failed`) because the next hop was unresolved.
-    pub unresolved: u64,
-    /// Media dropped (as `tx_failed`) for want of a route: off-subnet with
-    /// no gateway of that family.
-    pub no_route: u64,
-    /// Media dropped (as `tx_failed`) between an IPv4 and an IPv6 leg.
-    pub family_mismatch: u64,
+    /// Media dropped (as `tx_failed`) by reason.
+    pub unsent: UnsentCounts,
 }
 
 /// The EAL, ports and pool, torn down in the right order: ports closed
@@ -302,14 +297,6 @@ pub struct DpdkDatagram {
     out: Option<Out>,
 }
 
-/// Where the engine sends a datagram.
-#[derive(Debug, Clone, Copy)]
-struct Out {
-    from: LocalEndpoint,
-    to: SocketAddr,
-    delta: ChecksumDelta,
-}
-
 impl Datagram for DpdkDatagram {
     #[inline]
     fn local(&self) -> LocalEndpoint {
@@ -362,14 +349,6 @@ fn memo_slot(ip: IpAddr) -> usize {
         IpAddr::V6(a) => (u128::from(a) as u32) ^ ((u128::from(a) >> 64) as u32),
     };
     (low.wrapping_mul(0x9e37_79b9) >> 26) as usize % LEARNED_MEMO
-}
-
-/// Why a readdressed datagram was not sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unsent {
-    Unresolved,
-    NoRoute,
-    FamilyMismatch,
 }
 
 impl Context {
@@ -662,12 +641,7 @@ impl PacketIo for DpdkIo {
                     }
                 }
                 Err(why) => {
-                    let s = &mut self.ctx.stats;
-                    match why {
-                        Unsent::Unresolved => s.unresolved += 1,
-                        Unsent::NoRoute => s.no_route += 1,
-                        Unsent::FamilyMismatch => s.family_mismatch += 1,
-                    }
+                    self.ctx.stats.unsent.count(why);
                     counters.drop(DropReason::TxFailed);
                 }
             }
@@ -756,9 +730,9 @@ impl Drop for DpdkIo {
             arp_replies = s.arp_replies,
             neighbor_adverts = s.neighbor_adverts,
             neighbour_requests = s.neighbour_requests,
-            unresolved = s.unresolved,
-            no_route = s.no_route,
-            family_mismatch = s.family_mismatch,
+            unresolved = s.unsent.unresolved,
+            no_route = s.unsent.no_route,
+            family_mismatch = s.unsent.family_mismatch,
             neighbours = self.ctx.neighbours.len(),
             "DPDK backend stopped"
         );
