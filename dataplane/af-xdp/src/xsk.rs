@@ -437,9 +437,15 @@ impl Socket {
         n
     }
 
-    /// Frames on the tx ring the kernel has not taken yet.
+    /// Frames written since the last kick.
+    pub fn unkicked(&self) -> u32 {
+        self.unkicked
+    }
+
+    /// Frames a kick published that the kernel has not taken yet.
     pub fn unsent(&self) -> u32 {
-        self.tx.ours.wrapping_sub(self.tx.index(self.tx.consumer).load(Ordering::Acquire))
+        let published = self.tx.ours.wrapping_sub(self.unkicked);
+        published.wrapping_sub(self.tx.index(self.tx.consumer).load(Ordering::Acquire))
     }
 
     /// Frames received and not yet taken by [`Socket::receive`].

@@ -265,9 +265,11 @@ mod circulation {
     /// The kernel's end of the TAP: up, with 198.18.0.254/24, and the media
     /// addresses pinned to the port's MAC (the TAP carries the port's MAC).
     fn kernel_side(iface: &str) -> Result<(), String> {
-        let mac = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
-            .map_err(|e| format!("TAP interface {iface}: {e}"))?;
-        let mac = mac.trim();
+        // Asked over rtnetlink: sysfs shows the namespace it was mounted
+        // in, and the bench runs in one of its own.
+        let tap = dataplane::io::af_xdp::kernel::interface(iface).map_err(|e| format!("TAP interface: {e}"))?;
+        let mac = tap.mac.to_string();
+        let mac = mac.as_str();
         ip(&["link", "set", iface, "up"])?;
         ip(&["addr", "add", &format!("{KERNEL_IP}/24"), "dev", iface])?;
         for i in 0..MEDIA_IPS {

@@ -39,8 +39,10 @@ use crate::session::LocalEndpoint;
 use crate::wire::ethernet::EthernetAddress;
 use af_xdp::bpf::{AttachMode, Link, Program, SocketMap, Steering, XDP_PASS};
 use af_xdp::xsk::{self, Socket};
+use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
+use nix::sys::time::TimeSpec;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -58,6 +60,12 @@ const ARP_READ_EVERY_MS: u64 = 5;
 /// How long a next hop waits for the kernel before it is given up (the next
 /// frame to it asks again).
 const RESOLVE_WITHIN_MS: u64 = 1_000;
+/// Frames written to a transmit ring before the kernel is asked to send
+/// them (one `sendto`; the kernel takes 32 a call in copy mode). Fewer wait
+/// until the worker is about to sleep, two loops later at most once frames
+/// stop coming: when frames trickle in a few at a time, a kick per burst
+/// cost a `sendto` per two or three frames.
+const KICK_AT: u32 = 32;
 /// How often the routes through the interface are read again.
 const ROUTES_EVERY: Duration = Duration::from_secs(5);
 /// While media flows, an idle worker sleeps this long before it looks
@@ -135,15 +143,10 @@ impl AfXdpSpec {
         }
         .map_err(|e| format!("AF_XDP on {name}: {e} (another XDP program on the interface? running as root?)"))?;
         let copy = link.mode == AttachMode::Generic;
-        let new_epoll = || -> Result<Epoll, String> {
-            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
-            epoll
-                .add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))
-                .map_err(|e| format!("epoll: {e}"))?;
-            Ok(epoll)
-        };
-        let epoll = new_epoll()?;
-        let waker_only = new_epoll()?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
+        epoll
+            .add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))
+            .map_err(|e| format!("epoll: {e}"))?;
         let mut sockets = Vec::with_capacity(interface.rx_queues as usize);
         for queue in 0..interface.rx_queues {
             let socket = match Socket::open(ifindex, queue, xsk::Config::default(), copy) {
@@ -190,7 +193,6 @@ impl AfXdpSpec {
             },
             sockets,
             epoll,
-            waker_only,
             waker,
             _link: link,
             _program: program,
@@ -364,10 +366,8 @@ pub struct AfXdpIo {
     watching: bool,
     ctx: Context,
     sockets: Vec<Socket>,
-    /// The sockets and the waker.
+    /// The sockets (while no media flows) and the waker.
     epoll: Epoll,
-    /// The waker alone, for the coalescing sleep.
-    waker_only: Epoll,
     waker: Arc<EventFd>,
     // Detached first, then the program and map go.
     _link: Link,
@@ -398,6 +398,24 @@ impl AfXdpIo {
             }
         }
         self.watching = on;
+    }
+
+    /// Sends what the transmit rings hold.
+    fn kick(&mut self) {
+        for socket in &mut self.sockets {
+            if socket.unkicked() > 0 || socket.unsent() > 0 {
+                socket.kick();
+            }
+        }
+    }
+
+    /// Sends again what a busy device left on a transmit ring.
+    fn kick_leftovers(&mut self) {
+        for socket in &mut self.sockets {
+            if socket.unsent() > 0 {
+                socket.kick();
+            }
+        }
     }
 
     /// Takes what the rx rings hold, up to a burst.
@@ -432,15 +450,21 @@ impl PacketIo for AfXdpIo {
         self.receive();
         if self.filled == 0 {
             if let Some(wait) = wait {
-                let (epoll, wait) = if self.flowing {
-                    (&self.waker_only, wait.min(COALESCE))
+                // About to sleep: what the last bursts relayed goes now.
+                self.kick();
+                let woken = if self.flowing {
+                    // epoll_wait counts in milliseconds (50 us would be 0:
+                    // a spin); ppoll sleeps the microseconds asked.
+                    let mut fds = [PollFd::new(self.waker.as_fd(), PollFlags::POLLIN)];
+                    let timeout = TimeSpec::from_duration(wait.min(COALESCE));
+                    ppoll(&mut fds, Some(timeout), None).unwrap_or(0) > 0
                 } else {
                     self.watch(true);
-                    (&self.epoll, wait)
+                    let timeout = EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::NONE);
+                    let n = self.epoll.wait(&mut self.events, timeout).unwrap_or(0);
+                    self.events[..n].iter().any(|e| e.data() == WAKER_TOKEN)
                 };
-                let timeout = EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::NONE);
-                let n = epoll.wait(&mut self.events, timeout).unwrap_or(0);
-                if self.events[..n].iter().any(|e| e.data() == WAKER_TOKEN) {
+                if woken {
                     let _ = self.waker.read();
                     // What arrived is taken by the next call, after the command.
                     return &mut self.slots[..0];
@@ -484,7 +508,9 @@ impl PacketIo for AfXdpIo {
             }
         }
         *filled = 0;
-        socket.kick();
+        if socket.unkicked() >= KICK_AT {
+            socket.kick();
+        }
         bump(&counters.tx_packets, sent);
         bump(&counters.tx_bytes, bytes);
     }
@@ -510,17 +536,13 @@ impl PacketIo for AfXdpIo {
 
     fn housekeeping(&mut self) {
         self.ctx.resolve_pending();
-        // What a busy device left on a transmit ring.
-        for socket in &mut self.sockets {
-            if socket.unsent() > 0 {
-                socket.kick();
-            }
-        }
+        self.kick_leftovers();
     }
 }
 
 impl Drop for AfXdpIo {
     fn drop(&mut self) {
+        self.kick();
         let s = self.ctx.stats;
         let kernel: Vec<_> = self.sockets.iter().filter_map(|x| x.statistics().ok()).collect();
         tracing::info!(
