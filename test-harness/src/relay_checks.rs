@@ -45,10 +45,17 @@ pub fn until_relayed(from: &RtpEndpoint, local: SocketAddr, receiver: &RtpEndpoi
     }
 }
 
-/// Sends a truncated, a version-3, a non-RTP packet to `leg` and one
-/// packet to `unallocated` (a media port no session has), and asserts the
-/// workers count each under its reason, once.
-pub fn assert_bad_packets_counted(admin: &AdminClient, from: &RtpEndpoint, leg: SocketAddr, unallocated: SocketAddr) {
+/// Sends a truncated, a version-3, a non-RTP packet from `a` to leg 0 of
+/// session `s` and one packet to `unallocated` (a media port no session
+/// has), asserts the workers count each under its reason, once, and that
+/// the session still relays `a`'s stream to `b` verbatim.
+pub fn assert_bad_packets_counted(
+    admin: &AdminClient,
+    (a, b): (&RtpEndpoint, &RtpEndpoint),
+    s: &SessionInfo,
+    unallocated: SocketAddr,
+) {
+    let (from, leg) = (a, s.legs[0].local);
     let before = admin.worker_totals().expect("worker totals");
     from.send_raw(leg, &[0x80, 0, 0]).unwrap();
     from.send_raw(leg, &[0xC0; 40]).unwrap();
@@ -64,6 +71,10 @@ pub fn assert_bad_packets_counted(admin: &AdminClient, from: &RtpEndpoint, leg: 
     for reason in reasons {
         assert_eq!(t.drops(reason) - before.drops(reason), 1, "{reason}: {t:?}");
     }
+    let rx = b.receive_in_background(50, ARRIVE).expect("receiver");
+    let sent = a.send_stream(leg, &mut RtpStream::pcmu(0xC1, 1, 160), 50, Pace::Bursts(10)).expect("send");
+    let got = rx.join().expect("receiver thread").expect("receive");
+    assert_relayed_verbatim("after the bad packets", &sent, &got, s.legs[1].local);
 }
 
 /// `GET /live` over TCP to `addr` from inside `ns`: the whole response.

@@ -129,10 +129,7 @@ fn bad_packets_and_unallocated_ports_are_counted_not_relayed() {
     let s = rig.create(LegRequest::to(ea.local_addr()), LegRequest::to(eb.local_addr()));
     let leg0 = s.legs[0].local;
     until_relayed(&ea, leg0, &eb, || rig.app.stderr());
-    assert_bad_packets_counted(&rig.app.admin, &ea, leg0, SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198));
-    let rx = eb.receive_in_background(50, ARRIVE).unwrap();
-    let sent = ea.send_stream(leg0, &mut RtpStream::pcmu(0xC1, 1, 160), 50, Pace::Bursts(10)).unwrap();
-    assert_relayed_verbatim("after the bad packets", &sent, &rx.join().unwrap().unwrap(), s.legs[1].local);
+    assert_bad_packets_counted(&rig.app.admin, (&ea, &eb), &s, SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198));
 }
 
 #[test]

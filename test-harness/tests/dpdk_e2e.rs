@@ -22,7 +22,6 @@ use test_harness::admin::{LegRequest, SessionInfo, SessionRequest};
 use test_harness::appliance::{Appliance, ApplianceConfig};
 use test_harness::netns::{veth, Netns};
 use test_harness::relay_checks::{assert_bad_packets_counted, live_over_tcp, relay_both_ways, until_relayed};
-use test_harness::rtp::{assert_relayed_verbatim, Pace, RtpStream};
 use test_harness::settle;
 use test_harness::topology::Peer;
 
@@ -169,11 +168,7 @@ fn bad_packets_and_unallocated_ports_are_counted_not_relayed() {
     // admin API answered: a packet relayed first shows it is in place (else
     // the bad packets below could meet no session and count as that).
     until_relayed(&ea, leg0, &eb, || rig.app.stderr());
-    assert_bad_packets_counted(&rig.app.admin, &ea, leg0, SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198));
-    // The session is undisturbed.
-    let rx = eb.receive_in_background(50, ARRIVE).unwrap();
-    let sent = ea.send_stream(leg0, &mut RtpStream::pcmu(0xC1, 1, 160), 50, Pace::Bursts(10)).unwrap();
-    assert_relayed_verbatim("after the bad packets", &sent, &rx.join().unwrap().unwrap(), s.legs[1].local);
+    assert_bad_packets_counted(&rig.app.admin, (&ea, &eb), &s, SocketAddr::new(IpAddr::V4(MEDIA_IP), 20198));
 }
 
 #[test]
