@@ -992,6 +992,32 @@ mod account_tests {
     }
 
     #[test]
+    fn af_xdp_settings_are_read_and_checked() {
+        let c = Config::parse_str(
+            "[dataplane]\nbackend = \"af_xdp\"\nmedia_ip = \"192.0.2.1\"\nworkers = 1\n\
+             [dataplane.af_xdp]\ninterface = \"eth0\"\nmode = \"generic\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dataplane.backend, Backend::AfXdp);
+        assert_eq!((c.dataplane.af_xdp.interface.as_str(), c.dataplane.af_xdp.mode), ("eth0", XdpMode::Generic));
+        let errors = Config::parse_str(
+            "[dataplane]\nbackend = \"af_xdp\"\nmedia_ip = \"2001:db8::1\"\nworkers = 2\n\
+             [dataplane.af_xdp]\nmode = \"fast\"\nqueues = 4\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        for key in [
+            "dataplane.af_xdp.interface",
+            "dataplane.af_xdp.mode",
+            "dataplane.af_xdp.queues",
+            "dataplane.workers",
+            "dataplane.media_ip",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {errors:?}");
+        }
+    }
+
+    #[test]
     fn reports_every_account_error_with_its_key() {
         let errors = Config::parse_str(
             r#"
