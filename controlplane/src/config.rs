@@ -621,9 +621,6 @@ impl Reader {
             if workers != 1 {
                 self.error("dataplane.workers", "the AF_XDP backend runs one worker in this release");
             }
-            if media_ips.iter().any(IpAddr::is_ipv6) {
-                self.error("dataplane.media_ip", "the AF_XDP backend relays IPv4 media only in this release");
-            }
         }
         DataplaneConfig { backend, media_ips, ports, workers, sessions, media_timeout, dpdk, af_xdp }
     }
@@ -1001,18 +998,14 @@ mod account_tests {
         assert_eq!(c.dataplane.backend, Backend::AfXdp);
         assert_eq!((c.dataplane.af_xdp.interface.as_str(), c.dataplane.af_xdp.mode), ("eth0", XdpMode::Generic));
         let errors = Config::parse_str(
-            "[dataplane]\nbackend = \"af_xdp\"\nmedia_ip = \"2001:db8::1\"\nworkers = 2\n\
+            "[dataplane]\nbackend = \"af_xdp\"\nworkers = 2\n\
              [dataplane.af_xdp]\nmode = \"fast\"\nqueues = 4\n",
         )
         .unwrap_err();
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
-        for key in [
-            "dataplane.af_xdp.interface",
-            "dataplane.af_xdp.mode",
-            "dataplane.af_xdp.queues",
-            "dataplane.workers",
-            "dataplane.media_ip",
-        ] {
+        for key in
+            ["dataplane.af_xdp.interface", "dataplane.af_xdp.mode", "dataplane.af_xdp.queues", "dataplane.workers"]
+        {
             assert!(keys.contains(&key), "{key} missing from {errors:?}");
         }
     }

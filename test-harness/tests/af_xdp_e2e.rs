@@ -191,3 +191,37 @@ fn driver_mode_on_a_veth_relays_both_ways() {
     relay_both_ways(&ea, &eb, &s, 200, [0xA3, 0xB3]);
     drop(app);
 }
+
+#[test]
+fn ipv6_media_is_relayed_with_next_hops_the_kernel_resolves() {
+    use std::net::Ipv6Addr;
+    let media6: Ipv6Addr = "2001:db8:0:2::1".parse().unwrap();
+    let mut lan = MediaLan::new().expect("media LAN");
+    lan.full_checksums();
+    let a = lan.add_peer("a").unwrap();
+    let b = lan.add_peer("b").unwrap();
+    // IPv6 beside the LAN's IPv4, no duplicate address detection to wait
+    // for, and no static neighbour entries: the kernel resolves both peers.
+    lan.app.ip(&["-6", "addr", "add", &format!("{media6}/64"), "dev", "br0", "nodad"]).unwrap();
+    let peer6 = |peer: &Peer, host: u16| -> Ipv6Addr {
+        let ip = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, host);
+        peer.ns.ip(&["-6", "addr", "add", &format!("{ip}/64"), "dev", "eth0", "nodad"]).unwrap();
+        ip
+    };
+    let (a6, b6) = (peer6(&a, 0xa), peer6(&b, 0xb));
+    let mut config = ApplianceConfig::sockets(IpAddr::V6(media6));
+    config.backend = "af_xdp".into();
+    config.workers = 1;
+    config.extra = "[dataplane.af_xdp]\ninterface = \"br0\"\n".into();
+    let app = Appliance::start(config, Some(&lan.app)).expect("appliance on AF_XDP with IPv6 media");
+
+    let ea = test_harness::rtp::RtpEndpoint::bind_in(&a.ns, SocketAddr::new(IpAddr::V6(a6), 0)).unwrap();
+    let eb = test_harness::rtp::RtpEndpoint::bind_in(&b.ns, SocketAddr::new(IpAddr::V6(b6), 0)).unwrap();
+    let s = app
+        .admin
+        .create_session(&SessionRequest::new(LegRequest::to(ea.local_addr()), LegRequest::to(eb.local_addr())))
+        .unwrap();
+    assert!(s.legs[0].local.is_ipv6(), "{s:?}");
+    until_relayed(&ea, s.legs[0].local, &eb, || app.stderr());
+    relay_both_ways(&ea, &eb, &s, 200, [0xA6, 0xB6]);
+}

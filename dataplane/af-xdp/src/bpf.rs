@@ -8,8 +8,9 @@
 //!
 //! ```text
 //!   frame shorter than Ethernet + IPv4 + UDP  ─▶ pass
-//!   EtherType not IPv4, IHL not 5, not UDP    ─▶ pass   (802.1Q, IP options, IPv6: the kernel's)
-//!   a fragment                                ─▶ pass   (reassembly is the kernel's)
+//!   IPv4: IHL not 5, not UDP, a fragment      ─▶ pass   (IP options, reassembly: the kernel's)
+//!   IPv6: next header not UDP                 ─▶ pass   (extension headers, fragments: the kernel's)
+//!   another EtherType                         ─▶ pass   (802.1Q, ARP, ...)
 //!   destination not a media address           ─▶ pass
 //!   destination port outside the media range  ─▶ pass
 //!   otherwise ─▶ bpf_redirect_map(xsks, rx queue, fallback)
@@ -20,7 +21,7 @@
 //! in a test run without any socket.
 
 use crate::{Error, Result};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -140,6 +141,7 @@ impl SocketMap {
 #[derive(Debug, Clone)]
 pub struct Steering {
     pub addrs: Vec<Ipv4Addr>,
+    pub addrs6: Vec<Ipv6Addr>,
     pub ports: RangeInclusive<u16>,
     /// The verdict when the queue has no socket: [`XDP_PASS`] in service.
     pub fallback: u32,
@@ -163,8 +165,10 @@ const JGT_X: u8 = 0x2d;
 const JNE_K: u8 = 0x55;
 const JGT_K: u8 = 0x25;
 const JLT_K: u8 = 0xa5;
-/// 32-bit compare: a media address must not be sign-extended.
+const JEQ_K: u8 = 0x15;
+/// 32-bit compares: a media address must not be sign-extended.
 const JEQ32_K: u8 = 0x16;
+const JNE32_K: u8 = 0x56;
 const JA: u8 = 0x05;
 const LD_IMM64: u8 = 0x18;
 const CALL: u8 = 0x85;
@@ -177,22 +181,29 @@ const MD_DATA_END: i16 = 4;
 const MD_RX_QUEUE: i16 = 16;
 /// Ethernet + IPv4 without options + UDP.
 const HEADERS: i32 = 14 + 20 + 8;
+/// Ethernet + IPv6 + UDP.
+const HEADERS6: i32 = 14 + 40 + 8;
 
 /// A tiny assembler: instructions, and jumps to labels resolved at the end.
 struct Asm {
     code: Vec<u64>,
     /// (instruction index, label) of each jump to patch.
     jumps: Vec<(usize, Label)>,
-    labels: [usize; 2],
+    /// Where each label is (None: not placed yet).
+    labels: Vec<Option<usize>>,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Label {
-    Pass = 0,
-    Port = 1,
-}
+struct Label(usize);
 
 impl Asm {
+    fn new() -> Asm {
+        Asm { code: Vec::with_capacity(96), jumps: Vec::new(), labels: Vec::new() }
+    }
+    fn new_label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
     fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
         self.code.push(insn(code, dst, src, off, imm));
     }
@@ -200,13 +211,14 @@ impl Asm {
         self.jumps.push((self.code.len(), to));
         self.op(code, dst, src, 0, imm);
     }
-    fn label(&mut self, l: Label) {
-        self.labels[l as usize] = self.code.len();
+    fn place(&mut self, l: Label) {
+        self.labels[l.0] = Some(self.code.len());
     }
     fn finish(mut self) -> Result<Vec<u64>> {
         for (at, l) in self.jumps {
-            let off = self.labels[l as usize] as i64 - at as i64 - 1;
-            let off = i16::try_from(off).map_err(|_| Error::Invalid("steering program too long".into()))?;
+            let to = self.labels[l.0].ok_or_else(|| Error::Invalid("steering program: a label never placed".into()))?;
+            let off = i16::try_from(to as i64 - at as i64 - 1)
+                .map_err(|_| Error::Invalid("steering program too long".into()))?;
             self.code[at] = (self.code[at] & !(0xffff << 16)) | (u64::from(off as u16) << 16);
         }
         Ok(self.code)
@@ -216,10 +228,12 @@ impl Asm {
 impl Steering {
     /// The program's instructions, `map` being the XSKMAP's fd.
     pub fn assemble(&self, map: &SocketMap) -> Result<Vec<u64>> {
-        if self.addrs.is_empty() {
-            return Err(Error::Invalid("no IPv4 media address to steer".into()));
+        if self.addrs.is_empty() && self.addrs6.is_empty() {
+            return Err(Error::Invalid("no media address to steer".into()));
         }
-        let mut a = Asm { code: Vec::with_capacity(64), jumps: Vec::new(), labels: [0; 2] };
+        let mut a = Asm::new();
+        let (pass, v6, port4, port6, check_port) =
+            (a.new_label(), a.new_label(), a.new_label(), a.new_label(), a.new_label());
         // r6 = ctx; r2 = data; r3 = data_end.
         a.op(MOV64_X, 6, 1, 0, 0);
         a.op(LDX_W, 2, 6, MD_DATA, 0);
@@ -228,27 +242,59 @@ impl Steering {
         // first HEADERS bytes are readable below).
         a.op(MOV64_X, 4, 2, 0, 0);
         a.op(ADD64_K, 4, 0, 0, HEADERS);
-        a.jump(JGT_X, 4, 3, 0, Label::Pass);
+        a.jump(JGT_X, 4, 3, 0, pass);
         // Loads are little-endian; the constants are the wire bytes read so.
         a.op(LDX_H, 5, 2, 12, 0); // EtherType
-        a.jump(JNE_K, 5, 0, i32::from(u16::from_le_bytes([0x08, 0x00])), Label::Pass);
-        a.op(LDX_B, 5, 2, 14, 0); // version and IHL
-        a.jump(JNE_K, 5, 0, 0x45, Label::Pass);
-        a.op(LDX_B, 5, 2, 23, 0); // protocol
-        a.jump(JNE_K, 5, 0, 17, Label::Pass);
-        a.op(LDX_H, 5, 2, 20, 0); // flags and fragment offset: MF or an offset is a fragment
-        a.op(AND64_K, 5, 0, 0, i32::from(u16::from_le_bytes([0x3f, 0xff])));
-        a.jump(JNE_K, 5, 0, 0, Label::Pass);
-        a.op(LDX_W, 5, 2, 30, 0); // destination address
-        for addr in &self.addrs {
-            a.jump(JEQ32_K, 5, 0, u32::from_le_bytes(addr.octets()) as i32, Label::Port);
+        if !self.addrs6.is_empty() {
+            a.jump(JEQ_K, 5, 0, i32::from(u16::from_le_bytes([0x86, 0xdd])), v6);
         }
-        a.jump(JA, 0, 0, 0, Label::Pass);
-        a.label(Label::Port);
-        a.op(LDX_H, 5, 2, 36, 0); // destination port
+        if self.addrs.is_empty() {
+            a.jump(JA, 0, 0, 0, pass);
+        } else {
+            a.jump(JNE_K, 5, 0, i32::from(u16::from_le_bytes([0x08, 0x00])), pass);
+            a.op(LDX_B, 5, 2, 14, 0); // version and IHL
+            a.jump(JNE_K, 5, 0, 0x45, pass);
+            a.op(LDX_B, 5, 2, 23, 0); // protocol
+            a.jump(JNE_K, 5, 0, 17, pass);
+            a.op(LDX_H, 5, 2, 20, 0); // flags and fragment offset: MF or an offset is a fragment
+            a.op(AND64_K, 5, 0, 0, i32::from(u16::from_le_bytes([0x3f, 0xff])));
+            a.jump(JNE_K, 5, 0, 0, pass);
+            a.op(LDX_W, 5, 2, 30, 0); // destination address
+            for addr in &self.addrs {
+                a.jump(JEQ32_K, 5, 0, u32::from_le_bytes(addr.octets()) as i32, port4);
+            }
+            a.jump(JA, 0, 0, 0, pass);
+            a.place(port4);
+            a.op(LDX_H, 5, 2, 36, 0); // destination port
+            a.jump(JA, 0, 0, 0, check_port);
+        }
+        if !self.addrs6.is_empty() {
+            // IPv6 with UDP as the first next header (extension headers,
+            // fragments included, are the kernel's).
+            a.place(v6);
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_K, 4, 0, 0, HEADERS6);
+            a.jump(JGT_X, 4, 3, 0, pass);
+            a.op(LDX_B, 5, 2, 20, 0); // next header
+            a.jump(JNE_K, 5, 0, 17, pass);
+            for addr in &self.addrs6 {
+                let next = a.new_label();
+                for (i, word) in addr.octets().chunks_exact(4).enumerate() {
+                    a.op(LDX_W, 5, 2, 38 + 4 * i as i16, 0); // destination address, word i
+                    let w = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                    a.jump(JNE32_K, 5, 0, w as i32, next);
+                }
+                a.jump(JA, 0, 0, 0, port6);
+                a.place(next);
+            }
+            a.jump(JA, 0, 0, 0, pass);
+            a.place(port6);
+            a.op(LDX_H, 5, 2, 56, 0); // destination port
+        }
+        a.place(check_port);
         a.op(TO_BE, 5, 0, 0, 16);
-        a.jump(JLT_K, 5, 0, i32::from(*self.ports.start()), Label::Pass);
-        a.jump(JGT_K, 5, 0, i32::from(*self.ports.end()), Label::Pass);
+        a.jump(JLT_K, 5, 0, i32::from(*self.ports.start()), pass);
+        a.jump(JGT_K, 5, 0, i32::from(*self.ports.end()), pass);
         // return bpf_redirect_map(&xsks, ctx->rx_queue_index, fallback)
         a.op(LDX_W, 2, 6, MD_RX_QUEUE, 0);
         a.op(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map.fd.as_raw_fd());
@@ -256,7 +302,7 @@ impl Steering {
         a.op(MOV64_K, 3, 0, 0, self.fallback as i32);
         a.op(CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP);
         a.op(EXIT, 0, 0, 0, 0);
-        a.label(Label::Pass);
+        a.place(pass);
         a.op(MOV64_K, 0, 0, 0, XDP_PASS as i32);
         a.op(EXIT, 0, 0, 0, 0);
         a.finish()
@@ -352,10 +398,29 @@ mod tests {
         f
     }
 
+    const MEDIA6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0xff00, 0x80c8);
+
+    /// Ethernet + IPv6 + UDP to `dst`:`port`, payload `len` bytes.
+    fn udp6_frame(dst: Ipv6Addr, port: u16, len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 62 + len];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+        f[20] = 17;
+        f[21] = 64;
+        f[22..38].copy_from_slice(&"2001:db8::9".parse::<Ipv6Addr>().unwrap().octets());
+        f[38..54].copy_from_slice(&dst.octets());
+        f[54..56].copy_from_slice(&4000u16.to_be_bytes());
+        f[56..58].copy_from_slice(&port.to_be_bytes());
+        f[58..60].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+        f
+    }
+
     fn program(fallback: u32) -> Program {
         let map = SocketMap::new(1).expect("XSKMAP (needs root and a kernel with AF_XDP)");
         let steering = Steering {
             addrs: vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(198, 51, 100, 200)],
+            addrs6: vec![MEDIA6, "2001:db8::2:1".parse().unwrap()],
             ports: 20000..=29999,
             fallback,
         };
@@ -397,6 +462,39 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_media_is_steered_and_the_rest_passes() {
+        let p = program(XDP_DROP);
+        assert_eq!(p.test_run(&udp6_frame(MEDIA6, 20000, 172)).unwrap(), XDP_DROP);
+        assert_eq!(p.test_run(&udp6_frame("2001:db8::2:1".parse().unwrap(), 29999, 172)).unwrap(), XDP_DROP);
+        let mut other_word = MEDIA6.octets();
+        other_word[15] ^= 1; // differs in the last word only
+        let mut hop_by_hop = udp6_frame(MEDIA6, 20000, 172);
+        hop_by_hop[20] = 0;
+        for (why, frame) in [
+            ("port outside", udp6_frame(MEDIA6, 30000, 172)),
+            ("another address", udp6_frame(Ipv6Addr::from(other_word), 20000, 172)),
+            ("an extension header", hop_by_hop),
+            ("too short", udp6_frame(MEDIA6, 20000, 0)[..61].to_vec()),
+        ] {
+            assert_eq!(p.test_run(&frame).unwrap(), XDP_PASS, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_program_for_one_family_only_loads_and_passes_the_other() {
+        let map = SocketMap::new(1).unwrap();
+        let only6 = Steering { addrs: vec![], addrs6: vec![MEDIA6], ports: 20000..=29999, fallback: XDP_DROP };
+        let p = Program::load(&only6, &map).expect("verifier");
+        assert_eq!(p.test_run(&udp6_frame(MEDIA6, 20000, 172)).unwrap(), XDP_DROP);
+        assert_eq!(p.test_run(&udp_frame(Ipv4Addr::LOCALHOST, 20000, 172)).unwrap(), XDP_PASS);
+        let only4 =
+            Steering { addrs: vec![Ipv4Addr::LOCALHOST], addrs6: vec![], ports: 20000..=29999, fallback: XDP_DROP };
+        let p = Program::load(&only4, &map).expect("verifier");
+        assert_eq!(p.test_run(&udp6_frame(MEDIA6, 20000, 172)).unwrap(), XDP_PASS);
+        assert_eq!(p.test_run(&udp_frame(Ipv4Addr::LOCALHOST, 20000, 172)).unwrap(), XDP_DROP);
+    }
+
+    #[test]
     fn in_service_a_queue_without_socket_passes_media_to_the_kernel() {
         let p = program(XDP_PASS);
         assert_eq!(p.test_run(&udp_frame(Ipv4Addr::LOCALHOST, 20000, 172)).unwrap(), XDP_PASS);
@@ -406,7 +504,12 @@ mod tests {
     fn an_address_with_the_top_bit_set_matches() {
         // 10.0.0.200 read little-endian is negative as an i32 immediate.
         let map = SocketMap::new(1).unwrap();
-        let steering = Steering { addrs: vec![Ipv4Addr::new(10, 0, 0, 200)], ports: 1..=65535, fallback: XDP_DROP };
+        let steering = Steering {
+            addrs: vec![Ipv4Addr::new(10, 0, 0, 200)],
+            addrs6: vec![],
+            ports: 1..=65535,
+            fallback: XDP_DROP,
+        };
         let p = Program::load(&steering, &map).unwrap();
         assert_eq!(p.test_run(&udp_frame(Ipv4Addr::new(10, 0, 0, 200), 7078, 160)).unwrap(), XDP_DROP);
         assert_eq!(p.test_run(&udp_frame(Ipv4Addr::new(10, 0, 0, 201), 7078, 160)).unwrap(), XDP_PASS);

@@ -546,7 +546,8 @@ mod tests {
         private_network();
         let lo = interface_index("lo").unwrap();
         let map = SocketMap::new(1).unwrap();
-        let steering = Steering { addrs: vec![Ipv4Addr::LOCALHOST], ports: 40000..=40009, fallback: XDP_PASS };
+        let steering =
+            Steering { addrs: vec![Ipv4Addr::LOCALHOST], addrs6: vec![], ports: 40000..=40009, fallback: XDP_PASS };
         let program = Program::load(&steering, &map).unwrap();
         let mut socket = Socket::open(lo, 0, Config::default(), true).unwrap();
         map.insert(0, &socket).unwrap();

@@ -15,20 +15,20 @@
 //! copy to user space, route lookup and IP output (docs/benchmarks.md
 //! "Where the socket backend's time goes": 98 % of that backend's CPU).
 //!
-//! Next hops: the kernel owns ARP. A destination's next hop comes from the
-//! kernel's IPv4 routes through the interface; its MAC from the source MAC
-//! of the peer's own frames (a peer that sends to us is reachable at the MAC
-//! it sent from) or from the kernel's ARP cache, which the backend asks the
-//! kernel to fill (`kernel::request_resolution`) when the next hop is not
-//! in it. On loopback, frames carry zero MACs.
+//! Next hops: the kernel owns ARP and ND. A destination's next hop comes
+//! from the kernel's routes through the interface; its MAC from the source
+//! MAC of an on-link peer's own frames (a peer that sends to us is
+//! reachable at the MAC it sent from) or from the kernel's neighbour caches,
+//! which the backend asks the kernel to fill (`kernel::request_resolution`)
+//! when the next hop is not in them. On loopback, frames carry zero MACs.
 //!
-//! Limits of this release: IPv4 media only (the program passes IPv6, VLAN-
-//! tagged frames and IP options to the kernel); one worker, which serves
-//! every rx queue of the interface.
+//! Limits of this release: one worker, which serves every rx queue of the
+//! interface; the program passes VLAN-tagged frames, IPv4 options and IPv6
+//! extension headers to the kernel.
 
 pub mod kernel;
 
-use super::frame::{self, Addressing, Media, Out, Unsent, UnsentCounts};
+use super::frame::{self, Addressing, Class, Media, Out, Unsent, UnsentCounts};
 use super::neighbour::{Lookup, NeighbourTable};
 use super::{PacketIo, BURST};
 use crate::config::{DataplaneConfig, XdpMode};
@@ -43,7 +43,7 @@ use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 use nix::sys::time::TimeSpec;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,9 +110,6 @@ pub fn prepare(config: &DataplaneConfig, waker: Arc<EventFd>) -> Result<AfXdpSpe
     if name.is_empty() {
         return Err("dataplane.af_xdp.interface is empty: name the interface media arrives on (e.g. eth0)".into());
     }
-    if let Some(v6) = config.media_ips.iter().find(|ip| ip.is_ipv6()) {
-        return Err(format!("the AF_XDP backend relays IPv4 media only in this release; media address {v6} is IPv6"));
-    }
     let interface = kernel::interface(name)?;
     let ifindex =
         xsk::interface_index(name).ok_or_else(|| format!("interface {name:?} has no index (does it exist?)"))?;
@@ -132,7 +129,8 @@ impl AfXdpSpec {
         let name = interface.name.clone();
         let map = SocketMap::new(interface.rx_queues).map_err(|e| format!("AF_XDP on {name}: {e}"))?;
         let addrs: Vec<Ipv4Addr> = addressing.v4.iter().map(|(_, a)| Ipv4Addr::from(*a)).collect();
-        let steering = Steering { addrs, ports: addressing.ports.clone(), fallback: XDP_PASS };
+        let addrs6: Vec<Ipv6Addr> = addressing.v6.iter().map(|(_, a)| Ipv6Addr::from(*a)).collect();
+        let steering = Steering { addrs, addrs6, ports: addressing.ports.clone(), fallback: XDP_PASS };
         let program = Program::load(&steering, &map).map_err(|e| format!("AF_XDP on {name}: {e}"))?;
         let link = match mode {
             XdpMode::Driver => program.attach(ifindex, AttachMode::Driver),
@@ -235,7 +233,7 @@ impl Datagram for XdpDatagram {
 /// A next hop the kernel's ARP cache has not given us yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
-    hop: Ipv4Addr,
+    hop: IpAddr,
     /// When it was wanted (ms of `epoch`).
     since_ms: u64,
     /// The kernel was asked to resolve it.
@@ -262,10 +260,8 @@ impl Context {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn want(&mut self, hop: Ipv4Addr, now_ms: u64) {
-        if self.pending.iter().flatten().any(|p| p.hop == hop)
-            || !self.neighbours.should_request(IpAddr::V4(hop), now_ms)
-        {
+    fn want(&mut self, hop: IpAddr, now_ms: u64) {
+        if self.pending.iter().flatten().any(|p| p.hop == hop) || !self.neighbours.should_request(hop, now_ms) {
             return;
         }
         if let Some(free) = self.pending.iter_mut().find(|p| p.is_none()) {
@@ -275,12 +271,12 @@ impl Context {
 
     /// The MAC a frame to `to` goes to.
     #[inline]
-    fn next_hop_mac(&mut self, to: Ipv4Addr, now_ms: u64) -> Result<EthernetAddress, Unsent> {
+    fn next_hop_mac(&mut self, to: IpAddr, now_ms: u64) -> Result<EthernetAddress, Unsent> {
         if self.interface.loopback {
             return Ok(EthernetAddress([0; 6]));
         }
         let hop = kernel::next_hop(&self.routes, to).ok_or(Unsent::NoRoute)?;
-        match self.neighbours.lookup(IpAddr::V4(hop), now_ms) {
+        match self.neighbours.lookup(hop, now_ms) {
             Lookup::Known { mac, refresh } => {
                 if refresh {
                     self.want(hop, now_ms);
@@ -302,10 +298,9 @@ impl Context {
         if self.interface.loopback {
             return;
         }
-        if let IpAddr::V4(src) = media.source.ip() {
-            if kernel::next_hop(&self.routes, src) == Some(src) {
-                self.neighbours.learn(IpAddr::V4(src), media.src_mac, now_ms);
-            }
+        let src = media.source.ip();
+        if kernel::next_hop(&self.routes, src) == Some(src) {
+            self.neighbours.learn(src, media.src_mac, now_ms);
         }
     }
 
@@ -313,19 +308,19 @@ impl Context {
     #[inline]
     fn prepare(&mut self, frame: &mut [u8], media: &Media, out: &Out, now_ms: u64) -> Result<(), Unsent> {
         let src = *self.addressing.media_ips.get(usize::from(out.from.addr)).ok_or(Unsent::NoRoute)?;
-        let IpAddr::V4(to) = out.to.ip() else { return Err(Unsent::FamilyMismatch) };
-        if !src.is_ipv4() || media.layout.v6 {
+        if src.is_ipv4() != out.to.is_ipv4() || media.layout.v6 == out.to.is_ipv4() {
             return Err(Unsent::FamilyMismatch);
         }
-        let mac = self.next_hop_mac(to, now_ms)?;
+        let mac = self.next_hop_mac(out.to.ip(), now_ms)?;
         frame::rewrite_media(frame, &media.layout, src, out.from.port, out.to, out.delta)
             .map_err(|_| Unsent::FamilyMismatch)?;
         frame::set_ethernet(frame, self.addressing.mac, mac);
         Ok(())
     }
 
-    /// Looks the pending next hops up in the kernel's ARP cache, asking the
-    /// kernel to resolve those it lacks; rereads the routes now and then.
+    /// Looks the pending next hops up in the kernel's neighbour caches
+    /// (ARP, and IPv6's when an IPv6 hop waits), asking the kernel to
+    /// resolve those they lack; rereads the routes now and then.
     fn resolve_pending(&mut self) {
         if self.routes_read.elapsed() >= ROUTES_EVERY {
             self.routes = kernel::routes(&self.interface.name);
@@ -336,11 +331,20 @@ impl Context {
             return;
         }
         self.arp_read_ms = now;
-        let cache = kernel::arp_cache();
+        let arp = kernel::arp_cache();
+        let nd = if self.pending.iter().flatten().any(|p| p.hop.is_ipv6()) {
+            kernel::neighbours6(self.ifindex).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for slot in &mut self.pending {
             let Some(p) = slot.as_mut() else { continue };
-            if let Some(mac) = kernel::parse_arp(&cache, &self.interface.name, p.hop) {
-                self.neighbours.learn(IpAddr::V4(p.hop), mac, now);
+            let known = match p.hop {
+                IpAddr::V4(hop) => kernel::parse_arp(&arp, &self.interface.name, hop),
+                IpAddr::V6(hop) => nd.iter().find(|(ip, _)| *ip == hop).map(|(_, mac)| *mac),
+            };
+            if let Some(mac) = known {
+                self.neighbours.learn(p.hop, mac, now);
                 *slot = None;
             } else if !p.requested {
                 p.requested = true;
@@ -428,7 +432,17 @@ impl AfXdpIo {
             }
             socket.receive(BURST - *filled, |bytes| {
                 let Some(slot) = slots.get_mut(*filled) else { return };
-                if bytes.len() > FRAME_MAX || !frame::media_into(bytes, &ctx.addressing, &mut slot.media) {
+                let media = bytes.len() <= FRAME_MAX
+                    && (frame::media_into(bytes, &ctx.addressing, &mut slot.media)
+                        // IPv6 media (IPv4 took the fast path).
+                        || match frame::classify(bytes, &ctx.addressing) {
+                            Class::Media(m) => {
+                                slot.media = m;
+                                true
+                            }
+                            _ => false,
+                        });
+                if !media {
                     ctx.stats.not_media += 1;
                     return;
                 }
@@ -524,8 +538,10 @@ impl PacketIo for AfXdpIo {
     fn send_local(&mut self, from: LocalEndpoint, to: SocketAddr, payload: &[u8]) -> bool {
         let now = self.ctx.now_ms();
         let Some(&src) = self.ctx.addressing.media_ips.get(usize::from(from.addr)) else { return false };
-        let IpAddr::V4(dst) = to.ip() else { return false };
-        let Ok(mac) = self.ctx.next_hop_mac(dst, now) else { return false };
+        if src.is_ipv4() != to.is_ipv4() {
+            return false;
+        }
+        let Ok(mac) = self.ctx.next_hop_mac(to.ip(), now) else { return false };
         let our_mac = self.ctx.addressing.mac;
         let Some(socket) = self.sockets.first_mut() else { return false };
         let queued = socket
