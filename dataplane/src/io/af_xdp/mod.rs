@@ -66,7 +66,7 @@ const RESOLVE_WITHIN_MS: u64 = 1_000;
 /// stop coming: when frames trickle in a few at a time, a kick per burst
 /// cost a `sendto` per two or three frames.
 const KICK_AT: u32 = 32;
-/// How often the routes through the interface are read again.
+/// How often the routes through the interface (and its MAC) are read again.
 const ROUTES_EVERY: Duration = Duration::from_secs(5);
 /// While media flows, an idle worker sleeps this long before it looks
 /// again, with the sockets out of its epoll: a socket in an epoll set makes
@@ -325,6 +325,15 @@ impl Context {
         if self.routes_read.elapsed() >= ROUTES_EVERY {
             self.routes = kernel::routes(&self.interface.name);
             self.routes_read = Instant::now();
+            // A bridge's MAC follows its ports unless set; an operator may
+            // change any interface's.
+            if let Ok(now) = kernel::interface(&self.interface.name) {
+                if now.mac != self.addressing.mac {
+                    tracing::info!(interface = %now.name, mac = %now.mac, "interface MAC changed");
+                    self.addressing.mac = now.mac;
+                    self.interface.mac = now.mac;
+                }
+            }
         }
         let now = self.now_ms();
         if self.pending.iter().all(Option::is_none) || now.saturating_sub(self.arp_read_ms) < ARP_READ_EVERY_MS {
