@@ -8,7 +8,9 @@
 //! The parsers are pure over the files' text, so they are tested on samples.
 
 use crate::wire::ethernet::EthernetAddress;
+use nix::sys::socket::{recv, MsgFlags};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// `IFF_LOOPBACK` in `ifi_flags`.
 const IFF_LOOPBACK: u32 = 0x8;
@@ -49,15 +51,19 @@ pub fn interface(name: &str) -> Result<Interface, String> {
     parse_link(&reply, name).ok_or_else(|| format!("interface {name:?}: unreadable RTM_GETLINK answer"))
 }
 
-/// Sends one rtnetlink request and returns the first answer.
-fn netlink_request(msg: &[u8]) -> Result<Vec<u8>, String> {
-    use nix::sys::socket::{
-        recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-    };
-    use std::os::fd::AsRawFd;
+/// Sends one rtnetlink request on a socket of its own, returned for the
+/// answers.
+fn netlink_send(msg: &[u8]) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
     let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
         .map_err(|e| format!("netlink socket: {e}"))?;
     sendto(fd.as_raw_fd(), msg, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map_err(|e| e.to_string())?;
+    Ok(fd)
+}
+
+/// Sends one rtnetlink request and returns the first answer.
+fn netlink_request(msg: &[u8]) -> Result<Vec<u8>, String> {
+    let fd = netlink_send(msg)?;
     let mut buf = vec![0u8; 16 * 1024];
     let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(|e| e.to_string())?;
     buf.truncate(n);
@@ -219,10 +225,6 @@ pub fn arp_cache() -> String {
 /// The usable IPv6 neighbours of interface `ifindex` (IPv6 has no
 /// `/proc` file for them): an rtnetlink dump.
 pub fn neighbours6(ifindex: u32) -> Result<Vec<(Ipv6Addr, EthernetAddress)>, String> {
-    use nix::sys::socket::{
-        recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-    };
-    use std::os::fd::AsRawFd;
     const RTM_GETNEIGH: u16 = 30;
     const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
     let mut msg = Vec::with_capacity(28);
@@ -234,9 +236,7 @@ pub fn neighbours6(ifindex: u32) -> Result<Vec<(Ipv6Addr, EthernetAddress)>, Str
     msg.extend_from_slice(&[0; 3]);
     msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
     msg.extend_from_slice(&[0; 4]);
-    let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
-        .map_err(|e| format!("netlink socket: {e}"))?;
-    sendto(fd.as_raw_fd(), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty()).map_err(|e| e.to_string())?;
+    let fd = netlink_send(&msg)?;
     let mut found = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -298,7 +298,6 @@ pub fn parse_neighbours6(batch: &[u8], ifindex: u32, found: &mut Vec<(Ipv6Addr, 
 /// traffic were waiting for it (`RTM_NEWNEIGH`, `NTF_USE`): it sends the
 /// ARP request, and the answer lands in its cache, where [`arp`] finds it.
 pub fn request_resolution(ifindex: u32, ip: IpAddr) -> Result<(), String> {
-    use nix::sys::socket::{sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
     const RTM_NEWNEIGH: u16 = 28;
     const NLM_F_REQUEST: u16 = 0x1;
     const NLM_F_REPLACE: u16 = 0x100;
@@ -324,10 +323,7 @@ pub fn request_resolution(ifindex: u32, ip: IpAddr) -> Result<(), String> {
     msg.extend_from_slice(&((4 + addr.len()) as u16).to_ne_bytes()); // rtattr NDA_DST
     msg.extend_from_slice(&NDA_DST.to_ne_bytes());
     msg.extend_from_slice(&addr);
-    let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
-        .map_err(|e| format!("netlink socket: {e}"))?;
-    sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())
-        .map_err(|e| format!("RTM_NEWNEIGH {ip}: {e}"))?;
+    netlink_send(&msg).map_err(|e| format!("RTM_NEWNEIGH {ip}: {e}"))?;
     Ok(())
 }
 
