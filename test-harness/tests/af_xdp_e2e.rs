@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use test_harness::admin::{LegRequest, SessionInfo, SessionRequest};
+use test_harness::admin::{metric_sum_with, LegRequest, SessionInfo, SessionRequest};
 use test_harness::appliance::{run_bridgehead, Appliance, ApplianceConfig, ScratchDir};
 use test_harness::relay_checks::{assert_bad_packets_counted, live_over_tcp, relay_both_ways, until_relayed};
 use test_harness::rtp::{assert_relayed_verbatim, Pace, RtpStream};
@@ -119,7 +119,19 @@ fn a_next_hop_missing_from_the_kernel_cache_is_resolved_by_the_kernel() {
     assert!(
         entry.is_some_and(|e| e.contains(c_mac) && e.split_whitespace().nth(2) == Some("0x2")),
         "the kernel resolved c itself (complete, not permanent): {entry:?} in\n{arp}"
-    );
+    ); // Published with the worker's housekeeping (an idle loop at most).
+    let asked = settle(
+        Duration::from_secs(3),
+        || {
+            rig.app
+                .admin
+                .metrics()
+                .map(|m| metric_sum_with(&m, "bridgehead_dataplane_backend_events", "event=\"resolutions_requested\""))
+        },
+        |n| n.is_some_and(|n| n >= 1),
+    )
+    .unwrap();
+    assert!(asked.is_some_and(|n| n >= 1), "resolutions_requested in /metrics: {asked:?}");
 }
 
 #[test]

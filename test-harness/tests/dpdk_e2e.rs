@@ -18,7 +18,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use test_harness::admin::{LegRequest, SessionInfo, SessionRequest};
+use test_harness::admin::{metric_sum_with, LegRequest, SessionInfo, SessionRequest};
 use test_harness::appliance::{Appliance, ApplianceConfig};
 use test_harness::netns::{veth, Netns};
 use test_harness::relay_checks::{assert_bad_packets_counted, live_over_tcp, relay_both_ways, until_relayed};
@@ -115,6 +115,20 @@ fn relays_both_ways_and_the_kernel_answers_through_the_tap() {
     assert!(rig.ping_from(&rig.b), "ping from b");
     let live = live_over_tcp(&rig.a.ns, SocketAddr::from((MEDIA_IP, 9090)));
     assert!(live.starts_with("HTTP/1.1 200") && live.ends_with("live\n"), "{live}");
+    // The backend's own counts reach /metrics with its housekeeping.
+    let counts = settle(
+        Duration::from_secs(3),
+        || {
+            rig.app.admin.metrics().map(|m| {
+                let event =
+                    |e: &str| metric_sum_with(&m, "bridgehead_dataplane_backend_events", &format!("event=\"{e}\""));
+                (event("arp_replies"), event("to_kernel"), event("from_kernel"))
+            })
+        },
+        |&(arp, to, from)| [arp, to, from].iter().all(|n| n.is_some_and(|n| n >= 2)),
+    )
+    .unwrap();
+    assert!([counts.0, counts.1, counts.2].iter().all(|n| n.is_some_and(|n| n >= 2)), "{counts:?}");
 
     // Media: A -> B and B -> A through the dataplane.
     let (ea, eb) = (rig.a.endpoint().unwrap(), rig.b.endpoint().unwrap());

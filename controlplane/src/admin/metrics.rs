@@ -154,6 +154,20 @@ impl Collector for DataplaneCollector {
                 }
             }
         }
+        {
+            let mut family = encoder.encode_descriptor(
+                "dataplane_backend_events",
+                "What the DPDK or AF_XDP backend did besides relaying (exception path, neighbours, frames not sent), by event",
+                None,
+                MetricType::Counter,
+            )?;
+            for (w, snapshot) in workers.iter().enumerate() {
+                for &(event, count) in &snapshot.backend {
+                    let labels = [("worker", w.to_string()), ("event", event.as_str().to_string())];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
         let in_use = self.dataplane.session_count() as i64;
         let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| -> Result<(), std::fmt::Error> {
             ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)

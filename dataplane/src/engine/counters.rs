@@ -66,6 +66,77 @@ impl DropReason {
     }
 }
 
+/// What a frame-building backend (DPDK, AF_XDP) did besides relaying:
+/// the exception path, neighbour resolution, frames it could not send and
+/// why. Each backend publishes its own totals at housekeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendEvent {
+    /// Frames handed to the kernel through the TAP port (DPDK).
+    ToKernel,
+    /// Frames the kernel sent through the TAP port, out of the NIC (DPDK).
+    FromKernel,
+    /// Non-media frames dropped for want of a TAP port (DPDK).
+    NoTapDropped,
+    /// Frames the TAP port did not take (DPDK).
+    TapTxFailed,
+    /// Kernel frames and ARP/ND frames the NIC did not take (DPDK).
+    PortTxFailed,
+    /// ARP requests for a media address answered (DPDK).
+    ArpReplies,
+    /// Neighbor Solicitations for a media address answered (DPDK).
+    NeighborAdverts,
+    /// ARP requests and Neighbor Solicitations sent for next hops (DPDK).
+    NeighbourRequests,
+    /// Next hops the kernel was asked to resolve (AF_XDP).
+    ResolutionsRequested,
+    /// Frames steered to the backend that were not media after all (AF_XDP).
+    NotMedia,
+    /// Media not sent (`tx_failed`): the next hop's MAC is not known yet.
+    Unresolved,
+    /// Media not sent (`tx_failed`): no route to the destination.
+    NoRoute,
+    /// Media not sent (`tx_failed`): between an IPv4 and an IPv6 leg.
+    FamilyMismatch,
+}
+
+impl BackendEvent {
+    pub const ALL: [BackendEvent; 13] = [
+        BackendEvent::ToKernel,
+        BackendEvent::FromKernel,
+        BackendEvent::NoTapDropped,
+        BackendEvent::TapTxFailed,
+        BackendEvent::PortTxFailed,
+        BackendEvent::ArpReplies,
+        BackendEvent::NeighborAdverts,
+        BackendEvent::NeighbourRequests,
+        BackendEvent::ResolutionsRequested,
+        BackendEvent::NotMedia,
+        BackendEvent::Unresolved,
+        BackendEvent::NoRoute,
+        BackendEvent::FamilyMismatch,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendEvent::ToKernel => "to_kernel",
+            BackendEvent::FromKernel => "from_kernel",
+            BackendEvent::NoTapDropped => "no_tap_dropped",
+            BackendEvent::TapTxFailed => "tap_tx_failed",
+            BackendEvent::PortTxFailed => "port_tx_failed",
+            BackendEvent::ArpReplies => "arp_replies",
+            BackendEvent::NeighborAdverts => "neighbor_adverts",
+            BackendEvent::NeighbourRequests => "neighbour_requests",
+            BackendEvent::ResolutionsRequested => "resolutions_requested",
+            BackendEvent::NotMedia => "not_media",
+            BackendEvent::Unresolved => "unresolved",
+            BackendEvent::NoRoute => "no_route",
+            BackendEvent::FamilyMismatch => "family_mismatch",
+        }
+    }
+}
+
 /// One worker's totals.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -81,12 +152,20 @@ pub struct WorkerCounters {
     /// Loop iterations, and those that received nothing: load = 1 - idle/loops.
     pub loops: AtomicU64,
     pub idle_loops: AtomicU64,
+    /// The backend's own totals, as it last published them.
+    pub backend: [AtomicU64; BackendEvent::COUNT],
 }
 
 impl WorkerCounters {
     #[inline]
     pub fn drop(&self, reason: DropReason) {
         bump(&self.drops[reason as usize], 1);
+    }
+
+    /// Publishes a backend's total for `event` (the backend counts on its
+    /// own and publishes now and then: a plain store, one writer).
+    pub fn set_backend(&self, event: BackendEvent, total: u64) {
+        self.backend[event as usize].store(total, Relaxed);
     }
 
     pub fn snapshot(&self) -> WorkerSnapshot {
@@ -100,6 +179,7 @@ impl WorkerCounters {
             sessions_active: self.sessions_active.load(Relaxed),
             loops: self.loops.load(Relaxed),
             idle_loops: self.idle_loops.load(Relaxed),
+            backend: BackendEvent::ALL.map(|e| (e, self.backend[e as usize].load(Relaxed))).to_vec(),
         }
     }
 }
@@ -115,6 +195,7 @@ pub struct WorkerSnapshot {
     pub sessions_active: u64,
     pub loops: u64,
     pub idle_loops: u64,
+    pub backend: Vec<(BackendEvent, u64)>,
 }
 
 /// One leg's counters, all written when a packet arrives on this leg (one

@@ -100,7 +100,7 @@ pub fn run_loop<Io: PacketIo>(mut engine: Engine, mut io: Io, commands: &ArrayQu
                     counters.drop(DropReason::TxFailed);
                 }
             });
-            io.housekeeping();
+            io.housekeeping(counters);
             if shared.stop.load(Ordering::Acquire) {
                 break;
             }

@@ -322,6 +322,14 @@ pub struct UnsentCounts {
 }
 
 impl UnsentCounts {
+    /// Publishes the totals to the worker's counters.
+    pub fn publish(&self, counters: &crate::engine::counters::WorkerCounters) {
+        use crate::engine::counters::BackendEvent;
+        counters.set_backend(BackendEvent::Unresolved, self.unresolved);
+        counters.set_backend(BackendEvent::NoRoute, self.no_route);
+        counters.set_backend(BackendEvent::FamilyMismatch, self.family_mismatch);
+    }
+
     pub fn count(&mut self, why: Unsent) {
         match why {
             Unsent::Unresolved => self.unresolved += 1,

@@ -61,8 +61,9 @@ pub trait PacketIo {
     /// process ran out of files).
     fn close_idle(&mut self, _locals: &[LocalEndpoint]) {}
 
-    /// Background work between bursts (ARP, the exception path); cheap.
-    fn housekeeping(&mut self) {}
+    /// Background work between bursts (ARP, the exception path), and the
+    /// backend's own totals published to `counters`; cheap.
+    fn housekeeping(&mut self, _counters: &WorkerCounters) {}
 
     /// Hints that the engine is about to touch the cache line at `line`.
     /// Only backends that run at memory speed (DPDK) bother.

@@ -33,7 +33,7 @@ use super::neighbour::{Lookup, NeighbourTable};
 use super::{PacketIo, BURST};
 use crate::config::{DataplaneConfig, XdpMode};
 use crate::engine::checksum_delta::ChecksumDelta;
-use crate::engine::counters::{bump, DropReason, WorkerCounters};
+use crate::engine::counters::{bump, BackendEvent, DropReason, WorkerCounters};
 use crate::engine::Datagram;
 use crate::session::LocalEndpoint;
 use crate::wire::ethernet::EthernetAddress;
@@ -559,9 +559,13 @@ impl PacketIo for AfXdpIo {
         queued
     }
 
-    fn housekeeping(&mut self) {
+    fn housekeeping(&mut self, counters: &WorkerCounters) {
         self.ctx.resolve_pending();
         self.kick_leftovers();
+        let s = &self.ctx.stats;
+        s.unsent.publish(counters);
+        counters.set_backend(BackendEvent::NotMedia, s.not_media);
+        counters.set_backend(BackendEvent::ResolutionsRequested, s.resolutions_requested);
     }
 }
 

@@ -31,7 +31,7 @@ pub use super::{frame, neighbour};
 use super::{PacketIo, BURST};
 use crate::config::DataplaneConfig;
 use crate::engine::checksum_delta::ChecksumDelta;
-use crate::engine::counters::{bump, DropReason, WorkerCounters};
+use crate::engine::counters::{bump, BackendEvent, DropReason, WorkerCounters};
 use crate::engine::Datagram;
 use crate::session::LocalEndpoint;
 use crate::wire::ethernet::EthernetAddress;
@@ -700,7 +700,21 @@ impl PacketIo for DpdkIo {
         dpdk_sys::prefetch(line);
     }
 
-    fn housekeeping(&mut self) {
+    fn housekeeping(&mut self, counters: &WorkerCounters) {
+        let s = &self.ctx.stats;
+        s.unsent.publish(counters);
+        for (event, total) in [
+            (BackendEvent::ToKernel, s.to_kernel),
+            (BackendEvent::FromKernel, s.from_kernel),
+            (BackendEvent::NoTapDropped, s.no_tap_dropped),
+            (BackendEvent::TapTxFailed, s.tap_tx_failed),
+            (BackendEvent::PortTxFailed, s.port_tx_failed),
+            (BackendEvent::ArpReplies, s.arp_replies),
+            (BackendEvent::NeighborAdverts, s.neighbor_adverts),
+            (BackendEvent::NeighbourRequests, s.neighbour_requests),
+        ] {
+            counters.set_backend(event, total);
+        }
         if let (Some(tap), Some(port)) = (self.devices.tap.as_mut(), self.devices.port.as_mut()) {
             for _ in 0..TAP_BURSTS_PER_TICK {
                 let n = tap.rx_burst(QUEUE, &mut self.bufs.from_tap);
