@@ -114,6 +114,26 @@ fn per_worker<F: Fn(&dataplane::engine::counters::WorkerSnapshot) -> u64>(
     Ok(())
 }
 
+/// A counter family per worker and per value of `label`, the pairs given
+/// by `values`.
+fn per_worker_by<F: Fn(&dataplane::engine::counters::WorkerSnapshot) -> Vec<(&'static str, u64)>>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    workers: &[dataplane::engine::counters::WorkerSnapshot],
+    label: &str,
+    values: F,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (w, snapshot) in workers.iter().enumerate() {
+        for (value, count) in values(snapshot) {
+            let labels = [("worker", w.to_string()), (label, value.to_string())];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for DataplaneCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let workers = self.dataplane.worker_stats();
@@ -140,34 +160,17 @@ impl Collector for DataplaneCollector {
             &workers,
             |w| w.idle_loops,
         )?;
-        {
-            let mut family = encoder.encode_descriptor(
-                "dataplane_drops",
-                "Datagrams not relayed, by reason",
-                None,
-                MetricType::Counter,
-            )?;
-            for (w, snapshot) in workers.iter().enumerate() {
-                for &(reason, count) in &snapshot.drops {
-                    let labels = [("worker", w.to_string()), ("reason", reason.as_str().to_string())];
-                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "dataplane_backend_events",
-                "What the DPDK or AF_XDP backend did besides relaying (exception path, neighbours, frames not sent), by event",
-                None,
-                MetricType::Counter,
-            )?;
-            for (w, snapshot) in workers.iter().enumerate() {
-                for &(event, count) in &snapshot.backend {
-                    let labels = [("worker", w.to_string()), ("event", event.as_str().to_string())];
-                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
+        per_worker_by(&mut encoder, "dataplane_drops", "Datagrams not relayed, by reason", &workers, "reason", |w| {
+            w.drops.iter().map(|&(r, n)| (r.as_str(), n)).collect()
+        })?;
+        per_worker_by(
+            &mut encoder,
+            "dataplane_backend_events",
+            "What the DPDK or AF_XDP backend did besides relaying (exception path, neighbours, frames not sent), by event",
+            &workers,
+            "event",
+            |w| w.backend.iter().map(|&(e, n)| (e.as_str(), n)).collect(),
+        )?;
         let in_use = self.dataplane.session_count() as i64;
         let gauge = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64| -> Result<(), std::fmt::Error> {
             ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
