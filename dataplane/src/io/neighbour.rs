@@ -160,6 +160,57 @@ impl NeighbourTable {
     }
 }
 
+/// What media packets taught a [`NeighbourTable`] lately, direct-mapped by
+/// source address: a peer keeps sending from the same MAC, so most packets
+/// find their (address, MAC) here and skip the table, and the checks in
+/// front of it, entirely.
+#[derive(Debug, Clone)]
+pub struct LearnMemo {
+    slots: [(IpAddr, EthernetAddress, u64); LEARN_MEMO],
+}
+
+/// Entries of a [`LearnMemo`].
+const LEARN_MEMO: usize = 64;
+/// A neighbour confirmed by traffic is written to the table at most this often.
+const RELEARN_AFTER_MS: u64 = 1_000;
+
+impl Default for LearnMemo {
+    fn default() -> Self {
+        LearnMemo { slots: [(IpAddr::from([0, 0, 0, 0]), EthernetAddress([0; 6]), 0); LEARN_MEMO] }
+    }
+}
+
+impl LearnMemo {
+    fn slot(ip: IpAddr) -> usize {
+        let low = match ip {
+            IpAddr::V4(a) => u32::from(a),
+            IpAddr::V6(a) => (u128::from(a) as u32) ^ ((u128::from(a) >> 64) as u32),
+        };
+        (low.wrapping_mul(0x9e37_79b9) >> 26) as usize % LEARN_MEMO
+    }
+
+    /// Teaches `table` that `ip` is at `mac` if `is_neighbour(ip)` (only next
+    /// hops are ever looked up), unless the same was taught within a second.
+    #[inline]
+    pub fn learn(
+        &mut self,
+        table: &mut NeighbourTable,
+        ip: IpAddr,
+        mac: EthernetAddress,
+        now_ms: u64,
+        is_neighbour: impl FnOnce(IpAddr) -> bool,
+    ) {
+        let slot = &mut self.slots[Self::slot(ip)];
+        if slot.0 == ip && slot.1 == mac && now_ms.saturating_sub(slot.2) < RELEARN_AFTER_MS {
+            return;
+        }
+        if is_neighbour(ip) {
+            table.learn(ip, mac, now_ms);
+            *slot = (ip, mac, now_ms);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

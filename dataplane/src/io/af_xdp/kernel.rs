@@ -24,6 +24,7 @@ const ATF_COM: u32 = 0x2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
+    pub index: u32,
     pub mac: EthernetAddress,
     /// Loopback: frames carry zero MACs and nothing is resolved.
     pub loopback: bool,
@@ -48,7 +49,7 @@ pub fn interface(name: &str) -> Result<Interface, String> {
     msg.extend_from_slice(&(index as i32).to_ne_bytes());
     msg.extend_from_slice(&[0; 8]); // flags, change
     let reply = netlink_request(&msg).map_err(|e| format!("interface {name:?}: RTM_GETLINK: {e}"))?;
-    parse_link(&reply, name).ok_or_else(|| format!("interface {name:?}: unreadable RTM_GETLINK answer"))
+    parse_link(&reply, name, index).ok_or_else(|| format!("interface {name:?}: unreadable RTM_GETLINK answer"))
 }
 
 /// Sends one rtnetlink request on a socket of its own, returned for the
@@ -72,7 +73,7 @@ fn netlink_request(msg: &[u8]) -> Result<Vec<u8>, String> {
 
 /// The interface in an `RTM_NEWLINK` message: `ifi_flags`, `IFLA_ADDRESS`,
 /// `IFLA_NUM_RX_QUEUES`. None for an error answer or a short message.
-pub fn parse_link(msg: &[u8], name: &str) -> Option<Interface> {
+pub fn parse_link(msg: &[u8], name: &str, index: u32) -> Option<Interface> {
     const RTM_NEWLINK: u16 = 16;
     const IFLA_ADDRESS: u16 = 1;
     const IFLA_NUM_RX_QUEUES: u16 = 32;
@@ -98,7 +99,7 @@ pub fn parse_link(msg: &[u8], name: &str) -> Option<Interface> {
         }
         at += alen.div_ceil(4) * 4;
     }
-    Some(Interface { name: name.to_owned(), mac, loopback: flags & IFF_LOOPBACK != 0, rx_queues })
+    Some(Interface { name: name.to_owned(), index, mac, loopback: flags & IFF_LOOPBACK != 0, rx_queues })
 }
 
 fn parse_mac(s: &str) -> Option<EthernetAddress> {

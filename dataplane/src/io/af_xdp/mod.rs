@@ -29,7 +29,7 @@
 pub mod kernel;
 
 use super::frame::{self, Addressing, Class, Media, Out, Unsent, UnsentCounts};
-use super::neighbour::{Lookup, NeighbourTable};
+use super::neighbour::{LearnMemo, Lookup, NeighbourTable};
 use super::{PacketIo, BURST};
 use crate::config::{DataplaneConfig, XdpMode};
 use crate::engine::checksum_delta::ChecksumDelta;
@@ -91,7 +91,6 @@ pub struct AfXdpStats {
 /// One worker's share: the interface, made by [`prepare`].
 pub struct AfXdpSpec {
     interface: kernel::Interface,
-    ifindex: u32,
     mode: XdpMode,
     addressing: Addressing,
     waker: Arc<EventFd>,
@@ -111,10 +110,8 @@ pub fn prepare(config: &DataplaneConfig, waker: Arc<EventFd>) -> Result<AfXdpSpe
         return Err("dataplane.af_xdp.interface is empty: name the interface media arrives on (e.g. eth0)".into());
     }
     let interface = kernel::interface(name)?;
-    let ifindex =
-        xsk::interface_index(name).ok_or_else(|| format!("interface {name:?} has no index (does it exist?)"))?;
     let addressing = Addressing::new(interface.mac, &config.media_ips, config.ports.clone(), 32, None);
-    Ok(AfXdpSpec { interface, ifindex, mode: config.af_xdp.mode, addressing, waker })
+    Ok(AfXdpSpec { interface, mode: config.af_xdp.mode, addressing, waker })
 }
 
 impl AfXdpSpec {
@@ -125,7 +122,8 @@ impl AfXdpSpec {
     /// Loads and attaches the steering program and opens a socket per rx
     /// queue; runs on the worker thread.
     pub fn open(self) -> Result<AfXdpIo, String> {
-        let AfXdpSpec { interface, ifindex, mode, addressing, waker } = self;
+        let AfXdpSpec { interface, mode, addressing, waker } = self;
+        let ifindex = interface.index;
         let name = interface.name.clone();
         let map = SocketMap::new(interface.rx_queues).map_err(|e| format!("AF_XDP on {name}: {e}"))?;
         let addrs: Vec<Ipv4Addr> = addressing.v4.iter().map(|(_, a)| Ipv4Addr::from(*a)).collect();
@@ -180,10 +178,10 @@ impl AfXdpSpec {
             ctx: Context {
                 addressing,
                 interface,
-                ifindex,
                 routes,
                 routes_read: Instant::now(),
                 neighbours: NeighbourTable::new(),
+                learned: LearnMemo::default(),
                 pending: [None; MAX_PENDING],
                 arp_read_ms: 0,
                 epoch: Instant::now(),
@@ -243,10 +241,10 @@ struct Pending {
 struct Context {
     addressing: Addressing,
     interface: kernel::Interface,
-    ifindex: u32,
     routes: Vec<kernel::Route>,
     routes_read: Instant,
     neighbours: NeighbourTable,
+    learned: LearnMemo,
     /// Next hops to look up in the kernel's ARP cache.
     pending: [Option<Pending>; MAX_PENDING],
     /// When the ARP cache was last read (ms of `epoch`).
@@ -298,10 +296,10 @@ impl Context {
         if self.interface.loopback {
             return;
         }
-        let src = media.source.ip();
-        if kernel::next_hop(&self.routes, src) == Some(src) {
-            self.neighbours.learn(src, media.src_mac, now_ms);
-        }
+        let routes = &self.routes;
+        self.learned.learn(&mut self.neighbours, media.source.ip(), media.src_mac, now_ms, |src| {
+            kernel::next_hop(routes, src) == Some(src)
+        });
     }
 
     /// Rewrites a readdressed media frame in place for its destination.
@@ -331,7 +329,6 @@ impl Context {
                 if now.mac != self.addressing.mac {
                     tracing::info!(interface = %now.name, mac = %now.mac, "interface MAC changed");
                     self.addressing.mac = now.mac;
-                    self.interface.mac = now.mac;
                 }
             }
         }
@@ -342,7 +339,7 @@ impl Context {
         self.arp_read_ms = now;
         let arp = kernel::arp_cache();
         let nd = if self.pending.iter().flatten().any(|p| p.hop.is_ipv6()) {
-            kernel::neighbours6(self.ifindex).unwrap_or_default()
+            kernel::neighbours6(self.interface.index).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -358,7 +355,7 @@ impl Context {
             } else if !p.requested {
                 p.requested = true;
                 self.stats.resolutions_requested += 1;
-                if let Err(e) = kernel::request_resolution(self.ifindex, p.hop) {
+                if let Err(e) = kernel::request_resolution(self.interface.index, p.hop) {
                     tracing::debug!(hop = %p.hop, error = %e, "asking the kernel to resolve a next hop failed");
                 }
             } else if now.saturating_sub(p.since_ms) > RESOLVE_WITHIN_MS {

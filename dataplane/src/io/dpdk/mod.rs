@@ -37,7 +37,7 @@ use crate::session::LocalEndpoint;
 use crate::wire::ethernet::EthernetAddress;
 use dpdk_sys::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, QueueId, BURST_SIZE};
 use frame::{Addressing, Class, Media, Out, Unsent, UnsentCounts};
-use neighbour::{Lookup, NeighbourTable};
+use neighbour::{LearnMemo, Lookup, NeighbourTable};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -281,7 +281,7 @@ impl DpdkSpec {
                 addressing,
                 neighbours: NeighbourTable::new(),
                 pending: [None; MAX_PENDING],
-                learned: [(IpAddr::from([0, 0, 0, 0]), EthernetAddress([0; 6]), 0); LEARNED_MEMO],
+                learned: LearnMemo::default(),
                 epoch: Instant::now(),
                 stats: DpdkStats::default(),
             }),
@@ -330,25 +330,9 @@ struct Context {
     neighbours: NeighbourTable,
     /// Next hops to send a request for.
     pending: [Option<IpAddr>; MAX_PENDING],
-    /// What media packets taught the table lately, direct-mapped by source
-    /// address: a peer keeps sending from the same MAC, so most packets
-    /// find their (address, MAC) here and skip the table entirely.
-    learned: [(IpAddr, EthernetAddress, u64); LEARNED_MEMO],
+    learned: LearnMemo,
     epoch: Instant,
     stats: DpdkStats,
-}
-
-/// Entries of [`Context::learned`].
-const LEARNED_MEMO: usize = 64;
-/// A neighbour confirmed by traffic is written to the table at most this often.
-const RELEARN_AFTER_MS: u64 = 1_000;
-
-fn memo_slot(ip: IpAddr) -> usize {
-    let low = match ip {
-        IpAddr::V4(a) => u32::from(a),
-        IpAddr::V6(a) => (u128::from(a) as u32) ^ ((u128::from(a) >> 64) as u32),
-    };
-    (low.wrapping_mul(0x9e37_79b9) >> 26) as usize % LEARNED_MEMO
 }
 
 impl Context {
@@ -358,14 +342,8 @@ impl Context {
 
     #[inline]
     fn learn(&mut self, ip: IpAddr, mac: EthernetAddress, now_ms: u64) {
-        let slot = &mut self.learned[memo_slot(ip)];
-        if slot.0 == ip && slot.1 == mac && now_ms.saturating_sub(slot.2) < RELEARN_AFTER_MS {
-            return;
-        }
-        if self.addressing.is_neighbour(ip) {
-            self.neighbours.learn(ip, mac, now_ms);
-            *slot = (ip, mac, now_ms);
-        }
+        let addressing = &self.addressing;
+        self.learned.learn(&mut self.neighbours, ip, mac, now_ms, |ip| addressing.is_neighbour(ip));
     }
 
     /// Queues a request for `hop`, at most one per address per 200 ms.
